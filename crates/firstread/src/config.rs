@@ -1,0 +1,193 @@
+//! Configuration: a TOML file (see `docs/firstread.example.toml`) with environment overrides
+//! `FIRSTREAD_<SECTION>__<KEY>` (e.g. `FIRSTREAD_DIMSE__LISTEN=0.0.0.0:11112`,
+//! `FIRSTREAD_DATABASE__URL=postgres://...`), layered with figment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use firstread_dimse::{AllowedPeer, ScpConfig};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node's DICOM identity.
+    pub node: NodeConfig,
+    /// The DIMSE listener (Store SCP).
+    pub dimse: DimseConfig,
+    /// Where instance files are kept.
+    pub storage: StorageConfig,
+    /// The PostgreSQL index and queue.
+    pub database: DatabaseConfig,
+    /// Log output.
+    pub log: LogConfig,
+}
+
+/// This node's DICOM identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Our AE title (1-16 characters, PS3.5 6.2 AE).
+    pub ae_title: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig { ae_title: "FIRSTREAD".into() }
+    }
+}
+
+/// The DIMSE listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DimseConfig {
+    /// Address to listen on (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Concurrent associations; beyond: A-ASSOCIATE-RJ transient, local limit exceeded.
+    pub max_associations: usize,
+    /// Silence after which an association is aborted (e.g. "60s").
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Maximum PDU length we advertise and accept, in bytes (>= 1018).
+    pub max_pdu_length: u32,
+    /// When set, only these calling AEs (optionally from these hosts) may associate.
+    pub allowed_peers: Option<Vec<AllowedPeer>>,
+    /// Private Storage SOP Class UIDs to accept in addition to the standard ones.
+    pub extra_sop_classes: Vec<String>,
+}
+
+impl Default for DimseConfig {
+    fn default() -> Self {
+        let scp = ScpConfig::default();
+        DimseConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 11112)),
+            max_associations: scp.max_associations,
+            idle_timeout: scp.idle_timeout,
+            max_pdu_length: scp.max_pdu_length,
+            allowed_peers: None,
+            extra_sop_classes: Vec::new(),
+        }
+    }
+}
+
+/// Instance file storage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Storage root (instances under `studies/`, partial transfers under `incoming/`).
+    pub root: PathBuf,
+    /// fsync each instance and its directory before acknowledging it. Leave on in production.
+    pub fsync: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { root: PathBuf::from("/var/lib/firstread"), fsync: true }
+    }
+}
+
+/// PostgreSQL.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Connection URL.
+    pub url: String,
+    /// Pool size.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { url: "postgres://postgres@127.0.0.1:5432/firstread".into(), max_connections: 16 }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, for terminals.
+    #[default]
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// `tracing` filter directive (`RUST_LOG` syntax), e.g. "info,firstread_dimse=debug".
+    /// Patient names and IDs are only ever logged at debug level.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Pretty, filter: "info".into() }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then the TOML file (if given), then `FIRSTREAD_*` environment variables.
+    ///
+    /// # Errors
+    /// Unreadable file, unknown keys, wrong types.
+    pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(Box::new(figment::Error::from(format!("config file {} not found", file.display()))));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment.merge(Env::prefixed("FIRSTREAD_").split("__")).extract().map_err(Box::new)
+    }
+
+    /// The Store SCP settings.
+    pub fn scp(&self) -> ScpConfig {
+        ScpConfig {
+            ae_title: self.node.ae_title.clone(),
+            allowed_peers: self.dimse.allowed_peers.clone(),
+            max_associations: self.dimse.max_associations,
+            idle_timeout: self.dimse.idle_timeout,
+            max_pdu_length: self.dimse.max_pdu_length.max(1018),
+            extra_sop_classes: self.dimse.extra_sop_classes.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_env_overrides_it() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/firstread.example.toml");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FIRSTREAD_DIMSE__LISTEN", "127.0.0.1:4000");
+            jail.set_env("FIRSTREAD_NODE__AE_TITLE", "OTHER");
+            let c = Config::load(Some(&example)).map_err(|e| e.to_string())?;
+            assert_eq!(c.dimse.listen, "127.0.0.1:4000".parse().unwrap());
+            assert_eq!(c.node.ae_title, "OTHER");
+            assert_eq!(c.dimse.idle_timeout, Duration::from_secs(60));
+            assert!(c.storage.fsync);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[dimse]\nlisten_port = 4\n")?;
+            assert!(Config::load(Some(Path::new("bad.toml"))).is_err());
+            Ok(())
+        });
+    }
+}

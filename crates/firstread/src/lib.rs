@@ -1,0 +1,13 @@
+//! firstread: a DICOM node that gives chest CT studies a first read.
+//!
+//! This crate wires the concept crates together (see `docs/ARCHITECTURE.md`):
+//! [`config`] (TOML + environment), [`telemetry`] (tracing), [`ingest`] (Store SCP -> storage
+//! -> index) and [`node`] (start/stop a node). The `firstread` binary is `src/main.rs`.
+
+pub mod config;
+pub mod ingest;
+pub mod node;
+pub mod telemetry;
+
+pub use config::Config;
+pub use node::Node;

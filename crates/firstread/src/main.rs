@@ -1,0 +1,89 @@
+//! The `firstread` command line.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use firstread::config::{Config, LogFormat};
+use firstread::{telemetry, Node};
+use tracing::info;
+
+/// firstread: a first read of chest CT within seconds of the last slice.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML); FIRSTREAD_<SECTION>__<KEY> environment variables override it.
+    #[arg(long, short, global = true, env = "FIRSTREAD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format (overrides the configuration).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the node: the DICOM listener (Store SCP) storing into the storage root and the index.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print the effective configuration (file + environment) as TOML and exit.
+    Config,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = Config::load(cli.config.as_deref()).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    if let Some(format) = cli.log_format {
+        config.log.format = format;
+    }
+    telemetry::init(&config.log);
+    match cli.command {
+        Command::Serve => serve(&config).await,
+        Command::Migrate => {
+            let index = firstread_store::Index::connect(&config.database.url, 2).await.context("connecting")?;
+            index.migrate().await.context("migrating")?;
+            info!("database migrated");
+            Ok(())
+        }
+        Command::Config => {
+            print!("{}", toml_of(&config)?);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: &Config) -> anyhow::Result<()> {
+    let node = Node::start(config).await?;
+    info!(dimse = %node.dimse_addr, ae_title = %config.node.ae_title, "firstread serving");
+    let token = node.shutdown_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutting down");
+        token.cancel();
+    });
+    node.wait().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn toml_of(config: &Config) -> anyhow::Result<String> {
+    toml::to_string_pretty(config).context("serializing the configuration")
+}

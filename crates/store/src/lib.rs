@@ -1,0 +1,17 @@
+//! Durable storage of received instances and their PostgreSQL index.
+//!
+//! - [`storage`]: Part 10 files streamed to a temporary file, fsync'd and linked into a
+//!   study/series/instance layout under the storage root.
+//! - [`attributes`]: lenient extraction of the indexed attributes from a received data set.
+//! - [`index`]: the study/series/instance tables (migrations in `schemas/`).
+//!
+//! The invariant this crate serves: an instance is acknowledged only after its file is durable
+//! and its index row committed.
+
+pub mod attributes;
+pub mod index;
+pub mod storage;
+
+pub use attributes::InstanceAttributes;
+pub use index::{Index, Provenance, Recorded};
+pub use storage::{Announced, Placed, Received, Storage, StorageError};
