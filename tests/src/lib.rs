@@ -1,1 +1,318 @@
+//! Test harness for firstread's integration tests: each test gets its own PostgreSQL database
+//! (created, migrated, dropped), its own storage folder and a node on port 0, so tests run in
+//! parallel. Real peers: dcmtk (by absolute path, since pynetdicom installs same-named
+//! scripts), pynetdicom scripts in `tests/peers/`, and dicom-ul clients for crafted traffic.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use firstread::{Config, Node};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Row};
+
+/// Admin URL of the local PostgreSQL (override with FIRSTREAD_TEST_PG).
+pub fn admin_url() -> String {
+    std::env::var("FIRSTREAD_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A uniquely named database, dropped when the value is dropped.
+pub struct TestDb {
+    /// Connection URL of the database.
+    pub url: String,
+    name: String,
+}
+
+impl TestDb {
+    /// Creates an empty database named `firstread_test_<random>`.
+    pub async fn create() -> TestDb {
+        let name = format!("firstread_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = PgPoolOptions::new().max_connections(1).connect(&admin_url()).await.expect("PostgreSQL reachable");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
+        admin.close().await;
+        let base = admin_url();
+        let url = format!("{}/{name}", base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base));
+        TestDb { url, name }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside or outside a runtime: use a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async {
+                if let Ok(admin) = PgPoolOptions::new().max_connections(1).connect(&admin_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A node started for one test.
+pub struct TestNode {
+    /// The running node.
+    pub node: Node,
+    /// Its configuration.
+    pub config: Config,
+    /// Storage root (deleted on drop).
+    pub dir: tempfile::TempDir,
+    /// Its database (dropped on drop, after the node).
+    pub db: TestDb,
+    /// A pool on the test database for assertions.
+    pub pool: PgPool,
+}
+
+impl TestNode {
+    /// Starts a node on 127.0.0.1:0 with its own database and storage; `customize` may change
+    /// the configuration first.
+    pub async fn start(customize: impl FnOnce(&mut Config)) -> TestNode {
+        let db = TestDb::create().await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::default();
+        config.dimse.listen = "127.0.0.1:0".parse().expect("addr");
+        config.storage.root = dir.path().to_path_buf();
+        config.database.url = db.url.clone();
+        config.database.max_connections = 8;
+        config.dimse.idle_timeout = Duration::from_secs(20);
+        customize(&mut config);
+        firstread::telemetry::init(&config.log);
+        let node = Node::start(&config).await.expect("node starts");
+        let pool = PgPoolOptions::new().max_connections(2).connect(&db.url).await.expect("test pool");
+        TestNode { node, config, dir, db, pool }
+    }
+
+    /// The DIMSE port.
+    pub fn port(&self) -> u16 {
+        self.node.dimse_addr.port()
+    }
+
+    /// `count(*)` of a table or query.
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query(sql).fetch_one(&self.pool).await.expect("count query").get::<i64, _>(0)
+    }
+
+    /// Instance files under the storage root's `studies/`.
+    pub fn stored_files(&self) -> Vec<PathBuf> {
+        files_under(&self.dir.path().join("studies"))
+    }
+
+    /// Files left in `incoming/` (partial transfers).
+    pub fn incoming_files(&self) -> Vec<PathBuf> {
+        files_under(&self.dir.path().join("incoming"))
+    }
+}
+
+/// Every regular file under `dir`, recursively, sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+/// The bundled sample CT series (30 slices) in one of its encodings:
+/// "" (Explicit VR LE), "-j2k", "-jpegll", "-jpegls".
+pub fn sample_series(variant: &str) -> Vec<PathBuf> {
+    let dir = repo_root().join(format!("data/ct/lung-dx-a0002-b40f{variant}"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("sample CT present")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("1-") && n.ends_with(".dcm")))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A dcmtk tool by absolute path (pynetdicom installs scripts with the same names).
+pub fn dcmtk(tool: &str) -> Command {
+    let path = Path::new("/usr/bin").join(tool);
+    let mut c = Command::new(if path.exists() { path } else { PathBuf::from(tool) });
+    // dcmtk leaves Nagle on unless told; without it every message waits for a delayed ACK.
+    c.env("TCP_NODELAY", "1");
+    c
+}
+
+/// Runs a command, returning its output (stdout+stderr kept separately).
+pub fn run(mut cmd: Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+/// Runs `tests/peers/peer.py` with arguments and parses its JSON output.
+pub fn peer(args: &[&str]) -> serde_json::Value {
+    let out = run({
+        let mut c = Command::new("python3");
+        c.arg(repo_root().join("tests/peers/peer.py")).args(args);
+        c
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("peer.py {args:?} printed no JSON ({e}): {stdout}\n{}", String::from_utf8_lossy(&out.stderr))
+    })
+}
+
+/// A Part 10 file split into its File Meta Information and data set bytes.
+pub struct Part10 {
+    /// Transfer Syntax UID (0002,0010).
+    pub transfer_syntax_uid: String,
+    /// Media Storage SOP Class UID.
+    pub sop_class_uid: String,
+    /// Media Storage SOP Instance UID.
+    pub sop_instance_uid: String,
+    /// The data set bytes after the meta group, as a C-STORE sends them.
+    pub dataset: Vec<u8>,
+}
+
+/// Reads a Part 10 file and splits off its data set bytes (PS3.10 7.1).
+pub fn read_part10(path: &Path) -> Part10 {
+    let bytes = std::fs::read(path).expect("read file");
+    assert_eq!(&bytes[128..132], b"DICM", "{} is not Part 10", path.display());
+    // (0002,0000) UL, explicit VR LE: tag 4 + VR 2 + length 2 + value 4
+    let group_len = u32::from_le_bytes([bytes[140], bytes[141], bytes[142], bytes[143]]) as usize;
+    let end = 144 + group_len;
+    let meta = dicom_object::FileMetaTable::from_reader(&bytes[128..end]).expect("meta");
+    Part10 {
+        transfer_syntax_uid: meta.transfer_syntax().trim_end_matches('\0').to_owned(),
+        sop_class_uid: meta.media_storage_sop_class_uid().trim_end_matches('\0').to_owned(),
+        sop_instance_uid: meta.media_storage_sop_instance_uid().trim_end_matches('\0').to_owned(),
+        dataset: bytes[end..].to_vec(),
+    }
+}
+
+/// A hand-driven SCU on dicom-ul, for traffic real tools will not produce (aborts mid-instance,
+/// mismatched UIDs, garbage data sets).
+pub struct RawScu {
+    association: dicom_ul::association::AsyncClientAssociation<tokio::net::TcpStream>,
+}
+
+impl RawScu {
+    /// Associates with `addr` proposing one context per (abstract syntax, transfer syntax).
+    pub async fn connect(
+        addr: std::net::SocketAddr,
+        called: &str,
+        contexts: &[(&str, &str)],
+    ) -> anyhow::Result<RawScu> {
+        let mut options = dicom_ul::ClientAssociationOptions::new().calling_ae_title("RAWSCU").called_ae_title(called);
+        for (abstract_syntax, ts) in contexts {
+            options = options.with_presentation_context(*abstract_syntax, vec![*ts]);
+        }
+        let association = options.establish_async(addr).await?;
+        Ok(RawScu { association })
+    }
+
+    /// The accepted presentation context id for an abstract syntax.
+    pub fn context_id(&self, abstract_syntax: &str) -> u8 {
+        self.association
+            .presentation_contexts()
+            .iter()
+            .find(|pc| pc.abstract_syntax == abstract_syntax)
+            .map(|pc| pc.id)
+            .expect("context accepted")
+    }
+
+    /// Sends a C-STORE-RQ command set.
+    pub async fn send_command(&mut self, context_id: u8, message_id: u16, sop_class: &str, sop_instance: &str) {
+        let data = firstread_dimse::command::encode_store_request(message_id, sop_class, sop_instance);
+        self.send_pdv(context_id, dicom_ul::pdu::PDataValueType::Command, data, true).await;
+    }
+
+    /// Sends data set bytes as data PDVs of at most `chunk` bytes; `last` marks the final one.
+    pub async fn send_data(&mut self, context_id: u8, bytes: &[u8], chunk: usize, last: bool) {
+        let n = bytes.chunks(chunk).count();
+        for (i, c) in bytes.chunks(chunk).enumerate() {
+            self.send_pdv(context_id, dicom_ul::pdu::PDataValueType::Data, c.to_vec(), last && i + 1 == n).await;
+        }
+    }
+
+    async fn send_pdv(
+        &mut self,
+        context_id: u8,
+        value_type: dicom_ul::pdu::PDataValueType,
+        data: Vec<u8>,
+        is_last: bool,
+    ) {
+        let pdu = dicom_ul::Pdu::PData {
+            data: vec![dicom_ul::pdu::PDataValue { presentation_context_id: context_id, value_type, is_last, data }],
+        };
+        self.association.send(&pdu).await.expect("send P-DATA-TF");
+    }
+
+    /// Receives the next response and returns its Status (0000,0900) and Error Comment.
+    pub async fn receive_status(&mut self) -> (u16, Option<String>) {
+        use dicom_dictionary_std::tags;
+        let pdu = self.association.receive().await.expect("response");
+        let dicom_ul::Pdu::PData { data } = pdu else { panic!("expected P-DATA-TF, got {pdu:?}") };
+        let bytes: Vec<u8> = data.into_iter().flat_map(|p| p.data).collect();
+        let obj = dicom_object::InMemDicomObject::read_dataset_with_ts(
+            &bytes[..],
+            &dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased(),
+        )
+        .expect("response command set");
+        let status = obj.get(tags::STATUS).expect("status").to_int::<u16>().expect("status value");
+        let comment = obj.get(tags::ERROR_COMMENT).and_then(|e| e.to_str().ok()).map(|s| s.trim().to_owned());
+        (status, comment)
+    }
+
+    /// Sends a whole instance and returns the response status.
+    pub async fn store(
+        &mut self,
+        message_id: u16,
+        sop_class: &str,
+        sop_instance: &str,
+        dataset: &[u8],
+    ) -> (u16, Option<String>) {
+        let pc = self.context_id(sop_class);
+        self.send_command(pc, message_id, sop_class, sop_instance).await;
+        self.send_data(pc, dataset, 16 * 1024, true).await;
+        self.receive_status().await
+    }
+
+    /// Sends A-ABORT.
+    pub async fn abort(self) {
+        let _ = self.association.abort().await;
+    }
+
+    /// Releases the association.
+    pub async fn release(self) {
+        let _ = self.association.release().await;
+    }
+
+    /// Closes the TCP connection without A-RELEASE or A-ABORT.
+    pub fn drop_connection(self) {
+        drop(self.association);
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true or `timeout` passes; returns the last result.
+pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

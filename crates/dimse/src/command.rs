@@ -79,12 +79,8 @@ impl Command {
         let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
             .map_err(|e| CommandError::Malformed(e.to_string()))?;
         let uint = |tag: Tag| obj.get(tag).and_then(|e| e.to_int::<u16>().ok());
-        let text = |tag: Tag| {
-            obj.get(tag)
-                .and_then(|e| e.to_str().ok())
-                .map(|s| trim_uid(&s).to_owned())
-                .unwrap_or_default()
-        };
+        let text =
+            |tag: Tag| obj.get(tag).and_then(|e| e.to_str().ok()).map(|s| trim_uid(&s).to_owned()).unwrap_or_default();
         Ok(Command {
             field: uint(tags::COMMAND_FIELD).ok_or(CommandError::Missing("Command Field"))?,
             message_id: uint(tags::MESSAGE_ID).ok_or(CommandError::Missing("Message ID"))?,
@@ -138,11 +134,7 @@ pub fn encode_response(request: &Command, outcome: &Outcome) -> Vec<u8> {
             PrimitiveValue::from(uid_value(&request.affected_sop_class_uid)),
         ),
         DataElement::new(tags::COMMAND_FIELD, VR::US, dicom_value!(U16, [request.field | 0x8000])),
-        DataElement::new(
-            tags::MESSAGE_ID_BEING_RESPONDED_TO,
-            VR::US,
-            dicom_value!(U16, [request.message_id]),
-        ),
+        DataElement::new(tags::MESSAGE_ID_BEING_RESPONDED_TO, VR::US, dicom_value!(U16, [request.message_id])),
         DataElement::new(tags::COMMAND_DATA_SET_TYPE, VR::US, dicom_value!(U16, [NO_DATA_SET])),
         DataElement::new(tags::STATUS, VR::US, dicom_value!(U16, [outcome.status])),
     ];
@@ -167,11 +159,7 @@ pub fn encode_store_request(message_id: u16, sop_class_uid: &str, sop_instance_u
         DataElement::new(tags::MESSAGE_ID, VR::US, dicom_value!(U16, [message_id])),
         DataElement::new(tags::PRIORITY, VR::US, dicom_value!(U16, [0])),
         DataElement::new(tags::COMMAND_DATA_SET_TYPE, VR::US, dicom_value!(U16, [0x0000])),
-        DataElement::new(
-            tags::AFFECTED_SOP_INSTANCE_UID,
-            VR::UI,
-            PrimitiveValue::from(uid_value(sop_instance_uid)),
-        ),
+        DataElement::new(tags::AFFECTED_SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(uid_value(sop_instance_uid))),
     ])
 }
 
@@ -225,8 +213,7 @@ mod tests {
         };
         let long = "x".repeat(100);
         let bytes = encode_response(&req, &Outcome::with_comment(status::OUT_OF_RESOURCES, long));
-        let obj =
-            InMemDicomObject::read_dataset_with_ts(&bytes[..], &IMPLICIT_VR_LITTLE_ENDIAN.erased()).unwrap();
+        let obj = InMemDicomObject::read_dataset_with_ts(&bytes[..], &IMPLICIT_VR_LITTLE_ENDIAN.erased()).unwrap();
         assert_eq!(obj.get(tags::COMMAND_FIELD).unwrap().to_int::<u16>().unwrap(), 0x8001);
         assert_eq!(obj.get(tags::MESSAGE_ID_BEING_RESPONDED_TO).unwrap().to_int::<u16>().unwrap(), 42);
         assert_eq!(obj.get(tags::STATUS).unwrap().to_int::<u16>().unwrap(), 0xA700);

@@ -14,8 +14,9 @@ use std::time::Duration;
 use dicom_ul::association::server::ServerAssociationOptions;
 use dicom_ul::association::{Association, AsyncServerAssociation};
 use dicom_ul::pdu::{
-    AbortRQServiceProviderReason, AbortRQSource, AssociationRJ, AssociationRJResult, AssociationRJSource,
-    AssociationRJServiceProviderPresentationReason, PDataValue, PDataValueType, PresentationContextResultReason,
+    AbortRQServiceProviderReason, AbortRQSource, AssociationRJ, AssociationRJResult,
+    AssociationRJServiceProviderPresentationReason, AssociationRJSource, PDataValue, PDataValueType,
+    PresentationContextResultReason,
 };
 use dicom_ul::Pdu;
 use tokio::io::AsyncWriteExt;
@@ -246,11 +247,8 @@ async fn handle_connection<S: InstanceStore>(
     config: &ScpConfig,
     store: &S,
 ) {
-    let policy = AePolicy {
-        ae_title: config.ae_title.clone(),
-        allowed_peers: config.allowed_peers.clone(),
-        peer_ip: peer.ip(),
-    };
+    let policy =
+        AePolicy { ae_title: config.ae_title.clone(), allowed_peers: config.allowed_peers.clone(), peer_ip: peer.ip() };
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(policy)
         .ae_title(config.ae_title.clone())
@@ -424,16 +422,13 @@ impl<S: InstanceStore> Session<'_, S> {
                     if let Sink::Store(pending) = sink {
                         if let Err(e) = pending.write(&pdv.data).await {
                             warn!(error = %e, "writing the instance failed");
-                            *sink = Sink::Discard(Outcome::with_comment(
-                                status::OUT_OF_RESOURCES,
-                                "storage write failed",
-                            ));
+                            *sink =
+                                Sink::Discard(Outcome::with_comment(status::OUT_OF_RESOURCES, "storage write failed"));
                         }
                     }
                 }
                 if pdv.is_last {
-                    if let Stage::Data { context_id, command, sink } = std::mem::replace(&mut self.stage, Stage::Idle)
-                    {
+                    if let Stage::Data { context_id, command, sink } = std::mem::replace(&mut self.stage, Stage::Idle) {
                         let outcome = match sink {
                             Sink::Store(pending) => pending.commit().await,
                             Sink::Discard(outcome) => outcome,
@@ -468,9 +463,7 @@ impl<S: InstanceStore> Session<'_, S> {
         };
         debug!(field = command.field, message_id = command.message_id, "command");
         match command.field {
-            field::C_ECHO_RQ if !command.has_data_set => {
-                self.respond(context_id, &command, &Outcome::success()).await
-            }
+            field::C_ECHO_RQ if !command.has_data_set => self.respond(context_id, &command, &Outcome::success()).await,
             field::C_STORE_RQ if command.has_data_set => {
                 let sink = if command.affected_sop_class_uid != command::trim_uid(&context.abstract_syntax) {
                     Sink::Discard(Outcome::with_comment(

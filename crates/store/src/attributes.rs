@@ -251,10 +251,7 @@ fn effective_vr(tag: Tag, vr: VR) -> VR {
     if vr != VR::UN {
         return vr;
     }
-    StandardDataDictionary
-        .by_tag(tag)
-        .map(|e| e.vr().relaxed())
-        .unwrap_or(VR::UN)
+    StandardDataDictionary.by_tag(tag).map(|e| e.vr().relaxed()).unwrap_or(VR::UN)
 }
 
 fn raw_text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {

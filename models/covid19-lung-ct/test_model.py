@@ -1,0 +1,325 @@
+#!/usr/bin/env python3
+"""Checks used to tune the rule-based lung / opacity module (model.pt).
+
+    /opt/torchvenv/bin/python models/covid19-lung-ct/test_model.py [--model model.pt] [--sample DIR]
+                                                                  [--skip-sample] [--skip-bench]
+
+Synthetic phantoms (body ellipse ~0 HU in -1024 air, table with an air cavity, spine, two lung
+ellipsoids ~-850 HU with vessel tubes +40 HU, trachea and main bronchi, spherical opacities at
+-500 HU (ground glass) and +20 HU (consolidation), Gaussian noise) with known volumes, edge cases,
+the timing benchmark (300 x 512 x 512 at 1 mm, 2 threads) and the real sample
+(/work/shared/data/ct/lung-dx-a0002-b40f, mass in the right lung, TCIA boxes).
+Exit status 0 when every check passes.
+"""
+import argparse
+import glob
+import math
+import os
+import sys
+import time
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import export  # noqa: E402  (profile_stages)
+
+FAILS = []
+
+
+def check(cond, msg):
+    print(("  ok   " if cond else "  FAIL ") + msg)
+    if not cond:
+        FAILS.append(msg)
+
+
+# ------------------------------------------------------------------------------------------------
+# phantom
+# ------------------------------------------------------------------------------------------------
+def grid(shape, spacing):
+    """Patient coordinates (mm) of voxel centres: x to the patient's left (columns), y posterior
+    (rows), z superior (slices); origin at the volume centre."""
+    S, R, C = shape
+    z = (torch.arange(S, dtype=torch.float32) + 0.5 - S / 2) * spacing[0]
+    y = (torch.arange(R, dtype=torch.float32) + 0.5 - R / 2) * spacing[1]
+    x = (torch.arange(C, dtype=torch.float32) + 0.5 - C / 2) * spacing[2]
+    return z.view(-1, 1, 1), y.view(1, -1, 1), x.view(1, 1, -1)
+
+
+def tube(z, y, x, p0, p1, r):
+    """Voxels within r of the segment p0-p1 (points as (x, y, z) mm)."""
+    p0 = torch.tensor(p0, dtype=torch.float32)
+    d = torch.tensor(p1, dtype=torch.float32) - p0
+    L2 = float((d * d).sum())
+    t = (((x - p0[0]) * d[0] + (y - p0[1]) * d[1] + (z - p0[2]) * d[2]) / L2).clamp(0, 1)
+    dx = x - (p0[0] + t * d[0])
+    dy = y - (p0[1] + t * d[1])
+    dz = z - (p0[2] + t * d[2])
+    return dx * dx + dy * dy + dz * dz <= r * r
+
+
+def ball(z, y, x, c, r):
+    return (x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2 <= r * r
+
+
+def phantom(shape=(300, 512, 512), spacing=(1.0, 0.7, 0.7), lungs=("L", "R"), sep=75.0, opac=True,
+            opac_left_only=False, noise=20.0, seed=0):
+    """Returns hu, truth dict (boolean volumes): left, right, opacity, vessels."""
+    g = torch.Generator().manual_seed(seed)
+    z, y, x = grid(shape, spacing)
+    hu = torch.full(shape, -1024.0)
+    body = (x / 165.0) ** 2 + (y / 115.0) ** 2 <= 1.0
+    body = body.expand(shape)
+    hu[body] = 0.0
+    # table (below the back, separate from the body) with an air cavity
+    table = (y > 125) & (y < 150) & (x.abs() < 170)
+    table = table.expand(shape)
+    hu[table] = 200.0
+    hu[((y > 131) & (y < 144) & (x.abs() < 150)).expand(shape)] = -1000.0
+    # spine
+    hu[(((x / 18.0) ** 2 + ((y - 80) / 18.0) ** 2) <= 1).expand(shape)] = 700.0
+    # lungs: ellipsoids; patient left = +x (higher column index)
+    zc = 0.0
+    axes = (55.0, 80.0, 110.0)
+    left = torch.zeros(shape, dtype=torch.bool)
+    right = torch.zeros(shape, dtype=torch.bool)
+    if "L" in lungs:
+        left = ((x - sep) / axes[0]) ** 2 + (y / axes[1]) ** 2 + ((z - zc) / axes[2]) ** 2 <= 1
+    if "R" in lungs:
+        right = ((x + sep) / axes[0]) ** 2 + (y / axes[1]) ** 2 + ((z - zc) / axes[2]) ** 2 <= 1
+    if "L" in lungs and "R" in lungs and sep < axes[0]:
+        # touching lungs: split the overlap at the midline (x = 0)
+        both = left & right
+        left = left & ~(both & (x < 0))
+        right = right & ~(both & (x >= 0))
+    lung = left | right
+    hu[lung] = -850.0
+    # vessels (+40 HU, 2.5-3 mm radius) inside the lungs
+    vessels = torch.zeros(shape, dtype=torch.bool)
+    for sx in (-1, 1):
+        if (sx < 0 and "R" not in lungs) or (sx > 0 and "L" not in lungs):
+            continue
+        cx = sx * sep
+        for (a, b, r) in [((cx - sx * 30, -10, 40), (cx + sx * 30, 30, -50), 3.0),
+                          ((cx - sx * 35, 0, 0), (cx + sx * 35, -40, 30), 2.5),
+                          ((cx, -50, 60), (cx + sx * 10, 40, -20), 2.5),
+                          ((cx - sx * 25, 20, -70), (cx + sx * 20, -30, 70), 3.0)]:
+            vessels |= tube(z, y, x, a, b, r)
+    vessels &= lung
+    hu[vessels] = 40.0
+    # trachea (from the top) and main bronchi into each lung
+    top = float(z.max()) + 10
+    carina = (0.0, 10.0, 50.0)
+    airway = tube(z, y, x, (0.0, 0.0, top), carina, 8.0)
+    for sx in (-1, 1):
+        if (sx < 0 and "R" not in lungs) or (sx > 0 and "L" not in lungs):
+            continue
+        airway |= tube(z, y, x, carina, (sx * (sep - 25), 10.0, 20.0), 6.0)
+    hu[airway] = -1000.0
+    # opacities: ground glass (-500) and consolidation (+20) spheres, fully inside the lungs
+    opacity = torch.zeros(shape, dtype=torch.bool)
+    if opac:
+        spheres = []
+        if "L" in lungs:
+            spheres.append(((sep + 15, 20.0, -40.0), 18.0, -500.0))      # GGO, left lower
+        if not opac_left_only and "R" in lungs:
+            spheres.append(((-sep - 10, -25.0, 30.0), 15.0, -500.0))     # GGO, right upper
+            spheres.append(((-sep - 5, 35.0, -30.0), 14.0, 20.0))        # consolidation, right lower
+        for c, r, v in spheres:
+            b = ball(z, y, x, c, r) & lung
+            hu[b] = v
+            opacity |= b
+    # the airway replaces lung where it enters it; the truth lung excludes the extrapulmonary part
+    left &= ~(airway & ~lung)
+    right &= ~(airway & ~lung)
+    if noise > 0:
+        hu += torch.randn(shape, generator=g) * noise
+    # outside the field of view / padding
+    return hu, dict(left=left, right=right, opacity=opacity, vessels=vessels & ~opacity, airway=airway & ~lung)
+
+
+# ------------------------------------------------------------------------------------------------
+def run(model, hu, spacing):
+    sp = torch.tensor(spacing, dtype=torch.float32)
+    out = model(hu, sp)
+    assert out.dtype == torch.uint8 and tuple(out.shape) == (3,) + tuple(hu.shape), (out.dtype, out.shape)
+    return out.bool()
+
+
+def vol_ml(m, spacing):
+    return float(m.sum()) * spacing[0] * spacing[1] * spacing[2] / 1000.0
+
+
+def phantom_case(model, name, spacing, shape, **kw):
+    print(f"\n== phantom {name}: {shape} at {spacing} mm")
+    hu, t = phantom(shape=shape, spacing=spacing, **kw)
+    out = run(model, hu, spacing)
+    L, R, O = out[0], out[1], out[2]
+    check(not bool((O & ~(L | R)).any()), "opacity is a subset of left|right")
+    check(not bool((L & R).any()), "left and right are disjoint")
+    res = {}
+    for side, m, tm in (("left", L, t["left"]), ("right", R, t["right"])):
+        tv, mv = vol_ml(tm, spacing), vol_ml(m, spacing)
+        if tv == 0:
+            check(mv < 1.0, f"{side}: no lung in the phantom -> {mv:.1f} mL")
+            continue
+        err = (mv - tv) / tv * 100
+        dice = 2 * float((m & tm).sum()) / float(m.sum() + tm.sum())
+        res[side] = err
+        check(abs(err) <= 2.0, f"{side} lung {mv:.0f} mL vs truth {tv:.0f} mL ({err:+.2f} %), Dice {dice:.4f}")
+    tl = vol_ml(t["left"] | t["right"], spacing)
+    tov = vol_ml(t["opacity"], spacing)
+    mov = vol_ml(O, spacing)
+    if tov > 0:
+        err_o = (mov - tov) / tov * 100
+        hit = float((O & t["opacity"]).sum()) / float(t["opacity"].sum())
+        check(abs(err_o) <= 2.0, f"opacity {mov:.1f} mL vs truth {tov:.1f} mL ({err_o:+.2f} % of opacity, "
+                                 f"{(mov - tov) / tl * 100:+.3f} % of lung), sensitivity {hit:.3f}")
+        for side, m, tm in (("left", L, t["left"]), ("right", R, t["right"])):
+            to = vol_ml(t["opacity"] & tm, spacing)
+            mo = vol_ml(O & m, spacing)
+            check(abs(mo - to) <= max(0.02 * to, 0.5), f"{side}-lung opacity {mo:.1f} mL vs truth {to:.1f} mL")
+    else:
+        check(mov <= 0.002 * max(tl, 1.0), f"no opacity in the phantom -> {mov:.2f} mL")
+    vv = vol_ml(t["vessels"], spacing)
+    if vv > 0:
+        fp_v = vol_ml(O & t["vessels"], spacing)
+        check(fp_v <= 0.01 * vv, f"vessels counted as opacity: {fp_v:.2f} mL of {vv:.1f} mL vessel volume")
+        inl = float(((L | R) & t["vessels"]).sum()) / float(t["vessels"].sum())
+        check(inl >= 0.98, f"vessels inside the lung masks: {inl * 100:.1f} %")
+    aw = vol_ml(t["airway"], spacing)
+    if aw > 0:
+        in_aw = vol_ml((L | R) & t["airway"], spacing)
+        check(in_aw <= 0.05 * aw, f"extrapulmonary airway in lung masks: {in_aw:.2f} of {aw:.1f} mL")
+    return res
+
+
+def edge_cases(model):
+    print("\n== edge cases")
+    sp = (2.0, 0.8, 0.8)
+    for name, hu in (("all -1024", torch.full((40, 128, 128), -1024.0)),
+                     ("all soft tissue", torch.full((40, 128, 128), 40.0)),
+                     ("one slice", phantom((1, 256, 256), (5.0, 1.4, 1.4), noise=0)[0]),
+                     ("tiny 2x3x4", torch.full((2, 3, 4), -1024.0))):
+        out = run(model, hu, sp)
+        check(int(out.sum()) == 0 or name == "one slice", f"{name}: {int(out.sum())} voxels set, no error")
+    hu = torch.zeros((0, 64, 64))
+    out = model(hu, torch.tensor(sp))
+    check(tuple(out.shape) == (3, 0, 64, 64), "empty volume -> empty output")
+    # body with no lungs at all (soft tissue ellipse in air)
+    hu, _ = phantom((60, 256, 256), (4.0, 1.4, 1.4), lungs=(), opac=False)
+    out = run(model, hu, (4.0, 1.4, 1.4))
+    check(int(out.sum()) == 0, f"body without lungs: {int(out.sum())} voxels set")
+
+
+def bench(model, threads=2):
+    print(f"\n== timing: 300 x 512 x 512 at 1.0 x 0.7 x 0.7 mm, torch.set_num_threads({threads})")
+    torch.set_num_threads(threads)
+    hu, _ = phantom(shape=(300, 512, 512), spacing=(1.0, 0.7, 0.7))
+    sp = torch.tensor((1.0, 0.7, 0.7))
+    model(hu, sp)
+    ts = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        model(hu, sp)
+        ts.append(time.perf_counter() - t0)
+    out, stages = export.profile_stages(model, hu, sp)
+    print("  stages: " + ", ".join(f"{n} {s * 1000:.0f} ms" for n, s in stages))
+    check(min(ts) < 1.5, f"forward {min(ts):.3f} s (min of 3; median {sorted(ts)[1]:.3f} s); limit 2.5 s")
+
+
+# ------------------------------------------------------------------------------------------------
+def load_series(d):
+    import pydicom
+
+    ds = [pydicom.dcmread(f) for f in glob.glob(os.path.join(d, "*.dcm"))]
+    iop = np.array(ds[0].ImageOrientationPatient, float)
+    row_dir, col_dir = iop[:3], iop[3:]
+    n = np.cross(row_dir, col_dir)
+    assert np.allclose(row_dir, [1, 0, 0]) and np.allclose(col_dir, [0, 1, 0]), "expects axial 1\\0\\0\\0\\1\\0"
+    ds.sort(key=lambda x: float(np.dot(n, np.array(x.ImagePositionPatient, float))))  # inferior -> superior
+    z = np.array([float(np.dot(n, np.array(x.ImagePositionPatient, float))) for x in ds])
+    hu = np.stack([x.pixel_array.astype(np.float32) * float(x.RescaleSlope) + float(x.RescaleIntercept)
+                   for x in ds])
+    spacing = (float(np.median(np.diff(z))), float(ds[0].PixelSpacing[0]), float(ds[0].PixelSpacing[1]))
+    return torch.from_numpy(hu), spacing, [x.SOPInstanceUID for x in ds]
+
+
+def sample(model, d, ann):
+    print(f"\n== real sample {d}")
+    hu, sp, uids = load_series(d)
+    torch.set_num_threads(2)
+    out, stages = export.profile_stages(model, hu, torch.tensor(sp))
+    t0 = time.perf_counter()
+    out2 = model(hu, torch.tensor(sp))
+    dt = time.perf_counter() - t0
+    check(torch.equal(out, out2), "profile_stages() == forward()")
+    print(f"  {tuple(hu.shape)} spacing {sp}; forward {dt:.3f} s; stages: "
+          + ", ".join(f"{n} {s * 1000:.0f} ms" for n, s in stages))
+    out = out.bool()
+    L, R, O = out[0], out[1], out[2]
+    vl, vr, vo = vol_ml(L, sp), vol_ml(R, sp), vol_ml(O, sp)
+    print(f"  left lung {vl:.0f} mL, right lung {vr:.0f} mL, total {vl + vr:.0f} mL")
+    print(f"  opacity: left {vol_ml(O & L, sp):.1f} mL ({vol_ml(O & L, sp) / max(vl, 1) * 100:.2f} %), "
+          f"right {vol_ml(O & R, sp):.1f} mL ({vol_ml(O & R, sp) / max(vr, 1) * 100:.2f} %)")
+    mean_hu = float(hu[O].mean()) if bool(O.any()) else float("nan")
+    print(f"  mean HU of opacity {mean_hu:.0f}")
+    check(2000 <= vl + vr <= 8000, "total lung volume plausible (2-8 L)")
+    check(vr > 800 and vl > 800, "both lungs found")
+    # right lung = low column index (patient right is image left for this axial series)
+    cl = float(L.nonzero()[:, 2].float().mean())
+    cr = float(R.nonzero()[:, 2].float().mean())
+    check(cr < cl, f"right lung at lower column index (mean col R {cr:.0f} < L {cl:.0f})")
+    # mass: TCIA boxes; dense (> -300 HU) voxels inside the boxes
+    tot = inl = opc = 0
+    per = []
+    for i, u in enumerate(uids):
+        f = os.path.join(ann, u + ".xml")
+        if not os.path.exists(f):
+            continue
+        b = ET.parse(f).find(".//bndbox")
+        x0, y0, x1, y1 = (int(b.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax"))
+        dense = hu[i, y0:y1 + 1, x0:x1 + 1] > -300
+        n = int(dense.sum())
+        a = int((dense & R[i, y0:y1 + 1, x0:x1 + 1]).sum())
+        o = int((dense & O[i, y0:y1 + 1, x0:x1 + 1]).sum())
+        tot, inl, opc = tot + n, inl + a, opc + o
+        per.append(f"{i}:{a / max(n, 1) * 100:.0f}%")
+    print("  mass (dense voxels in the TCIA boxes) inside right lung, per slice: " + " ".join(per))
+    check(inl / max(tot, 1) >= 0.6, f"mass dense voxels inside right-lung mask: {inl / max(tot, 1) * 100:.1f} %")
+    check(opc / max(tot, 1) >= 0.6, f"mass dense voxels counted as opacity: {opc / max(tot, 1) * 100:.1f} %")
+    check(vol_ml(O & L, sp) < 0.01 * vl, "left lung (no lesion) opacity < 1 %")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=os.path.join(HERE, "model.pt"))
+    ap.add_argument("--sample", default="/work/shared/data/ct/lung-dx-a0002-b40f")
+    ap.add_argument("--annotations", default="/work/shared/data/ct/lung-dx-a0002-annotations")
+    ap.add_argument("--skip-sample", action="store_true")
+    ap.add_argument("--skip-bench", action="store_true")
+    ap.add_argument("--eager", action="store_true", help="test the Python module instead of model.pt")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    model = export.LungOpacityRuleBased() if args.eager else torch.jit.load(args.model)
+    phantom_case(model, "thin slices", (1.0, 0.7, 0.7), (300, 512, 512))
+    phantom_case(model, "2.5 mm slices", (2.5, 0.8, 0.8), (120, 448, 448))
+    phantom_case(model, "8 mm slices", (8.0, 0.65, 0.65), (38, 512, 512))
+    phantom_case(model, "touching lungs (anterior junction)", (2.0, 0.8, 0.8), (150, 448, 448), sep=52.0)
+    phantom_case(model, "opacity only in the left lung", (2.0, 0.8, 0.8), (150, 448, 448), opac_left_only=True)
+    phantom_case(model, "single (right) lung", (2.0, 0.8, 0.8), (150, 448, 448), lungs=("R",))
+    phantom_case(model, "no opacity", (1.25, 0.75, 0.75), (200, 480, 480), opac=False)
+    edge_cases(model)
+    if not args.skip_bench:
+        bench(model)
+    if not args.skip_sample and os.path.isdir(args.sample):
+        sample(model, args.sample, args.annotations)
+    print(f"\n{len(FAILS)} failed check(s)" + ("".join("\n  - " + f for f in FAILS)))
+    sys.exit(1 if FAILS else 0)
+
+
+if __name__ == "__main__":
+    main()
