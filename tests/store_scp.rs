@@ -304,7 +304,8 @@ async fn odd_encodings_are_stored_and_indexed() {
     let r = peer(&["odd", "127.0.0.1", &node.port().to_string()]);
     assert_eq!(r["status"], 0, "{r}");
     let sop = r["sop_instance_uid"].as_str().expect("uid").to_owned();
-    let row: (Option<f64>, Option<i32>, Option<i32>, Option<Vec<f64>>, Option<String>) = sqlx::query_as(
+    type IndexedRow = (Option<f64>, Option<i32>, Option<i32>, Option<Vec<f64>>, Option<String>);
+    let row: IndexedRow = sqlx::query_as(
         "SELECT slice_thickness, instance_number, (SELECT series_number FROM series s WHERE s.series_instance_uid = i.series_instance_uid), \
          image_position_patient, image_type FROM instances i WHERE sop_instance_uid = $1",
     )

@@ -269,8 +269,9 @@ class LungOpacityRuleBased(torch.nn.Module):
         self.vessel_mm = float(VESSEL_MM)
 
     @torch.jit.export
-    def grid_factors(self, spacing: Tensor) -> List[int]:
-        """Integer pooling factors: [fs, fr, fc] input->working grid, [gs, gr, gc] working->coarse."""
+    def grid_factors(self, spacing: Tensor, shape: List[int]) -> List[int]:
+        """Integer pooling factors: [fs, fr, fc] input->working grid, [gs, gr, gc] working->coarse
+        (never larger than the volume)."""
         sp = spacing.to(torch.float64)
         ss, sr, sc = float(sp[0].item()), float(sp[1].item()), float(sp[2].item())
         fs = max(1, _fround(self.w_mm / ss))
@@ -279,6 +280,9 @@ class LungOpacityRuleBased(torch.nn.Module):
         gs = max(1, _fround(self.c_mm / (ss * fs)))
         gr = max(1, _fround(self.c_mm / (sr * fr)))
         gc = max(1, _fround(self.c_mm / (sc * fc)))
+        fs, fr, fc = min(fs, shape[0]), min(fr, shape[1]), min(fc, shape[2])
+        ws = [(shape[0] + fs - 1) // fs, (shape[1] + fr - 1) // fr, (shape[2] + fc - 1) // fc]
+        gs, gr, gc = min(gs, ws[0]), min(gr, ws[1]), min(gc, ws[2])
         return [fs, fr, fc, gs, gr, gc]
 
     # ------------------------------------------------------------------------------------------
@@ -300,7 +304,7 @@ class LungOpacityRuleBased(torch.nn.Module):
             return out
         if bool((spacing <= 0).any()) or not bool(torch.isfinite(spacing).all()):
             raise ValueError("spacing must be positive and finite")
-        f = self.grid_factors(spacing)
+        f = self.grid_factors(spacing, [S, R, C])
         ws = self.working_spacing(spacing, f)
         # (profile_stages() in export.py runs the same sequence with a timer per stage)
         hw, hc = self.stage1_downsample(hu, f)
@@ -441,6 +445,7 @@ class LungOpacityRuleBased(torch.nn.Module):
         not_airway = torch.logical_not(airway)
         ring_l = torch.logical_and(torch.logical_and(dilate(left, [zr, 1, 1]), torch.logical_not(right)), not_airway)
         ring_r = torch.logical_and(torch.logical_and(dilate(right, [zr, 1, 1]), torch.logical_not(left)), not_airway)
+        ring_r = torch.logical_and(ring_r, torch.logical_not(torch.logical_and(ring_l, torch.logical_not(right))))
         interior = torch.logical_or(torch.logical_and(erode(left, [zr, 1, 1]), left),
                                     torch.logical_and(erode(right, [zr, 1, 1]), right))
         force = torch.logical_or(interior, forced)
@@ -512,8 +517,8 @@ class LungOpacityRuleBased(torch.nn.Module):
         aerated lung still encloses). A 3-D stack of holes is kept if it is at least MIN_HOLE_ML and
         not open inferiorly: the liver / spleen dome shows up as an island inside the lung base,
         but its stack rests on abdominal tissue, while a lesion has lung below it."""
-        lc = downsample_any(lung, fcg)
-        holes = fill_holes_2d(closing(lc, [0, 1, 1]), max_iter)
+        lc = closing(downsample_any(lung, fcg), [0, 1, 1])
+        holes = fill_holes_2d(lc, max_iter)
         if not bool(holes.any()):
             return torch.zeros_like(lung)
         lab = label_components(holes, max_iter)
@@ -572,13 +577,18 @@ class LungOpacityRuleBased(torch.nn.Module):
         band = torch.logical_and(torch.logical_and(hw > self.opac_lo, hw <= self.opac_hi), lung)
         dense = torch.logical_and(band, hw > self.dense_hu)
         ggo = torch.logical_and(band, hw <= self.dense_hu)
-        core = torch.logical_or(erode(ggo, [zr, r, r]), erode(dense, [zr, r, r]))
+        wide_dense = erode(dense, [zr, r, r])
+        core = torch.logical_or(erode(ggo, [zr, r, r]), wide_dense)
         core = torch.logical_and(core, erode(lung, [1, 1, 1]))
-        opac = conditional_dilate(core, band, [zr, 1, 1], r + 2)
+        # thin dense structures (vessels) are neither grown through nor refined at full resolution
+        thin = torch.logical_and(dense, torch.logical_not(dilate(wide_dense, [zr, r + 1, r + 1])))
+        grow = torch.logical_and(band, torch.logical_not(thin))
+        opac = conditional_dilate(core, grow, [zr, 1, 1], r + 1)
         dbg("band_w", band)
         dbg("core_w", core)
         dbg("opac_w", opac)
-        return torch.logical_and(dilate(opac, [zr, 1, 1]), lung)
+        allowed = torch.logical_and(dilate(opac, [zr, 1, 1]), lung)
+        return torch.logical_and(allowed, torch.logical_not(thin))
 
     def split_left_right(self, keep: Tensor, inside: Tensor, max_iter: int) -> Tensor:
         """Coarse side labels (int64: 0 none, 1 left, 2 right).
@@ -692,7 +702,7 @@ def profile_stages(m, hu: Tensor, spacing: Tensor) -> Tuple[Tensor, List[Tuple[s
 
     hu = hu.to(torch.float32).contiguous()
     out = torch.zeros([3] + list(hu.shape), dtype=torch.uint8)
-    f = m.grid_factors(spacing)
+    f = m.grid_factors(spacing, list(hu.shape))
     ws = m.working_spacing(spacing, f)
     lap("0 allocate output")
     hw, hc = m.stage1_downsample(hu, f)

@@ -302,17 +302,22 @@ def main():
     ap.add_argument("--skip-sample", action="store_true")
     ap.add_argument("--skip-bench", action="store_true")
     ap.add_argument("--eager", action="store_true", help="test the Python module instead of model.pt")
+    ap.add_argument("--only", default="", help="run only the phantom cases whose name contains this")
     args = ap.parse_args()
     torch.set_num_threads(2)
     model = export.LungOpacityRuleBased() if args.eager else torch.jit.load(args.model)
-    phantom_case(model, "thin slices", (1.0, 0.7, 0.7), (300, 512, 512))
-    phantom_case(model, "2.5 mm slices", (2.5, 0.8, 0.8), (120, 448, 448))
-    phantom_case(model, "8 mm slices", (8.0, 0.65, 0.65), (38, 512, 512))
-    phantom_case(model, "touching lungs (anterior junction)", (2.0, 0.8, 0.8), (150, 448, 448), sep=52.0)
-    phantom_case(model, "opacity only in the left lung", (2.0, 0.8, 0.8), (150, 448, 448), opac_left_only=True)
-    phantom_case(model, "single (right) lung", (2.0, 0.8, 0.8), (150, 448, 448), lungs=("R",))
-    phantom_case(model, "no opacity", (1.25, 0.75, 0.75), (200, 480, 480), opac=False)
-    edge_cases(model)
+    cases = [("thin slices", (1.0, 0.7, 0.7), (300, 512, 512), {}),
+             ("2.5 mm slices", (2.5, 0.8, 0.8), (120, 448, 448), {}),
+             ("8 mm slices", (8.0, 0.65, 0.65), (38, 512, 512), {}),
+             ("touching lungs (anterior junction)", (2.0, 0.8, 0.8), (150, 448, 448), dict(sep=52.0)),
+             ("opacity only in the left lung", (2.0, 0.8, 0.8), (150, 448, 448), dict(opac_left_only=True)),
+             ("single (right) lung", (2.0, 0.8, 0.8), (150, 448, 448), dict(lungs=("R",))),
+             ("no opacity", (1.25, 0.75, 0.75), (200, 480, 480), dict(opac=False))]
+    for name, sp, shape, kw in cases:
+        if args.only in name:
+            phantom_case(model, name, sp, shape, **kw)
+    if not args.only:
+        edge_cases(model)
     if not args.skip_bench:
         bench(model)
     if not args.skip_sample and os.path.isdir(args.sample):

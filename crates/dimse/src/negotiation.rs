@@ -134,7 +134,7 @@ mod tests {
     fn storage_classes_include_ct_and_exclude_query_retrieve() {
         assert!(is_storage_sop_class(uids::CT_IMAGE_STORAGE));
         assert!(is_storage_sop_class(uids::ENHANCED_CT_IMAGE_STORAGE));
-        assert!(is_storage_sop_class(uids::COMPREHENSIVE3DSR_STORAGE));
+        assert!(is_storage_sop_class(uids::COMPREHENSIVE3_DSR_STORAGE));
         assert!(is_storage_sop_class(uids::SEGMENTATION_STORAGE));
         assert!(!is_storage_sop_class(uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND));
         assert!(!is_storage_sop_class(uids::STORAGE_COMMITMENT_PUSH_MODEL));
