@@ -52,7 +52,7 @@ async fn store_sample(variant: &str, storescu_flag: &str, expected_ts: &str) {
                 .expect("row");
         assert_eq!(ts_row, expected_ts);
     }
-    node.node.stop().await.expect("stops");
+    node.node.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,7 +119,7 @@ async fn allow_list_rejects_unknown_calling_ae_and_wrong_host() {
 async fn association_limit_rejects_transiently() {
     let node = TestNode::start(|c| c.dimse.max_associations = 1).await;
     let held =
-        RawScu::connect(node.node.dimse_addr, "FIRSTREAD", &[(uids::VERIFICATION, uids::IMPLICIT_VR_LITTLE_ENDIAN)])
+        RawScu::connect(node.addr(), "FIRSTREAD", &[(uids::VERIFICATION, uids::IMPLICIT_VR_LITTLE_ENDIAN)])
             .await
             .expect("first association");
     let r = peer(&["associate", "127.0.0.1", &node.port().to_string()]);
@@ -205,7 +205,7 @@ async fn abort_or_reset_mid_instance_leaves_no_file_and_no_row() {
     let node = TestNode::start(|_| {}).await;
     let sample = read_part10(&sample_series("")[0]);
     for reset in [false, true] {
-        let mut scu = RawScu::connect(node.node.dimse_addr, "FIRSTREAD", &[(CT, uids::EXPLICIT_VR_LITTLE_ENDIAN)])
+        let mut scu = RawScu::connect(node.addr(), "FIRSTREAD", &[(CT, uids::EXPLICIT_VR_LITTLE_ENDIAN)])
             .await
             .expect("associate");
         let pc = scu.context_id(CT);
@@ -234,7 +234,7 @@ async fn abort_or_reset_mid_instance_leaves_no_file_and_no_row() {
 async fn failures_answer_the_right_status() {
     let node = TestNode::start(|_| {}).await;
     let sample = read_part10(&sample_series("")[0]);
-    let mut scu = RawScu::connect(node.node.dimse_addr, "FIRSTREAD", &[(CT, uids::EXPLICIT_VR_LITTLE_ENDIAN)])
+    let mut scu = RawScu::connect(node.addr(), "FIRSTREAD", &[(CT, uids::EXPLICIT_VR_LITTLE_ENDIAN)])
         .await
         .expect("associate");
     // Affected SOP Instance UID differs from the data set's: A900.
@@ -283,7 +283,7 @@ async fn same_sop_instance_in_another_series_keeps_the_first_with_a_warning() {
             &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
         )
         .expect("encode");
-    let mut scu = RawScu::connect(node.node.dimse_addr, "FIRSTREAD", &[(CT, uids::EXPLICIT_VR_LITTLE_ENDIAN)])
+    let mut scu = RawScu::connect(node.addr(), "FIRSTREAD", &[(CT, uids::EXPLICIT_VR_LITTLE_ENDIAN)])
         .await
         .expect("associate");
     assert_eq!(scu.store(1, CT, &sample.sop_instance_uid, &sample.dataset).await.0, 0x0000);

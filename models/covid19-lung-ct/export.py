@@ -431,13 +431,13 @@ class LungOpacityRuleBased(torch.nn.Module):
         return [left, right, force]
 
     @torch.jit.export
-    def stage7_opacity(self, hw: Tensor, left: Tensor, right: Tensor, ws: List[float]) -> Tensor:
+    def stage7_opacity(self, hw: Tensor, left: Tensor, right: Tensor, ws: List[float]) -> List[Tensor]:
         """Opacity-allowed region at the working grid (see opacity())."""
         return self.opacity(hw, torch.logical_or(left, right), ws)
 
     @torch.jit.export
     def stage8_full_resolution(self, out: Tensor, hu: Tensor, left: Tensor, right: Tensor, forced: Tensor,
-                               opac: Tensor, airway: Tensor, f: List[int], ws: List[float], t_air: float):
+                               opac: List[Tensor], airway: Tensor, f: List[int], ws: List[float], t_air: float):
         """Write the masks at the input resolution. Lung interiors and filled regions are taken
         whole; the boundary shell of each lung and a one-voxel ring outside it are decided per input
         voxel (HU < t_air), so lung borders are at full resolution."""
@@ -450,7 +450,7 @@ class LungOpacityRuleBased(torch.nn.Module):
                                     torch.logical_and(erode(right, [zr, 1, 1]), right))
         force = torch.logical_or(interior, forced)
         code = (ring_l.to(torch.uint8) + 2 * ring_r.to(torch.uint8)
-                + 4 * opac.to(torch.uint8) + 8 * force.to(torch.uint8))
+                + 4 * opac[0].to(torch.uint8) + 8 * force.to(torch.uint8) + 16 * opac[1].to(torch.uint8))
         self.write_full_resolution(out, hu, code, [f[0], f[1], f[2]], t_air)
 
     # ------------------------------------------------------------------------------------------
@@ -563,7 +563,7 @@ class LungOpacityRuleBased(torch.nn.Module):
                 amax = max(amax, a)
         return les
 
-    def opacity(self, hw: Tensor, lung: Tensor, ws: List[float]) -> Tensor:
+    def opacity(self, hw: Tensor, lung: Tensor, ws: List[float]) -> List[Tensor]:
         """Opacity region at the working grid (dilated by one voxel; refined at full resolution).
 
         Band OPAC_LO < HU <= OPAC_HI inside the lung. Vessel suppression: a core voxel needs a box of
@@ -583,12 +583,15 @@ class LungOpacityRuleBased(torch.nn.Module):
         # thin dense structures (vessels) are neither grown through nor refined at full resolution
         thin = torch.logical_and(dense, torch.logical_not(dilate(wide_dense, [zr, r + 1, r + 1])))
         grow = torch.logical_and(band, torch.logical_not(thin))
-        opac = conditional_dilate(core, grow, [zr, 1, 1], r + 1)
+        opac = conditional_dilate(core, grow, [1, 1, 1], r + 1)
         dbg("band_w", band)
         dbg("core_w", core)
         dbg("opac_w", opac)
         allowed = torch.logical_and(dilate(opac, [zr, 1, 1]), lung)
-        return torch.logical_and(allowed, torch.logical_not(thin))
+        allowed = torch.logical_and(allowed, torch.logical_not(thin))
+        # dense input voxels (vessels at full resolution) count only near a wide dense core
+        allowed_dense = torch.logical_and(allowed, dilate(wide_dense, [zr, r + 1, r + 1]))
+        return [allowed, allowed_dense]
 
     def split_left_right(self, keep: Tensor, inside: Tensor, max_iter: int) -> Tensor:
         """Coarse side labels (int64: 0 none, 1 left, 2 right).
@@ -681,8 +684,9 @@ class LungOpacityRuleBased(torch.nn.Module):
             o = out[:, s0: s0 + nw * f, r0:r1, q0:q1]
             o[0].view(nw, f, r1 - r0, q1 - q0).copy_(torch.logical_and(lv, torch.bitwise_and(cw, 1) > 0))
             o[1].view(nw, f, r1 - r0, q1 - q0).copy_(torch.logical_and(lv, torch.bitwise_and(cw, 2) > 0))
-            band = torch.logical_and(h > self.opac_lo, h <= self.opac_hi)
-            band = torch.logical_and(band, torch.bitwise_and(cw, 4) > 0)
+            ggo = torch.logical_and(torch.logical_and(h > self.opac_lo, h <= self.dense_hu), torch.bitwise_and(cw, 4) > 0)
+            den = torch.logical_and(torch.logical_and(h > self.dense_hu, h <= self.opac_hi), torch.bitwise_and(cw, 16) > 0)
+            band = torch.logical_or(ggo, den)
             o[2].view(nw, f, r1 - r0, q1 - q0).copy_(torch.logical_and(lv, band))
 
 

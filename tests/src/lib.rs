@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use firstread::{Config, Node};
+use firstread::{Config, Node, Roles};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 
@@ -78,16 +78,23 @@ impl TestNode {
         config.database.url = db.url.clone();
         config.database.max_connections = 8;
         config.dimse.idle_timeout = Duration::from_secs(20);
+        config.worker.poll_interval = Duration::from_millis(200);
+        config.log.filter = "warn".into();
         customize(&mut config);
         firstread::telemetry::init(&config.log);
-        let node = Node::start(&config).await.expect("node starts");
+        let node = Node::start(&config, Roles::ALL).await.expect("node starts");
         let pool = PgPoolOptions::new().max_connections(2).connect(&db.url).await.expect("test pool");
         TestNode { node, config, dir, db, pool }
     }
 
+    /// The DIMSE address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.node.dimse_addr.expect("listen role")
+    }
+
     /// The DIMSE port.
     pub fn port(&self) -> u16 {
-        self.node.dimse_addr.port()
+        self.addr().port()
     }
 
     /// `count(*)` of a table or query.

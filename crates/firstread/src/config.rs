@@ -23,6 +23,10 @@ pub struct Config {
     pub storage: StorageConfig,
     /// The PostgreSQL index and queue.
     pub database: DatabaseConfig,
+    /// When a study is complete enough to analyse.
+    pub assembly: AssemblyConfig,
+    /// Analysis workers.
+    pub worker: WorkerConfig,
     /// Log output.
     pub log: LogConfig,
 }
@@ -103,6 +107,102 @@ pub struct DatabaseConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig { url: "postgres://postgres@127.0.0.1:5432/firstread".into(), max_connections: 16 }
+    }
+}
+
+/// Study assembly (see `docs/ARCHITECTURE.md`, "Study assembly").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AssemblyConfig {
+    /// A study is stable this long after its last instance (e.g. "5s").
+    #[serde(with = "humantime_serde")]
+    pub stable_after: Duration,
+    /// Per calling AE title overrides of `stable_after` (e.g. a slow PACS: { PACS = "30s" }).
+    #[serde(default)]
+    pub stable_after_by_ae: std::collections::BTreeMap<String, HumanDuration>,
+    /// An analysable instance after its study version was queued opens a new study version that
+    /// is analysed again (true) or is only stored (false).
+    pub reanalyse_late: bool,
+    /// Make a study ready as soon as its senders released their associations and every CT series
+    /// is contiguous, instead of waiting for `stable_after`.
+    pub early_ready: bool,
+    /// An open association whose node stopped heartbeating this long ago no longer holds its
+    /// studies back (the node crashed).
+    #[serde(with = "humantime_serde")]
+    pub association_stale_after: Duration,
+    /// How often a node heartbeats its open associations.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// How often ready studies are looked for.
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+}
+
+/// A duration written like "30s" in TOML.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct HumanDuration(#[serde(with = "humantime_serde")] pub Duration);
+
+impl Default for AssemblyConfig {
+    fn default() -> Self {
+        AssemblyConfig {
+            stable_after: Duration::from_secs(5),
+            stable_after_by_ae: Default::default(),
+            reanalyse_late: true,
+            early_ready: false,
+            association_stale_after: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(5),
+            tick: Duration::from_millis(200),
+        }
+    }
+}
+
+impl AssemblyConfig {
+    /// `stable_after` for a calling AE title.
+    pub fn stable_after_for(&self, calling_ae_title: &str) -> Duration {
+        self.stable_after_by_ae.get(calling_ae_title).map(|d| d.0).unwrap_or(self.stable_after)
+    }
+}
+
+/// Analysis workers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Model packages each study version is analysed with (names under `models/`).
+    pub models: Vec<String>,
+    /// Concurrent jobs per process.
+    pub concurrency: usize,
+    /// Job lease; renewed every third of it while working.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// Poll interval when no LISTEN/NOTIFY wake-up arrives.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Attempts before a job is dead.
+    pub max_attempts: i32,
+    /// Delay before the second attempt; doubles each attempt.
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// Upper bound of the retry delay.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Testing aid: hold every job at least this long (to test crashes mid-job). Keep "0s".
+    #[serde(with = "humantime_serde")]
+    pub hold_for: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            models: vec!["covid19-lung-ct".into()],
+            concurrency: 1,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            max_attempts: 5,
+            backoff_base: Duration::from_secs(2),
+            backoff_max: Duration::from_secs(300),
+            hold_for: Duration::ZERO,
+        }
     }
 }
 

@@ -3,17 +3,21 @@
 //!
 //! Order per instance: stream to a temporary Part 10 file -> fsync -> read attributes back and
 //! check them against the C-STORE-RQ -> link into the study/series layout -> index row
-//! committed -> Success. Any failure before the commit answers a failure status, so an
+//! committed, with the study's stability time pushed in the same statement -> Success. Any failure before the commit answers a failure status, so an
 //! acknowledged instance is never lost.
 
 use std::sync::Arc;
 
 use firstread_dimse::command::status;
-use firstread_dimse::{AssociationInfo, InstanceStore, Outcome, PendingInstance, StoreRequest};
+use firstread_dimse::{AssociationInfo, Ending, InstanceStore, Outcome, PendingInstance, StoreRequest};
+use firstread_queue::assembly::{is_analysable_class, OpenAssociation};
+use firstread_queue::Assembly;
 use firstread_store::attributes::AttributeError;
 use firstread_store::storage::PendingFile;
-use firstread_store::{Announced, Index, Provenance, Recorded, Storage, StorageError};
+use firstread_store::{Announced, Arrival, Index, Provenance, Recorded, Storage, StorageError};
 use tracing::{debug, warn};
+
+use crate::config::AssemblyConfig;
 
 /// The application's [`InstanceStore`].
 #[derive(Debug, Clone)]
@@ -25,12 +29,14 @@ pub struct Ingest {
 struct Inner {
     storage: Storage,
     index: Index,
+    assembly: Assembly,
+    policy: AssemblyConfig,
 }
 
 impl Ingest {
-    /// Ingest into `storage`, indexed in `index`.
-    pub fn new(storage: Storage, index: Index) -> Self {
-        Ingest { inner: Arc::new(Inner { storage, index }) }
+    /// Ingest into `storage`, indexed in `index`, feeding study assembly with `policy`.
+    pub fn new(storage: Storage, index: Index, assembly: Assembly, policy: AssemblyConfig) -> Self {
+        Ingest { inner: Arc::new(Inner { storage, index, assembly, policy }) }
     }
 }
 
@@ -55,6 +61,32 @@ impl InstanceStore for Ingest {
         let file = self.inner.storage.begin(&announced).await.map_err(|e| failure(&e))?;
         Ok(IngestPending { file, provenance: provenance(&request.association), inner: self.inner.clone() })
     }
+
+    async fn association_opened(&self, a: &AssociationInfo) {
+        let peer = a.peer.to_string();
+        let open = OpenAssociation {
+            id: a.id,
+            calling_ae_title: &a.calling_ae_title,
+            called_ae_title: &a.called_ae_title,
+            peer_address: &peer,
+        };
+        if let Err(e) = self.inner.assembly.association_opened(&open).await {
+            warn!(error = %e, "could not record the association for study assembly");
+        }
+    }
+
+    async fn association_closed(&self, a: &AssociationInfo, ending: Ending) {
+        let ending = match ending {
+            Ending::Released => "released",
+            Ending::AbortedByPeer => "aborted",
+            Ending::AbortedByUs => "aborted_by_node",
+            Ending::ConnectionLost => "connection_lost",
+        };
+        if let Err(e) = self.inner.assembly.association_closed(a.id, ending).await {
+            // Its heartbeat stops with it, so assembly goes on after `association_stale_after`.
+            warn!(error = %e, "could not record the end of the association");
+        }
+    }
 }
 
 impl PendingInstance for IngestPending {
@@ -73,7 +105,12 @@ impl PendingInstance for IngestPending {
             Ok(p) => p,
             Err(e) => return failure(&e),
         };
-        match self.inner.index.record(&attributes, &self.provenance, &placed.relative_path, size).await {
+        let arrival = Arrival {
+            stable_after: self.inner.policy.stable_after_for(&self.provenance.calling_ae_title),
+            reanalyse_late: self.inner.policy.reanalyse_late,
+            analysable: is_analysable_class(&attributes.sop_class_uid),
+        };
+        match self.inner.index.record(&attributes, &self.provenance, &placed.relative_path, size, &arrival).await {
             Ok(Recorded::Inserted) => {
                 debug!(sop_instance_uid = %attributes.sop_instance_uid, "stored");
                 Outcome::success()

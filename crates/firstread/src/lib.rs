@@ -4,10 +4,12 @@
 //! [`config`] (TOML + environment), [`telemetry`] (tracing), [`ingest`] (Store SCP -> storage
 //! -> index) and [`node`] (start/stop a node). The `firstread` binary is `src/main.rs`.
 
+pub mod analysis;
 pub mod config;
 pub mod ingest;
 pub mod node;
+pub mod status;
 pub mod telemetry;
 
 pub use config::Config;
-pub use node::Node;
+pub use node::{Node, Roles};

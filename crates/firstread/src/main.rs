@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use firstread::config::{Config, LogFormat};
-use firstread::{telemetry, Node};
+use firstread::{telemetry, Node, Roles};
 use tracing::info;
 
 /// firstread: a first read of chest CT within seconds of the last slice.
@@ -24,8 +24,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the node: the DICOM listener (Store SCP) storing into the storage root and the index.
+    /// Run the node: the DICOM listener (Store SCP), study assembly and analysis workers.
     Serve,
+    /// Run only the DICOM listener (and study assembly); any number may share one database.
+    Listen,
+    /// Run only analysis workers (and study assembly); any number may share one database.
+    Work,
+    /// List recent studies, their assembly state and their jobs.
+    Status {
+        /// How many studies.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Print the effective configuration (file + environment) as TOML and exit.
@@ -41,7 +51,14 @@ async fn main() -> anyhow::Result<()> {
     }
     telemetry::init(&config.log);
     match cli.command {
-        Command::Serve => serve(&config).await,
+        Command::Serve => serve(&config, Roles::ALL).await,
+        Command::Listen => serve(&config, Roles { listen: true, work: false }).await,
+        Command::Work => serve(&config, Roles { listen: false, work: true }).await,
+        Command::Status { limit } => {
+            let index = firstread_store::Index::connect(&config.database.url, 2).await.context("connecting")?;
+            print!("{}", firstread::status::render(index.pool(), limit).await?);
+            Ok(())
+        }
         Command::Migrate => {
             let index = firstread_store::Index::connect(&config.database.url, 2).await.context("connecting")?;
             index.migrate().await.context("migrating")?;
@@ -55,16 +72,19 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: &Config) -> anyhow::Result<()> {
-    let node = Node::start(config).await?;
-    info!(dimse = %node.dimse_addr, ae_title = %config.node.ae_title, "firstread serving");
+async fn serve(config: &Config, roles: Roles) -> anyhow::Result<()> {
+    let node = Node::start(config, roles).await?;
+    if let Some(addr) = node.dimse_addr {
+        info!(dimse = %addr, ae_title = %config.node.ae_title, "firstread listening");
+    }
     let token = node.shutdown_token();
     tokio::spawn(async move {
         shutdown_signal().await;
         info!("shutting down");
         token.cancel();
     });
-    node.wait().await
+    node.wait().await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -1,38 +1,60 @@
-//! Starting and stopping a node: storage, database, and the DIMSE listener, wired together.
-//! Used by `firstread serve` and by the integration tests (port 0, their own database).
+//! Starting and stopping a node: storage, database, the DIMSE listener, study assembly and
+//! workers, wired together by role. Used by `firstread serve|listen|work` and by the tests
+//! (port 0, their own database).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
 use firstread_dimse::StoreScp;
+use firstread_queue::worker::{listen, run_worker};
+use firstread_queue::{Assembly, AssemblyConfig, Backoff, JobKind, PgQueue, WorkerConfig};
 use firstread_store::{Index, Storage};
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
+use crate::analysis::Analysis;
 use crate::config::Config;
 use crate::ingest::Ingest;
+
+/// Which parts of the node run in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// The DIMSE listener (Store SCP) and its association heartbeats.
+    pub listen: bool,
+    /// Analysis workers.
+    pub work: bool,
+}
+
+impl Roles {
+    /// Listener and workers (`firstread serve`).
+    pub const ALL: Roles = Roles { listen: true, work: true };
+}
 
 /// A running node.
 #[derive(Debug)]
 pub struct Node {
-    /// The address the Store SCP listens on (the real port when configured with port 0).
-    pub dimse_addr: SocketAddr,
+    /// The address the Store SCP listens on (`None` without the listen role).
+    pub dimse_addr: Option<SocketAddr>,
     /// The index (shared pool).
     pub index: Index,
     /// The storage root.
     pub storage: Storage,
+    /// This process's node id (associations and job leases carry it).
+    pub node_id: String,
     shutdown: CancellationToken,
-    scp: JoinHandle<std::io::Result<()>>,
+    tasks: JoinSet<()>,
 }
 
 impl Node {
-    /// Opens storage, connects and migrates the database, binds the listener and starts
-    /// accepting associations.
+    /// Opens storage, connects and migrates the database, then starts the given roles. Study
+    /// assembly (promotion of ready studies) runs with either role: it is safe to run anywhere.
     ///
     /// # Errors
     /// Storage root not writable, database unreachable, migration failure, port in use.
-    pub async fn start(config: &Config) -> anyhow::Result<Node> {
+    pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Node> {
         let storage = Storage::open(&config.storage.root, config.storage.fsync)
             .await
             .with_context(|| format!("opening storage root {}", config.storage.root.display()))?;
@@ -40,14 +62,56 @@ impl Node {
             .await
             .context("connecting to PostgreSQL")?;
         index.migrate().await.context("migrating the database")?;
-        let listener = tokio::net::TcpListener::bind(config.dimse.listen)
-            .await
-            .with_context(|| format!("binding {}", config.dimse.listen))?;
-        let dimse_addr = listener.local_addr()?;
+        let node_id = node_id();
+        let assembly = Assembly::new(
+            index.pool().clone(),
+            node_id.clone(),
+            AssemblyConfig {
+                models: config.worker.models.clone(),
+                max_attempts: config.worker.max_attempts,
+                association_stale_after: config.assembly.association_stale_after,
+                early_ready: config.assembly.early_ready,
+            },
+        );
         let shutdown = CancellationToken::new();
-        let scp = StoreScp::new(config.scp(), Arc::new(Ingest::new(storage.clone(), index.clone())));
-        let scp = tokio::spawn(scp.serve(listener, shutdown.clone()));
-        Ok(Node { dimse_addr, index, storage, shutdown, scp })
+        let mut tasks = JoinSet::new();
+        let mut dimse_addr = None;
+
+        if roles.listen {
+            let listener = tokio::net::TcpListener::bind(config.dimse.listen)
+                .await
+                .with_context(|| format!("binding {}", config.dimse.listen))?;
+            dimse_addr = Some(listener.local_addr()?);
+            let ingest = Ingest::new(storage.clone(), index.clone(), assembly.clone(), config.assembly.clone());
+            let scp = StoreScp::new(config.scp(), Arc::new(ingest));
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(e) = scp.serve(listener, token).await {
+                    warn!(error = %e, "Store SCP stopped");
+                }
+            });
+        }
+        tasks.spawn(assemble(assembly, config.assembly.clone(), roles.listen, shutdown.clone()));
+
+        if roles.work {
+            let queue = Arc::new(PgQueue::new(index.pool().clone()));
+            let handler = Arc::new(Analysis::new(index.clone(), storage.clone()));
+            let wake = Arc::new(Notify::new());
+            tasks.spawn(listen(index.pool().clone(), wake.clone(), shutdown.clone()));
+            for i in 0..config.worker.concurrency.max(1) {
+                let worker = WorkerConfig {
+                    kind: JobKind::Analysis,
+                    worker_id: format!("{node_id}/{i}"),
+                    lease: config.worker.lease,
+                    poll_interval: config.worker.poll_interval,
+                    backoff: Backoff { base: config.worker.backoff_base, max: config.worker.backoff_max },
+                    hold_for: config.worker.hold_for,
+                };
+                tasks.spawn(run_worker(queue.clone(), handler.clone(), worker, wake.clone(), shutdown.clone()));
+            }
+        }
+        info!(node_id = %node_id, listen = roles.listen, work = roles.work, "node started");
+        Ok(Node { dimse_addr, index, storage, node_id, shutdown, tasks })
     }
 
     /// A token that stops the node when cancelled.
@@ -55,21 +119,63 @@ impl Node {
         self.shutdown.clone()
     }
 
-    /// Stops accepting associations and waits for those in progress (bounded by the idle timeout).
-    ///
-    /// # Errors
-    /// When the listener task failed.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    /// Stops the node and waits for its tasks (associations in progress: bounded by the idle
+    /// timeout; a job in progress is abandoned and its lease expires).
+    pub async fn stop(self) {
         self.shutdown.cancel();
-        self.wait().await
+        self.wait().await;
     }
 
     /// Waits until the node stops (after its shutdown token is cancelled).
-    ///
-    /// # Errors
-    /// When the listener task failed.
-    pub async fn wait(self) -> anyhow::Result<()> {
-        self.scp.await.context("Store SCP task panicked")?.context("Store SCP failed")?;
-        Ok(())
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// Promotes ready studies every `tick`; with the listen role, also heartbeats open associations.
+async fn assemble(
+    assembly: Assembly,
+    config: crate::config::AssemblyConfig,
+    heartbeat: bool,
+    shutdown: CancellationToken,
+) {
+    let mut last_heartbeat = tokio::time::Instant::now();
+    let mut failing = false;
+    while !shutdown.is_cancelled() {
+        let mut result = assembly.promote().await.map(|jobs| {
+            for (study, version, model) in jobs {
+                info!(study = %study, version, model = %model, "study ready: analysis queued");
+            }
+        });
+        if heartbeat && result.is_ok() && last_heartbeat.elapsed() >= config.heartbeat_interval {
+            result = assembly.heartbeat().await.map(|_| ());
+            last_heartbeat = tokio::time::Instant::now();
+        }
+        match (result, failing) {
+            (Err(e), false) => {
+                warn!(error = %e, "study assembly failing (database?); retrying");
+                failing = true;
+            }
+            (Ok(()), true) => {
+                info!("study assembly recovered");
+                failing = false;
+            }
+            _ => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(config.tick) => {}
+        }
+    }
+}
+
+/// A node id unique per process: host name, process id and a random suffix.
+fn node_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..6])
 }

@@ -1,8 +1,9 @@
 //! The study/series/instance index in PostgreSQL (migrations in `schemas/`).
 //!
-//! One statement per received instance upserts its study and series and inserts the instance
-//! (first received wins), so indexing costs one round trip. Patient and study attributes are
-//! kept from the first instance; receive times move forward with every instance.
+//! One statement per received instance inserts the instance (first received wins), upserts its
+//! study and series, pushes the study's stability time and records which association delivered
+//! it, so indexing costs one round trip and study assembly is updated atomically with the index.
+//! Patient and study attributes are kept from the first instance.
 
 use std::net::SocketAddr;
 
@@ -29,6 +30,19 @@ pub struct Provenance {
     pub peer: SocketAddr,
     /// Association identifier.
     pub association_id: Option<Uuid>,
+}
+
+/// How an arrival moves study assembly, decided by the application (PS3.4 does not say when a
+/// study is complete; see `docs/ARCHITECTURE.md`, "Study assembly").
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// The study is not stable before this long after this instance.
+    pub stable_after: std::time::Duration,
+    /// Whether an analysable instance arriving after its study version was queued opens a new
+    /// study version (re-analysis) or is only stored.
+    pub reanalyse_late: bool,
+    /// Whether this instance is one a model analyses (e.g. CT Image Storage).
+    pub analysable: bool,
 }
 
 /// What indexing an instance did.
@@ -105,9 +119,10 @@ impl Index {
         provenance: &Provenance,
         path: &str,
         size_bytes: u64,
+        arrival: &Arrival,
     ) -> Result<Recorded, sqlx::Error> {
         let peer = provenance.peer.to_string();
-        let inserted = sqlx::query(RECORD_SQL)
+        let inserted: i64 = sqlx::query_scalar(RECORD_SQL)
             .bind(&a.study_instance_uid) // $1
             .bind(&a.patient_id)
             .bind(&a.patient_name)
@@ -145,9 +160,12 @@ impl Index {
             .bind(path) // $35
             .bind(i64::try_from(size_bytes).unwrap_or(i64::MAX))
             .bind(provenance.association_id)
-            .fetch_optional(&self.pool)
+            .bind(arrival.stable_after.as_secs_f64()) // $38
+            .bind(arrival.reanalyse_late)
+            .bind(arrival.analysable) // $40
+            .fetch_one(&self.pool)
             .await?;
-        if inserted.is_some() {
+        if inserted > 0 {
             return Ok(Recorded::Inserted);
         }
         let row = sqlx::query(
@@ -202,23 +220,36 @@ impl Index {
 }
 
 const RECORD_SQL: &str = r#"
-WITH study AS (
+WITH ins AS (
+    INSERT INTO instances (sop_instance_uid, series_instance_uid, study_instance_uid, sop_class_uid,
+        transfer_syntax_uid, instance_number, image_type, image_position_patient, image_orientation_patient,
+        pixel_spacing, slice_thickness, rows, columns, number_of_frames, convolution_kernel, path, size_bytes,
+        calling_ae_title, called_ae_title, peer_address, association_id)
+    VALUES ($22, $16, $1, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $13, $14, $15, $37)
+    ON CONFLICT (sop_instance_uid) DO NOTHING
+    RETURNING 1
+), study AS (
     INSERT INTO studies (study_instance_uid, patient_id, patient_name, patient_birth_date, patient_sex,
         study_date, study_time, accession_number, study_description, study_id, referring_physician_name,
-        specific_character_set, calling_ae_title, called_ae_title, peer_address)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-    ON CONFLICT (study_instance_uid) DO UPDATE SET last_received_at = now()
+        specific_character_set, calling_ae_title, called_ae_title, peer_address, stable_at, analysable)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+        now() + make_interval(secs => $38), $40)
+    ON CONFLICT (study_instance_uid) DO UPDATE SET
+        last_received_at = now(),
+        stable_at = GREATEST(studies.stable_at, now() + make_interval(secs => $38)),
+        analysable = studies.analysable OR $40,
+        -- a late analysable arrival opens a new study version when re-analysis is on
+        version = CASE WHEN $40 AND $39 AND studies.queued_version >= studies.version AND EXISTS (SELECT 1 FROM ins)
+                       THEN studies.version + 1 ELSE studies.version END
 ), series_row AS (
     INSERT INTO series (series_instance_uid, study_instance_uid, modality, series_number, series_description,
         body_part_examined, frame_of_reference_uid)
     VALUES ($16, $1, $17, $18, $19, $20, $21)
     ON CONFLICT (series_instance_uid) DO UPDATE SET last_received_at = now()
+), delivery AS (
+    INSERT INTO study_deliveries (study_instance_uid, association_id)
+    SELECT $1, $37 WHERE $37 IS NOT NULL
+    ON CONFLICT DO NOTHING
 )
-INSERT INTO instances (sop_instance_uid, series_instance_uid, study_instance_uid, sop_class_uid,
-    transfer_syntax_uid, instance_number, image_type, image_position_patient, image_orientation_patient,
-    pixel_spacing, slice_thickness, rows, columns, number_of_frames, convolution_kernel, path, size_bytes,
-    calling_ae_title, called_ae_title, peer_address, association_id)
-VALUES ($22, $16, $1, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $13, $14, $15, $37)
-ON CONFLICT (sop_instance_uid) DO NOTHING
-RETURNING 1
+SELECT count(*) FROM ins
 "#;

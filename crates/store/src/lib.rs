@@ -13,5 +13,5 @@ pub mod index;
 pub mod storage;
 
 pub use attributes::InstanceAttributes;
-pub use index::{Index, Provenance, Recorded};
+pub use index::{Arrival, Index, Provenance, Recorded};
 pub use storage::{Announced, Placed, Received, Storage, StorageError};

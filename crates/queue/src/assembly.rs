@@ -1,0 +1,343 @@
+//! Study assembly: deciding in PostgreSQL when a study is complete enough to analyse.
+//!
+//! A study becomes **ready** when all of these hold (see `docs/ARCHITECTURE.md`):
+//! 1. it holds an analysable instance and a study version not yet queued;
+//! 2. its `stable_at` has passed: every indexed instance pushes it to now + `stable_after`
+//!    (global, or per calling AE), in the statement that indexes the instance;
+//! 3. no open association is still delivering to it. Associations are rows with a heartbeat; an
+//!    association of a node that died (no heartbeat for `association_stale_after`) no longer
+//!    holds its studies back, so a study survives a crash of the receiving node.
+//!
+//! **Early readiness** (opt-in, `early_ready`): when every association that delivered to the
+//! study has been released (A-RELEASE, not aborted) and every analysable series is contiguous
+//! (at least two slices and no gap between neighbouring slice positions along the slice normal
+//! larger than 1.5 x the median spacing), the study is made stable at once instead of waiting
+//! for `stable_after`. A second series on a later association then opens a new study version.
+//!
+//! Promotion creates one analysis job per (study, version, model) and marks the version queued,
+//! under `FOR UPDATE SKIP LOCKED`, so any number of nodes can run it concurrently.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::postgres::PgPool;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::jobs::QueueError;
+
+/// Assembly settings.
+#[derive(Debug, Clone)]
+pub struct AssemblyConfig {
+    /// Models each ready study version is analysed with (one job each).
+    pub models: Vec<String>,
+    /// Attempts per analysis job.
+    pub max_attempts: i32,
+    /// An open association whose node has not heartbeat for this long is considered gone.
+    pub association_stale_after: Duration,
+    /// Make a released, contiguous study ready before `stable_after`.
+    pub early_ready: bool,
+}
+
+/// Study assembly on a PostgreSQL pool, for one node process.
+#[derive(Debug, Clone)]
+pub struct Assembly {
+    pool: PgPool,
+    node_id: String,
+    config: AssemblyConfig,
+}
+
+/// An association as recorded for assembly.
+#[derive(Debug, Clone)]
+pub struct OpenAssociation<'a> {
+    /// Association id.
+    pub id: Uuid,
+    /// Calling AE title.
+    pub calling_ae_title: &'a str,
+    /// Called AE title.
+    pub called_ae_title: &'a str,
+    /// Peer address.
+    pub peer_address: &'a str,
+}
+
+/// One series' geometry, as the volume builder and operators need it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeriesGeometry {
+    /// Series Instance UID.
+    pub series_instance_uid: String,
+    /// Modality (0008,0060).
+    pub modality: Option<String>,
+    /// Image Type (0008,0008) of the first instance.
+    pub image_type: Option<String>,
+    /// SOP Class UID of the first instance.
+    pub sop_class_uid: String,
+    /// Instances in the series.
+    pub instances: usize,
+    /// Slices with an Image Position and Orientation (Patient).
+    pub slices: usize,
+    /// Lowest and highest position along the slice normal (mm).
+    pub position_range_mm: Option<(f64, f64)>,
+    /// Median distance between neighbouring slice positions (mm).
+    pub median_spacing_mm: Option<f64>,
+    /// Largest distance between neighbouring slice positions (mm).
+    pub max_gap_mm: Option<f64>,
+    /// Whether all slices share one Image Orientation (Patient) (within 1e-4).
+    pub single_orientation: bool,
+    /// The contiguity rule: >= 2 slices, one orientation, no gap > 1.5 x the median spacing.
+    pub contiguous: bool,
+}
+
+impl Assembly {
+    /// Assembly for the node `node_id` (unique per process).
+    pub fn new(pool: PgPool, node_id: impl Into<String>, config: AssemblyConfig) -> Self {
+        Assembly { pool, node_id: node_id.into(), config }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Records an association as open (before its first instance is indexed).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn association_opened(&self, a: &OpenAssociation<'_>) -> Result<(), QueueError> {
+        sqlx::query(
+            "INSERT INTO associations (id, node_id, calling_ae_title, called_ae_title, peer_address) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(a.id)
+        .bind(&self.node_id)
+        .bind(a.calling_ae_title)
+        .bind(a.called_ae_title)
+        .bind(a.peer_address)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records an association as closed, with how it ended ("released", "aborted", ...).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn association_closed(&self, id: Uuid, ending: &str) -> Result<(), QueueError> {
+        sqlx::query("UPDATE associations SET closed_at = now(), ending = $2 WHERE id = $1")
+            .bind(id)
+            .bind(ending)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Moves the heartbeat of this node's open associations.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn heartbeat(&self) -> Result<u64, QueueError> {
+        Ok(sqlx::query("UPDATE associations SET heartbeat_at = now() WHERE node_id = $1 AND closed_at IS NULL")
+            .bind(&self.node_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    /// Applies early readiness (when enabled), then promotes every ready study version to
+    /// analysis jobs. Returns the (study, version, model) of each job created.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn promote(&self) -> Result<Vec<(String, i32, String)>, QueueError> {
+        if self.config.early_ready {
+            self.apply_early_readiness().await?;
+        }
+        let rows = sqlx::query(PROMOTE_SQL)
+            .bind(self.config.association_stale_after.as_secs_f64())
+            .bind(&self.config.models)
+            .bind(self.config.max_attempts)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+    }
+
+    async fn apply_early_readiness(&self) -> Result<(), QueueError> {
+        // Pending, not yet stable, every delivering association released.
+        let candidates: Vec<String> = sqlx::query_scalar(
+            "SELECT s.study_instance_uid FROM studies s \
+             WHERE s.analysable AND s.queued_version < s.version AND s.stable_at > now() \
+               AND EXISTS (SELECT 1 FROM study_deliveries d WHERE d.study_instance_uid = s.study_instance_uid) \
+               AND NOT EXISTS (SELECT 1 FROM study_deliveries d JOIN associations a ON a.id = d.association_id \
+                   WHERE d.study_instance_uid = s.study_instance_uid AND (a.closed_at IS NULL OR a.ending <> 'released')) \
+             LIMIT 100",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for study in candidates {
+            let geometry = series_geometry(&self.pool, &study).await?;
+            let analysable: Vec<_> = geometry.iter().filter(|g| is_analysable_class(&g.sop_class_uid)).collect();
+            if !analysable.is_empty() && analysable.iter().all(|g| g.contiguous) {
+                sqlx::query("UPDATE studies SET stable_at = now() WHERE study_instance_uid = $1 AND stable_at > now()")
+                    .bind(&study)
+                    .execute(&self.pool)
+                    .await?;
+                tracing::debug!(study = %study, "contiguous and released: ready early");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// CT Image Storage and Enhanced CT Image Storage: the SOP Classes the models analyse.
+pub fn is_analysable_class(sop_class_uid: &str) -> bool {
+    matches!(sop_class_uid, "1.2.840.10008.5.1.4.1.1.2" | "1.2.840.10008.5.1.4.1.1.2.1")
+}
+
+const PROMOTE_SQL: &str = r#"
+WITH ready AS (
+    SELECT s.study_instance_uid, s.version FROM studies s
+    WHERE s.analysable AND s.queued_version < s.version AND s.stable_at <= now()
+      AND NOT EXISTS (
+          SELECT 1 FROM study_deliveries d JOIN associations a ON a.id = d.association_id
+          WHERE d.study_instance_uid = s.study_instance_uid AND a.closed_at IS NULL
+            AND a.heartbeat_at > now() - make_interval(secs => $1))
+    ORDER BY s.stable_at
+    LIMIT 200
+    FOR UPDATE OF s SKIP LOCKED
+), marked AS (
+    UPDATE studies s SET queued_version = r.version FROM ready r
+    WHERE s.study_instance_uid = r.study_instance_uid
+    RETURNING s.study_instance_uid, s.version
+)
+INSERT INTO jobs (kind, study_instance_uid, study_version, model, max_attempts)
+SELECT 'analysis', m.study_instance_uid, m.version, model, $3 FROM marked m CROSS JOIN unnest($2::text[]) AS model
+ON CONFLICT DO NOTHING
+RETURNING study_instance_uid, study_version, model
+"#;
+
+/// The geometry of each series of a study, from the index (PS3.3 C.7.6.2 Image Plane module:
+/// the slice normal is the cross product of the row and column direction cosines; a slice's
+/// position along it is the dot product with Image Position (Patient)).
+///
+/// # Errors
+/// Database errors.
+pub async fn series_geometry(pool: &PgPool, study_instance_uid: &str) -> Result<Vec<SeriesGeometry>, QueueError> {
+    let rows = sqlx::query(
+        "SELECT i.series_instance_uid, s.modality, i.image_type, i.sop_class_uid, i.image_position_patient, \
+                i.image_orientation_patient \
+         FROM instances i JOIN series s ON s.series_instance_uid = i.series_instance_uid \
+         WHERE i.study_instance_uid = $1 ORDER BY i.series_instance_uid, i.instance_number NULLS LAST, i.sop_instance_uid",
+    )
+    .bind(study_instance_uid)
+    .fetch_all(&pool.clone())
+    .await?;
+    let mut out: Vec<SeriesGeometry> = Vec::new();
+    let mut slices: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
+    for r in &rows {
+        let series: String = r.try_get(0)?;
+        if out.last().is_none_or(|g| g.series_instance_uid != series) {
+            if let Some(last) = out.last_mut() {
+                finish_geometry(last, &slices);
+            }
+            slices.clear();
+            out.push(SeriesGeometry {
+                series_instance_uid: series,
+                modality: r.try_get(1)?,
+                image_type: r.try_get(2)?,
+                sop_class_uid: r.try_get(3)?,
+                instances: 0,
+                slices: 0,
+                position_range_mm: None,
+                median_spacing_mm: None,
+                max_gap_mm: None,
+                single_orientation: true,
+                contiguous: false,
+            });
+        }
+        if let Some(g) = out.last_mut() {
+            g.instances += 1;
+        }
+        let position: Option<Vec<f64>> = r.try_get(4)?;
+        let orientation: Option<Vec<f64>> = r.try_get(5)?;
+        if let (Some(p), Some(o)) = (position, orientation) {
+            slices.push((p, o));
+        }
+    }
+    if let Some(last) = out.last_mut() {
+        finish_geometry(last, &slices);
+    }
+    Ok(out)
+}
+
+fn finish_geometry(g: &mut SeriesGeometry, slices: &[(Vec<f64>, Vec<f64>)]) {
+    let Some((_, first_orientation)) = slices.first() else { return };
+    g.single_orientation =
+        slices.iter().all(|(_, o)| o.iter().zip(first_orientation).all(|(a, b)| (a - b).abs() < 1e-4));
+    let normal = slice_normal(first_orientation);
+    let mut positions: Vec<f64> = slices.iter().map(|(p, _)| dot(p, &normal)).collect();
+    positions.sort_by(f64::total_cmp);
+    g.slices = positions.len();
+    let (lo, hi) = (positions[0], positions[positions.len() - 1]);
+    g.position_range_mm = Some((lo, hi));
+    let gaps: Vec<f64> = positions.windows(2).map(|w| w[1] - w[0]).collect();
+    let spacing = contiguity(&gaps);
+    g.median_spacing_mm = spacing.median;
+    g.max_gap_mm = spacing.max_gap;
+    g.contiguous = g.single_orientation && spacing.contiguous;
+}
+
+/// Gap statistics of sorted slice positions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spacing {
+    /// Median gap (mm).
+    pub median: Option<f64>,
+    /// Largest gap (mm).
+    pub max_gap: Option<f64>,
+    /// >= 1 gap, median > 0 and no gap above 1.5 x median.
+    pub contiguous: bool,
+}
+
+/// The contiguity rule on the gaps between neighbouring sorted slice positions (mm).
+pub fn contiguity(gaps: &[f64]) -> Spacing {
+    if gaps.is_empty() {
+        return Spacing { median: None, max_gap: None, contiguous: false };
+    }
+    let mut sorted = gaps.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let max_gap = sorted[sorted.len() - 1];
+    Spacing { median: Some(median), max_gap: Some(max_gap), contiguous: median > 1e-6 && max_gap <= 1.5 * median }
+}
+
+/// Normal of an Image Orientation (Patient): row cosines x column cosines.
+pub fn slice_normal(o: &[f64]) -> [f64; 3] {
+    if o.len() < 6 {
+        return [0.0, 0.0, 1.0];
+    }
+    [o[1] * o[5] - o[2] * o[4], o[2] * o[3] - o[0] * o[5], o[0] * o[4] - o[1] * o[3]]
+}
+
+fn dot(p: &[f64], n: &[f64; 3]) -> f64 {
+    p.iter().zip(n).map(|(a, b)| a * b).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contiguity_rule() {
+        assert!(contiguity(&[8.0, 8.0, 8.0, 8.0]).contiguous);
+        assert!(contiguity(&[1.0, 1.0, 1.4, 1.0]).contiguous);
+        assert!(!contiguity(&[8.0, 16.0, 8.0, 8.0]).contiguous, "a missing slice is a gap");
+        assert!(!contiguity(&[]).contiguous, "one slice cannot be judged");
+        assert!(!contiguity(&[0.0, 0.0]).contiguous, "duplicates only");
+        assert_eq!(contiguity(&[8.0, 16.0, 8.0]).max_gap, Some(16.0));
+    }
+
+    #[test]
+    fn axial_normal_is_z() {
+        assert_eq!(slice_normal(&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]), [0.0, 0.0, 1.0]);
+        // coronal: rows along x, columns along -z -> normal along +y... (x cross -z = +y)
+        assert_eq!(slice_normal(&[1.0, 0.0, 0.0, 0.0, 0.0, -1.0]), [0.0, 1.0, 0.0]);
+    }
+}

@@ -1,0 +1,286 @@
+//! Leased jobs in PostgreSQL (the pattern of River, graphile-worker, pg-boss): claim with
+//! `FOR UPDATE SKIP LOCKED`, hold a lease renewed while working, retry with exponential backoff up
+//! to a maximum number of attempts, then `dead` with the last error kept. Completion and failure
+//! only count while the lease is still ours, so a job whose lease expired and was taken over by
+//! another worker is finished once, by that worker.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgPool;
+use sqlx::Row;
+
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// Analyse a study version with a model.
+    Analysis,
+    /// Send a result object set to a destination.
+    Export,
+}
+
+impl JobKind {
+    /// The name stored in `jobs.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Analysis => "analysis",
+            JobKind::Export => "export",
+        }
+    }
+}
+
+/// A claimed job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Job id.
+    pub id: i64,
+    /// Its kind.
+    pub kind: JobKind,
+    /// Study Instance UID.
+    pub study_instance_uid: String,
+    /// Study version (1 for the first analysis; +1 per accepted late arrival).
+    pub study_version: i32,
+    /// Model name (analysis jobs).
+    pub model: String,
+    /// Destination AE title (export jobs).
+    pub destination: String,
+    /// Kind-specific parameters.
+    pub payload: serde_json::Value,
+    /// This attempt's number, from 1.
+    pub attempt: i32,
+    /// Attempts allowed before the job is dead.
+    pub max_attempts: i32,
+    /// When this attempt started.
+    pub started_at: DateTime<Utc>,
+}
+
+/// Retry policy: delay before attempt n+1 is `base * 2^(n-1)`, capped at `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// Delay after the first failure.
+    pub base: Duration,
+    /// Upper bound of the delay.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// Delay after `attempt` failed attempts (attempt >= 1).
+    pub fn delay(&self, attempt: i32) -> Duration {
+        let exp = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0).min(20);
+        self.base.saturating_mul(1u32 << exp).min(self.max)
+    }
+}
+
+/// Queue errors.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The database failed.
+    #[error("queue database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The lease was lost (expired and taken over, or the job finished elsewhere).
+    #[error("lease on job {0} lost")]
+    LeaseLost(i64),
+}
+
+/// The queue operations workers need: a small interface so that an embedded single-node backend
+/// (SQLite) can be added beside PostgreSQL.
+pub trait JobQueue: Send + Sync + 'static {
+    /// Claims the next claimable job of `kind` for `worker`: queued and due, or running with an
+    /// expired lease. Jobs whose lease expired on their last attempt become `dead` instead.
+    fn claim(&self, kind: JobKind, worker: &str, lease: Duration) -> impl Future<Output = Result<Option<Job>, QueueError>> + Send;
+    /// Extends the lease. [`QueueError::LeaseLost`] when it is no longer ours.
+    fn renew(&self, job: &Job, worker: &str, lease: Duration) -> impl Future<Output = Result<(), QueueError>> + Send;
+    /// Marks the job done with its result and records the run.
+    fn complete(&self, job: &Job, worker: &str, result: &serde_json::Value) -> impl Future<Output = Result<(), QueueError>> + Send;
+    /// Records a failed attempt: queued again after the backoff, or dead after the last attempt.
+    fn fail(&self, job: &Job, worker: &str, error: &str, backoff: Backoff) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// The PostgreSQL queue (tables in `schemas/0002_assembly_queue.sql`).
+#[derive(Debug, Clone)]
+pub struct PgQueue {
+    pool: PgPool,
+}
+
+impl PgQueue {
+    /// A queue on `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        PgQueue { pool }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Enqueues a job unless the same (kind, study, version, model, destination) exists; returns
+    /// its id when created.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn enqueue(
+        &self,
+        kind: JobKind,
+        study_instance_uid: &str,
+        study_version: i32,
+        model: &str,
+        destination: &str,
+        payload: &serde_json::Value,
+        max_attempts: i32,
+    ) -> Result<Option<i64>, QueueError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO jobs (kind, study_instance_uid, study_version, model, destination, payload, max_attempts) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(kind.as_str())
+        .bind(study_instance_uid)
+        .bind(study_version)
+        .bind(model)
+        .bind(destination)
+        .bind(payload)
+        .bind(max_attempts)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}
+
+impl JobQueue for PgQueue {
+    async fn claim(&self, kind: JobKind, worker: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
+        // A job whose lease expired on its last attempt is dead, not claimable.
+        sqlx::query(
+            "UPDATE jobs SET state = 'dead', finished_at = now(), lease_owner = NULL, \
+             last_error = coalesce(last_error || '; ', '') || 'lease expired on the last attempt (worker lost)' \
+             WHERE kind = $1 AND state = 'running' AND lease_expires_at < now() AND attempts >= max_attempts",
+        )
+        .bind(kind.as_str())
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = $2, \
+                 lease_expires_at = now() + make_interval(secs => $3), started_at = now() \
+             WHERE id = (SELECT id FROM jobs WHERE kind = $1 AND \
+                   ((state = 'queued' AND run_after <= now()) OR (state = 'running' AND lease_expires_at < now())) \
+                 ORDER BY run_after, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, study_instance_uid, study_version, model, destination, payload, attempts, max_attempts, started_at",
+        )
+        .bind(kind.as_str())
+        .bind(worker)
+        .bind(lease.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(Job {
+            id: r.try_get(0)?,
+            kind,
+            study_instance_uid: r.try_get(1)?,
+            study_version: r.try_get(2)?,
+            model: r.try_get(3)?,
+            destination: r.try_get(4)?,
+            payload: r.try_get(5)?,
+            attempt: r.try_get(6)?,
+            max_attempts: r.try_get(7)?,
+            started_at: r.try_get(8)?,
+        }))
+    }
+
+    async fn renew(&self, job: &Job, worker: &str, lease: Duration) -> Result<(), QueueError> {
+        let n = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3) \
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running' AND attempts = $4",
+        )
+        .bind(job.id)
+        .bind(worker)
+        .bind(lease.as_secs_f64())
+        .bind(job.attempt)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(QueueError::LeaseLost(job.id))
+        }
+    }
+
+    async fn complete(&self, job: &Job, worker: &str, result: &serde_json::Value) -> Result<(), QueueError> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE jobs SET state = 'done', result = $3, finished_at = now(), lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running' AND attempts = $4",
+        )
+        .bind(job.id)
+        .bind(worker)
+        .bind(result)
+        .bind(job.attempt)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            return Err(QueueError::LeaseLost(job.id));
+        }
+        record_run(&mut tx, job, worker, "done", None).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fail(&self, job: &Job, worker: &str, error: &str, backoff: Backoff) -> Result<(), QueueError> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, \
+                 run_after = now() + make_interval(secs => $4), last_error = $3, lease_owner = NULL, lease_expires_at = NULL, \
+                 finished_at = CASE WHEN attempts >= max_attempts THEN now() END \
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running' AND attempts = $5",
+        )
+        .bind(job.id)
+        .bind(worker)
+        .bind(error)
+        .bind(backoff.delay(job.attempt).as_secs_f64())
+        .bind(job.attempt)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            return Err(QueueError::LeaseLost(job.id));
+        }
+        record_run(&mut tx, job, worker, "failed", Some(error)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn record_run(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    job: &Job,
+    worker: &str,
+    outcome: &str,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO job_runs (job_id, attempt, worker, outcome, error, started_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(job.id)
+        .bind(job.attempt)
+        .bind(worker)
+        .bind(outcome)
+        .bind(error)
+        .bind(job.started_at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Backoff { base: Duration::from_secs(2), max: Duration::from_secs(60) };
+        assert_eq!(b.delay(1), Duration::from_secs(2));
+        assert_eq!(b.delay(2), Duration::from_secs(4));
+        assert_eq!(b.delay(4), Duration::from_secs(16));
+        assert_eq!(b.delay(10), Duration::from_secs(60));
+        assert_eq!(b.delay(1000), Duration::from_secs(60));
+    }
+}
