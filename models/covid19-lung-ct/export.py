@@ -13,7 +13,13 @@ Orientation: axis 0 inferior->superior, axis 1 anterior->posterior, axis 2 patie
 """
 import argparse
 import hashlib
+import io
 import os
+import struct
+import sys
+import warnings
+import zipfile
+import zlib
 from typing import Final, List, Tuple
 
 import torch
@@ -151,15 +157,6 @@ def label_components(mask: Tensor, max_iter: int) -> Tensor:
     return lab
 
 
-def component_stats(lab: Tensor, w: Tensor) -> Tuple[Tensor, Tensor]:
-    """Per-label voxel counts and sums of w (float64) over labels 0..numel."""
-    n = lab.numel() + 1
-    flat = lab.flatten()
-    cnt = torch.bincount(flat, minlength=n)
-    sw = torch.bincount(flat, weights=w.flatten().to(torch.float64), minlength=n)
-    return cnt, sw
-
-
 def fill_holes_2d(x: Tensor, max_iter: int) -> Tensor:
     """Per-slice holes of x: background not 8-connected in-plane to the slice border."""
     bg = torch.logical_not(x)
@@ -293,6 +290,10 @@ class LungOpacityRuleBased(torch.nn.Module):
         return [float(sp[0].item()) * f[0], float(sp[1].item()) * f[1], float(sp[2].item()) * f[2]]
 
     def forward(self, hu: Tensor, spacing: Tensor) -> Tensor:
+        """hu: float32 [S, R, C] Hounsfield units in canonical orientation (axis 0 inferior->superior,
+        axis 1 anterior->posterior, axis 2 patient right->left; padding -1024); spacing: float32 [3]
+        mm (slice, row, col). Returns uint8 [3, S, R, C] binary masks: 0 left lung, 1 right lung,
+        2 lung opacity (ground glass + consolidation, subset of 0 | 1)."""
         if hu.dim() != 3:
             raise ValueError("hu must be [slices, rows, cols]")
         if spacing.numel() != 3:
@@ -567,11 +568,17 @@ class LungOpacityRuleBased(torch.nn.Module):
         """Opacity region at the working grid (dilated by one voxel; refined at full resolution).
 
         Band OPAC_LO < HU <= OPAC_HI inside the lung. Vessel suppression: a core voxel needs a box of
-        half-width VESSEL_MM in-plane (one voxel through-plane for thin slices) that is entirely
+        half-width VESSEL_MM in-plane (one voxel through-plane for slices <= 4 mm) that is entirely
         ground glass (-700..-300) or entirely consolidation (-300..+100), and must not lie on the
         lung boundary (partial volume with chest wall / diaphragm). Vessels and their partial-volume
-        halo are mixtures, thinner than the box, and give no core. The opacity is then reconstructed
-        from the cores inside the band for a few voxels."""
+        halo are mixtures, thinner than the box, and give no core. The opacity is reconstructed from
+        the cores for r + 1 geodesic steps inside the band, never through thin dense structures
+        (dense voxels farther than r + 1 from a wide dense core = vessels).
+
+        Returns [allowed, allowed_dense] (dilated by one voxel for the full-resolution refinement):
+        input voxels in -700..-300 count as opacity inside `allowed`, input voxels in -300..+100
+        only inside `allowed_dense` (near consolidation), so vessels crossing or touching ground
+        glass are not counted."""
         zr = 1 if ws[0] <= 4.0 else 0
         r = max(1, _fround(self.vessel_mm / ws[1]))
         band = torch.logical_and(torch.logical_and(hw > self.opac_lo, hw <= self.opac_hi), lung)
@@ -652,10 +659,12 @@ class LungOpacityRuleBased(torch.nn.Module):
     def write_full_resolution(self, out: Tensor, hu: Tensor, code: Tensor, fw: List[int], t_air: float):
         """Write the three channels at the input resolution inside the bounding box of `code`.
 
-        code bits (working grid): 1 left-lung candidate, 2 right-lung candidate, 4 opacity allowed,
-        8 forced (lung interior or filled dense region). An input voxel belongs to a lung if its
-        block is forced or its own HU is below the air threshold; it is opacity if it is lung,
-        its block allows opacity and OPAC_LO < HU <= OPAC_HI."""
+        code bits (working grid): 1 left-lung candidate, 2 right-lung candidate, 4 ground-glass
+        opacity allowed, 8 forced (lung interior or filled dense region), 16 dense opacity allowed.
+        An input voxel belongs to a lung if its block is forced or its own HU is below the air
+        threshold; it is opacity if it is lung and OPAC_LO < HU <= DENSE_HU with bit 4, or
+        DENSE_HU < HU <= OPAC_HI with bit 16. The working-grid code is upsampled in-plane once
+        and broadcast along the slice axis (no full-size copy of the code)."""
         anyw = code > 0
         if not bool(anyw.any()):
             return
@@ -729,20 +738,73 @@ def profile_stages(m, hu: Tensor, spacing: Tensor) -> Tuple[Tensor, List[Tuple[s
 
 
 def build() -> torch.jit.ScriptModule:
-    torch.manual_seed(0)
     return torch.jit.script(LungOpacityRuleBased().eval())
 
 
+def deterministic_bytes(m: torch.jit.ScriptModule) -> bytes:
+    """Serialize m so that the same source gives the same bytes: saved to a buffer (archive
+    folder 'archive/', independent of the output file name), with the random part of
+    .data/serialization_id replaced by a digest of the other records (CRC32s patched in the
+    data descriptor and the central directory; sizes and offsets are unchanged)."""
+    buf = io.BytesIO()
+    torch.jit.save(m, buf)
+    data = bytearray(buf.getvalue())
+    z = zipfile.ZipFile(io.BytesIO(bytes(data)))
+    infos = z.infolist()
+    sid = [i for i in infos if i.filename.endswith("/.data/serialization_id")]
+    if len(sid) != 1:
+        return bytes(data)
+    info = sid[0]
+    h = hashlib.sha256()
+    for i in infos:
+        if i is not info:
+            h.update(i.filename.encode())
+            h.update(z.read(i))
+    new_id = str(int(h.hexdigest(), 16)).zfill(info.file_size)[: info.file_size].encode()
+    off = info.header_offset
+    n, e = struct.unpack("<HH", data[off + 26: off + 30])
+    start = off + 30 + n + e
+    assert info.compress_type == zipfile.ZIP_STORED and info.compress_size == info.file_size
+    data[start: start + info.file_size] = new_id
+    crc = zlib.crc32(new_id) & 0xFFFFFFFF
+    flags = struct.unpack("<H", data[off + 6: off + 8])[0]
+    if flags & 0x8:  # CRC in the data descriptor after the data
+        dd = start + info.file_size
+        pos = dd + 4 if data[dd: dd + 4] == b"PK\x07\x08" else dd
+        struct.pack_into("<I", data, pos, crc)
+    else:
+        struct.pack_into("<I", data, off + 14, crc)
+    # central directory entry
+    p = z.start_dir
+    while data[p: p + 4] == b"PK\x01\x02":
+        ln, le, lc = struct.unpack("<HHH", data[p + 28: p + 34])
+        if bytes(data[p + 46: p + 46 + ln]).decode() == info.filename:
+            struct.pack_into("<I", data, p + 16, crc)
+            break
+        p += 46 + ln + le + lc
+    out = bytes(data)
+    zipfile.ZipFile(io.BytesIO(out)).testzip()
+    return out
+
+
 def main() -> None:
+    # TorchScript emits the module constants in set order: fix the string hash seed
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable] + sys.argv)
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.path.join(here, "model.pt"))
     args = ap.parse_args()
-    m = build()
-    m.save(args.out)
-    with open(args.out, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    print(f"saved {args.out} ({os.path.getsize(args.out)} bytes, sha256 {digest})")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    torch.manual_seed(0)
+    data = deterministic_bytes(build())
+    with open(args.out, "wb") as f:
+        f.write(data)
+    m = torch.jit.load(args.out)  # round trip
+    out = m(torch.full((4, 32, 32), -1024.0), torch.tensor([2.0, 1.0, 1.0]))
+    assert out.shape == (3, 4, 32, 32) and out.dtype == torch.uint8
+    print(f"saved {args.out} ({len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()})")
 
 
 if __name__ == "__main__":

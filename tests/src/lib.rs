@@ -70,6 +70,11 @@ impl TestNode {
     /// Starts a node on 127.0.0.1:0 with its own database and storage; `customize` may change
     /// the configuration first.
     pub async fn start(customize: impl FnOnce(&mut Config)) -> TestNode {
+        Self::start_roles(Roles::ALL, customize).await
+    }
+
+    /// As [`TestNode::start`], running only `roles`.
+    pub async fn start_roles(roles: Roles, customize: impl FnOnce(&mut Config)) -> TestNode {
         let db = TestDb::create().await;
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::default();
@@ -82,7 +87,7 @@ impl TestNode {
         config.log.filter = "warn".into();
         customize(&mut config);
         firstread::telemetry::init(&config.log);
-        let node = Node::start(&config, Roles::ALL).await.expect("node starts");
+        let node = Node::start(&config, roles).await.expect("node starts");
         let pool = PgPoolOptions::new().max_connections(2).connect(&db.url).await.expect("test pool");
         TestNode { node, config, dir, db, pool }
     }
@@ -107,10 +112,15 @@ impl TestNode {
         files_under(&self.dir.path().join("studies"))
     }
 
-    /// Files left in `incoming/` (partial transfers).
+    /// Partial transfers left in `incoming/` (the per-process lock files are not counted).
     pub fn incoming_files(&self) -> Vec<PathBuf> {
-        files_under(&self.dir.path().join("incoming"))
+        incoming_parts(self.dir.path())
     }
+}
+
+/// The partial instance files (`*.part`) under `<root>/incoming`.
+pub fn incoming_parts(root: &Path) -> Vec<PathBuf> {
+    files_under(&root.join("incoming")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "part")).collect()
 }
 
 /// Every regular file under `dir`, recursively, sorted.
@@ -321,5 +331,125 @@ pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> b
             return false;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A small synthetic CT instance (4x4 pixels) of `study`/`series` at slice position `z` (mm), as
+/// Explicit VR LE data set bytes: for queue tests that need many studies, not real pixels.
+pub fn tiny_ct(study: &str, series: &str, sop: &str, z: f64) -> Vec<u8> {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let mut obj = dicom_object::InMemDicomObject::new_empty();
+    let mut put = |tag, vr, value: PrimitiveValue| obj.put(DataElement::new(tag, vr, value));
+    put(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.2".into());
+    put(tags::SOP_INSTANCE_UID, VR::UI, sop.into());
+    put(tags::STUDY_INSTANCE_UID, VR::UI, study.into());
+    put(tags::SERIES_INSTANCE_UID, VR::UI, series.into());
+    put(tags::MODALITY, VR::CS, "CT".into());
+    put(tags::PATIENT_ID, VR::LO, "TINY".into());
+    put(tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY\\AXIAL".into());
+    put(tags::IMAGE_POSITION_PATIENT, VR::DS, format!("0\\0\\{z}").into());
+    put(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\1\\0".into());
+    put(tags::ROWS, VR::US, PrimitiveValue::from(4u16));
+    put(tags::COLUMNS, VR::US, PrimitiveValue::from(4u16));
+    put(tags::PIXEL_DATA, VR::OW, PrimitiveValue::from(vec![0u8; 32]));
+    let mut out = Vec::new();
+    obj.write_dataset_with_ts(&mut out, &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased())
+        .expect("encode tiny CT");
+    out
+}
+
+/// Sends `slices` tiny CT instances of one series over one association; returns when all were
+/// acknowledged with Success.
+pub async fn send_tiny_series(addr: std::net::SocketAddr, study: &str, series: &str, slices: std::ops::Range<u32>) {
+    let ct = "1.2.840.10008.5.1.4.1.1.2";
+    let mut scu = RawScu::connect(addr, "FIRSTREAD", &[(ct, "1.2.840.10008.1.2.1")]).await.expect("associate");
+    for i in slices {
+        let sop = format!("{series}.{i}");
+        let (status, comment) = scu.store(i as u16 + 1, ct, &sop, &tiny_ct(study, series, &sop, f64::from(i) * 2.0)).await;
+        assert_eq!(status, 0, "{comment:?}");
+    }
+    scu.release().await;
+}
+
+/// The `firstread` binary, built once per test process (`cargo build -p firstread`).
+pub fn firstread_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "firstread", "--bin", "firstread"])
+            .current_dir(repo_root())
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building firstread failed");
+        // target/<profile>/deps/<test exe> -> target/<profile>/firstread
+        let exe = std::env::current_exe().expect("test exe");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+        profile_dir.join("firstread")
+    })
+    .clone()
+}
+
+/// A `firstread` process (killed with SIGKILL when dropped).
+pub struct Process {
+    /// The child.
+    pub child: std::process::Child,
+}
+
+impl Process {
+    /// Starts `firstread <args>` with environment overrides (`FIRSTREAD_*`).
+    pub fn start(args: &[&str], env: &[(&str, String)]) -> Process {
+        let mut cmd = Command::new(firstread_bin());
+        cmd.args(args).env("FIRSTREAD_LOG__FILTER", "warn,firstread=info").stdout(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Process { child: cmd.spawn().expect("spawn firstread") }
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Environment for a `firstread` process on `db`/`root` listening on 127.0.0.1:`port`.
+pub fn node_env(db: &TestDb, root: &Path, port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("FIRSTREAD_DATABASE__URL", db.url.clone()),
+        ("FIRSTREAD_STORAGE__ROOT", root.display().to_string()),
+        ("FIRSTREAD_DIMSE__LISTEN", format!("127.0.0.1:{port}")),
+        ("FIRSTREAD_WORKER__POLL_INTERVAL", "200ms".into()),
+    ]
+}
+
+/// A free TCP port on 127.0.0.1 (for subprocess nodes, which cannot report port 0 back).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Polls an async condition every 100 ms until true or `timeout`.
+pub async fn eventually_async<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

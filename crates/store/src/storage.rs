@@ -5,7 +5,10 @@
 //! context's, then the data set bytes exactly as received), fsync'd, then linked without replace
 //! into `studies/<study>/<series>/<sop>.dcm` and the directory fsync'd. A temporary file that is
 //! dropped before [`Storage::place`] is deleted, so an aborted transfer leaves nothing behind.
-//! Leftovers of a crash in `incoming/` were never acknowledged and are removed at start-up.
+//! Each process writes into its own `incoming/<id>/`, guarded by an exclusive lock on
+//! `incoming/<id>.lock` held while it lives. Leftovers of a crashed process (a lock nobody holds)
+//! were never acknowledged and are removed by the next process to open the storage root; the
+//! temporary files of live processes sharing the root are never touched.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -30,6 +33,10 @@ const WRITE_BUFFER: usize = 512 * 1024;
 pub struct Storage {
     root: PathBuf,
     fsync: bool,
+    /// This process's `incoming/<id>/`.
+    incoming: PathBuf,
+    /// Held (locked) for the life of the process; a crashed process's lock is free.
+    _lock: std::sync::Arc<std::fs::File>,
 }
 
 /// What is known of an instance before its data set arrives (from the C-STORE-RQ).
@@ -80,25 +87,34 @@ pub struct Placed {
 }
 
 impl Storage {
-    /// A storage root; creates `incoming/` and `studies/` and clears stale `incoming/` files.
+    /// A storage root; creates `studies/` and this process's `incoming/<id>/`, and removes what
+    /// crashed processes left in `incoming/`.
     ///
     /// # Errors
-    /// When the directories cannot be created or listed.
+    /// When the directories cannot be created, listed or locked.
     pub async fn open(root: impl Into<PathBuf>, fsync: bool) -> io::Result<Self> {
         let root = root.into();
-        tokio::fs::create_dir_all(root.join("incoming")).await?;
-        tokio::fs::create_dir_all(root.join("studies")).await?;
-        let mut entries = tokio::fs::read_dir(root.join("incoming")).await?;
-        let mut stale = 0;
-        while let Some(entry) = entries.next_entry().await? {
-            if tokio::fs::remove_file(entry.path()).await.is_ok() {
-                stale += 1;
-            }
-        }
+        tokio::task::spawn_blocking(move || Self::open_blocking(root, fsync)).await.map_err(io::Error::other)?
+    }
+
+    fn open_blocking(root: PathBuf, fsync: bool) -> io::Result<Self> {
+        let incoming_root = root.join("incoming");
+        std::fs::create_dir_all(&incoming_root)?;
+        std::fs::create_dir_all(root.join("studies"))?;
+        let stale = remove_abandoned(&incoming_root)?;
         if stale > 0 {
-            tracing::info!(stale, "removed unacknowledged partial instances");
+            tracing::info!(stale, "removed unacknowledged partial instances of stopped processes");
         }
-        Ok(Storage { root, fsync })
+        let id = Uuid::new_v4().simple().to_string();
+        // Lock under a name nobody scans, then rename: a `.lock` file is never seen unlocked while
+        // its owner starts, and the directory exists only once the lock does.
+        let pending = incoming_root.join(format!("{id}.locking"));
+        let lock = std::fs::File::create(&pending)?;
+        lock.try_lock().map_err(|e| io::Error::other(format!("locking {}: {e}", pending.display())))?;
+        std::fs::rename(&pending, incoming_root.join(format!("{id}.lock")))?;
+        let incoming = incoming_root.join(&id);
+        std::fs::create_dir_all(&incoming)?;
+        Ok(Storage { root, fsync, incoming, _lock: std::sync::Arc::new(lock) })
     }
 
     /// The storage root.
@@ -116,7 +132,7 @@ impl Storage {
     /// # Errors
     /// I/O errors creating the file or writing the header.
     pub async fn begin(&self, announced: &Announced<'_>) -> Result<PendingFile, StorageError> {
-        let path = self.root.join("incoming").join(format!("{}.part", Uuid::new_v4().simple()));
+        let path = self.incoming.join(format!("{}.part", Uuid::new_v4().simple()));
         let file = tokio::fs::File::create(&path).await?;
         let temp = TempFile { path: Some(path) };
         let mut writer = BufWriter::with_capacity(WRITE_BUFFER, file);
@@ -162,6 +178,34 @@ impl Storage {
             _ => Ok(()),
         }
     }
+}
+
+/// Removes the `incoming/<id>/` directories whose lock no live process holds, and stray files.
+/// Returns how many partial instances were removed.
+fn remove_abandoned(incoming_root: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(incoming_root)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "lock") {
+            let Ok(lock) = std::fs::OpenOptions::new().write(true).open(&path) else { continue };
+            if lock.try_lock().is_ok() {
+                let dir = path.with_extension("");
+                removed += std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+                let _ = std::fs::remove_dir_all(&dir);
+                let _ = std::fs::remove_file(&path);
+            }
+        } else if path.extension().is_some_and(|e| e == "locking") {
+            // a process starting right now (or one that died while starting): leave it
+        } else if path.is_file() {
+            // a partial instance from before per-process directories
+            let _ = std::fs::remove_file(&path);
+            removed += 1;
+        } else if path.is_dir() && !path.with_extension("lock").exists() {
+            removed += std::fs::read_dir(&path).map(|d| d.count()).unwrap_or(0);
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+    Ok(removed)
 }
 
 fn place_blocking(root: &Path, source: &Path, target: &Path, fsync: bool) -> io::Result<bool> {
