@@ -46,6 +46,7 @@ MAX_GAS_FRACTION = 0.5   # ... and has less than this fraction of voxels below G
 MIN_HOLE_ML = 0.5        # smallest enclosed dense region that is filled into the lung
 AIRWAY_MAX_CM2 = 8.0     # trachea + main bronchi cross-section limit per slice (leak stop)
 LESION_REACH_MM = 15.0   # a lesion followed across slices stays within this distance of the lung
+CLOSING_MM = 5.0         # closing of each lung (vessels, small juxtapleural lesions), box half-width
 VESSEL_MM = 5.0          # opacity cores: (2 r + 1) voxel box free of vessels, r = VESSEL_MM / spacing
 
 
@@ -243,6 +244,7 @@ class LungOpacityRuleBased(torch.nn.Module):
     airway_max_cm2: Final[float]
     lesion_reach_mm: Final[float]
     vessel_mm: Final[float]
+    closing_mm: Final[float]
 
     def __init__(self):
         super().__init__()
@@ -264,6 +266,7 @@ class LungOpacityRuleBased(torch.nn.Module):
         self.airway_max_cm2 = float(AIRWAY_MAX_CM2)
         self.lesion_reach_mm = float(LESION_REACH_MM)
         self.vessel_mm = float(VESSEL_MM)
+        self.closing_mm = float(CLOSING_MM)
 
     @torch.jit.export
     def grid_factors(self, spacing: Tensor, shape: List[int]) -> List[int]:
@@ -392,8 +395,8 @@ class LungOpacityRuleBased(torch.nn.Module):
 
         Per side: aerated voxels (HU < t_air) with that label, plus regions enclosed in-plane by the
         lung (2-D holes), plus a mass-like enclosed lesion followed into adjacent slices, plus a
-        closing (box, 5 mm in-plane) for vessels and small juxtapleural lesions. Filling never adds
-        bone (>= BONE_HU), airway or the other lung."""
+        closing (box, +-CLOSING_MM in-plane) for vessels and small juxtapleural lesions. Filling never
+        adds bone (>= BONE_HU), airway or the other lung."""
         fc = [f[3], f[4], f[5]]
         wsize = [hw.size(0), hw.size(1), hw.size(2)]
         vox_ml_c = ws[0] * ws[1] * ws[2] * f[3] * f[4] * f[5] / 1000.0
@@ -405,6 +408,7 @@ class LungOpacityRuleBased(torch.nn.Module):
         dense = torch.logical_and(hw > self.dense_hu, hw < self.bone_hu)
         reach = _fround(self.lesion_reach_mm / ws[1])
         rv = max(1, _fround(self.vessel_mm / ws[1]))
+        rc = max(1, _fround(self.closing_mm / ws[1]))
         lungs: List[Tensor] = []
         forced: List[Tensor] = []
         for s in [1, 2]:
@@ -422,7 +426,7 @@ class LungOpacityRuleBased(torch.nn.Module):
                 envelope = torch.logical_and(envelope, cyl)
                 holes = torch.logical_or(holes, self.follow_lesion(seed, dense, envelope))
             full = torch.logical_or(raw, holes)
-            full = torch.logical_or(full, torch.logical_and(closing(full, [zr, 2, 2]), ok))
+            full = torch.logical_or(full, torch.logical_and(closing(full, [zr, rc, rc]), ok))
             lungs.append(full)
             forced.append(torch.logical_and(full, torch.logical_not(raw)))
             dbg("holes" + str(s), holes)
@@ -446,9 +450,8 @@ class LungOpacityRuleBased(torch.nn.Module):
         not_airway = torch.logical_not(airway)
         ring_l = torch.logical_and(torch.logical_and(dilate(left, [zr, 1, 1]), torch.logical_not(right)), not_airway)
         ring_r = torch.logical_and(torch.logical_and(dilate(right, [zr, 1, 1]), torch.logical_not(left)), not_airway)
-        ring_r = torch.logical_and(ring_r, torch.logical_not(torch.logical_and(ring_l, torch.logical_not(right))))
-        interior = torch.logical_or(torch.logical_and(erode(left, [zr, 1, 1]), left),
-                                    torch.logical_and(erode(right, [zr, 1, 1]), right))
+        ring_r = torch.logical_and(ring_r, torch.logical_not(ring_l))  # a ring voxel between both lungs goes left
+        interior = torch.logical_or(erode(left, [zr, 1, 1]), erode(right, [zr, 1, 1]))
         force = torch.logical_or(interior, forced)
         code = (ring_l.to(torch.uint8) + 2 * ring_r.to(torch.uint8)
                 + 4 * opac[0].to(torch.uint8) + 8 * force.to(torch.uint8) + 16 * opac[1].to(torch.uint8))
@@ -787,6 +790,24 @@ def deterministic_bytes(m: torch.jit.ScriptModule) -> bytes:
     return out
 
 
+def stable_module():
+    """This file's code as module `covid19_lung_ct` with the source file name "export.py", so
+    that the TorchScript debug info and qualified names (and model.pt) do not depend on where
+    the repository is checked out or how this script is invoked."""
+    import linecache
+    import types
+
+    path = os.path.abspath(__file__)
+    with open(path, encoding="utf-8") as f:
+        src = f.read()
+    mod = types.ModuleType("covid19_lung_ct")
+    mod.__file__ = "export.py"
+    linecache.cache["export.py"] = (len(src), None, src.splitlines(True), "export.py")
+    sys.modules["covid19_lung_ct"] = mod
+    exec(compile(src, "export.py", "exec"), mod.__dict__)
+    return mod
+
+
 def main() -> None:
     # TorchScript emits the module constants in set order: fix the string hash seed
     if os.environ.get("PYTHONHASHSEED") != "0":
@@ -798,13 +819,25 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     torch.manual_seed(0)
-    data = deterministic_bytes(build())
+    data = deterministic_bytes(stable_module().build())
     with open(args.out, "wb") as f:
         f.write(data)
     m = torch.jit.load(args.out)  # round trip
     out = m(torch.full((4, 32, 32), -1024.0), torch.tensor([2.0, 1.0, 1.0]))
     assert out.shape == (3, 4, 32, 32) and out.dtype == torch.uint8
-    print(f"saved {args.out} ({len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()})")
+    digest = hashlib.sha256(data).hexdigest()
+    print(f"saved {args.out} ({len(data)} bytes, sha256 {digest})")
+    manifest = os.path.join(here, "manifest.toml")
+    if os.path.abspath(args.out) == os.path.join(here, "model.pt") and os.path.exists(manifest):
+        import re
+
+        with open(manifest, encoding="utf-8") as f:
+            text = f.read()
+        new = re.sub(r'(?m)^torchscript_sha256 = "[0-9a-f]*"', f'torchscript_sha256 = "{digest}"', text)
+        if new != text:
+            with open(manifest, "w", encoding="utf-8") as f:
+                f.write(new)
+            print(f"updated torchscript_sha256 in {manifest}")
 
 
 if __name__ == "__main__":

@@ -196,6 +196,45 @@ def phantom_case(model, name, spacing, shape, **kw):
     return res
 
 
+def manifest_checks(model_path):
+    import hashlib
+    import tomllib
+
+    print("\n== manifest.toml")
+    with open(os.path.join(HERE, "manifest.toml"), "rb") as f:
+        man = tomllib.load(f)
+    with open(model_path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    check(man["torchscript"] == os.path.basename(model_path), f"torchscript = {man['torchscript']}")
+    check(man["torchscript_sha256"] == digest, f"torchscript_sha256 matches {os.path.basename(model_path)}")
+    check([o["channel"] for o in man["outputs"]] == [0, 1, 2], "outputs are channels 0, 1, 2")
+    check(man["kind"] == "rule-based" and man["version"] == "0.1.0", "kind / version")
+    check(man["input"]["orientation"] == "LPS", "orientation LPS")
+
+
+def known_limitations(model):
+    """Reported, not asserted: dense lesions that touch the chest wall over their whole extent."""
+    print("\n== known limitations (reported, not asserted)")
+    sp = (2.0, 0.8, 0.8)
+    shape = (150, 448, 448)
+    hu, t = phantom(shape=shape, spacing=sp, opac=False)
+    z, y, x = grid(shape, sp)
+    lung = t["left"] | t["right"]
+    cases = {
+        "consolidation sphere r 15 mm on the lateral pleura (+20 HU)": ball(z, y, x, (75 + 55, 0.0, 0.0), 15.0) & lung,
+        "dependent consolidation, posterior 30 mm of the right lower lung (+20 HU)": lung & (y > 50) & (z < 0) & (x < 0),
+        "dependent ground glass, posterior 30 mm of the left lower lung (-500 HU)": lung & (y > 50) & (z < 0) & (x > 0),
+    }
+    h = hu.clone()
+    for name, m in cases.items():
+        h[m] = -500.0 if "ground glass" in name else 20.0
+    out = run(model, h, sp)
+    for name, m in cases.items():
+        n = float(m.sum())
+        print(f"  {name}: {vol_ml(m, sp):.1f} mL; in lung mask {float(((out[0] | out[1]) & m).sum()) / n * 100:.0f} %, "
+              f"counted as opacity {float((out[2] & m).sum()) / n * 100:.0f} %")
+
+
 def edge_cases(model):
     print("\n== edge cases")
     sp = (2.0, 0.8, 0.8)
@@ -306,6 +345,8 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(2)
     model = export.LungOpacityRuleBased() if args.eager else torch.jit.load(args.model)
+    if not args.eager:
+        manifest_checks(args.model)
     cases = [("thin slices", (1.0, 0.7, 0.7), (300, 512, 512), {}),
              ("2.5 mm slices", (2.5, 0.8, 0.8), (120, 448, 448), {}),
              ("8 mm slices", (8.0, 0.65, 0.65), (38, 512, 512), {}),
@@ -318,6 +359,7 @@ def main():
             phantom_case(model, name, sp, shape, **kw)
     if not args.only:
         edge_cases(model)
+        known_limitations(model)
     if not args.skip_bench:
         bench(model)
     if not args.skip_sample and os.path.isdir(args.sample):
