@@ -20,7 +20,13 @@ import time
 import xml.etree.ElementTree as ET
 
 import numpy as np
-import torch
+
+# libgomp threads spin while waiting by default; on a shared 2-core node that burns the CPU other
+# processes (and the other torch thread) need, and forward() becomes several times slower under
+# load. The worker should run with OMP_WAIT_POLICY=PASSIVE too (see README). Must be set before
+# torch loads libgomp.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -254,19 +260,22 @@ def edge_cases(model):
 
 
 def bench(model, threads=2):
-    print(f"\n== timing: 300 x 512 x 512 at 1.0 x 0.7 x 0.7 mm, torch.set_num_threads({threads})")
+    print(f"\n== timing: 300 x 512 x 512 at 1.0 x 0.7 x 0.7 mm, torch.set_num_threads({threads}), "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     torch.set_num_threads(threads)
     hu, _ = phantom(shape=(300, 512, 512), spacing=(1.0, 0.7, 0.7))
     sp = torch.tensor((1.0, 0.7, 0.7))
     model(hu, sp)
     ts = []
-    for _ in range(3):
+    for _ in range(5):
         t0 = time.perf_counter()
         model(hu, sp)
         ts.append(time.perf_counter() - t0)
     out, stages = export.profile_stages(model, hu, sp)
     print("  stages: " + ", ".join(f"{n} {s * 1000:.0f} ms" for n, s in stages))
-    check(min(ts) < 1.5, f"forward {min(ts):.3f} s (min of 3; median {sorted(ts)[1]:.3f} s); limit 2.5 s")
+    load = os.getloadavg()[0]
+    check(min(ts) < 1.5, f"forward {min(ts):.3f} s (min of 5; median {sorted(ts)[2]:.3f} s; load average {load:.1f}); "
+                         "limit 2.5 s")
 
 
 # ------------------------------------------------------------------------------------------------

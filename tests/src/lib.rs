@@ -84,6 +84,7 @@ impl TestNode {
         config.database.max_connections = 8;
         config.dimse.idle_timeout = Duration::from_secs(20);
         config.worker.poll_interval = Duration::from_millis(200);
+        config.worker.models_dir = repo_root().join("models");
         config.log.filter = "warn".into();
         customize(&mut config);
         firstread::telemetry::init(&config.log);
@@ -428,6 +429,7 @@ pub fn node_env(db: &TestDb, root: &Path, port: u16) -> Vec<(&'static str, Strin
         ("FIRSTREAD_STORAGE__ROOT", root.display().to_string()),
         ("FIRSTREAD_DIMSE__LISTEN", format!("127.0.0.1:{port}")),
         ("FIRSTREAD_WORKER__POLL_INTERVAL", "200ms".into()),
+        ("FIRSTREAD_WORKER__MODELS_DIR", repo_root().join("models").display().to_string()),
     ]
 }
 

@@ -1,56 +1,210 @@
-//! The analysis job handler: what a worker does with a claimed study version.
+//! The analysis job handler: study version -> CT volume -> model -> findings.
 //!
-//! Until the libtorch worker lands, the analysis is the study census: the geometry of every
-//! series (modality, image type, slices, position range along the slice normal, spacing,
-//! contiguity) and a check that every indexed instance file is present and readable. A missing
-//! file is a failed attempt (retried, then dead with the error kept); a study with no analysable
-//! series is a completed job whose result says why it was not analysed.
+//! For each claimed job: the study's instance files from the index, the volume builder
+//! (`firstread-volume`: series choice, slice order by position, HU, refusals), the model
+//! package's input contract, the TorchScript model (`firstread-inference`), and the
+//! measurements (`firstread-findings`). The result (JSON in `jobs.result`) carries the model name
+//! and version, the series decisions, the findings with units, and per-stage timings.
+//!
+//! A study that cannot be analysed (no suitable series, missing slices, gantry tilt, outside the
+//! model's contract) ends as a completed job with `status = "refused"` and the reason: retrying
+//! would not change it. Transient failures (files unreadable, libtorch errors) are failed
+//! attempts, retried with backoff and then dead.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use firstread_queue::assembly::{is_analysable_class, series_geometry};
+use firstread_findings::{Grid, Masks};
+use firstread_inference::{Manifest, Model};
 use firstread_queue::{Job, JobHandler};
 use firstread_store::{Index, Storage};
-use serde_json::json;
+use firstread_volume::{Refusal, StudyVolume, VolumeContract};
+use serde_json::{json, Value};
+use tracing::info;
 
-/// The analysis handler.
-#[derive(Debug, Clone)]
+/// The analysis handler, holding the loaded models.
+#[derive(Clone)]
 pub struct Analysis {
     index: Index,
     storage: Storage,
+    models: Arc<HashMap<String, Arc<Mutex<Model>>>>,
+}
+
+impl std::fmt::Debug for Analysis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Analysis").field("models", &self.models.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+/// What one analysis produced, before it is serialised.
+pub struct Outcome {
+    /// The job result (JSON).
+    pub result: Value,
+    /// The volume and masks, for the reporter (`None` when refused).
+    pub analysed: Option<Analysed>,
+}
+
+/// An analysed volume with its masks.
+pub struct Analysed {
+    /// The study volume (chosen series).
+    pub study: StudyVolume,
+    /// Model output by channel.
+    pub segmentation: firstread_inference::Segmentation,
+    /// Computed findings.
+    pub findings: firstread_findings::Findings,
 }
 
 impl Analysis {
-    /// A handler reading from `index` and `storage`.
-    pub fn new(index: Index, storage: Storage) -> Self {
-        Analysis { index, storage }
+    /// Loads every model package `models_dir/<name>/` for `names`.
+    ///
+    /// # Errors
+    /// A package that does not load (missing files, invalid manifest, bad TorchScript).
+    pub fn load(index: Index, storage: Storage, models_dir: &std::path::Path, names: &[String]) -> anyhow::Result<Self> {
+        let mut models = HashMap::new();
+        for name in names {
+            let model = Model::load(&models_dir.join(name))
+                .map_err(|e| anyhow::anyhow!("model package {name} in {}: {e}", models_dir.display()))?;
+            info!(model = %name, version = %model.manifest.version, device = ?model.device(), "model loaded");
+            models.insert(name.clone(), Arc::new(Mutex::new(model)));
+        }
+        Ok(Analysis { index, storage, models: Arc::new(models) })
+    }
+
+    /// Runs the whole pipeline on a list of instance files (blocking: call from a blocking thread).
+    ///
+    /// # Errors
+    /// Transient failures (I/O, libtorch); refusals are an `Ok` outcome.
+    pub fn analyse_files(model: &Mutex<Model>, files: &[PathBuf]) -> Result<Outcome, String> {
+        let started = Instant::now();
+        let (manifest, contract) = {
+            let m = model.lock().map_err(|_| "model lock poisoned".to_owned())?;
+            (m.manifest.clone(), volume_contract(&m.manifest))
+        };
+        let model_json = json!({ "name": manifest.name, "version": manifest.version, "kind": manifest.kind });
+        let study = match firstread_volume::build_study_volume(files, &contract) {
+            Ok(v) => v,
+            Err(e @ Refusal::Io { .. }) => return Err(e.to_string()),
+            Err(refusal) => return Ok(refused(&model_json, &refusal.to_string(), decisions_of(&refusal))),
+        };
+        let t_volume = started.elapsed();
+        if let Some(reason) = outside_contract(&manifest, &study) {
+            return Ok(refused(&model_json, &reason, serde_json::to_value(&study.decisions).unwrap_or_default()));
+        }
+        let v = &study.volume;
+        let segmentation = {
+            let m = model.lock().map_err(|_| "model lock poisoned".to_owned())?;
+            m.segment(&v.hu, v.shape, v.spacing_mm).map_err(|e| e.to_string())?
+        };
+        let t_model = started.elapsed();
+        let channel = |role: &str| manifest.channel(role).and_then(|c| segmentation.channels.get(c));
+        let (Some(left), Some(right), Some(opacity)) = (channel("left_lung"), channel("right_lung"), channel("lung_opacity"))
+        else {
+            return Err("model output lacks a lung or opacity channel".into());
+        };
+        let grid = Grid { hu: &v.hu, shape: v.shape, spacing_mm: v.spacing_mm };
+        let findings = firstread_findings::compute(&grid, &Masks { left_lung: left, right_lung: right, opacity })
+            .map_err(|e| e.to_string())?;
+        let t_findings = started.elapsed();
+        let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+        let result = json!({
+            "status": "analysed",
+            "model": model_json,
+            "method": manifest.description,
+            "series": study.decisions,
+            "volume": {
+                "series_instance_uid": v.series_instance_uid,
+                "shape": v.shape,
+                "spacing_mm": v.spacing_mm,
+                "warnings": v.warnings,
+            },
+            "findings": findings,
+            "timings_ms": {
+                "volume": ms(t_volume),
+                "model": ms(t_model - t_volume),
+                "measurements": ms(t_findings - t_model),
+                "total": ms(t_findings),
+            },
+        });
+        Ok(Outcome { result, analysed: Some(Analysed { study, segmentation, findings }) })
+    }
+
+    async fn files_of(&self, study: &str) -> Result<Vec<PathBuf>, String> {
+        let paths: Vec<String> = sqlx::query_scalar("SELECT path FROM instances WHERE study_instance_uid = $1")
+            .bind(study)
+            .fetch_all(self.index.pool())
+            .await
+            .map_err(|e| e.to_string())?;
+        let files: Vec<PathBuf> = paths.iter().map(|p| self.storage.resolve(p)).collect();
+        for f in &files {
+            if let Err(e) = tokio::fs::metadata(f).await {
+                return Err(format!("instance file {} unreadable: {e}", f.display()));
+            }
+        }
+        Ok(files)
     }
 }
 
 impl JobHandler for Analysis {
-    async fn handle(&self, job: &Job) -> Result<serde_json::Value, String> {
-        let started = Instant::now();
-        let geometry = series_geometry(self.index.pool(), &job.study_instance_uid).await.map_err(|e| e.to_string())?;
-        let paths: Vec<String> = sqlx::query_scalar("SELECT path FROM instances WHERE study_instance_uid = $1")
-            .bind(&job.study_instance_uid)
-            .fetch_all(self.index.pool())
+    async fn handle(&self, job: &Job) -> Result<Value, String> {
+        let model = self.models.get(&job.model).cloned().ok_or_else(|| format!("model {} not loaded here", job.model))?;
+        let files = self.files_of(&job.study_instance_uid).await?;
+        let mut outcome = tokio::task::spawn_blocking(move || Analysis::analyse_files(&model, &files))
             .await
-            .map_err(|e| e.to_string())?;
-        for path in &paths {
-            let full = self.storage.resolve(path);
-            if let Err(e) = tokio::fs::metadata(&full).await {
-                return Err(format!("instance file {path} unreadable: {e}"));
-            }
+            .map_err(|e| format!("analysis task: {e}"))??;
+        if let Some(obj) = outcome.result.as_object_mut() {
+            obj.insert("study_version".into(), json!(job.study_version));
         }
-        let analysable: Vec<_> = geometry.iter().filter(|g| is_analysable_class(&g.sop_class_uid)).collect();
-        let status = if analysable.is_empty() { "not analysable: no CT series" } else { "census" };
-        Ok(json!({
-            "model": job.model,
-            "study_version": job.study_version,
-            "status": status,
-            "series": geometry,
-            "instances": paths.len(),
-            "timings_ms": { "census": started.elapsed().as_secs_f64() * 1e3 },
-        }))
+        if let Some(a) = &outcome.analysed {
+            info!(
+                severity_score = a.findings.severity_score,
+                involvement_pct = format_args!("{:.1}", a.findings.total.involvement_pct),
+                "first read ready"
+            );
+        }
+        Ok(outcome.result)
     }
+}
+
+/// The volume builder's contract from the model's input contract.
+pub fn volume_contract(m: &Manifest) -> VolumeContract {
+    VolumeContract {
+        min_slices: m.input.min_slices,
+        max_slice_spacing_mm: m.input.slice_spacing_mm[1],
+        padding_hu: m.input.padding_hu,
+        ..VolumeContract::default()
+    }
+}
+
+/// Checks the parts of the model's input contract the volume builder does not.
+fn outside_contract(m: &Manifest, study: &StudyVolume) -> Option<String> {
+    let v = &study.volume;
+    let [lo, hi] = m.input.slice_spacing_mm;
+    let [plo, phi] = m.input.pixel_spacing_mm;
+    let z_extent = v.spacing_mm[0] * (v.shape[0].saturating_sub(1)) as f64;
+    let voxels: usize = v.shape.iter().product();
+    if v.spacing_mm[0] < lo || v.spacing_mm[0] > hi {
+        Some(format!("slice spacing {:.2} mm outside the model's {lo}-{hi} mm", v.spacing_mm[0]))
+    } else if v.spacing_mm[1] < plo || v.spacing_mm[1] > phi || v.spacing_mm[2] < plo || v.spacing_mm[2] > phi {
+        Some(format!("pixel spacing {:.3} x {:.3} mm outside the model's {plo}-{phi} mm", v.spacing_mm[1], v.spacing_mm[2]))
+    } else if z_extent < m.input.min_z_extent_mm {
+        Some(format!("the series covers {z_extent:.0} mm; the model needs {} mm to cover the lungs", m.input.min_z_extent_mm))
+    } else if voxels > m.input.max_voxels {
+        Some(format!("{voxels} voxels exceed the model's {}", m.input.max_voxels))
+    } else {
+        None
+    }
+}
+
+fn decisions_of(refusal: &Refusal) -> Value {
+    match refusal {
+        Refusal::NoSuitableSeries { decisions } => serde_json::to_value(decisions).unwrap_or_default(),
+        _ => Value::Array(Vec::new()),
+    }
+}
+
+fn refused(model: &Value, reason: &str, series: Value) -> Outcome {
+    info!(reason, "study not analysed");
+    Outcome { result: json!({ "status": "refused", "reason": reason, "model": model, "series": series }), analysed: None }
 }

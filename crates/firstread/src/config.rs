@@ -168,8 +168,12 @@ impl AssemblyConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// Model packages each study version is analysed with (names under `models/`).
+    /// Model packages each study version is analysed with (folder names under `models_dir`).
     pub models: Vec<String>,
+    /// Where model packages live.
+    pub models_dir: PathBuf,
+    /// libtorch intra-op threads (0: libtorch's default, one per core).
+    pub threads: usize,
     /// Concurrent jobs per process.
     pub concurrency: usize,
     /// Job lease; renewed every third of it while working.
@@ -195,6 +199,8 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             models: vec!["covid19-lung-ct".into()],
+            models_dir: PathBuf::from("models"),
+            threads: 0,
             concurrency: 1,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),

@@ -5,6 +5,7 @@
 //! -> index) and [`node`] (start/stop a node). The `firstread` binary is `src/main.rs`.
 
 pub mod analysis;
+pub mod bench;
 pub mod config;
 pub mod ingest;
 pub mod node;

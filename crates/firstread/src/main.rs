@@ -40,6 +40,27 @@ enum Command {
     Migrate,
     /// Print the effective configuration (file + environment) as TOML and exit.
     Config,
+    /// Benchmarks that write Markdown tables (not tests: run on an idle machine).
+    Bench {
+        #[command(subcommand)]
+        what: Bench,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Volume assembly, model and measurements on the sample and a 300-slice study made from it.
+    Analysis {
+        /// Folder of the sample series.
+        #[arg(long, default_value = "data/ct/lung-dx-a0002-b40f")]
+        sample: PathBuf,
+        /// Runs per case (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Write the table here (and print it).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -63,6 +84,31 @@ async fn main() -> anyhow::Result<()> {
             let index = firstread_store::Index::connect(&config.database.url, 2).await.context("connecting")?;
             index.migrate().await.context("migrating")?;
             info!("database migrated");
+            Ok(())
+        }
+        Command::Bench { what: Bench::Analysis { sample, repeats, out } } => {
+            firstread_inference::set_threads(config.worker.threads);
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&sample)
+                .with_context(|| format!("reading {}", sample.display()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+                .collect();
+            files.sort();
+            let model = config.worker.models.first().context("no model configured")?.clone();
+            let table = tokio::task::spawn_blocking(move || {
+                firstread::bench::analysis(&config.worker.models_dir, &model, &files, repeats)
+            })
+            .await??;
+            let report = format!(
+                "# Analysis benchmark\n\nMachine: {} cores; `firstread bench analysis` (release build), median of {repeats} runs, \
+                 libtorch on CPU. Peak RSS is the process's high-water mark after the case.\n\n{table}",
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+            );
+            print!("{report}");
+            if let Some(out) = out {
+                std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+            }
             Ok(())
         }
         Command::Config => {

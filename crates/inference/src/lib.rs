@@ -1,0 +1,43 @@
+//! Model packages and inference.
+//!
+//! A model package is a folder `models/<name>/` with a manifest ([`manifest::Manifest`]: name,
+//! version, input contract, output labels with SNOMED CT / DCM codes), a TorchScript file, and
+//! the script that produced it. [`runner::Model`] loads it with libtorch (tch `CModule`) and runs
+//! `forward(hu [slices, rows, cols] f32, spacing [3] f32 mm) -> uint8 [channels, slices, rows, cols]`.
+
+pub mod manifest;
+pub mod runner;
+
+pub use manifest::{Manifest, OutputLabel};
+pub use runner::{set_threads, InferenceError, Model, Segmentation};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn package() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/covid19-lung-ct")
+    }
+
+    #[test]
+    fn the_bundled_manifest_is_valid() {
+        let m = Manifest::load(&package()).expect("manifest");
+        assert_eq!(m.name, "covid19-lung-ct");
+        assert_eq!(m.channel("left_lung"), Some(0));
+        assert_eq!(m.channel("right_lung"), Some(1));
+        assert_eq!(m.channel("lung_opacity"), Some(2));
+        assert_eq!(m.outputs[0].type_value, "44029006");
+    }
+
+    /// An empty (all air) volume gives empty masks of the right shape, through real libtorch.
+    #[test]
+    fn air_gives_empty_masks() {
+        let model = Model::load(&package()).expect("model loads");
+        let shape = [12, 32, 32];
+        let hu = vec![-1024.0f32; shape.iter().product()];
+        let seg = model.segment(&hu, shape, [5.0, 1.0, 1.0]).expect("runs");
+        assert_eq!(seg.channels.len(), 3);
+        assert!(seg.channels.iter().all(|c| c.len() == hu.len() && c.iter().all(|&v| v == 0)));
+    }
+}

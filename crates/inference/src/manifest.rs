@@ -1,0 +1,148 @@
+//! The model package manifest (`models/<name>/manifest.toml`): identity, input contract,
+//! output labels with their DICOM SEG codes (PS3.3 C.8.20.2 Segment Description, CID 7150/7151).
+//! The same contract fits the rule-based first model and a trained segmentation model.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A model package's manifest. Unknown keys are allowed (documentation for humans).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Manifest {
+    /// Model name (the folder name under `models/`).
+    pub name: String,
+    /// Model version (goes into result UIDs and reports).
+    pub version: String,
+    /// "rule-based" or "trained".
+    pub kind: String,
+    /// What it does, for reports.
+    pub description: String,
+    /// TorchScript file, relative to the package folder.
+    pub torchscript: String,
+    /// Intended use statement, for reports.
+    #[serde(default)]
+    pub intended_use: Option<String>,
+    /// Input contract.
+    pub input: InputContract,
+    /// One entry per output channel.
+    pub outputs: Vec<OutputLabel>,
+}
+
+/// What the model accepts (the caller refuses other input with a reason).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct InputContract {
+    /// Accepted slice spacing range (mm).
+    pub slice_spacing_mm: [f64; 2],
+    /// Accepted pixel spacing range (mm).
+    pub pixel_spacing_mm: [f64; 2],
+    /// Fewest slices.
+    pub min_slices: usize,
+    /// Shortest cranio-caudal extent (mm).
+    pub min_z_extent_mm: f64,
+    /// Most voxels.
+    pub max_voxels: usize,
+    /// HU values are clamped to this range before the model.
+    pub hu_clip: [f32; 2],
+    /// HU value of padding and outside-FOV voxels.
+    pub padding_hu: f32,
+}
+
+/// One output channel: a segment.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct OutputLabel {
+    /// Channel index in the output tensor.
+    pub channel: usize,
+    /// Role name: `left_lung`, `right_lung`, `lung_opacity`, ...
+    pub name: String,
+    /// Segment Label (0062,0005).
+    pub segment_label: String,
+    /// Segment Description (0062,0006).
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Segment Algorithm Type (0062,0008).
+    pub algorithm_type: String,
+    /// Segmented Property Category Code Sequence (0062,0003): scheme, value, meaning.
+    pub category_scheme: String,
+    /// See `category_scheme`.
+    pub category_value: String,
+    /// See `category_scheme`.
+    pub category_meaning: String,
+    /// Segmented Property Type Code Sequence (0062,000F).
+    pub type_scheme: String,
+    /// See `type_scheme`.
+    pub type_value: String,
+    /// See `type_scheme`.
+    pub type_meaning: String,
+    /// Anatomic Region Sequence (0008,2218), when the type is not itself anatomy.
+    #[serde(default)]
+    pub anatomic_region_scheme: Option<String>,
+    /// See `anatomic_region_scheme`.
+    #[serde(default)]
+    pub anatomic_region_value: Option<String>,
+    /// See `anatomic_region_scheme`.
+    #[serde(default)]
+    pub anatomic_region_meaning: Option<String>,
+    /// Recommended display colour, sRGB 0-255 (converted to CIELab for Recommended Display CIELab Value).
+    pub recommended_display_rgb: [u8; 3],
+}
+
+/// Manifest errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// File unreadable.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML for the manifest.
+    #[error("parsing {path}: {message}")]
+    Parse {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// A rule of the contract broken.
+    #[error("model manifest {0}")]
+    Invalid(String),
+}
+
+impl Manifest {
+    /// Reads and validates `<dir>/manifest.toml`.
+    ///
+    /// # Errors
+    /// [`ManifestError`].
+    pub fn load(dir: &Path) -> Result<Self, ManifestError> {
+        let path = dir.join("manifest.toml");
+        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Io { path: path.clone(), source })?;
+        let manifest: Manifest =
+            toml::from_str(&text).map_err(|e| ManifestError::Parse { path: path.clone(), message: e.to_string() })?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    fn validate(&self) -> Result<(), ManifestError> {
+        for (i, o) in self.outputs.iter().enumerate() {
+            if o.channel != i {
+                return Err(ManifestError::Invalid(format!("outputs must list channels 0..n in order (found {} at {i})", o.channel)));
+            }
+        }
+        for role in ["left_lung", "right_lung", "lung_opacity"] {
+            if self.channel(role).is_none() {
+                return Err(ManifestError::Invalid(format!("lacks an output named {role}")));
+            }
+        }
+        if self.input.slice_spacing_mm[0] > self.input.slice_spacing_mm[1] || self.input.min_slices == 0 {
+            return Err(ManifestError::Invalid("has an empty input range".into()));
+        }
+        Ok(())
+    }
+
+    /// The channel of the output named `role`.
+    pub fn channel(&self, role: &str) -> Option<usize> {
+        self.outputs.iter().find(|o| o.name == role).map(|o| o.channel)
+    }
+}

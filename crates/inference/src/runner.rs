@@ -1,0 +1,105 @@
+//! Running a TorchScript segmentation model with libtorch (tch `CModule`), on CPU, or on CUDA when
+//! built with the `cuda` feature and a GPU is present. No Python at run time.
+
+use std::path::{Path, PathBuf};
+
+use tch::{CModule, Device, Kind, Tensor};
+
+use crate::manifest::{Manifest, ManifestError};
+
+/// A loaded model package.
+#[derive(Debug)]
+pub struct Model {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// The package folder.
+    pub dir: PathBuf,
+    module: CModule,
+    device: Device,
+}
+
+/// Binary masks produced by a model: one per output channel, each `[slices, rows, cols]`
+/// row-major, 0 or 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segmentation {
+    /// Masks by channel.
+    pub channels: Vec<Vec<u8>>,
+    /// `[slices, rows, cols]`.
+    pub shape: [usize; 3],
+}
+
+/// Inference errors.
+#[derive(Debug, thiserror::Error)]
+pub enum InferenceError {
+    /// The manifest is unusable.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// libtorch failed to load or run the module.
+    #[error("libtorch: {0}")]
+    Torch(String),
+    /// The model's output does not match its contract.
+    #[error("model output {0}")]
+    Contract(String),
+}
+
+impl From<tch::TchError> for InferenceError {
+    fn from(e: tch::TchError) -> Self {
+        InferenceError::Torch(e.to_string())
+    }
+}
+
+impl Model {
+    /// Loads `models/<name>/` (manifest + TorchScript) on the best available device.
+    ///
+    /// # Errors
+    /// Manifest errors or a TorchScript file libtorch cannot load.
+    pub fn load(dir: &Path) -> Result<Self, InferenceError> {
+        let manifest = Manifest::load(dir)?;
+        let device = if cfg!(feature = "cuda") { Device::cuda_if_available() } else { Device::Cpu };
+        let path = dir.join(&manifest.torchscript);
+        let mut module = CModule::load_on_device(&path, device)
+            .map_err(|e| InferenceError::Torch(format!("loading {}: {e}", path.display())))?;
+        module.set_eval();
+        Ok(Model { manifest, dir: dir.to_path_buf(), module, device })
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Runs the model on an HU volume `[slices, rows, cols]` (canonical orientation, see the
+    /// manifest) with voxel spacing `[slice, row, col]` in mm. HU are clamped to the contract's
+    /// `hu_clip` first.
+    ///
+    /// # Errors
+    /// libtorch failures, or an output that is not uint8 `[channels, slices, rows, cols]`.
+    pub fn segment(&self, hu: &[f32], shape: [usize; 3], spacing_mm: [f64; 3]) -> Result<Segmentation, InferenceError> {
+        let _guard = tch::no_grad_guard();
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let [lo, hi] = self.manifest.input.hu_clip;
+        let input = Tensor::from_slice(hu)
+            .view(dims.as_slice())
+            .clamp(f64::from(lo), f64::from(hi))
+            .to_device(self.device);
+        let spacing = Tensor::from_slice(&spacing_mm.map(|v| v as f32)).to_device(self.device);
+        let out = self.module.forward_ts(&[input, spacing])?;
+        let channels = self.manifest.outputs.len();
+        let expected: Vec<i64> = std::iter::once(channels as i64).chain(dims.iter().copied()).collect();
+        if out.size() != expected {
+            return Err(InferenceError::Contract(format!("shape {:?}, expected {expected:?}", out.size())));
+        }
+        let out = out.to_device(Device::Cpu).to_kind(Kind::Uint8).contiguous();
+        let plane: usize = shape.iter().product();
+        let flat: Vec<u8> = Vec::<u8>::try_from(out.view([-1]))?;
+        let channels = flat.chunks(plane).map(|c| c.iter().map(|&v| u8::from(v != 0)).collect()).collect();
+        Ok(Segmentation { channels, shape })
+    }
+}
+
+/// Sets libtorch's intra-op thread count (0: leave libtorch's default).
+pub fn set_threads(threads: usize) {
+    if threads > 0 {
+        tch::set_num_threads(threads as i32);
+    }
+}
