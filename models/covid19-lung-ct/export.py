@@ -660,46 +660,62 @@ class LungOpacityRuleBased(torch.nn.Module):
         return side
 
     def write_full_resolution(self, out: Tensor, hu: Tensor, code: Tensor, fw: List[int], t_air: float):
-        """Write the three channels at the input resolution inside the bounding box of `code`.
+        """Write the three channels at the input resolution.
 
         code bits (working grid): 1 left-lung candidate, 2 right-lung candidate, 4 ground-glass
         opacity allowed, 8 forced (lung interior or filled dense region), 16 dense opacity allowed.
         An input voxel belongs to a lung if its block is forced or its own HU is below the air
         threshold; it is opacity if it is lung and OPAC_LO < HU <= DENSE_HU with bit 4, or
-        DENSE_HU < HU <= OPAC_HI with bit 16. The working-grid code is upsampled in-plane once
-        and broadcast along the slice axis (no full-size copy of the code)."""
-        anyw = code > 0
-        if not bool(anyw.any()):
+        DENSE_HU < HU <= OPAC_HI with bit 16. The lungs are written inside the bounding box of
+        bits 1|2, the opacity inside the (usually much smaller) box of bit 4. The code is
+        upsampled in-plane once and broadcast along the slice axis (no full-size copy of it)."""
+        lungs = torch.bitwise_and(code, 3) > 0
+        if not bool(lungs.any()):
             return
-        a0, a1 = extent(anyw.any(2).any(1))
-        b0, b1 = extent(anyw.any(2).any(0))
-        c0, c1 = extent(anyw.any(1).any(0))
+        for p in self.blocks(lungs, out, hu, code, fw):
+            h, cw, o = p[0], p[1], p[2]
+            lv = torch.logical_or(h < t_air, torch.bitwise_and(cw, 8) > 0)
+            torch.logical_and(lv, torch.bitwise_and(cw, 1) > 0, out=o[0])
+            torch.logical_and(lv, torch.bitwise_and(cw, 2) > 0, out=o[1])
+        opac = torch.bitwise_and(code, 4) > 0
+        if not bool(opac.any()):
+            return
+        for p in self.blocks(opac, out, hu, code, fw):
+            h, cw, o = p[0], p[1], p[2]
+            lv = torch.logical_or(h < t_air, torch.bitwise_and(cw, 8) > 0)
+            band = torch.logical_and(h > self.opac_lo, h <= self.opac_hi)
+            band = torch.logical_and(band, torch.logical_or(h <= self.dense_hu, torch.bitwise_and(cw, 16) > 0))
+            band = torch.logical_and(band, torch.bitwise_and(cw, 4) > 0)
+            torch.logical_and(lv, band, out=o[2])
+
+    def blocks(self, sel: Tensor, out: Tensor, hu: Tensor, code: Tensor, fw: List[int]) -> List[List[Tensor]]:
+        """Views for the bounding box of `sel` (working grid) at the input resolution, as
+        [hu [n, f, R', C'], code [n, 1, R', C'] (upsampled in-plane), out [3, n, f, R', C']] per
+        piece: one piece of whole working slices and, at the end of the volume, one partial slice."""
         S, R, C = hu.size(0), hu.size(1), hu.size(2)
+        a0, a1 = extent(sel.any(2).any(1))
+        b0, b1 = extent(sel.any(2).any(0))
+        c0, c1 = extent(sel.any(1).any(0))
         r0, r1 = b0 * fw[1], min(b1 * fw[1], R)
         q0, q1 = c0 * fw[2], min(c1 * fw[2], C)
-        # upsample in-plane once (small: one working slice), broadcast along the slice axis
         sub = code[a0:a1, b0:b1, c0:c1]
         sub = sub.repeat_interleave(fw[1], 1)[:, : r1 - r0].repeat_interleave(fw[2], 2)[:, :, : q1 - q0]
         s_end = min(a1 * fw[0], S)
         n_main = (s_end - a0 * fw[0]) // fw[0]
-        pieces: List[Tuple[int, int, int, int]] = []  # (first input slice, working slices, factor, working index)
-        if n_main > 0:
-            pieces.append((a0 * fw[0], n_main, fw[0], 0))
         tail = s_end - (a0 + n_main) * fw[0]
-        if tail > 0:
-            pieces.append(((a0 + n_main) * fw[0], 1, tail, n_main))
-        for p in pieces:
-            s0, nw, f, wi = p
+        res: List[List[Tensor]] = []
+        for k in range(2):
+            nw = n_main if k == 0 else 1
+            f = fw[0] if k == 0 else tail
+            if nw == 0 or f == 0:
+                continue
+            s0 = (a0 + (0 if k == 0 else n_main)) * fw[0]
+            wi = 0 if k == 0 else n_main
             h = hu[s0: s0 + nw * f, r0:r1, q0:q1].reshape(nw, f, r1 - r0, q1 - q0)
             cw = sub[wi: wi + nw].unsqueeze(1)
-            lv = torch.logical_or(h < t_air, torch.bitwise_and(cw, 8) > 0)
-            o = out[:, s0: s0 + nw * f, r0:r1, q0:q1]
-            o[0].view(nw, f, r1 - r0, q1 - q0).copy_(torch.logical_and(lv, torch.bitwise_and(cw, 1) > 0))
-            o[1].view(nw, f, r1 - r0, q1 - q0).copy_(torch.logical_and(lv, torch.bitwise_and(cw, 2) > 0))
-            ggo = torch.logical_and(torch.logical_and(h > self.opac_lo, h <= self.dense_hu), torch.bitwise_and(cw, 4) > 0)
-            den = torch.logical_and(torch.logical_and(h > self.dense_hu, h <= self.opac_hi), torch.bitwise_and(cw, 16) > 0)
-            band = torch.logical_or(ggo, den)
-            o[2].view(nw, f, r1 - r0, q1 - q0).copy_(torch.logical_and(lv, band))
+            o = out[:, s0: s0 + nw * f, r0:r1, q0:q1].view(3, nw, f, r1 - r0, q1 - q0)
+            res.append([h, cw, o])
+        return res
 
 
 def profile_stages(m, hu: Tensor, spacing: Tensor) -> Tuple[Tensor, List[Tuple[str, float]]]:

@@ -64,7 +64,9 @@ pub enum Refusal {
         max_mm: f64,
     },
     /// Image Orientation (Patient) (0020,0037) is not axial within 0.1 rad (about 5.7 degrees).
-    #[error("series is {plane}, not axial: Image Orientation (Patient) rows {row_cosines:?}, columns {column_cosines:?}")]
+    #[error(
+        "series is {plane}, not axial: Image Orientation (Patient) rows {row_cosines:?}, columns {column_cosines:?}"
+    )]
     NotAxial {
         /// "coronal", "sagittal", "oblique (N degrees from axial)" or "transposed axial".
         plane: String,

@@ -228,7 +228,8 @@ fn plane_name(r: [f64; 3], c: [f64; 3]) -> String {
 }
 
 fn check_gantry_tilt_attribute(images: &[InstanceHeader], contract: &VolumeContract) -> Result<(), Refusal> {
-    let worst = images.iter().filter_map(|i| i.gantry_tilt_deg).filter(|t| t.is_finite()).map(f64::abs).fold(0.0, f64::max);
+    let worst =
+        images.iter().filter_map(|i| i.gantry_tilt_deg).filter(|t| t.is_finite()).map(f64::abs).fold(0.0, f64::max);
     if worst > contract.max_gantry_tilt_deg {
         return Err(Refusal::GantryTilt { degrees: worst });
     }
@@ -302,7 +303,8 @@ fn check_tilt_from_positions(
     frame: &AxialFrame,
     contract: &VolumeContract,
 ) -> Result<(), Refusal> {
-    let (Some(first), Some(last)) = (slices.first().and_then(|s| s.position()), slices.last().and_then(|s| s.position()))
+    let (Some(first), Some(last)) =
+        (slices.first().and_then(|s| s.position()), slices.last().and_then(|s| s.position()))
     else {
         return Ok(());
     };
@@ -391,7 +393,14 @@ mod tests {
 
     fn grid(o: [f64; 6]) -> ImageGrid {
         let (row_cosines, col_cosines) = unit_cosines(o).expect("unit cosines");
-        ImageGrid { rows: 4, cols: 4, pixel_spacing: [1.0, 1.0], row_cosines, col_cosines, frame_of_reference_uid: None }
+        ImageGrid {
+            rows: 4,
+            cols: 4,
+            pixel_spacing: [1.0, 1.0],
+            row_cosines,
+            col_cosines,
+            frame_of_reference_uid: None,
+        }
     }
 
     #[test]

@@ -79,7 +79,8 @@ fn sample_builds_the_canonical_volume() {
     assert!((-1010.0..=-990.0).contains(&air), "air {air}");
     assert_eq!(at(v, 15, 10, 256), -997.0);
     // Mediastinal soft tissue at z = 200 mm, centre of the image.
-    let block: Vec<f32> = (253..=259).flat_map(|r| (253..=259).map(move |c| (r, c))).map(|(r, c)| at(v, 15, r, c)).collect();
+    let block: Vec<f32> =
+        (253..=259).flat_map(|r| (253..=259).map(move |c| (r, c))).map(|(r, c)| at(v, 15, r, c)).collect();
     let mean = block.iter().map(|&h| f64::from(h)).sum::<f64>() / block.len() as f64;
     assert!((0.0..=60.0).contains(&mean), "soft tissue {mean}");
     assert_eq!(at(v, 15, 256, 256), 31.0);
@@ -152,8 +153,9 @@ fn refragment(path: &Path, dir: &Path) -> PathBuf {
     let mut obj = OpenFileOptions::new().open_file(path).expect("open");
     let fragments = obj.element(tags::PIXEL_DATA).expect("pixel data").fragments().expect("encapsulated").to_vec();
     let whole: Vec<u8> = fragments.concat();
-    let (a, rest) = whole.split_at(whole.len() / 3);
-    let (b, c) = rest.split_at(rest.len() / 2);
+    // Fragments have even lengths (PS3.5 A.4): split at even offsets.
+    let (a, rest) = whole.split_at((whole.len() / 3) & !1);
+    let (b, c) = rest.split_at((rest.len() / 2) & !1);
     let pieces = vec![a.to_vec(), Vec::new(), b.to_vec(), c.to_vec()];
     obj.put(DataElement::new(
         tags::PIXEL_DATA,

@@ -165,6 +165,10 @@ fn pixel_padding_value_follows_pixel_representation() {
                 (-1999i16) as u16,
             );
         }
+        // The element is read back with the VR it was written with (UN stays raw bytes).
+        let dir = tempfile::tempdir().expect("temp dir");
+        let written = dicom_object::open_file(slices[0].write(dir.path(), "check.dcm")).expect("read back");
+        assert_eq!(written.element(tags::PIXEL_PADDING_VALUE).expect("padding").vr(), vr);
         let study = build_with(&slices, &contract).unwrap_or_else(|e| panic!("{vr:?}: {e}"));
         assert_eq!(hu(&study, 3, 0, 0), -1100.0, "{vr:?}");
         assert_eq!(hu(&study, 3, 0, 1), -1999.0 - 1024.0, "{vr:?}");
@@ -207,7 +211,10 @@ fn missing_rescale_warns_and_hu_is_the_stored_value() {
     }
     let study = build(&slices).expect("volume");
     assert_eq!(hu(&study, 4, 10, 10), f32::from(base_value(4)));
-    assert_eq!(study.volume.warnings, ["Rescale Slope/Intercept missing in 16 of 16 slices: 1/0 assumed (HU = stored value)"]);
+    assert_eq!(
+        study.volume.warnings,
+        ["Rescale Slope/Intercept missing in 16 of 16 slices: 1/0 assumed (HU = stored value)"]
+    );
 }
 
 #[test]
@@ -403,7 +410,11 @@ fn thinner_slices_then_softer_kernel_are_preferred() {
     slices.retain(|s| s.obj.get(tags::SERIES_INSTANCE_UID).and_then(|e| e.to_str().ok()).as_deref() != Some(B));
     let study = build(&slices).expect("volume");
     assert_eq!(study.volume.series_instance_uid, A);
-    assert!(study.decisions[1].reason.contains("it has a softer reconstruction kernel"), "{}", study.decisions[1].reason);
+    assert!(
+        study.decisions[1].reason.contains("it has a softer reconstruction kernel"),
+        "{}",
+        study.decisions[1].reason
+    );
 }
 
 #[test]

@@ -112,11 +112,7 @@ pub fn write_all(dir: &Path, slices: &[Slice]) -> Vec<PathBuf> {
 }
 
 fn dir_unique(s: &Slice) -> String {
-    s.obj
-        .get(tags::SOP_INSTANCE_UID)
-        .and_then(|e| e.to_str().ok())
-        .map(|u| u.replace('.', "_"))
-        .unwrap_or_default()
+    s.obj.get(tags::SOP_INSTANCE_UID).and_then(|e| e.to_str().ok()).map(|u| u.replace('.', "_")).unwrap_or_default()
 }
 
 /// 16 slices of `series`.
