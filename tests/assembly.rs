@@ -155,7 +155,8 @@ async fn a_worker_killed_mid_job_is_finished_by_the_other_once() {
     })
     .await;
     assert!(running, "the first worker holds the job");
-    let first_owner: String = sqlx::query_scalar("SELECT lease_owner FROM jobs").fetch_one(&node.pool).await.expect("owner");
+    let first_owner: String =
+        sqlx::query_scalar("SELECT lease_owner FROM jobs").fetch_one(&node.pool).await.expect("owner");
     first.kill9();
     let _second = Process::start(&["work"], &env);
     let done = eventually_async(Duration::from_secs(30), || async {
@@ -183,7 +184,8 @@ async fn a_node_killed_mid_receive_recovers_and_analyses_once() {
     let mut node = Process::start(&["serve"], &env);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     assert!(
-        eventually_async(Duration::from_secs(20), || async { tokio::net::TcpStream::connect(addr).await.is_ok() }).await,
+        eventually_async(Duration::from_secs(20), || async { tokio::net::TcpStream::connect(addr).await.is_ok() })
+            .await,
         "node listens"
     );
     let ct = "1.2.840.10008.5.1.4.1.1.2";
@@ -206,8 +208,10 @@ async fn a_node_killed_mid_receive_recovers_and_analyses_once() {
     scu.drop_connection();
 
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&db.url).await.expect("pool");
-    let indexed: Vec<String> =
-        sqlx::query_scalar("SELECT sop_instance_uid FROM instances ORDER BY sop_instance_uid").fetch_all(&pool).await.expect("rows");
+    let indexed: Vec<String> = sqlx::query_scalar("SELECT sop_instance_uid FROM instances ORDER BY sop_instance_uid")
+        .fetch_all(&pool)
+        .await
+        .expect("rows");
     acknowledged.sort();
     assert_eq!(indexed, acknowledged, "every acknowledged instance indexed, nothing else");
     let paths: Vec<String> = sqlx::query_scalar("SELECT path FROM instances").fetch_all(&pool).await.expect("paths");
@@ -215,7 +219,11 @@ async fn a_node_killed_mid_receive_recovers_and_analyses_once() {
 
     let _restarted = Process::start(&["serve"], &env);
     let done = eventually_async(Duration::from_secs(30), || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jobs WHERE state = 'done'").fetch_one(&pool).await.unwrap_or(0) == 1
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jobs WHERE state = 'done'")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0)
+            == 1
     })
     .await;
     assert!(done, "the study became ready after the dead node's association went stale");

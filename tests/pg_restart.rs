@@ -53,7 +53,10 @@ async fn node_carries_on_after_a_postgresql_restart() {
     assert!(stored, "the node stores again after the restart");
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&node.db.url).await.expect("pool");
     let done = eventually_async(Duration::from_secs(30), || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jobs WHERE state = 'done'").fetch_one(&pool).await.unwrap_or(0)
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jobs WHERE state = 'done'")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0)
             == 2
     })
     .await;

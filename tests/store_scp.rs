@@ -118,10 +118,9 @@ async fn allow_list_rejects_unknown_calling_ae_and_wrong_host() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn association_limit_rejects_transiently() {
     let node = TestNode::start(|c| c.dimse.max_associations = 1).await;
-    let held =
-        RawScu::connect(node.addr(), "FIRSTREAD", &[(uids::VERIFICATION, uids::IMPLICIT_VR_LITTLE_ENDIAN)])
-            .await
-            .expect("first association");
+    let held = RawScu::connect(node.addr(), "FIRSTREAD", &[(uids::VERIFICATION, uids::IMPLICIT_VR_LITTLE_ENDIAN)])
+        .await
+        .expect("first association");
     let r = peer(&["associate", "127.0.0.1", &node.port().to_string()]);
     assert_eq!(r["rejected"], true, "{r}");
     assert_eq!((r["result"].as_i64(), r["source"].as_i64(), r["reason"].as_i64()), (Some(2), Some(3), Some(2)));
@@ -234,9 +233,8 @@ async fn abort_or_reset_mid_instance_leaves_no_file_and_no_row() {
 async fn failures_answer_the_right_status() {
     let node = TestNode::start(|_| {}).await;
     let sample = read_part10(&sample_series("")[0]);
-    let mut scu = RawScu::connect(node.addr(), "FIRSTREAD", &[(CT, uids::EXPLICIT_VR_LITTLE_ENDIAN)])
-        .await
-        .expect("associate");
+    let mut scu =
+        RawScu::connect(node.addr(), "FIRSTREAD", &[(CT, uids::EXPLICIT_VR_LITTLE_ENDIAN)]).await.expect("associate");
     // Affected SOP Instance UID differs from the data set's: A900.
     let (status, comment) = scu.store(1, CT, "1.2.3.4.5.6.7", &sample.dataset).await;
     assert_eq!(status, 0xA900, "{comment:?}");
@@ -283,9 +281,8 @@ async fn same_sop_instance_in_another_series_keeps_the_first_with_a_warning() {
             &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
         )
         .expect("encode");
-    let mut scu = RawScu::connect(node.addr(), "FIRSTREAD", &[(CT, uids::EXPLICIT_VR_LITTLE_ENDIAN)])
-        .await
-        .expect("associate");
+    let mut scu =
+        RawScu::connect(node.addr(), "FIRSTREAD", &[(CT, uids::EXPLICIT_VR_LITTLE_ENDIAN)]).await.expect("associate");
     assert_eq!(scu.store(1, CT, &sample.sop_instance_uid, &sample.dataset).await.0, 0x0000);
     let (status, comment) = scu.store(2, CT, &sample.sop_instance_uid, &moved_bytes).await;
     assert_eq!(status, 0xB000, "{comment:?}");

@@ -47,6 +47,9 @@ MIN_HOLE_ML = 0.5        # smallest enclosed dense region that is filled into th
 AIRWAY_MAX_CM2 = 8.0     # trachea + main bronchi cross-section limit per slice (leak stop)
 LESION_REACH_MM = 15.0   # a lesion followed across slices stays within this distance of the lung
 CLOSING_MM = 5.0         # closing of each lung (vessels, small juxtapleural lesions), box half-width
+COSTAL_CLOSING_MM = 15.0  # closing for lesions on the costal pleura (not near the midline), half-width
+MEDIASTINUM_FRACTION = 0.22  # no costal closing within this fraction of the body width of the midline
+FAT_HU = [-150.0, -40.0]  # filling never adds fat (pericardial / extrapleural fat pads)
 VESSEL_MM = 5.0          # opacity cores: (2 r + 1) voxel box free of vessels, r = VESSEL_MM / spacing
 
 
@@ -245,6 +248,10 @@ class LungOpacityRuleBased(torch.nn.Module):
     lesion_reach_mm: Final[float]
     vessel_mm: Final[float]
     closing_mm: Final[float]
+    costal_closing_mm: Final[float]
+    mediastinum_fraction: Final[float]
+    fat_lo: Final[float]
+    fat_hi: Final[float]
 
     def __init__(self):
         super().__init__()
@@ -267,6 +274,10 @@ class LungOpacityRuleBased(torch.nn.Module):
         self.lesion_reach_mm = float(LESION_REACH_MM)
         self.vessel_mm = float(VESSEL_MM)
         self.closing_mm = float(CLOSING_MM)
+        self.costal_closing_mm = float(COSTAL_CLOSING_MM)
+        self.mediastinum_fraction = float(MEDIASTINUM_FRACTION)
+        self.fat_lo = float(FAT_HU[0])
+        self.fat_hi = float(FAT_HU[1])
 
     @torch.jit.export
     def grid_factors(self, spacing: Tensor, shape: List[int]) -> List[int]:
@@ -317,7 +328,7 @@ class LungOpacityRuleBased(torch.nn.Module):
         keep = self.stage4_components(hc, inside_c, airway, f, ws, t_air)
         side_w = self.stage5_left_right(keep, hc, inside_c, f, hw, t_air)
         masks = self.stage6_lung_masks(hw, side_w, airway, f, ws, t_air)
-        opac = self.stage7_opacity(hw, masks[0], masks[1], ws)
+        opac = self.stage7_opacity(hw, masks[0], masks[1], masks[3], ws)
         self.stage8_full_resolution(out, hu, masks[0], masks[1], masks[2], opac, airway, f, ws, t_air)
         return out
 
@@ -409,11 +420,16 @@ class LungOpacityRuleBased(torch.nn.Module):
         reach = _fround(self.lesion_reach_mm / ws[1])
         rv = max(1, _fround(self.vessel_mm / ws[1]))
         rc = max(1, _fround(self.closing_mm / ws[1]))
+        rb = max(1, _fround(self.costal_closing_mm / ws[1]))
+        not_fat = torch.logical_or(hw < self.fat_lo, hw > self.fat_hi)
+        costal_ok = torch.logical_and(torch.logical_and(fill_ok, not_fat), self.away_from_midline(side_w, hw))
         lungs: List[Tensor] = []
         forced: List[Tensor] = []
+        lesion = torch.zeros_like(air_w)
         for s in [1, 2]:
             raw = torch.logical_and(air_w, side_w == s)
             ok = torch.logical_and(fill_ok, side_w != 3 - s)
+            costal_ok = torch.logical_and(costal_ok, side_w != 3 - s)
             holes = self.enclosed_regions(raw, fc, wsize, vox_ml_c, max_iter)
             holes = torch.logical_and(holes, ok)
             dbg("encl" + str(s), holes)
@@ -427,18 +443,29 @@ class LungOpacityRuleBased(torch.nn.Module):
                 holes = torch.logical_or(holes, self.follow_lesion(seed, dense, envelope))
             full = torch.logical_or(raw, holes)
             full = torch.logical_or(full, torch.logical_and(closing(full, [zr, rc, rc]), ok))
+            # lesions on the costal pleura: a large in-plane closing, away from the mediastinum,
+            # never fat; components resting on abdominal tissue (diaphragm dome) are dropped
+            big = torch.logical_and(closing(full, [0, rb, rb]), costal_ok)
+            big = torch.logical_and(big, torch.logical_not(full))
+            if bool(big.any()):
+                big = self.not_on_abdomen(big, full, fc, wsize, vox_ml_c, max_iter)
+                full = torch.logical_or(full, big)
+                lesion = torch.logical_or(lesion, big)
+                dbg("costal" + str(s), big)
+            lesion = torch.logical_or(lesion, holes)
             lungs.append(full)
             forced.append(torch.logical_and(full, torch.logical_not(raw)))
             dbg("holes" + str(s), holes)
         left = torch.logical_and(lungs[0], torch.logical_not(lungs[1]))
         right = lungs[1]
         force = torch.logical_or(torch.logical_and(forced[0], left), torch.logical_and(forced[1], right))
-        return [left, right, force]
+        lesion = torch.logical_and(lesion, torch.logical_or(left, right))
+        return [left, right, force, lesion]
 
     @torch.jit.export
-    def stage7_opacity(self, hw: Tensor, left: Tensor, right: Tensor, ws: List[float]) -> List[Tensor]:
+    def stage7_opacity(self, hw: Tensor, left: Tensor, right: Tensor, lesion: Tensor, ws: List[float]) -> List[Tensor]:
         """Opacity-allowed region at the working grid (see opacity())."""
-        return self.opacity(hw, torch.logical_or(left, right), ws)
+        return self.opacity(hw, torch.logical_or(left, right), lesion, ws)
 
     @torch.jit.export
     def stage8_full_resolution(self, out: Tensor, hu: Tensor, left: Tensor, right: Tensor, forced: Tensor,
@@ -541,6 +568,42 @@ class LungOpacityRuleBased(torch.nn.Module):
         good[0] = False
         return upsample(good[lab], fcg, wsize)
 
+    def away_from_midline(self, side_w: Tensor, hw: Tensor) -> Tensor:
+        """Columns farther than MEDIASTINUM_FRACTION x the lungs' total width from the midline
+        between the lungs (midline = middle of the columns holding lung labels). Broadcastable."""
+        cols = torch.nonzero((side_w > 0).any(0).any(0)).flatten()
+        C = hw.size(2)
+        idx = torch.arange(C, device=hw.device)
+        if cols.numel() == 0:
+            return torch.zeros([1, 1, C], dtype=torch.bool, device=hw.device)
+        c0 = float(cols.min().item())
+        c1 = float(cols.max().item())
+        mid = 0.5 * (c0 + c1)
+        half = self.mediastinum_fraction * (c1 - c0)
+        return ((idx.to(torch.float64) - mid).abs() > half).view(1, 1, C)
+
+    def not_on_abdomen(self, add: Tensor, lung: Tensor, fcg: List[int], wsize: List[int], vox_ml_c: float,
+                       max_iter: int) -> Tensor:
+        """Keep the 3-D components (coarse grid) of `add` that do not rest on abdominal tissue: at
+        most half of their inferior faces may lie on voxels that are neither lung nor `add`
+        (the liver / spleen dome under the lung base is dropped)."""
+        ac = downsample_any(add, fcg)
+        lc = downsample_any(lung, fcg)
+        lab = label_components(ac, max_iter)
+        zero = torch.zeros_like(lab)
+        n = lab.numel() + 1
+        below_closed = torch.zeros_like(ac)
+        below_closed[1:] = torch.logical_or(lc[:-1], ac[:-1])
+        below_same = torch.zeros_like(ac)
+        below_same[1:] = ac[:-1]
+        face = torch.logical_and(ac, torch.logical_not(below_same))
+        open_ = torch.logical_and(ac, torch.logical_not(below_closed))
+        n_face = torch.bincount(torch.where(face, lab, zero).flatten(), minlength=n).to(torch.float64)
+        n_open = torch.bincount(torch.where(open_, lab, zero).flatten(), minlength=n).to(torch.float64)
+        good = n_open < 0.5 * n_face
+        good[0] = False
+        return torch.logical_and(add, upsample(good[lab], fcg, wsize))
+
     def follow_lesion(self, seed: Tensor, dense: Tensor, envelope: Tensor) -> Tensor:
         """Follow a mass-like lesion, enclosed by lung in some slices, into the adjacent slices where
         it touches the mediastinum or chest wall. A voxel joins if it is dense, inside `envelope`
@@ -567,7 +630,7 @@ class LungOpacityRuleBased(torch.nn.Module):
                 amax = max(amax, a)
         return les
 
-    def opacity(self, hw: Tensor, lung: Tensor, ws: List[float]) -> List[Tensor]:
+    def opacity(self, hw: Tensor, lung: Tensor, lesion: Tensor, ws: List[float]) -> List[Tensor]:
         """Opacity region at the working grid (dilated by one voxel; refined at full resolution).
 
         Band OPAC_LO < HU <= OPAC_HI inside the lung. Vessel suppression: a core voxel needs a box of
@@ -590,6 +653,11 @@ class LungOpacityRuleBased(torch.nn.Module):
         wide_dense = erode(dense, [zr, r, r])
         core = torch.logical_or(erode(ggo, [zr, r, r]), wide_dense)
         core = torch.logical_and(core, erode(lung, [1, 1, 1]))
+        # filled lesions (enclosed by lung, or in a costal concavity) lie on the lung boundary by
+        # construction: their dense part needs the box in-plane only
+        lesion_core = erode(torch.logical_and(lesion, dense), [0, r, r])
+        wide_dense = torch.logical_or(wide_dense, lesion_core)
+        core = torch.logical_or(core, lesion_core)
         # thin dense structures (vessels) are neither grown through nor refined at full resolution
         thin = torch.logical_and(dense, torch.logical_not(dilate(wide_dense, [zr, r + 1, r + 1])))
         grow = torch.logical_and(band, torch.logical_not(thin))
@@ -749,7 +817,7 @@ def profile_stages(m, hu: Tensor, spacing: Tensor) -> Tuple[Tensor, List[Tuple[s
     lap("5 left/right")
     masks = m.stage6_lung_masks(hw, side_w, airway, f, ws, t_air)
     lap("6 lung masks + filling")
-    opac = m.stage7_opacity(hw, masks[0], masks[1], ws)
+    opac = m.stage7_opacity(hw, masks[0], masks[1], masks[3], ws)
     lap("7 opacity")
     m.stage8_full_resolution(out, hu, masks[0], masks[1], masks[2], opac, airway, f, ws, t_air)
     lap("8 full resolution")

@@ -367,7 +367,8 @@ pub async fn send_tiny_series(addr: std::net::SocketAddr, study: &str, series: &
     let mut scu = RawScu::connect(addr, "FIRSTREAD", &[(ct, "1.2.840.10008.1.2.1")]).await.expect("associate");
     for i in slices {
         let sop = format!("{series}.{i}");
-        let (status, comment) = scu.store(i as u16 + 1, ct, &sop, &tiny_ct(study, series, &sop, f64::from(i) * 2.0)).await;
+        let (status, comment) =
+            scu.store(i as u16 + 1, ct, &sop, &tiny_ct(study, series, &sop, f64::from(i) * 2.0)).await;
         assert_eq!(status, 0, "{comment:?}");
     }
     scu.release().await;

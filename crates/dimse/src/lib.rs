@@ -4,14 +4,17 @@
 //!   instance into an [`scp::InstanceStore`] supplied by the application.
 //! - [`negotiation`]: which AE titles, abstract syntaxes and transfer syntaxes are accepted.
 //! - [`command`]: DIMSE command sets and status codes (PS3.7).
+//! - [`scu`]: the Storage SCU: C-STORE of many instances over one association (PS3.7 9.1.1).
 //!
 //! This crate knows nothing about files or databases.
 
 pub mod command;
 pub mod negotiation;
 pub mod scp;
+pub mod scu;
 pub mod storage_classes;
 
 pub use command::{Command, Outcome};
 pub use negotiation::AllowedPeer;
 pub use scp::{AssociationInfo, Ending, InstanceStore, PendingInstance, ScpConfig, StoreRequest, StoreScp};
+pub use scu::{store_all, Destination, Instance, ScuConfig, ScuError, StoreResult, StoreScu};

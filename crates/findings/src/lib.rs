@@ -355,7 +355,11 @@ struct SliceCounts {
 
 impl SliceCounts {
     fn add(&self, o: &SliceCounts) -> SliceCounts {
-        SliceCounts { lung: self.lung + o.lung, opacity: self.opacity + o.opacity, opacity_hu: self.opacity_hu + o.opacity_hu }
+        SliceCounts {
+            lung: self.lung + o.lung,
+            opacity: self.opacity + o.opacity,
+            opacity_hu: self.opacity_hu + o.opacity_hu,
+        }
     }
 
     fn mean_hu(&self) -> Option<f64> {

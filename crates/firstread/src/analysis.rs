@@ -61,7 +61,12 @@ impl Analysis {
     ///
     /// # Errors
     /// A package that does not load (missing files, invalid manifest, bad TorchScript).
-    pub fn load(index: Index, storage: Storage, models_dir: &std::path::Path, names: &[String]) -> anyhow::Result<Self> {
+    pub fn load(
+        index: Index,
+        storage: Storage,
+        models_dir: &std::path::Path,
+        names: &[String],
+    ) -> anyhow::Result<Self> {
         let mut models = HashMap::new();
         for name in names {
             let model = Model::load(&models_dir.join(name))
@@ -99,7 +104,8 @@ impl Analysis {
         };
         let t_model = started.elapsed();
         let channel = |role: &str| manifest.channel(role).and_then(|c| segmentation.channels.get(c));
-        let (Some(left), Some(right), Some(opacity)) = (channel("left_lung"), channel("right_lung"), channel("lung_opacity"))
+        let (Some(left), Some(right), Some(opacity)) =
+            (channel("left_lung"), channel("right_lung"), channel("lung_opacity"))
         else {
             return Err("model output lacks a lung or opacity channel".into());
         };
@@ -148,7 +154,8 @@ impl Analysis {
 
 impl JobHandler for Analysis {
     async fn handle(&self, job: &Job) -> Result<Value, String> {
-        let model = self.models.get(&job.model).cloned().ok_or_else(|| format!("model {} not loaded here", job.model))?;
+        let model =
+            self.models.get(&job.model).cloned().ok_or_else(|| format!("model {} not loaded here", job.model))?;
         let files = self.files_of(&job.study_instance_uid).await?;
         let mut outcome = tokio::task::spawn_blocking(move || Analysis::analyse_files(&model, &files))
             .await
@@ -187,9 +194,15 @@ fn outside_contract(m: &Manifest, study: &StudyVolume) -> Option<String> {
     if v.spacing_mm[0] < lo || v.spacing_mm[0] > hi {
         Some(format!("slice spacing {:.2} mm outside the model's {lo}-{hi} mm", v.spacing_mm[0]))
     } else if v.spacing_mm[1] < plo || v.spacing_mm[1] > phi || v.spacing_mm[2] < plo || v.spacing_mm[2] > phi {
-        Some(format!("pixel spacing {:.3} x {:.3} mm outside the model's {plo}-{phi} mm", v.spacing_mm[1], v.spacing_mm[2]))
+        Some(format!(
+            "pixel spacing {:.3} x {:.3} mm outside the model's {plo}-{phi} mm",
+            v.spacing_mm[1], v.spacing_mm[2]
+        ))
     } else if z_extent < m.input.min_z_extent_mm {
-        Some(format!("the series covers {z_extent:.0} mm; the model needs {} mm to cover the lungs", m.input.min_z_extent_mm))
+        Some(format!(
+            "the series covers {z_extent:.0} mm; the model needs {} mm to cover the lungs",
+            m.input.min_z_extent_mm
+        ))
     } else if voxels > m.input.max_voxels {
         Some(format!("{voxels} voxels exceed the model's {}", m.input.max_voxels))
     } else {
@@ -206,5 +219,8 @@ fn decisions_of(refusal: &Refusal) -> Value {
 
 fn refused(model: &Value, reason: &str, series: Value) -> Outcome {
     info!(reason, "study not analysed");
-    Outcome { result: json!({ "status": "refused", "reason": reason, "model": model, "series": series }), analysed: None }
+    Outcome {
+        result: json!({ "status": "refused", "reason": reason, "model": model, "series": series }),
+        analysed: None,
+    }
 }

@@ -94,7 +94,9 @@ pub fn analysis(models_dir: &Path, model: &str, sample: &[PathBuf], repeats: usi
     let mut out = String::new();
     let _ = writeln!(out, "| case | slices | volume s | model s | measurements s | total s | peak RSS MiB |");
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
-    for (name, files) in [("sample (30 x 512 x 512, 8 mm)", sample), ("300 x 512 x 512 (made from the sample, 0.78 mm)", &big[..])] {
+    for (name, files) in
+        [("sample (30 x 512 x 512, 8 mm)", sample), ("300 x 512 x 512 (made from the sample, 0.78 mm)", &big[..])]
+    {
         let mut runs = Vec::new();
         for _ in 0..repeats.max(1) {
             let started = Instant::now();

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod config;
 pub mod ingest;
 pub mod node;
+pub mod send;
 pub mod status;
 pub mod telemetry;
 

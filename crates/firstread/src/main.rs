@@ -40,6 +40,19 @@ enum Command {
     Migrate,
     /// Print the effective configuration (file + environment) as TOML and exit.
     Config,
+    /// Send DICOM files with C-STORE over one association, like dcmtk storescu (folders are
+    /// walked recursively; files that are not DICOM Part 10 are skipped with a note).
+    Send {
+        /// Files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The receiver, as AE@host:port.
+        #[arg(long)]
+        to: firstread_dimse::Destination,
+        /// Our calling AE title (default: the node's AE title).
+        #[arg(long)]
+        calling_ae: Option<String>,
+    },
     /// Benchmarks that write Markdown tables (not tests: run on an idle machine).
     Bench {
         #[command(subcommand)]
@@ -110,6 +123,13 @@ async fn main() -> anyhow::Result<()> {
                 std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
             }
             Ok(())
+        }
+        Command::Send { paths, to, calling_ae } => {
+            let scu = firstread_dimse::ScuConfig {
+                calling_ae_title: calling_ae.unwrap_or_else(|| config.node.ae_title.clone()),
+                ..firstread_dimse::ScuConfig::default()
+            };
+            firstread::send::run(&paths, &to, &scu).await
         }
         Command::Config => {
             print!("{}", toml_of(&config)?);

@@ -96,8 +96,12 @@ impl Node {
         if roles.work {
             let queue = Arc::new(PgQueue::new(index.pool().clone()));
             firstread_inference::set_threads(config.worker.threads);
-            let handler =
-                Arc::new(Analysis::load(index.clone(), storage.clone(), &config.worker.models_dir, &config.worker.models)?);
+            let handler = Arc::new(Analysis::load(
+                index.clone(),
+                storage.clone(),
+                &config.worker.models_dir,
+                &config.worker.models,
+            )?);
             let wake = Arc::new(Notify::new());
             tasks.spawn(listen(index.pool().clone(), wake.clone(), shutdown.clone()));
             for i in 0..config.worker.concurrency.max(1) {

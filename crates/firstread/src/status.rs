@@ -24,7 +24,11 @@ pub async fn render(pool: &PgPool, limit: i64) -> Result<String, sqlx::Error> {
     .fetch_all(pool)
     .await?;
     let mut out = String::new();
-    let _ = writeln!(out, "{:<66} {:>4} {:>9} {:<28} {:<16} {}", "STUDY", "VER", "INSTANCES", "ASSEMBLY", "FROM", "LAST RECEIVED");
+    let _ = writeln!(
+        out,
+        "{:<66} {:>4} {:>9} {:<28} {:<16} LAST RECEIVED",
+        "STUDY", "VER", "INSTANCES", "ASSEMBLY", "FROM"
+    );
     for r in rows {
         let study: String = r.try_get(0)?;
         let version: i32 = r.try_get(1)?;

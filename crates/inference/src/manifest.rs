@@ -127,7 +127,10 @@ impl Manifest {
     fn validate(&self) -> Result<(), ManifestError> {
         for (i, o) in self.outputs.iter().enumerate() {
             if o.channel != i {
-                return Err(ManifestError::Invalid(format!("outputs must list channels 0..n in order (found {} at {i})", o.channel)));
+                return Err(ManifestError::Invalid(format!(
+                    "outputs must list channels 0..n in order (found {} at {i})",
+                    o.channel
+                )));
             }
         }
         for role in ["left_lung", "right_lung", "lung_opacity"] {

@@ -78,10 +78,8 @@ impl Model {
         let _guard = tch::no_grad_guard();
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         let [lo, hi] = self.manifest.input.hu_clip;
-        let input = Tensor::from_slice(hu)
-            .view(dims.as_slice())
-            .clamp(f64::from(lo), f64::from(hi))
-            .to_device(self.device);
+        let input =
+            Tensor::from_slice(hu).view(dims.as_slice()).clamp(f64::from(lo), f64::from(hi)).to_device(self.device);
         let spacing = Tensor::from_slice(&spacing_mm.map(|v| v as f32)).to_device(self.device);
         let out = self.module.forward_ts(&[input, spacing])?;
         let channels = self.manifest.outputs.len();

@@ -90,13 +90,29 @@ pub enum QueueError {
 pub trait JobQueue: Send + Sync + 'static {
     /// Claims the next claimable job of `kind` for `worker`: queued and due, or running with an
     /// expired lease. Jobs whose lease expired on their last attempt become `dead` instead.
-    fn claim(&self, kind: JobKind, worker: &str, lease: Duration) -> impl Future<Output = Result<Option<Job>, QueueError>> + Send;
+    fn claim(
+        &self,
+        kind: JobKind,
+        worker: &str,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Option<Job>, QueueError>> + Send;
     /// Extends the lease. [`QueueError::LeaseLost`] when it is no longer ours.
     fn renew(&self, job: &Job, worker: &str, lease: Duration) -> impl Future<Output = Result<(), QueueError>> + Send;
     /// Marks the job done with its result and records the run.
-    fn complete(&self, job: &Job, worker: &str, result: &serde_json::Value) -> impl Future<Output = Result<(), QueueError>> + Send;
+    fn complete(
+        &self,
+        job: &Job,
+        worker: &str,
+        result: &serde_json::Value,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
     /// Records a failed attempt: queued again after the backoff, or dead after the last attempt.
-    fn fail(&self, job: &Job, worker: &str, error: &str, backoff: Backoff) -> impl Future<Output = Result<(), QueueError>> + Send;
+    fn fail(
+        &self,
+        job: &Job,
+        worker: &str,
+        error: &str,
+        backoff: Backoff,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
 /// The PostgreSQL queue (tables in `schemas/0002_assembly_queue.sql`).
@@ -121,30 +137,40 @@ impl PgQueue {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn enqueue(
-        &self,
-        kind: JobKind,
-        study_instance_uid: &str,
-        study_version: i32,
-        model: &str,
-        destination: &str,
-        payload: &serde_json::Value,
-        max_attempts: i32,
-    ) -> Result<Option<i64>, QueueError> {
+    pub async fn enqueue(&self, job: &NewJob<'_>) -> Result<Option<i64>, QueueError> {
         Ok(sqlx::query_scalar(
             "INSERT INTO jobs (kind, study_instance_uid, study_version, model, destination, payload, max_attempts) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id",
         )
-        .bind(kind.as_str())
-        .bind(study_instance_uid)
-        .bind(study_version)
-        .bind(model)
-        .bind(destination)
-        .bind(payload)
-        .bind(max_attempts)
+        .bind(job.kind.as_str())
+        .bind(job.study_instance_uid)
+        .bind(job.study_version)
+        .bind(job.model)
+        .bind(job.destination)
+        .bind(job.payload)
+        .bind(job.max_attempts)
         .fetch_optional(&self.pool)
         .await?)
     }
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    /// Its kind.
+    pub kind: JobKind,
+    /// Study Instance UID.
+    pub study_instance_uid: &'a str,
+    /// Study version.
+    pub study_version: i32,
+    /// Model name (analysis) or the model whose results are exported.
+    pub model: &'a str,
+    /// Destination AE title (export jobs), "" otherwise.
+    pub destination: &'a str,
+    /// Kind-specific parameters.
+    pub payload: &'a serde_json::Value,
+    /// Attempts before dead.
+    pub max_attempts: i32,
 }
 
 impl JobQueue for PgQueue {
@@ -258,15 +284,17 @@ async fn record_run(
     outcome: &str,
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO job_runs (job_id, attempt, worker, outcome, error, started_at) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(job.id)
-        .bind(job.attempt)
-        .bind(worker)
-        .bind(outcome)
-        .bind(error)
-        .bind(job.started_at)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO job_runs (job_id, attempt, worker, outcome, error, started_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(job.id)
+    .bind(job.attempt)
+    .bind(worker)
+    .bind(outcome)
+    .bind(error)
+    .bind(job.started_at)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

@@ -106,7 +106,9 @@ async fn run_one<Q: JobQueue, H: JobHandler>(queue: &Q, handler: &H, config: &Wo
     };
     match (recorded, outcome) {
         (Ok(()), Ok(_)) => info!(elapsed_ms = (chrono::Utc::now() - job.started_at).num_milliseconds(), "job done"),
-        (Ok(()), Err(e)) if job.attempt >= job.max_attempts => warn!(error = %e, "job failed on its last attempt: dead"),
+        (Ok(()), Err(e)) if job.attempt >= job.max_attempts => {
+            warn!(error = %e, "job failed on its last attempt: dead")
+        }
         (Ok(()), Err(e)) => warn!(error = %e, retry_in = ?config.backoff.delay(job.attempt), "job failed; will retry"),
         (Err(QueueError::LeaseLost(_)), _) => warn!("finished after the lease was lost; result discarded"),
         (Err(e), _) => warn!(error = %e, "could not record the outcome; the lease will expire and the job rerun"),

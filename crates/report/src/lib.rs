@@ -8,7 +8,11 @@
 //! version) ([`uids`]), so a retried job produces the same objects with the same UIDs, and the
 //! Patient and General Study modules are copied from the source ([`source`]).
 
+pub mod contour;
+pub mod sc;
+pub mod seg;
 pub mod source;
+pub mod sr;
 pub mod uids;
 
 pub use source::SourceStudy;

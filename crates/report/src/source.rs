@@ -70,8 +70,14 @@ impl SourceStudy {
             let value = self.attributes.iter().find(|(t, _, _)| *t == tag).map(|(_, _, v)| v.as_str());
             let type2 = matches!(
                 tag,
-                tags::PATIENT_NAME | tags::PATIENT_ID | tags::PATIENT_BIRTH_DATE | tags::PATIENT_SEX
-                    | tags::STUDY_DATE | tags::STUDY_TIME | tags::REFERRING_PHYSICIAN_NAME | tags::STUDY_ID
+                tags::PATIENT_NAME
+                    | tags::PATIENT_ID
+                    | tags::PATIENT_BIRTH_DATE
+                    | tags::PATIENT_SEX
+                    | tags::STUDY_DATE
+                    | tags::STUDY_TIME
+                    | tags::REFERRING_PHYSICIAN_NAME
+                    | tags::STUDY_ID
                     | tags::ACCESSION_NUMBER
             );
             match value {

@@ -8,7 +8,7 @@
 //!
 //! # Rules and their reasons
 //!
-//! Series selection ([`selection`](crate) module, PS3.3 C.7.3.1 General Series, C.8.2.1 CT Image):
+//! Series selection (PS3.3 C.7.3.1 General Series, C.8.2.1 CT Image):
 //! - Only headers are read (up to Pixel Data) to choose: a study may hold thousands of images of
 //!   series that are never used.
 //! - Only CT Image Storage instances with Modality CT and Image Type ORIGINAL\PRIMARY count;

@@ -51,7 +51,7 @@ pub struct Volume {
     /// `[slices, rows, cols]`.
     pub shape: [usize; 3],
     /// `[slice, row, col]` spacing in mm: the median distance between Image Positions along the
-    /// normal, Pixel Spacing (0028,0030)[0] (between rows), Pixel Spacing[1] (between columns).
+    /// normal, Pixel Spacing (0028,0030) value 1 (between rows), Pixel Spacing value 2 (between columns).
     pub spacing_mm: [f64; 3],
     /// LPS position (mm) of the centre of voxel `[0, 0, 0]`.
     pub origin_mm: [f64; 3],

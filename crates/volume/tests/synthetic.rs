@@ -147,32 +147,37 @@ fn duplicate_slice_is_dropped_with_warning() {
     assert!(v.warnings[0].contains(&format!("{A}.99")));
 }
 
-/// Padding written -2000 as SS, 63536 as US and as UN, in a signed image: all mean stored -2000.
+/// Padding written -2000 as SS, 63536 as US and as UN in a signed image (all mean stored -2000),
+/// and -2000 as SS or UN in an unsigned image (meaning stored 63536). The files really carry those VRs;
+/// dicom-rs itself re-reads the element as SS in a signed image, the builder re-reads the value's
+/// bit pattern by Pixel Representation in every case.
 #[test]
 fn pixel_padding_value_follows_pixel_representation() {
-    let variants: [(VR, PrimitiveValue); 3] = [
-        (VR::SS, PrimitiveValue::from(-2000i16)),
-        (VR::US, PrimitiveValue::from(63536u16)),
-        (VR::UN, PrimitiveValue::from(vec![0x30u8, 0xF8])),
+    let variants: [(u16, VR, PrimitiveValue, u16); 5] = [
+        (1, VR::SS, PrimitiveValue::from(-2000i16), 0xF830),
+        (1, VR::US, PrimitiveValue::from(63536u16), 0xF830),
+        (1, VR::UN, PrimitiveValue::from(vec![0x30u8, 0xF8]), 0xF830),
+        (0, VR::SS, PrimitiveValue::from(-2000i16), 0xF830),
+        (0, VR::UN, PrimitiveValue::from(vec![0x30u8, 0xF8]), 0xF830),
     ];
     let contract = VolumeContract { padding_hu: -1100.0, ..VolumeContract::default() };
-    for (vr, value) in variants {
+    for (pixel_representation, vr, value, padding_word) in variants {
+        let case = format!("Pixel Representation {pixel_representation}, VR {vr:?}");
         let mut slices = series(A, 16);
         for s in &mut slices {
-            s.element(tags::PIXEL_PADDING_VALUE, vr, value.clone()).set_pixel(0, 0, (-2000i16) as u16).set_pixel(
-                0,
-                1,
-                (-1999i16) as u16,
-            );
+            s.us(tags::PIXEL_REPRESENTATION, pixel_representation)
+                .element(tags::PIXEL_PADDING_VALUE, vr, value.clone())
+                .set_pixel(0, 0, padding_word)
+                .set_pixel(0, 1, padding_word + 1);
         }
-        // The element is read back with the VR it was written with (UN stays raw bytes).
         let dir = tempfile::tempdir().expect("temp dir");
-        let written = dicom_object::open_file(slices[0].write(dir.path(), "check.dcm")).expect("read back");
-        assert_eq!(written.element(tags::PIXEL_PADDING_VALUE).expect("padding").vr(), vr);
-        let study = build_with(&slices, &contract).unwrap_or_else(|e| panic!("{vr:?}: {e}"));
-        assert_eq!(hu(&study, 3, 0, 0), -1100.0, "{vr:?}");
-        assert_eq!(hu(&study, 3, 0, 1), -1999.0 - 1024.0, "{vr:?}");
-        assert_eq!(hu(&study, 3, 5, 5), 30.0, "{vr:?}");
+        let bytes = std::fs::read(slices[0].write(dir.path(), "check.dcm")).expect("read back");
+        assert!(bytes.windows(6).any(|w| w[..4] == [0x28, 0x00, 0x20, 0x01] && w[4..] == *vr.to_string().as_bytes()));
+        let study = build_with(&slices, &contract).unwrap_or_else(|e| panic!("{case}: {e}"));
+        let next = if pixel_representation == 1 { -1999.0 } else { 63537.0 };
+        assert_eq!(hu(&study, 3, 0, 0), -1100.0, "{case}");
+        assert_eq!(hu(&study, 3, 0, 1), next - 1024.0, "{case}");
+        assert_eq!(hu(&study, 3, 5, 5), 30.0, "{case}");
     }
 }
 
@@ -461,4 +466,11 @@ fn decisions_serialise_to_json() {
     let study = build(&series(A, 16)).expect("volume");
     let json = serde_json::to_string(&study.decisions).expect("json");
     assert!(json.contains("\"chosen\":true") && json.contains("\"convolution_kernel\":\"B30f\""), "{json}");
+}
+
+#[test]
+fn no_files_is_no_suitable_series() {
+    let err = build_study_volume(&[], &VolumeContract::default()).expect_err("no files");
+    assert_eq!(err, Refusal::NoSuitableSeries { decisions: Vec::new() });
+    assert_eq!(err.to_string(), "no suitable CT series in the study: no files");
 }
