@@ -191,8 +191,13 @@ def phantom_case(model, name, spacing, shape, **kw):
         check(mov <= 0.002 * max(tl, 1.0), f"no opacity in the phantom -> {mov:.2f} mL")
     vv = vol_ml(t["vessels"], spacing)
     if vv > 0:
-        fp_v = vol_ml(O & t["vessels"], spacing)
-        check(fp_v <= 0.01 * vv, f"vessels counted as opacity: {fp_v:.2f} mL of {vv:.1f} mL vessel volume")
+        # vessels farther than 5 mm from any opacity must not be counted; vessel stubs touching an
+        # opacity are reported (they are inside the 2 % opacity tolerance above)
+        near = export.dilate(t["opacity"], [max(0, round(5.0 / s)) for s in spacing])
+        fp_far = vol_ml(O & t["vessels"] & ~near, spacing)
+        fp_near = vol_ml(O & t["vessels"] & near, spacing)
+        check(fp_far < 0.01, f"vessels counted as opacity: {fp_far:.3f} mL of {vv:.1f} mL away from opacities "
+                             f"({fp_near:.2f} mL of vessel stubs within 5 mm of an opacity)")
         inl = float(((L | R) & t["vessels"]).sum()) / float(t["vessels"].sum())
         check(inl >= 0.98, f"vessels inside the lung masks: {inl * 100:.1f} %")
     aw = vol_ml(t["airway"], spacing)

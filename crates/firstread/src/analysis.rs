@@ -24,12 +24,16 @@ use firstread_volume::{Refusal, StudyVolume, VolumeContract};
 use serde_json::{json, Value};
 use tracing::info;
 
+use crate::config::ExportConfig;
+use crate::results;
+
 /// The analysis handler, holding the loaded models.
 #[derive(Clone)]
 pub struct Analysis {
     index: Index,
     storage: Storage,
     models: Arc<HashMap<String, Arc<Mutex<Model>>>>,
+    export: Arc<ExportConfig>,
 }
 
 impl std::fmt::Debug for Analysis {
@@ -66,6 +70,7 @@ impl Analysis {
         storage: Storage,
         models_dir: &std::path::Path,
         names: &[String],
+        export: ExportConfig,
     ) -> anyhow::Result<Self> {
         let mut models = HashMap::new();
         for name in names {
@@ -74,7 +79,7 @@ impl Analysis {
             info!(model = %name, version = %model.manifest.version, device = ?model.device(), "model loaded");
             models.insert(name.clone(), Arc::new(Mutex::new(model)));
         }
-        Ok(Analysis { index, storage, models: Arc::new(models) })
+        Ok(Analysis { index, storage, models: Arc::new(models), export: Arc::new(export) })
     }
 
     /// Runs the whole pipeline on a list of instance files (blocking: call from a blocking thread).
@@ -136,6 +141,61 @@ impl Analysis {
         Ok(Outcome { result, analysed: Some(Analysed { study, segmentation, findings }) })
     }
 
+    /// The SR this study version supersedes: the previous version's, when it was analysed.
+    async fn predecessor(&self, job: &Job, manifest: &Manifest) -> Result<Option<(String, String, String)>, String> {
+        if job.study_version <= 1 {
+            return Ok(None);
+        }
+        let status: Option<String> = sqlx::query_scalar(
+            "SELECT result->>'status' FROM jobs WHERE kind = 'analysis' AND study_instance_uid = $1 \
+             AND study_version = $2 AND model = $3 AND state = 'done'",
+        )
+        .bind(&job.study_instance_uid)
+        .bind(job.study_version - 1)
+        .bind(&job.model)
+        .fetch_optional(self.index.pool())
+        .await
+        .map_err(|e| e.to_string())?
+        .flatten();
+        Ok((status.as_deref() == Some("analysed")).then(|| {
+            let previous = firstread_report::ResultUids::derive(
+                &job.study_instance_uid,
+                &manifest.name,
+                &manifest.version,
+                job.study_version - 1,
+            );
+            (firstread_report::sr::COMPREHENSIVE_3D_SR_STORAGE.to_owned(), previous.sr_instance, previous.sr_series)
+        }))
+    }
+
+    /// One export job per destination of the study (its sender when known, and `always`).
+    async fn enqueue_exports(&self, job: &Job, files: &[String]) -> Result<(), String> {
+        let calling: Option<String> =
+            sqlx::query_scalar("SELECT calling_ae_title FROM studies WHERE study_instance_uid = $1")
+                .bind(&job.study_instance_uid)
+                .fetch_optional(self.index.pool())
+                .await
+                .map_err(|e| e.to_string())?;
+        let queue = firstread_queue::PgQueue::new(self.index.pool().clone());
+        let payload = json!({ "files": files });
+        for dest in self.export.destinations_for(calling.as_deref().unwrap_or("")) {
+            queue
+                .enqueue(&firstread_queue::NewJob {
+                    kind: firstread_queue::JobKind::Export,
+                    study_instance_uid: &job.study_instance_uid,
+                    study_version: job.study_version,
+                    model: &job.model,
+                    destination: &dest.ae_title,
+                    payload: &payload,
+                    max_attempts: self.export.max_attempts,
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            info!(destination = %dest.ae_title, "export queued");
+        }
+        Ok(())
+    }
+
     async fn files_of(&self, study: &str) -> Result<Vec<PathBuf>, String> {
         let paths: Vec<String> = sqlx::query_scalar("SELECT path FROM instances WHERE study_instance_uid = $1")
             .bind(study)
@@ -157,20 +217,27 @@ impl JobHandler for Analysis {
         let model =
             self.models.get(&job.model).cloned().ok_or_else(|| format!("model {} not loaded here", job.model))?;
         let files = self.files_of(&job.study_instance_uid).await?;
-        let mut outcome = tokio::task::spawn_blocking(move || Analysis::analyse_files(&model, &files))
-            .await
-            .map_err(|e| format!("analysis task: {e}"))??;
-        if let Some(obj) = outcome.result.as_object_mut() {
+        let manifest = model.lock().map_err(|_| "model lock poisoned".to_owned())?.manifest.clone();
+        let predecessor = self.predecessor(job, &manifest).await?;
+        let root = self.storage.root().to_path_buf();
+        let job_for_results = job.clone();
+        let (mut result, written) = tokio::task::spawn_blocking(move || -> Result<(Value, Vec<String>), String> {
+            let outcome = Analysis::analyse_files(&model, &files)?;
+            let Some(analysed) = &outcome.analysed else { return Ok((outcome.result, Vec::new())) };
+            let written = results::write(&root, &job_for_results, &manifest, analysed, predecessor)?;
+            Ok((outcome.result, written))
+        })
+        .await
+        .map_err(|e| format!("analysis task: {e}"))??;
+        if let Some(obj) = result.as_object_mut() {
             obj.insert("study_version".into(), json!(job.study_version));
+            obj.insert("result_files".into(), json!(written));
         }
-        if let Some(a) = &outcome.analysed {
-            info!(
-                severity_score = a.findings.severity_score,
-                involvement_pct = format_args!("{:.1}", a.findings.total.involvement_pct),
-                "first read ready"
-            );
+        if !written.is_empty() {
+            info!(objects = written.len(), "first read ready");
+            self.enqueue_exports(job, &written).await?;
         }
-        Ok(outcome.result)
+        Ok(result)
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Config {
     pub assembly: AssemblyConfig,
     /// Analysis workers.
     pub worker: WorkerConfig,
+    /// Where result objects are sent.
+    pub export: ExportConfig,
     /// Log output.
     pub log: LogConfig,
 }
@@ -209,6 +211,62 @@ impl Default for WorkerConfig {
             backoff_max: Duration::from_secs(300),
             hold_for: Duration::ZERO,
         }
+    }
+}
+
+/// Sending result objects (SR, SEG, SC) with C-STORE.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExportConfig {
+    /// Known AEs: a study's results go back to the AE that sent it (its calling AE title) when
+    /// that AE is listed here.
+    pub destinations: Vec<firstread_dimse::Destination>,
+    /// AE titles (from `destinations`) that receive every result, e.g. the PACS.
+    pub always: Vec<String>,
+    /// Attempts per export job before it is dead.
+    pub max_attempts: i32,
+    /// Delay before the second attempt; doubles each attempt.
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// Upper bound of the retry delay.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Concurrent export jobs per process.
+    pub concurrency: usize,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            destinations: Vec::new(),
+            always: Vec::new(),
+            max_attempts: 8,
+            backoff_base: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(600),
+            concurrency: 1,
+        }
+    }
+}
+
+impl ExportConfig {
+    /// The destinations for a study sent by `calling_ae_title`: the sender when known, then every
+    /// `always` destination, without duplicates.
+    pub fn destinations_for(&self, calling_ae_title: &str) -> Vec<&firstread_dimse::Destination> {
+        let mut out: Vec<&firstread_dimse::Destination> = Vec::new();
+        let wanted = std::iter::once(calling_ae_title).chain(self.always.iter().map(String::as_str));
+        for ae in wanted {
+            if let Some(d) = self.destinations.iter().find(|d| d.ae_title == ae) {
+                if !out.iter().any(|o| o.ae_title == d.ae_title) {
+                    out.push(d);
+                }
+            }
+        }
+        out
+    }
+
+    /// A configured destination by AE title.
+    pub fn destination(&self, ae_title: &str) -> Option<&firstread_dimse::Destination> {
+        self.destinations.iter().find(|d| d.ae_title == ae_title)
     }
 }
 

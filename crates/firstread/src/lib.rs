@@ -7,8 +7,10 @@
 pub mod analysis;
 pub mod bench;
 pub mod config;
+pub mod export;
 pub mod ingest;
 pub mod node;
+pub mod results;
 pub mod send;
 pub mod status;
 pub mod telemetry;

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::analysis::Analysis;
 use crate::config::Config;
+use crate::export::Export;
 use crate::ingest::Ingest;
 
 /// Which parts of the node run in this process.
@@ -101,7 +102,9 @@ impl Node {
                 storage.clone(),
                 &config.worker.models_dir,
                 &config.worker.models,
+                config.export.clone(),
             )?);
+            let exporter = Arc::new(Export::new(storage.clone(), config.export.clone(), &config.node.ae_title));
             let wake = Arc::new(Notify::new());
             tasks.spawn(listen(index.pool().clone(), wake.clone(), shutdown.clone()));
             for i in 0..config.worker.concurrency.max(1) {
@@ -114,6 +117,17 @@ impl Node {
                     hold_for: config.worker.hold_for,
                 };
                 tasks.spawn(run_worker(queue.clone(), handler.clone(), worker, wake.clone(), shutdown.clone()));
+            }
+            for i in 0..config.export.concurrency.max(1) {
+                let worker = WorkerConfig {
+                    kind: JobKind::Export,
+                    worker_id: format!("{node_id}/export{i}"),
+                    lease: config.worker.lease,
+                    poll_interval: config.worker.poll_interval,
+                    backoff: Backoff { base: config.export.backoff_base, max: config.export.backoff_max },
+                    hold_for: std::time::Duration::ZERO,
+                };
+                tasks.spawn(run_worker(queue.clone(), exporter.clone(), worker, wake.clone(), shutdown.clone()));
             }
         }
         info!(node_id = %node_id, listen = roles.listen, work = roles.work, "node started");

@@ -55,6 +55,8 @@ pub struct Job {
     pub max_attempts: i32,
     /// When this attempt started.
     pub started_at: DateTime<Utc>,
+    /// When the job was created (the same on every attempt: result objects are dated by it).
+    pub created_at: DateTime<Utc>,
 }
 
 /// Retry policy: delay before attempt n+1 is `base * 2^(n-1)`, capped at `max`.
@@ -190,7 +192,8 @@ impl JobQueue for PgQueue {
              WHERE id = (SELECT id FROM jobs WHERE kind = $1 AND \
                    ((state = 'queued' AND run_after <= now()) OR (state = 'running' AND lease_expires_at < now())) \
                  ORDER BY run_after, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, study_instance_uid, study_version, model, destination, payload, attempts, max_attempts, started_at",
+             RETURNING id, study_instance_uid, study_version, model, destination, payload, attempts, max_attempts, started_at, \
+                       created_at",
         )
         .bind(kind.as_str())
         .bind(worker)
@@ -209,6 +212,7 @@ impl JobQueue for PgQueue {
             attempt: r.try_get(6)?,
             max_attempts: r.try_get(7)?,
             started_at: r.try_get(8)?,
+            created_at: r.try_get(9)?,
         }))
     }
 

@@ -13,5 +13,5 @@ pub mod jobs;
 pub mod worker;
 
 pub use assembly::{Assembly, AssemblyConfig, SeriesGeometry};
-pub use jobs::{Backoff, Job, JobKind, JobQueue, PgQueue, QueueError};
+pub use jobs::{Backoff, Job, JobKind, JobQueue, NewJob, PgQueue, QueueError};
 pub use worker::{JobHandler, WorkerConfig};

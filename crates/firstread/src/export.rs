@@ -1,0 +1,61 @@
+//! The export job handler: sends a result set to one destination with the C-STORE SCU.
+//! Success and warnings (B000, B006, B007) complete the job; any failure status, a rejected
+//! association or an unreachable peer is a failed attempt, retried with backoff, then dead with
+//! the reason.
+
+use std::sync::Arc;
+
+use firstread_dimse::{store_all, Instance, ScuConfig};
+use firstread_queue::{Job, JobHandler};
+use firstread_store::Storage;
+use serde_json::{json, Value};
+use tracing::info;
+
+use crate::config::ExportConfig;
+
+/// The export handler.
+#[derive(Debug, Clone)]
+pub struct Export {
+    storage: Storage,
+    config: Arc<ExportConfig>,
+    scu: ScuConfig,
+}
+
+impl Export {
+    /// Sends from `storage` to the destinations of `config`, as `calling_ae_title`.
+    pub fn new(storage: Storage, config: ExportConfig, calling_ae_title: &str) -> Self {
+        let scu = ScuConfig { calling_ae_title: calling_ae_title.to_owned(), ..ScuConfig::default() };
+        Export { storage, config: Arc::new(config), scu }
+    }
+}
+
+impl JobHandler for Export {
+    async fn handle(&self, job: &Job) -> Result<Value, String> {
+        let dest = self
+            .config
+            .destination(&job.destination)
+            .ok_or_else(|| format!("destination {} is not configured", job.destination))?
+            .clone();
+        let files: Vec<String> = job.payload["files"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        let mut instances = Vec::with_capacity(files.len());
+        for f in &files {
+            let path = self.storage.resolve(f);
+            instances.push(Instance::from_part10_file(&path).map_err(|e| format!("{f}: {e}"))?);
+        }
+        let results = store_all(&dest, &self.scu, instances, |_| {}).await.map_err(|e| e.to_string())?;
+        let failed: Vec<String> = results
+            .iter()
+            .filter(|r| !r.is_success_or_warning())
+            .map(|r| format!("{:04X} {}", r.status, r.comment.as_deref().unwrap_or("")))
+            .collect();
+        if !failed.is_empty() {
+            return Err(format!("{} of {} refused by {}: {}", failed.len(), results.len(), dest, failed.join("; ")));
+        }
+        let warnings = results.iter().filter(|r| r.status != 0).count();
+        info!(destination = %dest, sent = results.len(), warnings, "results sent");
+        Ok(json!({ "destination": dest.to_string(), "sent": results.len(), "warnings": warnings }))
+    }
+}

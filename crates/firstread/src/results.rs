@@ -1,0 +1,71 @@
+//! Writing a first read's result objects (SR, volumetric SR, SEG, Secondary Captures) under the
+//! storage root: `results/<study>/v<version>/<model>/`, each file written to a temporary name,
+//! fsync'd and renamed, so an export job never reads a partial file. The objects are
+//! deterministic (UIDs and dates derived from the job), so a rerun overwrites them with the same
+//! bytes.
+
+use std::io::Write;
+use std::path::Path;
+
+use firstread_inference::Manifest;
+use firstread_queue::Job;
+use firstread_report::{sc, seg, sr, ResultInput, ResultUids, SourceStudy};
+
+use crate::analysis::Analysed;
+
+/// Builds and writes the result objects; returns their paths relative to `root`, SR first.
+///
+/// # Errors
+/// A message when an object cannot be built or written.
+pub fn write(
+    root: &Path,
+    job: &Job,
+    manifest: &Manifest,
+    analysed: &Analysed,
+    predecessor_sr: Option<(String, String, String)>,
+) -> Result<Vec<String>, String> {
+    let volume = &analysed.study.volume;
+    let first = volume.slices.first().ok_or("the volume has no slices")?;
+    let source = SourceStudy::read(&first.path).map_err(|e| e.to_string())?;
+    let uids = ResultUids::derive(&job.study_instance_uid, &manifest.name, &manifest.version, job.study_version);
+    let created = job.created_at;
+    let input = ResultInput {
+        volume,
+        segmentation: &analysed.segmentation,
+        findings: &analysed.findings,
+        manifest,
+        source: &source,
+        uids: &uids,
+        study_version: job.study_version,
+        predecessor_sr,
+        content_date: created.format("%Y%m%d").to_string(),
+        content_time: created.format("%H%M%S").to_string(),
+    };
+    let mut objects = vec![
+        ("sr", sr::build_sr(&input).map_err(|e| e.to_string())?),
+        ("sr-volumetric", sr::build_volumetric_sr(&input).map_err(|e| e.to_string())?),
+        ("seg", seg::build_seg(&input).map_err(|e| e.to_string())?),
+    ];
+    for image in sc::build_key_images(&input).map_err(|e| e.to_string())? {
+        objects.push(("sc", image));
+    }
+    let dir_rel = format!("results/{}/v{}/{}", job.study_instance_uid, job.study_version, manifest.name);
+    let dir = root.join(&dir_rel);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let mut written = Vec::new();
+    for (n, (kind, obj)) in objects.iter().enumerate() {
+        let name = format!("{n:02}-{kind}.dcm");
+        let mut bytes = Vec::new();
+        obj.write_all(&mut bytes).map_err(|e| format!("encoding {name}: {e}"))?;
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let result = (|| -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, dir.join(&name))
+        })();
+        result.map_err(|e| format!("writing {name}: {e}"))?;
+        written.push(format!("{dir_rel}/{name}"));
+    }
+    Ok(written)
+}

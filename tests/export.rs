@@ -1,0 +1,140 @@
+//! Results back to the sender: after analysis, the SR, volumetric SR, SEG and key images are sent
+//! with C-STORE to the originating AE (found by calling AE title in the destination table), with
+//! retries through export jobs. Real peers: dcmtk storescp and a pynetdicom SCP that refuses.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use dicom_dictionary_std::tags;
+use firstread_dimse::Destination;
+use firstread_e2e::*;
+
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// dcmtk storescp with unique file names (a duplicate would be a second file).
+fn storescp(port: u16, dir: &Path) -> Peer {
+    let mut cmd = dcmtk("storescp");
+    cmd.args(["-aet", "MODALITY", "-uf", "-od"])
+        .arg(dir)
+        .args(["+xa", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let peer = Peer(cmd.spawn().expect("storescp"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "storescp listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    peer
+}
+
+async fn node_exporting_to(port: u16) -> TestNode {
+    TestNode::start(move |c| {
+        c.assembly.stable_after = Duration::from_millis(500);
+        c.export.destinations = vec![Destination { ae_title: "MODALITY".into(), host: "127.0.0.1".into(), port }];
+        c.export.backoff_base = Duration::from_millis(500);
+        c.export.backoff_max = Duration::from_secs(2);
+        c.export.max_attempts = 3;
+    })
+    .await
+}
+
+fn push_sample(node: &TestNode) {
+    let mut cmd = dcmtk("storescu");
+    cmd.args(["-aec", "FIRSTREAD", "-aet", "MODALITY", "127.0.0.1", &node.port().to_string()]).args(sample_series(""));
+    assert!(run(cmd).status.success(), "sample sent");
+}
+
+async fn export_state(node: &TestNode) -> Option<(String, i32, Option<String>)> {
+    sqlx::query_as("SELECT state, attempts, last_error FROM jobs WHERE kind = 'export'")
+        .fetch_optional(&node.pool)
+        .await
+        .expect("query")
+}
+
+async fn result_files(node: &TestNode) -> Vec<String> {
+    let v: serde_json::Value = sqlx::query_scalar("SELECT result->'result_files' FROM jobs WHERE kind = 'analysis'")
+        .fetch_one(&node.pool)
+        .await
+        .expect("result");
+    v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_go_back_to_the_sender_once_even_when_it_is_down_at_first() {
+    let port = free_port();
+    let received = tempfile::tempdir().expect("dir");
+    let node = node_exporting_to(port).await;
+    push_sample(&node);
+    // The sender's storescp is down: the export fails and is retried.
+    let failed_once = eventually_async(Duration::from_secs(90), || async {
+        matches!(export_state(&node).await, Some((s, a, _)) if s == "queued" && a >= 1)
+    })
+    .await;
+    assert!(failed_once, "export attempted while the destination is down: {:?}", export_state(&node).await);
+    let _scp = storescp(port, received.path());
+    let done = eventually_async(Duration::from_secs(30), || async {
+        matches!(export_state(&node).await, Some((s, _, _)) if s == "done")
+    })
+    .await;
+    assert!(done, "export done once the destination is up: {:?}", export_state(&node).await);
+
+    let files = result_files(&node).await;
+    assert!(files.len() >= 4, "SR, volumetric SR, SEG and at least one key image: {files:?}");
+    let got = files_under(received.path());
+    assert_eq!(got.len(), files.len(), "exactly one copy of each object: {got:?}");
+    // Same patient and study as the source, one series per kind.
+    let source = dicom_object::open_file(&sample_series("")[0]).expect("source");
+    let text = |o: &dicom_object::DefaultDicomObject, t| {
+        o.element(t).ok().and_then(|e| e.to_str().ok()).map(|s| s.trim().to_owned())
+    };
+    let mut kinds = std::collections::BTreeMap::new();
+    for f in &got {
+        let obj = dicom_object::open_file(f).expect("received object");
+        assert_eq!(text(&obj, tags::STUDY_INSTANCE_UID), text(&source, tags::STUDY_INSTANCE_UID));
+        assert_eq!(text(&obj, tags::PATIENT_ID), text(&source, tags::PATIENT_ID));
+        kinds.entry(text(&obj, tags::SERIES_INSTANCE_UID)).or_insert_with(Vec::new).push(text(&obj, tags::MODALITY));
+    }
+    for (series, modalities) in &kinds {
+        let first = &modalities[0];
+        assert!(modalities.iter().all(|m| m == first), "one kind per series {series:?}: {modalities:?}");
+    }
+    assert_eq!(kinds.len(), 4, "SR, volumetric SR, SEG, SC series");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_refuses_ends_dead_with_its_reason() {
+    let port = free_port();
+    let out = tempfile::tempdir().expect("dir");
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(repo_root().join("tests/peers/scp.py"))
+        .args(["--port", &port.to_string(), "--ae", "MODALITY", "--statuses", "A700", "--out"])
+        .arg(out.path().join("summary.json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _scp = Peer(cmd.spawn().expect("scp.py"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "scp.py listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let node = node_exporting_to(port).await;
+    push_sample(&node);
+    let dead = eventually_async(Duration::from_secs(120), || async {
+        matches!(export_state(&node).await, Some((s, _, _)) if s == "dead")
+    })
+    .await;
+    let state = export_state(&node).await;
+    assert!(dead, "{state:?}");
+    let (_, attempts, error) = state.expect("export job");
+    assert_eq!(attempts, 3);
+    assert!(error.as_deref().is_some_and(|e| e.contains("A700")), "{error:?}");
+}
