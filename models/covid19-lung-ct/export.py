@@ -48,7 +48,7 @@ AIRWAY_MAX_CM2 = 8.0     # trachea + main bronchi cross-section limit per slice 
 LESION_REACH_MM = 15.0   # a lesion followed across slices stays within this distance of the lung
 CLOSING_MM = 5.0         # closing of each lung (vessels, small juxtapleural lesions), box half-width
 COSTAL_CLOSING_MM = 15.0  # closing for lesions on the costal pleura (not near the midline), half-width
-MEDIASTINUM_FRACTION = 0.22  # no costal closing within this fraction of the body width of the midline
+MEDIASTINUM_FRACTION = 0.22  # no costal closing within this fraction of the lungs' width from the midline
 FAT_HU = [-150.0, -40.0]  # filling never adds fat (pericardial / extrapleural fat pads)
 VESSEL_MM = 5.0          # opacity cores: (2 r + 1) voxel box free of vessels, r = VESSEL_MM / spacing
 
@@ -406,8 +406,12 @@ class LungOpacityRuleBased(torch.nn.Module):
 
         Per side: aerated voxels (HU < t_air) with that label, plus regions enclosed in-plane by the
         lung (2-D holes), plus a mass-like enclosed lesion followed into adjacent slices, plus a
-        closing (box, +-CLOSING_MM in-plane) for vessels and small juxtapleural lesions. Filling never
-        adds bone (>= BONE_HU), airway or the other lung."""
+        closing (box, +-CLOSING_MM) for vessels and small juxtapleural lesions, plus a large in-plane
+        closing (+-COSTAL_CLOSING_MM) away from the mediastinum for lesions on the costal pleura.
+        Filling never adds bone (>= BONE_HU), airway or the other lung; the large closing never adds
+        fat and drops what rests on abdominal tissue. Returns [left, right, forced, lesion]: forced =
+        filled voxels (taken whole at full resolution), lesion = enclosed + costal fills (their
+        dense part may seed opacity on the lung boundary)."""
         fc = [f[3], f[4], f[5]]
         wsize = [hw.size(0), hw.size(1), hw.size(2)]
         vox_ml_c = ws[0] * ws[1] * ws[2] * f[3] * f[4] * f[5] / 1000.0
@@ -639,7 +643,8 @@ class LungOpacityRuleBased(torch.nn.Module):
         lung boundary (partial volume with chest wall / diaphragm). Vessels and their partial-volume
         halo are mixtures, thinner than the box, and give no core. The opacity is reconstructed from
         the cores for r + 1 geodesic steps inside the band, never through thin dense structures
-        (dense voxels farther than r + 1 from a wide dense core = vessels).
+        (dense voxels farther than r + 1 from a wide dense core = vessels). Filled lesions (stage 6)
+        lie on the lung boundary by construction; their dense part needs the box in-plane only.
 
         Returns [allowed, allowed_dense] (dilated by one voxel for the full-resolution refinement):
         input voxels in -700..-300 count as opacity inside `allowed`, input voxels in -300..+100
@@ -653,8 +658,6 @@ class LungOpacityRuleBased(torch.nn.Module):
         wide_dense = erode(dense, [zr, r, r])
         core = torch.logical_or(erode(ggo, [zr, r, r]), wide_dense)
         core = torch.logical_and(core, erode(lung, [1, 1, 1]))
-        # filled lesions (enclosed by lung, or in a costal concavity) lie on the lung boundary by
-        # construction: their dense part needs the box in-plane only
         lesion_core = erode(torch.logical_and(lesion, dense), [0, r, r])
         wide_dense = torch.logical_or(wide_dense, lesion_core)
         core = torch.logical_or(core, lesion_core)
