@@ -76,8 +76,29 @@ enum Bench {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// libgomp (libtorch's OpenMP) reads OMP_WAIT_POLICY once, when it loads, before `main`; its
+/// default spin-waiting made the model 4-40x slower on a loaded 2-core machine. When the variable
+/// is unset, re-execute this binary (same PID) with OMP_WAIT_POLICY=PASSIVE.
+fn ensure_passive_openmp() {
+    #[cfg(unix)]
+    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+        use std::os::unix::process::CommandExt;
+        if let Ok(exe) = std::env::current_exe() {
+            let err = std::process::Command::new(exe)
+                .args(std::env::args_os().skip(1))
+                .env("OMP_WAIT_POLICY", "PASSIVE")
+                .exec();
+            eprintln!("warning: could not re-execute with OMP_WAIT_POLICY=PASSIVE: {err}");
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    ensure_passive_openmp();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut config = Config::load(cli.config.as_deref()).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     if let Some(format) = cli.log_format {

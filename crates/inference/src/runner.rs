@@ -76,6 +76,9 @@ impl Model {
     /// libtorch failures, or an output that is not uint8 `[channels, slices, rows, cols]`.
     pub fn segment(&self, hu: &[f32], shape: [usize; 3], spacing_mm: [f64; 3]) -> Result<Segmentation, InferenceError> {
         let _guard = tch::no_grad_guard();
+        // The profiling graph executor re-optimises for every new input shape (thread-local
+        // setting, so set on the calling thread): the first job of each shape paid seconds.
+        tch::jit::set_graph_executor_optimize(false);
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         let [lo, hi] = self.manifest.input.hu_clip;
         let input =
