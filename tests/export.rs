@@ -138,3 +138,87 @@ async fn a_destination_that_refuses_ends_dead_with_its_reason() {
     assert_eq!(attempts, 3);
     assert!(error.as_deref().is_some_and(|e| e.contains("A700")), "{error:?}");
 }
+
+/// A real Orthanc on loopback ports with its own storage; the test's process kills it.
+fn orthanc(dir: &Path, dicom_port: u16, http_port: u16) -> Peer {
+    let config = serde_json::json!({
+        "Name": "firstread-test",
+        "StorageDirectory": dir.join("storage"),
+        "IndexDirectory": dir.join("index"),
+        "DicomAet": "ORTHANC",
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": false,
+        "AuthenticationEnabled": false,
+        "DicomCheckCalledAet": false,
+        "Plugins": [],
+        "StableAge": 1,
+    });
+    let path = dir.join("orthanc.json");
+    std::fs::write(&path, config.to_string()).expect("orthanc config");
+    let mut cmd = std::process::Command::new("/usr/sbin/Orthanc");
+    cmd.arg(&path).stdout(Stdio::null()).stderr(Stdio::null());
+    let peer = Peer(cmd.spawn().expect("Orthanc (Debian package orthanc)"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", dicom_port)).is_err()
+        || std::net::TcpStream::connect(("127.0.0.1", http_port)).is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "Orthanc listening");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    peer
+}
+
+/// GET on Orthanc's REST API (plain HTTP/1.0 on loopback; no client crate needed).
+fn orthanc_get(http_port: u16, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", http_port)).expect("connect Orthanc");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("request");
+    let mut response = String::new();
+    s.read_to_string(&mut response).expect("response");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("Orthanc {path}: {e}: {response}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orthanc_files_the_results_under_the_same_patient_and_study() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (dicom_port, http_port) = (free_port(), free_port());
+    let _orthanc = orthanc(dir.path(), dicom_port, http_port);
+    // The PACS already holds the CT (auto-routed to it and to firstread).
+    let mut cmd = dcmtk("storescu");
+    cmd.args(["-aec", "ORTHANC", "127.0.0.1", &dicom_port.to_string()]).args(sample_series(""));
+    assert!(run(cmd).status.success(), "CT stored in Orthanc");
+
+    let node = TestNode::start(move |c| {
+        c.assembly.stable_after = Duration::from_millis(500);
+        c.export.destinations =
+            vec![Destination { ae_title: "ORTHANC".into(), host: "127.0.0.1".into(), port: dicom_port }];
+        c.export.always = vec!["ORTHANC".into()];
+    })
+    .await;
+    push_sample(&node);
+    let done = eventually_async(Duration::from_secs(120), || async {
+        matches!(export_state(&node).await, Some((s, _, _)) if s == "done")
+    })
+    .await;
+    assert!(done, "export to Orthanc done: {:?}", export_state(&node).await);
+    let files = result_files(&node).await;
+
+    let patients = orthanc_get(http_port, "/patients");
+    assert_eq!(patients.as_array().map(Vec::len), Some(1), "one patient: {patients}");
+    let studies = orthanc_get(http_port, "/studies");
+    assert_eq!(studies.as_array().map(Vec::len), Some(1), "one study: {studies}");
+    let study_id = studies[0].as_str().expect("study id");
+    let series = orthanc_get(http_port, &format!("/studies/{study_id}/series?expand"));
+    let mut modalities: Vec<String> = series
+        .as_array()
+        .expect("series")
+        .iter()
+        .filter_map(|s| s["MainDicomTags"]["Modality"].as_str().map(str::to_owned))
+        .collect();
+    modalities.sort();
+    assert_eq!(modalities, vec!["CT", "OT", "SEG", "SR", "SR"], "CT, key images, SEG and two SRs in the one study");
+    let instances = orthanc_get(http_port, &format!("/studies/{study_id}/instances"));
+    assert_eq!(instances.as_array().map(Vec::len), Some(30 + files.len()), "CT + every result object, once");
+}
