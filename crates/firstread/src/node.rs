@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use firstread_dimse::StoreScp;
 use firstread_queue::worker::{listen, run_worker};
-use firstread_queue::{Assembly, AssemblyConfig, Backoff, JobKind, PgQueue, WorkerConfig};
+use firstread_queue::{Assembly, AssemblyConfig, Backoff, JobHandler, JobKind, PgQueue, WorkerConfig};
 use firstread_store::{Index, Storage};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -107,28 +107,25 @@ impl Node {
             let exporter = Arc::new(Export::new(storage.clone(), config.export.clone(), &config.node.ae_title));
             let wake = Arc::new(Notify::new());
             tasks.spawn(listen(index.pool().clone(), wake.clone(), shutdown.clone()));
-            for i in 0..config.worker.concurrency.max(1) {
-                let worker = WorkerConfig {
-                    kind: JobKind::Analysis,
-                    worker_id: format!("{node_id}/{i}"),
-                    lease: config.worker.lease,
-                    poll_interval: config.worker.poll_interval,
-                    backoff: Backoff { base: config.worker.backoff_base, max: config.worker.backoff_max },
-                    hold_for: config.worker.hold_for,
-                };
-                tasks.spawn(run_worker(queue.clone(), handler.clone(), worker, wake.clone(), shutdown.clone()));
-            }
-            for i in 0..config.export.concurrency.max(1) {
-                let worker = WorkerConfig {
-                    kind: JobKind::Export,
-                    worker_id: format!("{node_id}/export{i}"),
-                    lease: config.worker.lease,
-                    poll_interval: config.worker.poll_interval,
-                    backoff: Backoff { base: config.export.backoff_base, max: config.export.backoff_max },
-                    hold_for: std::time::Duration::ZERO,
-                };
-                tasks.spawn(run_worker(queue.clone(), exporter.clone(), worker, wake.clone(), shutdown.clone()));
-            }
+            let analysis = WorkerConfig {
+                kind: JobKind::Analysis,
+                worker_id: format!("{node_id}/analysis"),
+                lease: config.worker.lease,
+                poll_interval: config.worker.poll_interval,
+                backoff: Backoff { base: config.worker.backoff_base, max: config.worker.backoff_max },
+                hold_for: config.worker.hold_for,
+            };
+            let export = WorkerConfig {
+                kind: JobKind::Export,
+                worker_id: format!("{node_id}/export"),
+                backoff: Backoff { base: config.export.backoff_base, max: config.export.backoff_max },
+                hold_for: std::time::Duration::ZERO,
+                ..analysis.clone()
+            };
+            let workers = Workers { tasks: &mut tasks, queue: &queue, wake: &wake, shutdown: &shutdown };
+            workers.spawn(config.worker.concurrency, &analysis, &handler);
+            let workers = Workers { tasks: &mut tasks, queue: &queue, wake: &wake, shutdown: &shutdown };
+            workers.spawn(config.export.concurrency, &export, &exporter);
         }
         info!(node_id = %node_id, listen = roles.listen, work = roles.work, "node started");
         Ok(Node { dimse_addr, index, storage, node_id, shutdown, tasks })
@@ -149,6 +146,30 @@ impl Node {
     /// Waits until the node stops (after its shutdown token is cancelled).
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// What every worker task shares.
+struct Workers<'a> {
+    tasks: &'a mut JoinSet<()>,
+    queue: &'a Arc<PgQueue>,
+    wake: &'a Arc<Notify>,
+    shutdown: &'a CancellationToken,
+}
+
+impl Workers<'_> {
+    /// Spawns `n` (at least one) workers running `handler`, with ids `<template id><i>`.
+    fn spawn<H: JobHandler>(self, n: usize, template: &WorkerConfig, handler: &Arc<H>) {
+        for i in 0..n.max(1) {
+            let config = WorkerConfig { worker_id: format!("{}{i}", template.worker_id), ..template.clone() };
+            self.tasks.spawn(run_worker(
+                self.queue.clone(),
+                handler.clone(),
+                config,
+                self.wake.clone(),
+                self.shutdown.clone(),
+            ));
+        }
     }
 }
 
