@@ -29,9 +29,9 @@ from torch import Tensor
 # ----------------------------------------------------------------------------------------------
 # Thresholds (HU) and sizes (mm / mL). Sources in README.md and manifest.toml [method].
 # ----------------------------------------------------------------------------------------------
-AIR_T0 = -500.0          # initial air/tissue threshold (Hu et al. 2001)
-AIR_T_MIN = -600.0       # clamp of the iterated optimal threshold
-AIR_T_MAX = -300.0
+BODY_HU = -500.0         # body = largest component of HU >= this at the coarse grid
+AIR_HU = -400.0          # lung (aerated) / tissue threshold: fixed, so that no lesion anywhere moves the
+                         #   lung borders (an adaptive whole-body threshold did: see README)
 GAS_HU = -950.0          # gas (bowel, table, airway lumen): below the -950 lower bound of aerated lung
 AIRWAY_HU = -900.0       # airway lumen at the working grid (partial volume with the wall)
 TRACHEA_SEED_HU = -975.0  # trachea seed in the top slices
@@ -147,12 +147,18 @@ def label_components(mask: Tensor, max_iter: int) -> Tensor:
 
     Returns int64 labels (0 = background); each component gets 1 + the largest flat index it
     contains. Meant for the coarse grid (a few 1e5 voxels)."""
+    return label_connected(mask, [1, 1, 1], max_iter)
+
+
+def label_connected(mask: Tensor, conn: List[int], max_iter: int) -> Tensor:
+    """Component labels as label_components(), with the neighbourhood a (2 conn + 1) box:
+    [1, 1, 1] = 26-connected, [0, 1, 1] = 8-connected within each slice."""
     n = mask.numel()
     idx = torch.arange(1, n + 1, dtype=torch.int64, device=mask.device).view(mask.shape)
     zero = torch.zeros_like(idx)
     lab = torch.where(mask, idx, zero)
     for _ in range(max_iter):
-        new = torch.where(mask, dilate(lab, [1, 1, 1]), zero)
+        new = torch.where(mask, dilate(lab, conn), zero)
         ext = torch.cat([torch.zeros(1, dtype=torch.int64, device=mask.device), new.flatten()])
         new = torch.maximum(new, ext[new])  # pointer jump: label of the voxel my label points to
         if torch.equal(new, lab):
@@ -183,6 +189,65 @@ def largest_component(mask: Tensor, max_iter: int) -> Tensor:
     return lab == torch.argmax(cnt)
 
 
+def z_footprint(x: Tensor) -> Tensor:
+    """In-plane footprint of x in the adjacent slices (slice above or below), grown by one voxel
+    in-plane."""
+    foot = torch.zeros_like(x)
+    if x.size(0) > 1:
+        foot[1:] = x[:-1]
+        foot[:-1] = torch.logical_or(foot[:-1], x[1:])
+    return dilate(foot, [0, 1, 1])
+
+
+def contained_components(free: Tensor, foot: Tensor, near: Tensor, touch: Tensor) -> Tensor:
+    """The 8-connected in-plane components of `free` that touch `foot` and lie entirely inside it,
+    and that touch `touch` if they reach into `near` (pass empty tensors for no such rule).
+
+    Labelled only inside the bounding box of free & foot plus a one-voxel ring: a component that
+    leaves the box crosses the ring, which is outside `foot` by construction (or is the border of
+    the volume)."""
+    cand = torch.logical_and(free, foot)
+    res = torch.zeros_like(free)
+    if not bool(cand.any()):
+        return res
+    a0, a1 = extent(cand.any(2).any(1))
+    b0, b1 = extent(cand.any(2).any(0))
+    c0, c1 = extent(cand.any(1).any(0))
+    b0, b1 = max(0, b0 - 1), min(free.size(1), b1 + 1)
+    c0, c1 = max(0, c0 - 1), min(free.size(2), c1 + 1)
+    fr = free[a0:a1, b0:b1, c0:c1]
+    lab = label_connected(fr, [0, 1, 1], 4 * (b1 - b0 + c1 - c0))
+    zero = torch.zeros_like(lab)
+    n = lab.numel() + 1
+    n_out = torch.bincount(torch.where(torch.logical_not(foot[a0:a1, b0:b1, c0:c1]), lab, zero).flatten(), minlength=n)
+    bad = n_out > 0
+    if near.numel() > 0:
+        n_near = torch.bincount(torch.where(near[a0:a1, b0:b1, c0:c1], lab, zero).flatten(), minlength=n)
+        n_touch = torch.bincount(torch.where(touch[a0:a1, b0:b1, c0:c1], lab, zero).flatten(), minlength=n)
+        bad = torch.logical_or(bad, torch.logical_and(n_near > 0, n_touch == 0))
+    bad[0] = True
+    res[a0:a1, b0:b1, c0:c1] = torch.logical_not(bad[lab])
+    return res
+
+
+def touching_components(mask: Tensor, seed: Tensor) -> Tensor:
+    """The 26-connected components of `mask` that touch `seed` (labelled inside the bounding box
+    of mask, which holds every component whole)."""
+    res = torch.zeros_like(mask)
+    if not bool(torch.logical_and(mask, seed).any()):
+        return res
+    a0, a1 = extent(mask.any(2).any(1))
+    b0, b1 = extent(mask.any(2).any(0))
+    c0, c1 = extent(mask.any(1).any(0))
+    m = mask[a0:a1, b0:b1, c0:c1]
+    lab = label_connected(m, [1, 1, 1], 4 * (a1 - a0 + b1 - b0 + c1 - c0))
+    zero = torch.zeros_like(lab)
+    hit = torch.bincount(torch.where(seed[a0:a1, b0:b1, c0:c1], lab, zero).flatten(), minlength=lab.numel() + 1) > 0
+    hit[0] = False
+    res[a0:a1, b0:b1, c0:c1] = hit[lab]
+    return res
+
+
 def upsample(x: Tensor, f: List[int], size: List[int]) -> Tensor:
     """Nearest-neighbour upsampling by integer factors f, cropped to `size` (inverse of ceil-mode pooling)."""
     s, r, c = x.size(0), x.size(1), x.size(2)
@@ -198,7 +263,11 @@ def downsample_any(x: Tensor, f: List[int]) -> Tensor:
 
 def optimal_threshold(h: Tensor, inside: Tensor, t0: float, t_min: float, t_max: float, iters: int) -> float:
     """Iterative optimal threshold (Hu, Hoffman & Reinhardt 2001): midpoint of the mean HU of the
-    voxels below and above the threshold inside the body; clamped to [t_min, t_max]."""
+    voxels below and above the threshold inside the body; clamped to [t_min, t_max].
+
+    Not used by the module any more (it uses the fixed AIR_HU): the class means include the
+    lesions, so an opacity in one lung moved the threshold and the other lung's border. Kept for
+    test_model.py, which reports what it would give."""
     t = t0
     hv = torch.where(inside, h, torch.zeros_like(h))
     for _ in range(iters):
@@ -229,9 +298,8 @@ class LungOpacityRuleBased(torch.nn.Module):
 
     The thresholds are TorchScript constants copied from the module-level values above."""
 
-    air_t0: Final[float]
-    air_t_min: Final[float]
-    air_t_max: Final[float]
+    body_hu: Final[float]
+    air_hu: Final[float]
     gas_hu: Final[float]
     airway_hu: Final[float]
     trachea_seed_hu: Final[float]
@@ -255,9 +323,8 @@ class LungOpacityRuleBased(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.air_t0 = float(AIR_T0)
-        self.air_t_min = float(AIR_T_MIN)
-        self.air_t_max = float(AIR_T_MAX)
+        self.body_hu = float(BODY_HU)
+        self.air_hu = float(AIR_HU)
         self.gas_hu = float(GAS_HU)
         self.airway_hu = float(AIRWAY_HU)
         self.trachea_seed_hu = float(TRACHEA_SEED_HU)
@@ -346,11 +413,13 @@ class LungOpacityRuleBased(torch.nn.Module):
 
     @torch.jit.export
     def stage2_body(self, hw: Tensor, hc: Tensor, f: List[int]) -> Tuple[Tensor, float]:
-        """Body = largest tissue (>= AIR_T0) component at the coarse grid; outside = everything the
+        """Body = largest tissue (>= BODY_HU) component at the coarse grid; outside = everything the
         border of each slice reaches without crossing the body (air, table, its cavities, padding).
-        Returns the coarse inside mask and the optimal air threshold (Hu et al.) inside the body."""
+        Returns the coarse inside mask and the lung / tissue threshold (AIR_HU, fixed: a threshold
+        computed from the HU inside the body would move with every lesion, and with it the borders
+        of both lungs)."""
         max_iter = 4 * (hc.size(0) + hc.size(1) + hc.size(2))
-        body = largest_component(hc >= self.air_t0, max_iter)
+        body = largest_component(hc >= self.body_hu, max_iter)
         not_body = torch.logical_not(body)
         border = torch.zeros_like(body)
         border[:, 0, :] = True
@@ -359,10 +428,8 @@ class LungOpacityRuleBased(torch.nn.Module):
         border[:, :, -1] = True
         outside = reconstruct(torch.logical_and(border, not_body), not_body, [0, 1, 1], max_iter)
         inside_c = torch.logical_not(outside)
-        inside_w = upsample(inside_c, [f[3], f[4], f[5]], [hw.size(0), hw.size(1), hw.size(2)])
-        t_air = optimal_threshold(hw, inside_w, self.air_t0, self.air_t_min, self.air_t_max, 3)
         dbg("inside_c", inside_c)
-        return inside_c, t_air
+        return inside_c, self.air_hu
 
     @torch.jit.export
     def stage3_airway(self, hw: Tensor, inside_c: Tensor, f: List[int], ws: List[float], t_air: float) -> Tensor:
@@ -426,6 +493,7 @@ class LungOpacityRuleBased(torch.nn.Module):
         rc = max(1, _fround(self.closing_mm / ws[1]))
         rb = max(1, _fround(self.costal_closing_mm / ws[1]))
         not_fat = torch.logical_or(hw < self.fat_lo, hw > self.fat_hi)
+        no_rule = torch.zeros([0], dtype=torch.bool, device=hw.device)
         costal_ok = torch.logical_and(torch.logical_and(fill_ok, not_fat), self.away_from_midline(side_w, hw))
         lungs: List[Tensor] = []
         forced: List[Tensor] = []
@@ -433,6 +501,7 @@ class LungOpacityRuleBased(torch.nn.Module):
         for s in [1, 2]:
             raw = torch.logical_and(air_w, side_w == s)
             ok = torch.logical_and(fill_ok, side_w != 3 - s)
+            tissue_ok = torch.logical_and(ok, torch.logical_not(air_w))
             costal_ok = torch.logical_and(costal_ok, side_w != 3 - s)
             holes = self.enclosed_regions(raw, fc, wsize, vox_ml_c, max_iter)
             holes = torch.logical_and(holes, ok)
@@ -445,6 +514,13 @@ class LungOpacityRuleBased(torch.nn.Module):
                 cyl = dilate(seed.any(0, keepdim=True), [0, reach, reach])
                 envelope = torch.logical_and(envelope, cyl)
                 holes = torch.logical_or(holes, self.follow_lesion(seed, dense, envelope))
+            # the top or bottom of an enclosed lesion: a region enclosed in-plane by this lung's
+            # aerated voxels that lies entirely under the lesion in the adjacent slice and holds no
+            # air, bone, airway or other lung (too small for the coarse-grid holes)
+            if bool(holes.any()):
+                holes = torch.logical_or(holes, contained_components(
+                    torch.logical_not(torch.logical_or(raw, holes)),
+                    torch.logical_and(z_footprint(holes), tissue_ok), no_rule, no_rule))
             full = torch.logical_or(raw, holes)
             full = torch.logical_or(full, torch.logical_and(closing(full, [zr, rc, rc]), ok))
             # lesions on the costal pleura: a large in-plane closing, away from the mediastinum,
@@ -635,44 +711,74 @@ class LungOpacityRuleBased(torch.nn.Module):
         return les
 
     def opacity(self, hw: Tensor, lung: Tensor, lesion: Tensor, ws: List[float]) -> List[Tensor]:
-        """Opacity region at the working grid (dilated by one voxel; refined at full resolution).
+        """Opacity region at the working grid (refined per input voxel in stage 8).
 
         Band OPAC_LO < HU <= OPAC_HI inside the lung. Vessel suppression: a core voxel needs a box of
         half-width VESSEL_MM in-plane (one voxel through-plane for slices <= 4 mm) that is entirely
         ground glass (-700..-300) or entirely consolidation (-300..+100), and must not lie on the
         lung boundary (partial volume with chest wall / diaphragm). Vessels and their partial-volume
-        halo are mixtures, thinner than the box, and give no core. The opacity is reconstructed from
-        the cores for r + 1 geodesic steps inside the band, never through thin dense structures
-        (dense voxels farther than r + 1 from a wide dense core = vessels). Filled lesions (stage 6)
-        lie on the lung boundary by construction; their dense part needs the box in-plane only.
+        halo are mixtures, thinner than the box, and give no core. Filled lesions (stage 6) lie on
+        the lung boundary by construction; their dense part needs the box in-plane only.
 
-        Returns [allowed, allowed_dense] (dilated by one voxel for the full-resolution refinement):
-        input voxels in -700..-300 count as opacity inside `allowed`, input voxels in -300..+100
-        only inside `allowed_dense` (near consolidation), so vessels crossing or touching ground
-        glass are not counted."""
+        The region is
+        - the union of the core boxes: a morphological opening of each part of the band, which
+          cannot enter anything thinner than the box;
+        - for slices <= 4 mm, flat parts of a lesion found so: ground glass that holds the box
+          in-plane in a single slice (not through-plane), connected to the opening. Alone, an
+          in-plane box would also fit a partial-volume sheet (diaphragm dome, an oblique fissure);
+        - caps: band voxels in the slice above or below the region, under its footprint (+1 voxel;
+          dense voxels only under dense opacity), taken only as whole 8-connected in-plane
+          components that stay under the footprint and, where that slice has opacity of its own
+          within r + 1 voxels, touch it. That is the top or bottom of a lesion, or a bit of its
+          edge; a vessel or the partial volume of the diaphragm under a lesion continues beyond the
+          footprint and is left out.
+        Nothing is grown along the band: around a lesion the lung's own HU is often partly in the
+        band (on the 8 mm sample a quarter of the lung voxels are above -700 HU), and growing into
+        it added the surroundings of a lesion (an inserted 34 mL sphere read 55 mL).
+
+        Returns [region, allowed_dense] at the working grid. At full resolution an input voxel is
+        opacity if it is in a lung, its own HU is in the band, and it lies in `region` or within
+        one input pixel of it in-plane (the lesion's edge inside partly covered blocks); with
+        -300 < HU <= +100 it must also lie in `allowed_dense` (near a wide dense core, or in a
+        dense cap), so vessels crossing or touching ground glass are not counted. For slices <= 4 mm
+        the working slice above and below the opening is part of `region` (refined per voxel).
+        """
         zr = 1 if ws[0] <= 4.0 else 0
         r = max(1, _fround(self.vessel_mm / ws[1]))
         band = torch.logical_and(torch.logical_and(hw > self.opac_lo, hw <= self.opac_hi), lung)
         dense = torch.logical_and(band, hw > self.dense_hu)
         ggo = torch.logical_and(band, hw <= self.dense_hu)
+        inner = erode(lung, [1, 1, 1])
+        core_g = torch.logical_and(erode(ggo, [zr, r, r]), inner)
         wide_dense = erode(dense, [zr, r, r])
-        core = torch.logical_or(erode(ggo, [zr, r, r]), wide_dense)
-        core = torch.logical_and(core, erode(lung, [1, 1, 1]))
+        core_d = torch.logical_and(wide_dense, inner)
         lesion_core = erode(torch.logical_and(lesion, dense), [0, r, r])
         wide_dense = torch.logical_or(wide_dense, lesion_core)
-        core = torch.logical_or(core, lesion_core)
-        # thin dense structures (vessels) are neither grown through nor refined at full resolution
-        thin = torch.logical_and(dense, torch.logical_not(dilate(wide_dense, [zr, r + 1, r + 1])))
-        grow = torch.logical_and(band, torch.logical_not(thin))
-        opac = conditional_dilate(core, grow, [1, 1, 1], r + 1)
+        core_d = torch.logical_or(core_d, lesion_core)
+        # opening: the union of the vessel-free boxes
+        opac = torch.logical_or(torch.logical_and(dilate(core_g, [zr, r, r]), ggo),
+                                torch.logical_and(dilate(core_d, [zr, r, r]), dense))
+        # thin slices: flat parts (in-plane boxes) connected to the opening
+        if zr > 0 and bool(opac.any()):
+            flat = torch.logical_and(dilate(torch.logical_and(erode(ggo, [0, r, r]), inner), [0, r, r]), ggo)
+            flat = torch.logical_and(flat, torch.logical_not(opac))
+            if bool(flat.any()):
+                opac = torch.logical_or(opac, touching_components(flat, dilate(opac, [zr, 1, 1])))
+        # the top or bottom of a lesion: one layer above and below
+        foot = torch.where(dense, z_footprint(torch.logical_and(opac, dense)), z_footprint(opac))
+        caps = contained_components(torch.logical_and(band, torch.logical_not(opac)), foot,
+                                    dilate(opac, [0, r + 1, r + 1]), dilate(opac, [0, 1, 1]))
+        # thin slices: the slice above and below the opening is refined at full resolution as well
+        region = torch.logical_and(torch.logical_or(dilate(opac, [zr, 0, 0]), caps), lung)
         dbg("band_w", band)
-        dbg("core_w", core)
-        dbg("opac_w", opac)
-        allowed = torch.logical_and(dilate(opac, [zr, 1, 1]), lung)
-        allowed = torch.logical_and(allowed, torch.logical_not(thin))
-        # dense input voxels (vessels at full resolution) count only near a wide dense core
-        allowed_dense = torch.logical_and(allowed, dilate(wide_dense, [zr, r + 1, r + 1]))
-        return [allowed, allowed_dense]
+        dbg("core_w", torch.logical_or(core_g, core_d))
+        dbg("opac_w", torch.logical_or(opac, caps))
+        # dense input voxels (vessels at full resolution) count only near a wide dense core, or in
+        # a dense cap
+        near_dense = torch.logical_or(dilate(wide_dense, [zr, r + 1, r + 1]),
+                                      dilate(torch.logical_and(caps, dense), [0, 1, 1]))
+        allowed_dense = torch.logical_and(near_dense, lung)
+        return [region, allowed_dense]
 
     def split_left_right(self, keep: Tensor, inside: Tensor, max_iter: int) -> Tensor:
         """Coarse side labels (int64: 0 none, 1 left, 2 right).
@@ -733,13 +839,14 @@ class LungOpacityRuleBased(torch.nn.Module):
     def write_full_resolution(self, out: Tensor, hu: Tensor, code: Tensor, fw: List[int], t_air: float):
         """Write the three channels at the input resolution.
 
-        code bits (working grid): 1 left-lung candidate, 2 right-lung candidate, 4 ground-glass
-        opacity allowed, 8 forced (lung interior or filled dense region), 16 dense opacity allowed.
+        code bits (working grid): 1 left-lung candidate, 2 right-lung candidate, 4 opacity region,
+        8 forced (lung interior or filled dense region), 16 dense opacity allowed.
         An input voxel belongs to a lung if its block is forced or its own HU is below the air
-        threshold; it is opacity if it is lung and OPAC_LO < HU <= DENSE_HU with bit 4, or
-        DENSE_HU < HU <= OPAC_HI with bit 16. The lungs are written inside the bounding box of
-        bits 1|2, the opacity inside the (usually much smaller) box of bit 4. The code is
-        upsampled in-plane once and broadcast along the slice axis (no full-size copy of it)."""
+        threshold; it is opacity if it is in a lung, within one input pixel (in-plane) of a bit-4
+        block, and OPAC_LO < HU <= DENSE_HU, or DENSE_HU < HU <= OPAC_HI with bit 16. The lungs are
+        written inside the bounding box of bits 1|2, the opacity inside the (usually much smaller)
+        box of bit 4 plus one block. The code is upsampled in-plane once and broadcast along the
+        slice axis (no full-size copy of it)."""
         lungs = torch.bitwise_and(code, 3) > 0
         if not bool(lungs.any()):
             return
@@ -751,13 +858,14 @@ class LungOpacityRuleBased(torch.nn.Module):
         opac = torch.bitwise_and(code, 4) > 0
         if not bool(opac.any()):
             return
-        for p in self.blocks(opac, out, hu, code, fw):
+        sel = dilate(opac, [0, 1, 1])
+        for p in self.blocks(sel, out, hu, code, fw):
             h, cw, o = p[0], p[1], p[2]
-            lv = torch.logical_or(h < t_air, torch.bitwise_and(cw, 8) > 0)
+            region = dilate(torch.bitwise_and(cw[:, 0], 4) > 0, [0, 1, 1]).unsqueeze(1)
             band = torch.logical_and(h > self.opac_lo, h <= self.opac_hi)
             band = torch.logical_and(band, torch.logical_or(h <= self.dense_hu, torch.bitwise_and(cw, 16) > 0))
-            band = torch.logical_and(band, torch.bitwise_and(cw, 4) > 0)
-            torch.logical_and(lv, band, out=o[2])
+            band = torch.logical_and(band, region)
+            torch.logical_and(torch.logical_or(o[0], o[1]), band, out=o[2])
 
     def blocks(self, sel: Tensor, out: Tensor, hu: Tensor, code: Tensor, fw: List[int]) -> List[List[Tensor]]:
         """Views for the bounding box of `sel` (working grid) at the input resolution, as

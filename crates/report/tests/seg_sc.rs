@@ -280,11 +280,27 @@ fn key_images_pass_dciodvfy_and_show_the_right_lung_mass() {
                 .count();
             println!("slice {k}: {on_slice} opacity voxels, {redish} red-ish pixels");
             assert!(on_slice > 0 && redish * 2 >= on_slice, "{redish} red-ish pixels for {on_slice} opacity voxels");
-            // The overlay lies where the opacity is, in the source orientation.
+            // The overlay lies where the opacity is, in the source orientation. Take an opacity
+            // voxel at least 3 pixels inside the opacity, so the 2-pixel lung contour drawn on top
+            // of the overlay cannot cover it.
+            let w = usize::from(cols);
+            let inside = |i: usize| {
+                let (r, c) = ((i / w) as i64, (i % w) as i64);
+                (-3i64..=3).all(|dr| {
+                    (-3i64..=3).all(|dc| {
+                        let (rr, cc) = (r + dr, c + dc);
+                        rr >= 0
+                            && cc >= 0
+                            && (cc as usize) < w
+                            && ((rr as usize) * w + cc as usize) < plane
+                            && opacity[k * plane + (rr as usize) * w + cc as usize] != 0
+                    })
+                })
+            };
             let (r, c) = (0..plane)
-                .find(|&i| opacity[k * plane + i] != 0)
-                .map(|i| (i / usize::from(cols), i % usize::from(cols)))
-                .expect("voxel");
+                .find(|&i| opacity[k * plane + i] != 0 && inside(i))
+                .map(|i| (i / w, i % w))
+                .expect("an opacity voxel 3 pixels inside the opacity");
             let (sr, sc) = f.volume.source_pixel(r, c);
             let p = &pixels[(sr * usize::from(cols) + sc) * 3..][..3];
             assert!(p[0] > p[1] && p[0] > p[2], "overlay at source ({sr}, {sc}): {p:?}");
