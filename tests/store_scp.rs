@@ -87,7 +87,7 @@ async fn called_ae_title_must_be_ours() {
     let port = node.port().to_string();
     for called in ["WRONG", "firstread"] {
         let r = peer(&["associate", "127.0.0.1", &port, "--called", called]);
-        assert_eq!(r["rejected"], true, "{called}: {r}");
+        assert_eq!(r["established"], false, "{called}: {r}");
         assert_eq!((r["result"].as_i64(), r["source"].as_i64(), r["reason"].as_i64()), (Some(1), Some(1), Some(7)));
     }
     // Trailing spaces are not significant (PS3.5 6.2 AE).
@@ -110,7 +110,9 @@ async fn allow_list_rejects_unknown_calling_ae_and_wrong_host() {
     assert_eq!(ok["established"], true, "{ok}");
     for calling in ["UNKNOWN", "ELSEWHERE"] {
         let r = peer(&["associate", "127.0.0.1", &port, "--calling", calling]);
-        assert_eq!(r["rejected"], true, "{calling}: {r}");
+        // pynetdicom sometimes classifies an RJ followed by our close as an abort; what matters
+        // is the A-ASSOCIATE-RJ it received and that no association was established.
+        assert_eq!(r["established"], false, "{calling}: {r}");
         assert_eq!((r["result"].as_i64(), r["source"].as_i64(), r["reason"].as_i64()), (Some(1), Some(1), Some(3)));
     }
 }
@@ -122,7 +124,7 @@ async fn association_limit_rejects_transiently() {
         .await
         .expect("first association");
     let r = peer(&["associate", "127.0.0.1", &node.port().to_string()]);
-    assert_eq!(r["rejected"], true, "{r}");
+    assert_eq!(r["established"], false, "{r}");
     assert_eq!((r["result"].as_i64(), r["source"].as_i64(), r["reason"].as_i64()), (Some(2), Some(3), Some(2)));
     held.release().await;
     let mut ok = false;
