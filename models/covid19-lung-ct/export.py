@@ -765,9 +765,11 @@ class LungOpacityRuleBased(torch.nn.Module):
             if bool(flat.any()):
                 opac = torch.logical_or(opac, touching_components(flat, dilate(opac, [zr, 1, 1])))
         # the top or bottom of a lesion: one layer above and below
-        foot = torch.where(dense, z_footprint(torch.logical_and(opac, dense)), z_footprint(opac))
-        caps = contained_components(torch.logical_and(band, torch.logical_not(opac)), foot,
-                                    dilate(opac, [0, r + 1, r + 1]), dilate(opac, [0, 1, 1]))
+        # (dense voxels only under dense opacity: a vessel under ground glass is not part of its cap,
+        # and is left out of the components rather than counted as leaving the footprint)
+        vessel = torch.logical_and(dense, torch.logical_not(z_footprint(torch.logical_and(opac, dense))))
+        free = torch.logical_and(torch.logical_and(band, torch.logical_not(opac)), torch.logical_not(vessel))
+        caps = contained_components(free, z_footprint(opac), dilate(opac, [0, r + 1, r + 1]), dilate(opac, [0, 1, 1]))
         # thin slices: the slice above and below the opening is refined at full resolution as well
         region = torch.logical_and(torch.logical_or(dilate(opac, [zr, 0, 0]), caps), lung)
         dbg("band_w", band)

@@ -244,6 +244,26 @@ def known_limitations(model):
         n = float(m.sum())
         print(f"  {name}: {vol_ml(m, sp):.1f} mL; in lung mask {float(((out[0] | out[1]) & m).sum()) / n * 100:.0f} %, "
               f"counted as opacity {float((out[2] & m).sum()) / n * 100:.0f} %")
+    # diffuse patchy ground glass (-550 +- 40 HU) with consolidation (+10 +- 30 HU) inside, from a
+    # smoothed random field: patches of about 1 cm ("fine") and several cm ("confluent")
+    sp = (2.5, 0.8, 0.8)
+    shape = (120, 448, 448)
+    hu0, t = phantom(shape=shape, spacing=sp, opac=False)
+    lung = t["left"] | t["right"]
+    for name, (dz, dxy, thr_g, thr_c) in (("fine", (2, 8, 0.0, 0.25)), ("confluent", (6, 24, 0.1, 0.45))):
+        g = torch.Generator().manual_seed(1)
+        field = torch.randn((1, 1, shape[0] // dz, shape[1] // dxy, shape[2] // dxy), generator=g)
+        field = torch.nn.functional.avg_pool3d(field, 3, 1, 1)
+        field = torch.nn.functional.interpolate(field, size=shape, mode="trilinear")[0, 0]
+        gg = lung & (field > thr_g)
+        cons = lung & (field > thr_c)
+        h = hu0.clone()
+        h[gg] = -550.0 + torch.randn(int(gg.sum()), generator=g) * 40
+        h[cons] = 10.0 + torch.randn(int(cons.sum()), generator=g) * 30
+        o = run(model, h, sp)[2]
+        print(f"  patchy opacity, {name} (2.5 mm slices): {vol_ml(gg, sp):.0f} mL ({vol_ml(gg, sp) / vol_ml(lung, sp) * 100:.0f} % "
+              f"of the lungs); counted {vol_ml(o & gg, sp):.0f} mL ({float((o & gg).sum()) / float(gg.sum()) * 100:.0f} %), "
+              f"outside it {vol_ml(o & ~gg, sp):.2f} mL")
 
 
 def edge_cases(model):
@@ -344,7 +364,62 @@ def sample(model, d, ann):
     check(inl / max(tot, 1) >= 0.6, f"mass dense voxels inside right-lung mask: {inl / max(tot, 1) * 100:.1f} %")
     check(opc / max(tot, 1) >= 0.6, f"mass dense voxels counted as opacity: {opc / max(tot, 1) * 100:.1f} %")
     check(vol_ml(O & L, sp) < 0.01 * vl, "left lung (no lesion) opacity < 1 %")
+    print(f"  air threshold {export.AIR_HU:.0f} HU (fixed); Hu's iterative threshold would be {hu_threshold(hu, sp):.1f}")
+    insertion(model, hu, sp, out)
     return out
+
+
+def hu_threshold(hu, sp):
+    """What the adaptive threshold used before (Hu et al. 2001, inside the body) gives."""
+    m = export.LungOpacityRuleBased()
+    f = m.grid_factors(torch.tensor(sp), list(hu.shape))
+    hw, hc = m.stage1_downsample(hu, f)
+    inside_c, _ = m.stage2_body(hw, hc, f)
+    inside_w = export.upsample(inside_c, f[3:], list(hw.shape))
+    return export.optimal_threshold(hw, inside_w, -500.0, -600.0, -300.0, 3)
+
+
+def insertion(model, hu, sp, out):
+    """A -500 HU sphere inserted into the left lung of the sample (as tests/analysis.rs does):
+    radius 0.6 x the in-plane depth of the deepest left-lung pixel on the middle slice of the left
+    lung, 8-20 mm; voxels already opacity left alone. The left opacity must grow by the inserted
+    volume (10 %), the right lung must not change at all."""
+    L, R, O = out[0], out[1], out[2]
+    zs = torch.nonzero(L.any(2).any(1)).flatten()
+    k0 = (int(zs.min()) + int(zs.max())) // 2
+    lk = L[k0].numpy()
+
+    def run_length(a, axis, rev):
+        b = np.flip(a, axis) if rev else a
+        acc = np.zeros(b.shape[1 - axis], np.int64)
+        cnt = np.zeros(b.shape, np.int64)
+        for i in range(b.shape[axis]):
+            acc = np.where(b[i] if axis == 0 else b[:, i], acc + 1, 0)
+            if axis == 0:
+                cnt[i] = acc
+            else:
+                cnt[:, i] = acc
+        return np.flip(cnt, axis) if rev else cnt
+
+    d = np.minimum.reduce([run_length(lk, 0, False), run_length(lk, 0, True),
+                           run_length(lk, 1, False), run_length(lk, 1, True), np.full(lk.shape, 60)])
+    i = int(np.argmax(d.flatten()))
+    r0, c0, depth = i // lk.shape[1], i % lk.shape[1], int(d.flatten()[i])
+    rad = min(max(depth * sp[1] * 0.6, 8.0), 20.0)
+    z = torch.arange(hu.shape[0]).view(-1, 1, 1).double() - k0
+    y = torch.arange(hu.shape[1]).view(1, -1, 1).double() - r0
+    x = torch.arange(hu.shape[2]).view(1, 1, -1).double() - c0
+    ins = ((z * sp[0]) ** 2 + (y * sp[1]) ** 2 + (x * sp[2]) ** 2 <= rad * rad) & ~O
+    h = hu.clone()
+    h[ins] = -500.0
+    out2 = run(model, h, sp)
+    L2, R2, O2 = out2[0], out2[1], out2[2]
+    grown = vol_ml(O2 & L2, sp) - vol_ml(O & L, sp)
+    iv = vol_ml(ins, sp)
+    check(abs(grown - iv) <= 0.1 * iv, f"sphere r {rad:.1f} mm inserted in the left lung: opacity grew {grown:.2f} mL "
+                                       f"for {iv:.2f} mL ({(grown - iv) / iv * 100:+.1f} %)")
+    check(torch.equal(R, R2) and torch.equal(O & R, O2 & R2), "... and the right lung and its opacity are unchanged "
+          f"(an adaptive threshold would have moved from {hu_threshold(hu, sp):.1f} to {hu_threshold(h, sp):.1f} HU)")
 
 
 def main():
@@ -363,6 +438,7 @@ def main():
         manifest_checks(args.model)
     cases = [("thin slices", (1.0, 0.7, 0.7), (300, 512, 512), {}),
              ("2.5 mm slices", (2.5, 0.8, 0.8), (120, 448, 448), {}),
+             ("5 mm slices", (5.0, 1.5, 1.5), (64, 240, 240), {}),
              ("8 mm slices", (8.0, 0.65, 0.65), (38, 512, 512), {}),
              ("touching lungs (anterior junction)", (2.0, 0.8, 0.8), (150, 448, 448), dict(sep=52.0)),
              ("opacity only in the left lung", (2.0, 0.8, 0.8), (150, 448, 448), dict(opac_left_only=True)),
