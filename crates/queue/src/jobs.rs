@@ -248,12 +248,7 @@ impl JobQueue for PgQueue {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if n != 1 {
-            return Err(QueueError::LeaseLost(job.id));
-        }
-        record_run(&mut tx, job, worker, "done", None).await?;
-        tx.commit().await?;
-        Ok(())
+        close_attempt(tx, n, job, worker, "done", None).await
     }
 
     async fn fail(&self, job: &Job, worker: &str, error: &str, backoff: Backoff) -> Result<(), QueueError> {
@@ -272,13 +267,26 @@ impl JobQueue for PgQueue {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if n != 1 {
-            return Err(QueueError::LeaseLost(job.id));
-        }
-        record_run(&mut tx, job, worker, "failed", Some(error)).await?;
-        tx.commit().await?;
-        Ok(())
+        close_attempt(tx, n, job, worker, "failed", Some(error)).await
     }
+}
+
+/// Ends an attempt whose guarded UPDATE touched `updated` rows: exactly one means the lease was
+/// still ours, so the run is recorded and the transaction committed; otherwise nothing counts.
+async fn close_attempt(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    updated: u64,
+    job: &Job,
+    worker: &str,
+    outcome: &str,
+    error: Option<&str>,
+) -> Result<(), QueueError> {
+    if updated != 1 {
+        return Err(QueueError::LeaseLost(job.id));
+    }
+    record_run(&mut tx, job, worker, outcome, error).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn record_run(
