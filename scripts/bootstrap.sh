@@ -9,6 +9,7 @@
 #   FIRSTREAD_CACHE      cache root            (default: $HOME/.cache/firstread)
 #   FIRSTREAD_WHEEL_DIR  extra dir to look for already downloaded wheels
 #   FIRSTREAD_SKIP_APT=1 / FIRSTREAD_SKIP_PG=1 / FIRSTREAD_SKIP_PY=1 / FIRSTREAD_SKIP_TORCH=1
+#   FIRSTREAD_SKIP_VIEWER=1  skip the OHIF viewer + playwright-core install (.viewer)
 #   FIRSTREAD_PG_URL     URL to verify (default: postgres://postgres@127.0.0.1:5432/postgres)
 set -euo pipefail
 
@@ -23,7 +24,13 @@ LIBTORCH_DIR="$CACHE/libtorch-${TORCH_VERSION}-cpu"
 WHEEL_CACHE="$CACHE/wheels"
 CARVE_STAMP="firstread-carve v1 torch=${TORCH_VERSION} cudart=${CUDART_VERSION} cupti=${CUPTI_VERSION}"
 
-APT_PACKAGES=(dcmtk dicom3tools libgdcm-tools cmake orthanc pkg-config clang libclang-dev)
+APT_PACKAGES=(dcmtk dicom3tools libgdcm-tools cmake orthanc pkg-config clang libclang-dev chromium)
+# OHIF viewer (prebuilt dist/ of the npm package, served by crates/dicomweb at /viewer) and the
+# playwright-core driver for tests/browser/ohif.mjs (uses the apt chromium, 156 on bookworm).
+OHIF_VERSION="3.13.2"
+PLAYWRIGHT_CORE_VERSION="1.65.1"
+VIEWER_DIR="$CACHE/viewer-ohif-${OHIF_VERSION}"
+VIEWER_STAMP="firstread-viewer v1 ohif=${OHIF_VERSION} playwright-core=${PLAYWRIGHT_CORE_VERSION}"
 # module:pip-spec
 PY_PACKAGES=("pydicom:pydicom==3.0.2" "pynetdicom:pynetdicom==3.0.4" "dicomweb_client:dicomweb-client==0.61.2")
 
@@ -305,11 +312,80 @@ PY
   fi
 }
 
+# ---------------------------------------------------------------- OHIF viewer
+# Layout of $VIEWER_DIR (linked as $REPO_ROOT/.viewer):
+#   node_modules/playwright-core/   npm install (browser driver for tests/browser/ohif.mjs)
+#   node_modules/@ohif/app/         the @ohif/app package, unpacked from `npm pack`
+#   dist -> node_modules/@ohif/app/dist   the prebuilt viewer the DICOMweb server serves at /viewer
+# @ohif/app@3.13.2 cannot be `npm install`ed with its dependencies (it pins @ohif/i18n@3.13.2,
+# which the registry does not have), and only its prebuilt dist/ is needed anyway, so its
+# tarball is fetched with `npm pack` (integrity-checked by npm) and unpacked without deps.
+viewer_ok() {
+  [[ -f "$VIEWER_DIR/firstread-viewer.txt" ]] \
+    && [[ "$(head -n1 "$VIEWER_DIR/firstread-viewer.txt")" == "$VIEWER_STAMP" ]] \
+    && [[ -f "$VIEWER_DIR/dist/index.html" && -f "$VIEWER_DIR/node_modules/playwright-core/package.json" ]]
+}
+
+step_viewer() {
+  if viewer_ok; then
+    note "viewer: $VIEWER_DIR present (skipped)"
+  else
+    local t0=$SECONDS
+    command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+    local major
+    major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+    [[ "$major" -ge 20 ]] || die "playwright-core ${PLAYWRIGHT_CORE_VERSION} needs node >= 20 (have $(node --version 2>/dev/null || echo none))"
+    local tmp="$VIEWER_DIR.tmp.$$"
+    rm -rf "$tmp"; mkdir -p "$tmp"
+    printf '{\n  "name": "firstread-viewer",\n  "private": true,\n  "dependencies": { "playwright-core": "%s" }\n}\n' \
+      "$PLAYWRIGHT_CORE_VERSION" >"$tmp/package.json"
+    log "npm install playwright-core@${PLAYWRIGHT_CORE_VERSION} into $tmp"
+    (cd "$tmp" && npm install --no-audit --no-fund --ignore-scripts --loglevel=error >&2) \
+      || die "npm install playwright-core@${PLAYWRIGHT_CORE_VERSION} failed"
+    log "npm pack @ohif/app@${OHIF_VERSION} (~50 MB)"
+    local tgz
+    tgz=$(cd "$tmp" && npm pack --silent "@ohif/app@${OHIF_VERSION}" | tail -n1) \
+      || die "npm pack @ohif/app@${OHIF_VERSION} failed"
+    [[ -f "$tmp/$tgz" ]] || die "npm pack did not produce $tmp/$tgz"
+    mkdir -p "$tmp/node_modules/@ohif/app"
+    tar -xzf "$tmp/$tgz" -C "$tmp/node_modules/@ohif/app" --strip-components=1 \
+      || die "unpacking $tgz failed"
+    rm -f "$tmp/$tgz"
+    [[ -f "$tmp/node_modules/@ohif/app/dist/index.html" ]] || die "@ohif/app@${OHIF_VERSION} has no dist/index.html"
+    ln -s node_modules/@ohif/app/dist "$tmp/dist"
+    printf '%s\n' "$VIEWER_STAMP" >"$tmp/firstread-viewer.txt"
+    rm -rf "$VIEWER_DIR"
+    mv "$tmp" "$VIEWER_DIR"
+    note "viewer: installed $VIEWER_DIR ($(du -sh "$VIEWER_DIR/" | cut -f1)) in $((SECONDS - t0))s"
+  fi
+
+  local link="$REPO_ROOT/.viewer"
+  if [[ -L "$link" ]]; then
+    if [[ "$(readlink "$link")" != "$VIEWER_DIR" ]]; then
+      ln -sfn "$VIEWER_DIR" "$link"; note "viewer: repointed $link -> $VIEWER_DIR"
+    fi
+  elif [[ -e "$link" ]]; then
+    log "warning: $link exists and is not a symlink; leaving it alone"
+  else
+    ln -s "$VIEWER_DIR" "$link"; note "viewer: linked $link -> $VIEWER_DIR"
+  fi
+
+  local gi="$REPO_ROOT/.gitignore"
+  if [[ ! -f "$gi" ]]; then
+    echo '/.viewer' >"$gi"; note "gitignore: created $gi"
+  elif ! grep -qxE '/?\.viewer/?' "$gi"; then
+    [[ -s "$gi" && "$(tail -c1 "$gi")" != "" ]] && echo >>"$gi"
+    echo '/.viewer' >>"$gi"
+    note "gitignore: added /.viewer"
+  fi
+}
+
 T_START=$SECONDS
 [[ "${FIRSTREAD_SKIP_APT:-0}" == 1 ]] || { step_apt; step_orthanc; }
 [[ "${FIRSTREAD_SKIP_PG:-0}" == 1 ]] || step_postgres
 [[ "${FIRSTREAD_SKIP_PY:-0}" == 1 ]] || step_python
 [[ "${FIRSTREAD_SKIP_TORCH:-0}" == 1 ]] || step_libtorch
+[[ "${FIRSTREAD_SKIP_VIEWER:-0}" == 1 ]] || step_viewer
 
 echo "bootstrap summary ($((SECONDS - T_START))s):"
 for line in "${SUMMARY[@]}"; do echo "  - $line"; done
