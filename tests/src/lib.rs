@@ -86,6 +86,9 @@ impl TestNode {
         config.worker.poll_interval = Duration::from_millis(200);
         config.worker.models_dir = repo_root().join("models");
         config.log.filter = "warn".into();
+        config.http.listen = "127.0.0.1:0".parse().expect("addr");
+        config.http.token = Some(TEST_TOKEN.into());
+        config.http.viewer_dir = Some(repo_root().join(".viewer/node_modules/@ohif/app/dist"));
         customize(&mut config);
         firstread::telemetry::init(&config.log);
         let node = Node::start(&config, roles).await.expect("node starts");
@@ -96,6 +99,11 @@ impl TestNode {
     /// The DIMSE address.
     pub fn addr(&self) -> std::net::SocketAddr {
         self.node.dimse_addr.expect("listen role")
+    }
+
+    /// The DICOMweb root URL, e.g. `http://127.0.0.1:PORT/dicom-web`.
+    pub fn dicomweb(&self) -> String {
+        format!("http://{}/dicom-web", self.node.http_addr.expect("HTTP enabled"))
     }
 
     /// The DIMSE port.
@@ -431,8 +439,14 @@ pub fn node_env(db: &TestDb, root: &Path, port: u16) -> Vec<(&'static str, Strin
         ("FIRSTREAD_DIMSE__LISTEN", format!("127.0.0.1:{port}")),
         ("FIRSTREAD_WORKER__POLL_INTERVAL", "200ms".into()),
         ("FIRSTREAD_WORKER__MODELS_DIR", repo_root().join("models").display().to_string()),
+        // HTTP on a port of its own (tests that use it set FIRSTREAD_HTTP__LISTEN themselves)
+        ("FIRSTREAD_HTTP__LISTEN", "127.0.0.1:0".into()),
+        ("FIRSTREAD_HTTP__TOKEN", TEST_TOKEN.into()),
     ]
 }
+
+/// The bearer token test nodes require on HTTP.
+pub const TEST_TOKEN: &str = "firstread-test-token";
 
 /// A free TCP port on 127.0.0.1 (for subprocess nodes, which cannot report port 0 back).
 pub fn free_port() -> u16 {

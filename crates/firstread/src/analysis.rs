@@ -18,8 +18,10 @@ use std::time::Instant;
 
 use firstread_findings::{Grid, Masks};
 use firstread_inference::{Manifest, Model};
+use firstread_queue::assembly::is_analysable_class;
 use firstread_queue::{Job, JobHandler};
-use firstread_store::{Index, Storage};
+use firstread_store::attributes::read_attributes;
+use firstread_store::{Arrival, Index, Provenance, Storage};
 use firstread_volume::{Refusal, StudyVolume, VolumeContract};
 use serde_json::{json, Value};
 use tracing::info;
@@ -34,6 +36,8 @@ pub struct Analysis {
     storage: Storage,
     models: Arc<HashMap<String, Arc<Mutex<Model>>>>,
     export: Arc<ExportConfig>,
+    /// Our AE title, recorded as the source of indexed result objects.
+    ae_title: String,
 }
 
 impl std::fmt::Debug for Analysis {
@@ -61,7 +65,8 @@ pub struct Analysed {
 }
 
 impl Analysis {
-    /// Loads every model package `models_dir/<name>/` for `names`.
+    /// Loads every model package `models_dir/<name>/` for `names`; result objects are indexed
+    /// as coming from `ae_title` (ours).
     ///
     /// # Errors
     /// A package that does not load (missing files, invalid manifest, bad TorchScript).
@@ -71,6 +76,7 @@ impl Analysis {
         models_dir: &std::path::Path,
         names: &[String],
         export: ExportConfig,
+        ae_title: &str,
     ) -> anyhow::Result<Self> {
         let mut models = HashMap::new();
         for name in names {
@@ -79,7 +85,13 @@ impl Analysis {
             info!(model = %name, version = %model.manifest.version, device = ?model.device(), "model loaded");
             models.insert(name.clone(), Arc::new(Mutex::new(model)));
         }
-        Ok(Analysis { index, storage, models: Arc::new(models), export: Arc::new(export) })
+        Ok(Analysis {
+            index,
+            storage,
+            models: Arc::new(models),
+            export: Arc::new(export),
+            ae_title: ae_title.to_owned(),
+        })
     }
 
     /// Runs the whole pipeline on a list of instance files (blocking: call from a blocking thread).
@@ -119,6 +131,10 @@ impl Analysis {
             .map_err(|e| e.to_string())?;
         let t_findings = started.elapsed();
         let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+        for (stage, d) in [("volume", t_volume), ("model", t_model - t_volume), ("measurements", t_findings - t_model)]
+        {
+            metrics::histogram!("firstread_stage_seconds", "stage" => stage).record(d.as_secs_f64());
+        }
         let result = json!({
             "status": "analysed",
             "model": model_json,
@@ -196,13 +212,43 @@ impl Analysis {
         Ok(())
     }
 
+    /// Indexes the written result objects (paths relative to the storage root) like received
+    /// instances, so DICOMweb serves them as series of the study. They are not analysable, so
+    /// they neither open a study version nor delay assembly.
+    async fn index_results(&self, written: &[String]) -> Result<(), String> {
+        let provenance = Provenance {
+            calling_ae_title: self.ae_title.clone(),
+            called_ae_title: self.ae_title.clone(),
+            peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            association_id: None,
+        };
+        let arrival = Arrival { stable_after: std::time::Duration::ZERO, reanalyse_late: false, analysable: false };
+        for relative in written {
+            let path = self.storage.resolve(relative);
+            let attributes = tokio::task::spawn_blocking(move || read_attributes(&path))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("{relative}: {e}"))?;
+            let size = tokio::fs::metadata(self.storage.resolve(relative)).await.map(|m| m.len()).unwrap_or(0);
+            self.index
+                .record(&attributes, &provenance, relative, size, &arrival)
+                .await
+                .map_err(|e| format!("indexing {relative}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The files of the study's analysable instances (result objects and other non-image
+    /// instances are not read).
     async fn files_of(&self, study: &str) -> Result<Vec<PathBuf>, String> {
-        let paths: Vec<String> = sqlx::query_scalar("SELECT path FROM instances WHERE study_instance_uid = $1")
-            .bind(study)
-            .fetch_all(self.index.pool())
-            .await
-            .map_err(|e| e.to_string())?;
-        let files: Vec<PathBuf> = paths.iter().map(|p| self.storage.resolve(p)).collect();
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT path, sop_class_uid FROM instances WHERE study_instance_uid = $1")
+                .bind(study)
+                .fetch_all(self.index.pool())
+                .await
+                .map_err(|e| e.to_string())?;
+        let files: Vec<PathBuf> =
+            rows.iter().filter(|(_, class)| is_analysable_class(class)).map(|(p, _)| self.storage.resolve(p)).collect();
         for f in &files {
             if let Err(e) = tokio::fs::metadata(f).await {
                 return Err(format!("instance file {} unreadable: {e}", f.display()));
@@ -221,10 +267,15 @@ impl JobHandler for Analysis {
         let predecessor = self.predecessor(job, &manifest).await?;
         let root = self.storage.root().to_path_buf();
         let job_for_results = job.clone();
+        let waited = (job.started_at - job.created_at).to_std().unwrap_or_default();
+        metrics::histogram!("firstread_stage_seconds", "stage" => "queue_pickup").record(waited.as_secs_f64());
         let (mut result, written) = tokio::task::spawn_blocking(move || -> Result<(Value, Vec<String>), String> {
             let outcome = Analysis::analyse_files(&model, &files)?;
             let Some(analysed) = &outcome.analysed else { return Ok((outcome.result, Vec::new())) };
+            let started = Instant::now();
             let written = results::write(&root, &job_for_results, &manifest, analysed, predecessor)?;
+            metrics::histogram!("firstread_stage_seconds", "stage" => "reporting")
+                .record(started.elapsed().as_secs_f64());
             Ok((outcome.result, written))
         })
         .await
@@ -234,6 +285,7 @@ impl JobHandler for Analysis {
             obj.insert("result_files".into(), json!(written));
         }
         if !written.is_empty() {
+            self.index_results(&written).await?;
             info!(objects = written.len(), "first read ready");
             self.enqueue_exports(job, &written).await?;
         }

@@ -29,6 +29,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// Where result objects are sent.
     pub export: ExportConfig,
+    /// DICOMweb (STOW-RS, QIDO-RS, WADO-RS), health, metrics and the viewer over HTTP.
+    pub http: firstread_dicomweb::HttpConfig,
     /// Log output.
     pub log: LogConfig,
 }
@@ -343,6 +345,8 @@ mod tests {
             assert_eq!(c.node.ae_title, "OTHER");
             assert_eq!(c.dimse.idle_timeout, Duration::from_secs(60));
             assert!(c.storage.fsync);
+            assert_eq!(c.http.listen, "0.0.0.0:8080".parse().unwrap());
+            assert_eq!(c.http.auth, firstread_dicomweb::AuthMode::Bearer);
             Ok(())
         });
     }

@@ -45,13 +45,19 @@ impl JobHandler for Export {
             let path = self.storage.resolve(f);
             instances.push(Instance::from_part10_file(&path).map_err(|e| format!("{f}: {e}"))?);
         }
-        let results = store_all(&dest, &self.scu, instances, |_| {}).await.map_err(|e| e.to_string())?;
+        let started = std::time::Instant::now();
+        let results = store_all(&dest, &self.scu, instances, |_| {}).await.map_err(|e| {
+            metrics::counter!("firstread_export_failures_total", "destination" => dest.ae_title.clone()).increment(1);
+            e.to_string()
+        })?;
+        metrics::histogram!("firstread_stage_seconds", "stage" => "export").record(started.elapsed().as_secs_f64());
         let failed: Vec<String> = results
             .iter()
             .filter(|r| !r.is_success_or_warning())
             .map(|r| format!("{:04X} {}", r.status, r.comment.as_deref().unwrap_or("")))
             .collect();
         if !failed.is_empty() {
+            metrics::counter!("firstread_export_failures_total", "destination" => dest.ae_title.clone()).increment(1);
             return Err(format!("{} of {} refused by {}: {}", failed.len(), results.len(), dest, failed.join("; ")));
         }
         let warnings = results.iter().filter(|r| r.status != 0).count();

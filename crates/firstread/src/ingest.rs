@@ -1,14 +1,20 @@
-//! Ingest: connects the Store SCP to durable storage and the index, and maps storage outcomes
-//! to C-STORE statuses (PS3.4 B.2.3).
+//! Ingest: connects the Store SCP and STOW-RS to durable storage and the index, and maps
+//! storage outcomes to C-STORE statuses (PS3.4 B.2.3), which STOW-RS reports as Failure and
+//! Warning Reasons (PS3.18 10.5.3).
 //!
 //! Order per instance: stream to a temporary Part 10 file -> fsync -> read attributes back and
 //! check them against the C-STORE-RQ -> link into the study/series layout -> index row
 //! committed, with the study's stability time pushed in the same statement -> Success. Any failure before the commit answers a failure status, so an
 //! acknowledged instance is never lost.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use firstread_dicomweb::stow::{SOP_CLASS_NOT_SUPPORTED, STUDY_MISMATCH, TRANSFER_SYNTAX_NOT_SUPPORTED};
+use firstread_dicomweb::{StowOutcome, StowRequest, StowSink};
 use firstread_dimse::command::status;
+use firstread_dimse::negotiation::{is_storage_sop_class, ACCEPTED_TRANSFER_SYNTAXES};
 use firstread_dimse::{AssociationInfo, Ending, InstanceStore, Outcome, PendingInstance, StoreRequest};
 use firstread_queue::assembly::{is_analysable_class, OpenAssociation};
 use firstread_queue::Assembly;
@@ -31,12 +37,87 @@ struct Inner {
     index: Index,
     assembly: Assembly,
     policy: AssemblyConfig,
+    /// Our AE title, recorded as the called AE of STOW-RS deliveries.
+    ae_title: String,
+    /// Private Storage SOP Classes accepted besides the standard ones.
+    extra_sop_classes: Vec<String>,
 }
 
+/// The calling AE title recorded for instances received with STOW-RS (no association).
+pub const STOW_SOURCE: &str = "STOW-RS";
+
 impl Ingest {
-    /// Ingest into `storage`, indexed in `index`, feeding study assembly with `policy`.
-    pub fn new(storage: Storage, index: Index, assembly: Assembly, policy: AssemblyConfig) -> Self {
-        Ingest { inner: Arc::new(Inner { storage, index, assembly, policy }) }
+    /// Ingest into `storage`, indexed in `index`, feeding study assembly with `policy`;
+    /// `ae_title` is ours, `extra_sop_classes` the private Storage SOP Classes accepted.
+    pub fn new(
+        storage: Storage,
+        index: Index,
+        assembly: Assembly,
+        policy: AssemblyConfig,
+        ae_title: &str,
+        extra_sop_classes: &[String],
+    ) -> Self {
+        let inner = Inner {
+            storage,
+            index,
+            assembly,
+            policy,
+            ae_title: ae_title.to_owned(),
+            extra_sop_classes: extra_sop_classes.to_vec(),
+        };
+        Ingest { inner: Arc::new(inner) }
+    }
+
+    /// Stores one STOW-RS instance like a C-STORE: the same checks, durable file, index row
+    /// and study assembly; the C-STORE status becomes the STOW-RS Failure/Warning Reason.
+    async fn store_stow(&self, r: StowRequest<'_>) -> StowOutcome {
+        let failed = |reason: u16, comment: String| StowOutcome::Failed { reason, comment };
+        if !ACCEPTED_TRANSFER_SYNTAXES.iter().any(|(uid, _)| *uid == r.transfer_syntax_uid) {
+            let comment = format!("transfer syntax {} not supported", r.transfer_syntax_uid);
+            return failed(TRANSFER_SYNTAX_NOT_SUPPORTED, comment);
+        }
+        if !is_storage_sop_class(r.sop_class_uid) && !self.inner.extra_sop_classes.iter().any(|c| c == r.sop_class_uid)
+        {
+            return failed(SOP_CLASS_NOT_SUPPORTED, format!("SOP Class {} not supported", r.sop_class_uid));
+        }
+        let announced = Announced {
+            sop_class_uid: r.sop_class_uid,
+            sop_instance_uid: r.sop_instance_uid,
+            transfer_syntax_uid: r.transfer_syntax_uid,
+            source_ae_title: "",
+        };
+        let file = match self.inner.storage.begin(&announced).await {
+            Ok(f) => f,
+            Err(e) => return stow_outcome(failure(&e)),
+        };
+        let provenance = Provenance {
+            calling_ae_title: STOW_SOURCE.into(),
+            called_ae_title: self.inner.ae_title.clone(),
+            peer: r.client,
+            association_id: None,
+        };
+        let mut pending =
+            IngestPending { file, provenance, inner: self.inner.clone(), expected_study: r.study.map(str::to_owned) };
+        if let Err(e) = pending.write(r.data_set).await {
+            return stow_outcome(failure(&StorageError::Io(e)));
+        }
+        stow_outcome(pending.commit().await)
+    }
+}
+
+/// A C-STORE outcome as a STOW-RS outcome (the status codes are shared, PS3.18 10.5.3).
+fn stow_outcome(o: Outcome) -> StowOutcome {
+    let comment = o.comment.unwrap_or_default();
+    match o.status {
+        status::SUCCESS => StowOutcome::Stored,
+        s if (0xB000..=0xBFFF).contains(&s) || s == 0x0001 => StowOutcome::Warning { reason: s, comment },
+        s => StowOutcome::Failed { reason: s, comment },
+    }
+}
+
+impl StowSink for Ingest {
+    fn store<'a>(&'a self, request: StowRequest<'a>) -> Pin<Box<dyn Future<Output = StowOutcome> + Send + 'a>> {
+        Box::pin(self.store_stow(request))
     }
 }
 
@@ -46,6 +127,8 @@ pub struct IngestPending {
     file: PendingFile,
     provenance: Provenance,
     inner: Arc<Inner>,
+    /// STOW-RS to `/studies/{study}`: the Study Instance UID the instance must carry.
+    expected_study: Option<String>,
 }
 
 impl InstanceStore for Ingest {
@@ -59,10 +142,17 @@ impl InstanceStore for Ingest {
             source_ae_title: &request.association.calling_ae_title,
         };
         let file = self.inner.storage.begin(&announced).await.map_err(|e| failure(&e))?;
-        Ok(IngestPending { file, provenance: provenance(&request.association), inner: self.inner.clone() })
+        Ok(IngestPending {
+            file,
+            provenance: provenance(&request.association),
+            inner: self.inner.clone(),
+            expected_study: None,
+        })
     }
 
     async fn association_opened(&self, a: &AssociationInfo) {
+        metrics::counter!("firstread_associations_total").increment(1);
+        metrics::gauge!("firstread_associations_open").increment(1.0);
         let peer = a.peer.to_string();
         let open = OpenAssociation {
             id: a.id,
@@ -76,6 +166,7 @@ impl InstanceStore for Ingest {
     }
 
     async fn association_closed(&self, a: &AssociationInfo, ending: Ending) {
+        metrics::gauge!("firstread_associations_open").decrement(1.0);
         let ending = match ending {
             Ending::Released => "released",
             Ending::AbortedByPeer => "aborted",
@@ -95,12 +186,32 @@ impl PendingInstance for IngestPending {
     }
 
     async fn commit(self) -> Outcome {
+        let via = if self.provenance.association_id.is_some() { "dimse" } else { "stow-rs" };
+        let outcome = self.store().await;
+        if outcome.status == status::SUCCESS || (0xB000..=0xBFFF).contains(&outcome.status) {
+            metrics::counter!("firstread_instances_received_total", "via" => via).increment(1);
+        } else {
+            metrics::counter!("firstread_instances_failed_total", "via" => via).increment(1);
+        }
+        outcome
+    }
+}
+
+impl IngestPending {
+    /// Finishes the file, places it and indexes it; the outcome to acknowledge.
+    async fn store(self) -> Outcome {
         let received = match self.file.finish().await {
             Ok(r) => r,
             Err(e) => return failure(&e),
         };
+        if let Some(study) = &self.expected_study {
+            if *study != received.attributes.study_instance_uid {
+                return Outcome::with_comment(STUDY_MISMATCH, "Study Instance UID differs from the request's study");
+            }
+        }
         let attributes = received.attributes.clone();
         let size = received.size_bytes;
+        metrics::counter!("firstread_received_bytes_total").increment(size);
         let placed = match self.inner.storage.place(received).await {
             Ok(p) => p,
             Err(e) => return failure(&e),

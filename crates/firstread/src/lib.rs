@@ -2,12 +2,14 @@
 //!
 //! This crate wires the concept crates together (see `docs/ARCHITECTURE.md`):
 //! [`config`] (TOML + environment), [`telemetry`] (tracing), [`ingest`] (Store SCP -> storage
-//! -> index) and [`node`] (start/stop a node). The `firstread` binary is `src/main.rs`.
+//! -> index) and [`node`] (start/stop a node); [`http`] serves DICOMweb. The `firstread` binary is
+//! `src/main.rs`.
 
 pub mod analysis;
 pub mod bench;
 pub mod config;
 pub mod export;
+pub mod http;
 pub mod ingest;
 pub mod node;
 pub mod results;

@@ -39,6 +39,8 @@ impl Roles {
 pub struct Node {
     /// The address the Store SCP listens on (`None` without the listen role).
     pub dimse_addr: Option<SocketAddr>,
+    /// The address DICOMweb listens on (`None` without the listen role or with HTTP off).
+    pub http_addr: Option<SocketAddr>,
     /// The index (shared pool).
     pub index: Index,
     /// The storage root.
@@ -56,6 +58,8 @@ impl Node {
     /// # Errors
     /// Storage root not writable, database unreachable, migration failure, port in use.
     pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Node> {
+        // counters count from the start, whether or not HTTP serves them
+        let _ = crate::telemetry::metrics();
         let storage = Storage::open(&config.storage.root, config.storage.fsync)
             .await
             .with_context(|| format!("opening storage root {}", config.storage.root.display()))?;
@@ -77,14 +81,26 @@ impl Node {
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let mut dimse_addr = None;
+        let mut http_addr = None;
 
         if roles.listen {
             let listener = tokio::net::TcpListener::bind(config.dimse.listen)
                 .await
                 .with_context(|| format!("binding {}", config.dimse.listen))?;
             dimse_addr = Some(listener.local_addr()?);
-            let ingest = Ingest::new(storage.clone(), index.clone(), assembly.clone(), config.assembly.clone());
-            let scp = StoreScp::new(config.scp(), Arc::new(ingest));
+            let ingest = Arc::new(Ingest::new(
+                storage.clone(),
+                index.clone(),
+                assembly.clone(),
+                config.assembly.clone(),
+                &config.node.ae_title,
+                &config.dimse.extra_sop_classes,
+            ));
+            if config.http.enabled {
+                http_addr =
+                    Some(crate::http::start(config, &index, &storage, ingest.clone(), &mut tasks, &shutdown).await?);
+            }
+            let scp = StoreScp::new(config.scp(), ingest);
             let token = shutdown.clone();
             tasks.spawn(async move {
                 if let Err(e) = scp.serve(listener, token).await {
@@ -103,6 +119,7 @@ impl Node {
                 &config.worker.models_dir,
                 &config.worker.models,
                 config.export.clone(),
+                &config.node.ae_title,
             )?);
             let exporter = Arc::new(Export::new(storage.clone(), config.export.clone(), &config.node.ae_title));
             let wake = Arc::new(Notify::new());
@@ -127,8 +144,8 @@ impl Node {
             let workers = Workers { tasks: &mut tasks, queue: &queue, wake: &wake, shutdown: &shutdown };
             workers.spawn(config.export.concurrency, &export, &exporter);
         }
-        info!(node_id = %node_id, listen = roles.listen, work = roles.work, "node started");
-        Ok(Node { dimse_addr, index, storage, node_id, shutdown, tasks })
+        info!(node_id = %node_id, listen = roles.listen, work = roles.work, http = ?http_addr, "node started");
+        Ok(Node { dimse_addr, http_addr, index, storage, node_id, shutdown, tasks })
     }
 
     /// A token that stops the node when cancelled.

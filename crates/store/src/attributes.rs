@@ -77,6 +77,9 @@ pub struct InstanceAttributes {
     pub columns: Option<i32>,
     /// Number of Frames (0028,0008).
     pub number_of_frames: Option<i32>,
+    /// The instance's DICOM JSON metadata without Pixel Data (see [`crate::metadata`]); `None`
+    /// when it could not be encoded or was not asked for.
+    pub metadata: Option<String>,
     /// Convolution Kernel (0018,1210), values joined with `\`.
     pub convolution_kernel: Option<String>,
 }
@@ -98,7 +101,8 @@ pub enum AttributeError {
     },
 }
 
-/// Reads a Part 10 file up to (not including) Pixel Data and extracts its index attributes.
+/// Reads a Part 10 file up to (not including) Pixel Data and extracts its index attributes and
+/// its DICOM JSON metadata.
 ///
 /// # Errors
 /// [`AttributeError::Unparsable`] when the file does not parse; `Missing`/`InvalidUid` when a
@@ -111,6 +115,10 @@ pub fn read_attributes(path: &Path) -> Result<InstanceAttributes, AttributeError
     let transfer_syntax_uid = trim(obj.meta().transfer_syntax()).to_owned();
     let mut attrs = from_dataset(&obj)?;
     attrs.transfer_syntax_uid = transfer_syntax_uid;
+    match crate::metadata::metadata_json(&obj, &attrs) {
+        Ok(json) => attrs.metadata = Some(json),
+        Err(e) => tracing::warn!(error = %e, "no DICOM JSON metadata for this instance; served from its file"),
+    }
     Ok(attrs)
 }
 
@@ -159,6 +167,7 @@ pub fn from_dataset(obj: &InMemDicomObject) -> Result<InstanceAttributes, Attrib
         columns: int(obj, tags::COLUMNS),
         number_of_frames: int(obj, tags::NUMBER_OF_FRAMES),
         convolution_kernel: text(obj, tags::CONVOLUTION_KERNEL),
+        metadata: None,
     })
 }
 

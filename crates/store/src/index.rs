@@ -163,6 +163,7 @@ impl Index {
             .bind(arrival.stable_after.as_secs_f64()) // $38
             .bind(arrival.reanalyse_late)
             .bind(arrival.analysable) // $40
+            .bind(&a.metadata)
             .fetch_one(&self.pool)
             .await?;
         if inserted > 0 {
@@ -224,8 +225,9 @@ WITH ins AS (
     INSERT INTO instances (sop_instance_uid, series_instance_uid, study_instance_uid, sop_class_uid,
         transfer_syntax_uid, instance_number, image_type, image_position_patient, image_orientation_patient,
         pixel_spacing, slice_thickness, rows, columns, number_of_frames, convolution_kernel, path, size_bytes,
-        calling_ae_title, called_ae_title, peer_address, association_id)
-    VALUES ($22, $16, $1, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $13, $14, $15, $37)
+        calling_ae_title, called_ae_title, peer_address, association_id, metadata)
+    VALUES ($22, $16, $1, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $13, $14, $15, $37,
+        $41::json)
     ON CONFLICT (sop_instance_uid) DO NOTHING
     RETURNING 1
 ), study AS (

@@ -3,6 +3,7 @@
 //! - [`storage`]: Part 10 files streamed to a temporary file, fsync'd and linked into a
 //!   study/series/instance layout under the storage root.
 //! - [`attributes`]: lenient extraction of the indexed attributes from a received data set.
+//! - [`metadata`]: the DICOM JSON metadata kept in the index for DICOMweb.
 //! - [`index`]: the study/series/instance tables (migrations in `schemas/`).
 //!
 //! The invariant this crate serves: an instance is acknowledged only after its file is durable
@@ -10,6 +11,7 @@
 
 pub mod attributes;
 pub mod index;
+pub mod metadata;
 pub mod storage;
 
 pub use attributes::InstanceAttributes;

@@ -1,0 +1,240 @@
+//! DICOMweb for firstread (PS3.18): STOW-RS, QIDO-RS and WADO-RS over the same storage and
+//! index as the DIMSE Store SCP, plus `/healthz`, `/readyz`, `/metrics` and the OHIF viewer.
+//!
+//! - [`stow`]: `POST /studies[/{study}]` (PS3.18 10.5); each instance goes through the
+//!   application's [`StowSink`], i.e. the same durable store and study assembly as C-STORE.
+//! - [`qido`]: `GET /studies`, `/series`, `/instances` searches (PS3.18 10.6) in the index.
+//! - [`wado`]: instance, series and study retrieval, metadata, frames and bulk data
+//!   (PS3.18 10.4), from the stored Part 10 files and the DICOM JSON kept in the index.
+//! - [`viewer`]: the prebuilt OHIF viewer under `/viewer`, configured for this server.
+//! - [`auth`]: bearer token (or the viewer's cookie) on every DICOMweb and metrics request.
+//!
+//! The HTTP surface never panics on client input: malformed requests get 400 with a reason,
+//! unknown objects 404, unsupported media types 406/415.
+
+pub mod auth;
+pub mod error;
+pub mod json;
+pub mod multipart;
+pub mod qido;
+pub mod stow;
+pub mod viewer;
+pub mod wado;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use firstread_store::Index;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use auth::Auth;
+pub use error::WebError;
+pub use stow::{StowOutcome, StowRequest};
+
+/// The path prefix of the DICOMweb root (QIDO-RS, WADO-RS and STOW-RS share it).
+pub const DICOMWEB_ROOT: &str = "/dicom-web";
+
+/// HTTP settings (the `[http]` configuration section).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Whether the node serves HTTP at all.
+    pub enabled: bool,
+    /// Address to listen on (port 0: any free port).
+    pub listen: SocketAddr,
+    /// `bearer` (default): every DICOMweb and `/metrics` request carries
+    /// `Authorization: Bearer <token>`; `none`: no authentication (only when explicitly set).
+    pub auth: AuthMode,
+    /// The bearer token. When absent with `auth = "bearer"`, a random token is generated at
+    /// start and written to `<storage root>/http-token` (mode 0600).
+    pub token: Option<String>,
+    /// Origins allowed to call the API from a browser (CORS), e.g. a viewer on another host;
+    /// `["*"]` allows any origin. Empty: same origin only.
+    pub cors_allowed_origins: Vec<String>,
+    /// The OHIF `dist/` folder to serve at `/viewer` (set up by `scripts/bootstrap.sh` under
+    /// `.viewer/`). Absent or missing on disk: `/viewer` answers 404.
+    pub viewer_dir: Option<PathBuf>,
+    /// Largest STOW-RS request body accepted, in bytes.
+    pub max_request_bytes: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            auth: AuthMode::Bearer,
+            token: None,
+            cors_allowed_origins: Vec::new(),
+            viewer_dir: Some(PathBuf::from(".viewer/node_modules/@ohif/app/dist")),
+            max_request_bytes: 4 << 30,
+        }
+    }
+}
+
+/// How HTTP requests are authenticated.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// `Authorization: Bearer <token>` (or the viewer's session cookie).
+    #[default]
+    Bearer,
+    /// No authentication.
+    None,
+}
+
+/// Where STOW-RS instances go: the application's durable store and study assembly.
+pub trait StowSink: Send + Sync + 'static {
+    /// Stores one instance; resolves when it is durable and indexed (then the STOW-RS response
+    /// may reference it) or has failed.
+    fn store<'a>(&'a self, request: StowRequest<'a>) -> Pin<Box<dyn Future<Output = StowOutcome> + Send + 'a>>;
+}
+
+/// Counts and gauges the node refreshes when `/metrics` is scraped (e.g. studies and jobs by
+/// state from the database).
+pub trait MetricsRefresh: Send + Sync + 'static {
+    /// Sets the gauges; errors are logged and the scrape goes on with the previous values.
+    fn refresh(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The study/series/instance index (with each instance's DICOM JSON).
+    pub index: Index,
+    /// The storage root (index paths are relative to it).
+    pub storage_root: PathBuf,
+    /// The port HTTP listens on (for absolute URLs when a client's `Host` omits it).
+    pub listen_port: u16,
+    /// STOW-RS target.
+    pub sink: Arc<dyn StowSink>,
+    /// Request authentication.
+    pub auth: Arc<Auth>,
+    /// The Prometheus recorder's handle (`None`: `/metrics` answers 404).
+    pub metrics: Option<PrometheusHandle>,
+    /// Gauges refreshed per scrape.
+    pub refresh: Option<Arc<dyn MetricsRefresh>>,
+    /// The OHIF viewer, when installed.
+    pub viewer: Option<Arc<viewer::Viewer>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("storage_root", &self.storage_root).finish_non_exhaustive()
+    }
+}
+
+/// The whole HTTP application: DICOMweb under [`DICOMWEB_ROOT`], health, metrics, viewer.
+pub fn router(state: AppState, config: &HttpConfig) -> Router {
+    let body_limit = usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX);
+    let dicomweb = Router::new()
+        .route("/studies", get(qido::studies).post(stow::store))
+        .route("/studies/{study}", get(wado::retrieve_study).post(stow::store_in_study))
+        .route("/studies/{study}/metadata", get(wado::study_metadata))
+        .route("/studies/{study}/series", get(qido::study_series))
+        .route("/studies/{study}/instances", get(qido::study_instances))
+        .route("/studies/{study}/series/{series}", get(wado::retrieve_series))
+        .route("/studies/{study}/series/{series}/metadata", get(wado::series_metadata))
+        .route("/studies/{study}/series/{series}/instances", get(qido::series_instances))
+        .route("/studies/{study}/series/{series}/instances/{instance}", get(wado::retrieve_instance))
+        .route("/studies/{study}/series/{series}/instances/{instance}/metadata", get(wado::instance_metadata))
+        .route("/studies/{study}/series/{series}/instances/{instance}/frames/{frames}", get(wado::frames))
+        .route("/studies/{study}/series/{series}/instances/{instance}/bulk/{tag}", get(wado::bulk))
+        .route("/series", get(qido::all_series))
+        .route("/instances", get(qido::all_instances))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .route_layer(axum::middleware::from_fn_with_state(state.auth.clone(), auth::require));
+    let metrics = Router::new()
+        .route("/metrics", get(metrics_endpoint))
+        .route_layer(axum::middleware::from_fn_with_state(state.auth.clone(), auth::require));
+    let mut app = Router::new()
+        .nest(DICOMWEB_ROOT, dicomweb)
+        .merge(metrics)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/login", get(auth::login))
+        .merge(viewer::routes())
+        .with_state(state);
+    if let Some(cors) = cors_layer(&config.cors_allowed_origins) {
+        app = app.layer(cors);
+    }
+    app.layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([header::AUTHORIZATION, header::ACCEPT, header::CONTENT_TYPE])
+            .expose_headers([header::CONTENT_TYPE, header::WARNING]),
+    )
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled.
+///
+/// # Errors
+/// I/O errors of the listener.
+pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// `GET /healthz`: the process answers.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: the database answers and the storage root is writable; 503 with the reason
+/// otherwise.
+async fn readyz(State(state): State<AppState>) -> Response {
+    if let Err(e) = sqlx::query("SELECT 1").execute(state.index.pool()).await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {e}\n")).into_response();
+    }
+    let probe = state.storage_root.join(".readyz");
+    let writable = tokio::fs::write(&probe, b"ok").await;
+    let _ = tokio::fs::remove_file(&probe).await;
+    if let Err(e) = writable {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("storage not writable: {e}\n")).into_response();
+    }
+    "ready\n".into_response()
+}
+
+/// `GET /metrics`: Prometheus text exposition format 0.0.4.
+async fn metrics_endpoint(State(state): State<AppState>) -> Response {
+    let Some(handle) = &state.metrics else { return StatusCode::NOT_FOUND.into_response() };
+    if let Some(refresh) = &state.refresh {
+        refresh.refresh().await;
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()
+}
+
+/// A response body of bytes with a content type.
+pub(crate) fn with_type(content_type: &str, body: impl Into<Bytes>) -> Response {
+    let mut response = body.into().into_response();
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    response
+}

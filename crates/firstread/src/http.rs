@@ -1,0 +1,153 @@
+//! Starting the node's HTTP side: DICOMweb over the node's storage, index and ingest, its
+//! authentication (a configured or generated bearer token), the OHIF viewer when installed,
+//! and `/metrics` with gauges read from the database at each scrape.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use anyhow::Context;
+use firstread_dicomweb::viewer::Viewer;
+use firstread_dicomweb::{AppState, Auth, AuthMode, MetricsRefresh};
+use firstread_store::{Index, Storage};
+use sqlx::{PgPool, Row};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::ingest::Ingest;
+
+/// Binds `config.http.listen` and serves DICOMweb until `shutdown`; returns the bound address.
+///
+/// # Errors
+/// Port in use, token file not writable.
+pub async fn start(
+    config: &Config,
+    index: &Index,
+    storage: &Storage,
+    ingest: Arc<Ingest>,
+    tasks: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    let auth = match config.http.auth {
+        AuthMode::None => {
+            warn!("HTTP authentication is off (http.auth = \"none\")");
+            Auth::none()
+        }
+        AuthMode::Bearer => Auth::bearer(token(config, storage.root())?),
+    };
+    let viewer = match &config.http.viewer_dir {
+        Some(dir) => Viewer::load(dir).with_context(|| format!("reading the viewer in {}", dir.display()))?,
+        None => None,
+    };
+    if viewer.is_none() {
+        info!("no OHIF viewer installed: /viewer answers 404 (scripts/bootstrap.sh installs it)");
+    }
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("binding HTTP {}", config.http.listen))?;
+    let addr = listener.local_addr()?;
+    let state = AppState {
+        index: index.clone(),
+        storage_root: storage.root().to_path_buf(),
+        listen_port: addr.port(),
+        sink: ingest,
+        auth: Arc::new(auth),
+        metrics: crate::telemetry::metrics(),
+        refresh: Some(Arc::new(DatabaseGauges { pool: index.pool().clone() })),
+        viewer: viewer.map(Arc::new),
+    };
+    let app = firstread_dicomweb::router(state, &config.http);
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = firstread_dicomweb::serve(listener, app, token).await {
+            warn!(error = %e, "HTTP server stopped");
+        }
+    });
+    info!(%addr, "DICOMweb listening (root /dicom-web, viewer /viewer)");
+    Ok(addr)
+}
+
+/// The configured token, or the one in `<root>/http-token`, created (mode 0600) with a random
+/// value when absent.
+fn token(config: &Config, root: &Path) -> anyhow::Result<String> {
+    if let Some(t) = config.http.token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        return Ok(t.to_owned());
+    }
+    let path = root.join("http-token");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if !existing.trim().is_empty() {
+            return Ok(existing.trim().to_owned());
+        }
+    }
+    let generated = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(generated.as_bytes())?;
+    info!(path = %path.display(), "HTTP bearer token generated (set http.token to choose one)");
+    Ok(generated)
+}
+
+/// Studies and jobs by state, counted in the database when `/metrics` is scraped.
+struct DatabaseGauges {
+    pool: PgPool,
+}
+
+const STUDIES_BY_STATE: &str = "\
+SELECT CASE
+    WHEN NOT s.analysable THEN 'not_analysable'
+    WHEN s.queued_version < s.version THEN 'assembling'
+    ELSE coalesce((
+        SELECT CASE WHEN bool_or(j.state IN ('queued', 'running')) THEN 'analysing'
+                    WHEN bool_or(j.state = 'dead') THEN 'failed'
+                    ELSE 'analysed' END
+        FROM jobs j
+        WHERE j.kind = 'analysis' AND j.study_instance_uid = s.study_instance_uid AND j.study_version = s.queued_version
+    ), 'analysing')
+END AS state, count(*) AS n
+FROM studies s GROUP BY 1";
+
+impl DatabaseGauges {
+    async fn set(&self) -> Result<(), sqlx::Error> {
+        for state in ["not_analysable", "assembling", "analysing", "analysed", "failed"] {
+            metrics::gauge!("firstread_studies", "state" => state).set(0.0);
+        }
+        for row in sqlx::query(STUDIES_BY_STATE).fetch_all(&self.pool).await? {
+            let state: String = row.try_get("state")?;
+            metrics::gauge!("firstread_studies", "state" => state).set(row.try_get::<i64, _>("n")? as f64);
+        }
+        for kind in ["analysis", "export"] {
+            for state in ["queued", "running", "done", "dead"] {
+                metrics::gauge!("firstread_jobs", "kind" => kind, "state" => state).set(0.0);
+            }
+        }
+        for row in
+            sqlx::query("SELECT kind, state, count(*) AS n FROM jobs GROUP BY 1, 2").fetch_all(&self.pool).await?
+        {
+            let kind: String = row.try_get("kind")?;
+            let state: String = row.try_get("state")?;
+            metrics::gauge!("firstread_jobs", "kind" => kind, "state" => state).set(row.try_get::<i64, _>("n")? as f64);
+        }
+        Ok(())
+    }
+}
+
+impl MetricsRefresh for DatabaseGauges {
+    fn refresh(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            if let Err(e) = self.set().await {
+                warn!(error = %e, "metrics: database gauges not refreshed");
+            }
+        })
+    }
+}

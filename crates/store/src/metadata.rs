@@ -1,0 +1,94 @@
+//! The DICOM JSON metadata of an instance (PS3.18 F.2), computed once when the instance is
+//! stored and kept in the index, so WADO-RS metadata and QIDO-RS answers never open a file.
+//!
+//! Pixel Data is not inlined: it becomes a `BulkDataURI` (PS3.18 F.2.6) relative to the
+//! DICOMweb root (`studies/{study}/series/{series}/instances/{instance}/bulk/7FE00010`); the
+//! DICOMweb server prefixes the root it is reached at. The stored transfer syntax is added as
+//! Available Transfer Syntax UID (0008,3002), which viewers use to decode frames "as stored".
+
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use serde_json::{json, Map, Value};
+
+use crate::attributes::{int, InstanceAttributes};
+
+/// The `BulkDataURI` member text the stored metadata uses; the DICOMweb server rewrites it to
+/// an absolute URI by inserting its root after this prefix.
+pub const BULK_DATA_URI_PREFIX: &str = "\"BulkDataURI\":\"";
+
+/// Transfer syntaxes whose Pixel Data is encapsulated (PS3.5 A.4) have VR OB; native Pixel Data
+/// with more than 8 bits allocated has VR OW (PS3.5 A.2, 8.2).
+fn pixel_data_vr(obj: &InMemDicomObject, transfer_syntax_uid: &str) -> &'static str {
+    let native = matches!(transfer_syntax_uid, "1.2.840.10008.1.2" | "1.2.840.10008.1.2.1" | "1.2.840.10008.1.2.2");
+    if native && int(obj, tags::BITS_ALLOCATED).unwrap_or(16) > 8 {
+        "OW"
+    } else {
+        "OB"
+    }
+}
+
+/// The DICOM JSON object (compact text) of `obj`, a data set read up to, not including, Pixel
+/// Data. When the instance is an image (Rows present), Pixel Data is described by a relative
+/// `BulkDataURI`.
+///
+/// # Errors
+/// A message when an element cannot be encoded as DICOM JSON (the caller stores no metadata
+/// and the server reads the file instead).
+pub fn metadata_json(obj: &InMemDicomObject, a: &InstanceAttributes) -> Result<String, String> {
+    let mut value = dicom_json::to_value(obj).map_err(|e| e.to_string())?;
+    let Value::Object(map) = &mut value else { return Err("DICOM JSON of a data set is not an object".into()) };
+    map.retain(|k, _| !k.starts_with("7FE0"));
+    insert_tag(map, tags::AVAILABLE_TRANSFER_SYNTAX_UID, json!({"vr": "UI", "Value": [a.transfer_syntax_uid]}));
+    if obj.get(tags::ROWS).is_some() {
+        let uri = format!(
+            "studies/{}/series/{}/instances/{}/bulk/7FE00010",
+            a.study_instance_uid, a.series_instance_uid, a.sop_instance_uid
+        );
+        let vr = pixel_data_vr(obj, &a.transfer_syntax_uid);
+        insert_tag(map, tags::PIXEL_DATA, json!({"vr": vr, "BulkDataURI": uri}));
+    }
+    // keys in tag order, as PS3.18 F.2.2 requires (serde_json's map keeps insertion order)
+    let mut entries: Vec<(String, Value)> = std::mem::take(map).into_iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    map.extend(entries);
+    serde_json::to_string(&value).map_err(|e| e.to_string())
+}
+
+fn insert_tag(map: &mut Map<String, Value>, tag: Tag, value: Value) {
+    map.insert(format!("{:04X}{:04X}", tag.group(), tag.element()), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+
+    #[test]
+    fn pixel_data_becomes_a_relative_bulk_data_uri_and_keys_are_sorted() {
+        let obj = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3.4")),
+            DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(512_u16)),
+            DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16_u16)),
+            DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from("Doe^Jane")),
+        ]);
+        let a = InstanceAttributes {
+            study_instance_uid: "1.2".into(),
+            series_instance_uid: "1.2.3".into(),
+            sop_instance_uid: "1.2.3.4".into(),
+            transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+            ..InstanceAttributes::default()
+        };
+        let text = metadata_json(&obj, &a).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["7FE00010"]["BulkDataURI"], "studies/1.2/series/1.2.3/instances/1.2.3.4/bulk/7FE00010");
+        assert_eq!(v["7FE00010"]["vr"], "OW");
+        assert_eq!(v["00083002"]["Value"][0], "1.2.840.10008.1.2.1");
+        assert_eq!(v["00100010"]["Value"][0]["Alphabetic"], "Doe^Jane");
+        assert!(text.contains(&format!("{BULK_DATA_URI_PREFIX}studies/1.2/")));
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+    }
+}

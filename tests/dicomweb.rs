@@ -1,0 +1,174 @@
+//! DICOMweb end to end: a real client (Python `dicomweb-client`) stores the sample CT with
+//! STOW-RS, searches and retrieves it (tests/peers/dicomweb_conformance.py); the node's result
+//! objects appear through QIDO-RS/WADO-RS; `/metrics` parses with the Prometheus text-format
+//! parser and counts what was sent; health endpoints and authentication.
+
+use std::process::Command;
+use std::time::Duration;
+
+use firstread::node::Roles;
+use firstread_e2e::{
+    dcmtk, eventually_async, free_port, node_env, repo_root, run, sample_series, Process, TestDb, TestNode, TEST_TOKEN,
+};
+
+/// Runs a Python snippet with arguments; returns stdout, panicking with stderr on failure.
+fn python(script: &str, args: &[&str]) -> String {
+    let out = run({
+        let mut c = Command::new("python3");
+        c.arg("-c").arg(script).args(args);
+        c
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "python failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// GET with the test token; returns (status, body).
+fn get(url: &str, token: Option<&str>) -> (u16, String) {
+    let out = python(
+        "import sys, json, requests\n\
+         h = {'Authorization': 'Bearer ' + sys.argv[2]} if sys.argv[2] else {}\n\
+         try:\n\
+         \x20   r = requests.get(sys.argv[1], headers=h, timeout=30)\n\
+         \x20   print(json.dumps({'status': r.status_code, 'body': r.text}))\n\
+         except requests.ConnectionError as e:\n\
+         \x20   print(json.dumps({'status': 0, 'body': str(e)}))",
+        &[url, token.unwrap_or("")],
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    (v["status"].as_u64().unwrap_or(0) as u16, v["body"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dicomweb_client_stores_searches_and_retrieves_the_sample_byte_identically() {
+    // listener only: no analysis, so the study holds exactly what the client stored
+    let node = TestNode::start_roles(Roles { listen: true, work: false }, |_| {}).await;
+    let data = repo_root().join("data/ct/lung-dx-a0002-b40f");
+    let out = run({
+        let mut c = Command::new("python3");
+        c.arg(repo_root().join("tests/peers/dicomweb_conformance.py"))
+            .args(["--url", &node.dicomweb(), "--token", TEST_TOKEN])
+            .arg("--data")
+            .arg(&data)
+            .arg("--storage")
+            .arg(node.dir.path());
+        c
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all DICOMweb checks passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // STOW-RS went through the same index and study assembly as C-STORE
+    assert_eq!(node.count("SELECT count(*) FROM instances WHERE calling_ae_title = 'STOW-RS'").await, 31);
+    assert_eq!(node.count("SELECT count(*) FROM studies WHERE analysable").await, 2);
+    assert_eq!(node.count("SELECT count(*) FROM instances WHERE metadata IS NULL").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_served_and_metrics_count_what_was_sent() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (dimse, http) = (free_port(), free_port());
+    let mut env = node_env(&db, dir.path(), dimse);
+    env.push(("FIRSTREAD_HTTP__LISTEN", format!("127.0.0.1:{http}")));
+    env.push(("FIRSTREAD_ASSEMBLY__STABLE_AFTER", "1s".into()));
+    let _node = Process::start(&["serve"], &env);
+    let root = format!("http://127.0.0.1:{http}");
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
+    let up =
+        eventually_async(Duration::from_secs(60), || async { get(&format!("{root}/readyz"), None).0 == 200 }).await;
+    assert!(up, "node did not become ready");
+    assert_eq!(get(&format!("{root}/healthz"), None).0, 200);
+    assert_eq!(get(&format!("{root}/metrics"), None).0, 401, "metrics need the token");
+
+    // 30 instances over DICOM, one over STOW-RS
+    let files = sample_series("");
+    let out = run({
+        let mut c = dcmtk("storescu");
+        c.args(["-aec", "FIRSTREAD", "-aet", "MODALITY", "127.0.0.1", &dimse.to_string()]).args(&files);
+        c
+    });
+    assert!(out.status.success(), "storescu: {}", String::from_utf8_lossy(&out.stderr));
+    python(
+        "import sys, copy, pydicom\n\
+         from dicomweb_client.api import DICOMwebClient\n\
+         ds = pydicom.dcmread(sys.argv[2])\n\
+         ds.StudyInstanceUID = pydicom.uid.generate_uid(); ds.SeriesInstanceUID = pydicom.uid.generate_uid()\n\
+         ds.SOPInstanceUID = pydicom.uid.generate_uid(); ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID\n\
+         c = DICOMwebClient(sys.argv[1], headers={'Authorization': 'Bearer ' + sys.argv[3]})\n\
+         r = c.store_instances([ds]); assert len(r.ReferencedSOPSequence) == 1",
+        &[&format!("{root}/dicom-web"), files[0].to_str().expect("path"), TEST_TOKEN],
+    );
+
+    // both studies analysed (the single-slice one is refused, which is a finished analysis)
+    let done = eventually_async(Duration::from_secs(180), || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jobs WHERE kind = 'analysis' AND state = 'done'")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0)
+            == 2
+    })
+    .await;
+    assert!(done, "analyses did not finish");
+    let study: String = sqlx::query_scalar(
+        "SELECT study_instance_uid FROM jobs WHERE kind = 'analysis' AND result->>'status' = 'analysed'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("analysed study");
+
+    // the result objects are series of the study, through QIDO-RS and WADO-RS
+    let (status, body) = get(&format!("{root}/dicom-web/studies/{study}/series"), Some(TEST_TOKEN));
+    assert_eq!(status, 200, "{body}");
+    let series: serde_json::Value = serde_json::from_str(&body).expect("series JSON");
+    let mut modalities: Vec<String> = series
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|s| s["00080060"]["Value"][0].as_str().map(str::to_owned))
+        .collect();
+    modalities.sort();
+    assert_eq!(modalities, ["CT", "OT", "SEG", "SR", "SR"], "{body}");
+    let sr = series
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|s| s["00200011"]["Value"][0] == 9001)
+        .expect("the first-read SR series (9001)");
+    let sr_uid = sr["0020000E"]["Value"][0].as_str().expect("uid");
+    let (status, body) = get(&format!("{root}/dicom-web/studies/{study}/series/{sr_uid}/metadata"), Some(TEST_TOKEN));
+    assert_eq!(status, 200);
+    let metadata: serde_json::Value = serde_json::from_str(&body).expect("metadata");
+    // the SR content tree is in the metadata (OHIF reads it from there)
+    assert_eq!(metadata[0]["0040A040"]["Value"][0], "CONTAINER", "{body}");
+    assert!(metadata[0]["0040A730"]["Value"].as_array().is_some_and(|c| !c.is_empty()));
+
+    // /metrics parses with Prometheus' own text-format parser and counts what was sent
+    let (status, text) = get(&format!("{root}/metrics"), Some(TEST_TOKEN));
+    assert_eq!(status, 200);
+    let parsed = python(
+        "import sys, json\n\
+         from prometheus_client.parser import text_string_to_metric_families\n\
+         out = {}\n\
+         for fam in text_string_to_metric_families(sys.argv[1]):\n\
+         \x20   for s in fam.samples:\n\
+         \x20       key = s.name + '{' + ','.join(f'{k}={v}' for k, v in sorted(s.labels.items())) + '}'\n\
+         \x20       out[key] = s.value\n\
+         print(json.dumps(out))",
+        &[&text],
+    );
+    let m: serde_json::Value = serde_json::from_str(parsed.trim()).expect("parsed metrics");
+    let value = |k: &str| m[k].as_f64().unwrap_or_else(|| panic!("metric {k} missing in {m}"));
+    assert_eq!(value("firstread_instances_received_total{via=dimse}"), 30.0);
+    assert_eq!(value("firstread_instances_received_total{via=stow-rs}"), 1.0);
+    assert_eq!(value("firstread_associations_total{}"), 1.0);
+    let sent_bytes: u64 = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
+    assert!(value("firstread_received_bytes_total{}") >= 0.9 * sent_bytes as f64);
+    assert_eq!(value("firstread_jobs{kind=analysis,state=done}"), 2.0);
+    assert_eq!(value("firstread_studies{state=analysed}"), 2.0);
+    assert_eq!(value("firstread_stage_seconds_count{stage=model}"), 1.0);
+    assert_eq!(value("firstread_stage_seconds_count{stage=reporting}"), 1.0);
+    assert!(value("firstread_stage_seconds_sum{stage=model}") > 0.0);
+}
