@@ -24,7 +24,7 @@ LIBTORCH_DIR="$CACHE/libtorch-${TORCH_VERSION}-cpu"
 WHEEL_CACHE="$CACHE/wheels"
 CARVE_STAMP="firstread-carve v1 torch=${TORCH_VERSION} cudart=${CUDART_VERSION} cupti=${CUPTI_VERSION}"
 
-APT_PACKAGES=(dcmtk dicom3tools libgdcm-tools cmake orthanc pkg-config clang libclang-dev chromium)
+APT_PACKAGES=(dcmtk dicom3tools libgdcm-tools cmake orthanc orthanc-dicomweb pkg-config clang libclang-dev chromium)
 # OHIF viewer (prebuilt dist/ of the npm package, served by crates/dicomweb at /viewer) and the
 # playwright-core driver for tests/browser/ohif.mjs (uses the apt chromium, 156 on bookworm).
 OHIF_VERSION="3.13.2"
