@@ -172,3 +172,40 @@ async fn results_are_served_and_metrics_count_what_was_sent() {
     assert_eq!(value("firstread_stage_seconds_count{stage=reporting}"), 1.0);
     assert!(value("firstread_stage_seconds_sum{stage=model}") > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_frames_are_sent_as_stored_or_decoded_to_native() {
+    let node = TestNode::start_roles(Roles { listen: true, work: false }, |_| {}).await;
+    // the JPEG-LS lossless copy of the sample, received over DICOM
+    let files = sample_series("-jpegls");
+    let out = run({
+        let mut c = dcmtk("storescu");
+        c.args(["-xt", "-aec", "FIRSTREAD", "127.0.0.1", &node.port().to_string()]).args(&files[..2]);
+        c
+    });
+    assert!(out.status.success(), "storescu: {}", String::from_utf8_lossy(&out.stderr));
+    let native = repo_root().join("data/ct/lung-dx-a0002-b40f").join(files[0].file_name().expect("name"));
+    let report = python(
+        "import sys, json, requests, pydicom\n\
+         from pydicom.encaps import generate_fragmented_frames\n\
+         url, token, compressed, native = sys.argv[1:5]\n\
+         c = pydicom.dcmread(compressed); n = pydicom.dcmread(native)\n\
+         base = f'{url}/studies/{c.StudyInstanceUID}/series/{c.SeriesInstanceUID}/instances/{c.SOPInstanceUID}/frames/1'\n\
+         h = {'Authorization': 'Bearer ' + token}\n\
+         from dicomweb_client.api import DICOMwebClient\n\
+         cl = DICOMwebClient(url, headers=h)\n\
+         stored = cl.retrieve_instance_frames(c.StudyInstanceUID, c.SeriesInstanceUID, c.SOPInstanceUID, [1],\n\
+         \x20   media_types=(('application/octet-stream', '*'),))[0]\n\
+         decoded = cl.retrieve_instance_frames(c.StudyInstanceUID, c.SeriesInstanceUID, c.SOPInstanceUID, [1],\n\
+         \x20   media_types=('application/octet-stream',))[0]\n\
+         fragment = b''.join(next(generate_fragmented_frames(c.PixelData)))\n\
+         r = requests.get(base, headers={**h, 'Accept': 'multipart/related; type=application/octet-stream; transfer-syntax=*'})\n\
+         print(json.dumps({'as_stored': stored == fragment, 'native': decoded == n.PixelData,\n\
+         \x20   'stored_type': r.headers.get('content-type', ''), 'part_has_syntax': c.file_meta.TransferSyntaxUID in r.text[:400]}))",
+        &[&node.dicomweb(), TEST_TOKEN, files[0].to_str().expect("path"), native.to_str().expect("path")],
+    );
+    let v: serde_json::Value = serde_json::from_str(report.trim()).expect("json");
+    assert_eq!(v["as_stored"], true, "{v}");
+    assert_eq!(v["native"], true, "decoded JPEG-LS frame equals the uncompressed sample's pixels: {v}");
+    assert_eq!(v["part_has_syntax"], true, "{v}");
+}
