@@ -209,3 +209,48 @@ async fn compressed_frames_are_sent_as_stored_or_decoded_to_native() {
     assert_eq!(v["native"], true, "decoded JPEG-LS frame equals the uncompressed sample's pixels: {v}");
     assert_eq!(v["part_has_syntax"], true, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_viewer_session_and_viewer_files() {
+    let node = TestNode::start_roles(Roles { listen: true, work: false }, |c| {
+        c.http.cors_allowed_origins = vec!["https://viewer.example".into()];
+    })
+    .await;
+    let base = node.dicomweb().trim_end_matches("/dicom-web").to_owned();
+    let report = python(
+        "import sys, json, requests\n\
+         base, token = sys.argv[1:3]\n\
+         out = {}\n\
+         pre = requests.options(base + '/dicom-web/studies', headers={'Origin': 'https://viewer.example',\n\
+         \x20   'Access-Control-Request-Method': 'GET', 'Access-Control-Request-Headers': 'authorization'})\n\
+         out['cors_allowed'] = pre.headers.get('access-control-allow-origin')\n\
+         other = requests.options(base + '/dicom-web/studies', headers={'Origin': 'https://evil.example',\n\
+         \x20   'Access-Control-Request-Method': 'GET'})\n\
+         out['cors_other'] = other.headers.get('access-control-allow-origin')\n\
+         s = requests.Session()\n\
+         bad = s.get(base + '/login', params={'token': 'wrong', 'next': '/viewer/'}, allow_redirects=False)\n\
+         out['bad_login'] = [bad.status_code, 'set-cookie' in bad.headers]\n\
+         out['before_login'] = s.get(base + '/dicom-web/studies').status_code\n\
+         r = s.get(base + '/login', params={'token': token, 'next': '//evil.example/'}, allow_redirects=False)\n\
+         out['login'] = [r.status_code, r.headers.get('location'), 'HttpOnly' in r.headers.get('set-cookie', '')]\n\
+         out['after_login'] = s.get(base + '/dicom-web/studies').status_code\n\
+         v = requests.get(base + '/viewer/viewer?StudyInstanceUIDs=1.2.3')\n\
+         out['viewer'] = [v.status_code, v.headers.get('cross-origin-embedder-policy'), '<html' in v.text.lower()]\n\
+         cfg = requests.get(base + '/viewer/app-config.js')\n\
+         out['config'] = [cfg.status_code, \"'/dicom-web'\" in cfg.text, \"routerBasename: '/viewer'\" in cfg.text, token in cfg.text]\n\
+         print(json.dumps(out))",
+        &[&base, TEST_TOKEN],
+    );
+    let v: serde_json::Value = serde_json::from_str(report.trim()).expect("json");
+    assert_eq!(v["cors_allowed"], "https://viewer.example", "{v}");
+    assert_eq!(v["cors_other"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["bad_login"], serde_json::json!([401, false]), "{v}");
+    assert_eq!(v["before_login"], 401, "{v}");
+    // an off-site `next` is not followed: the viewer is
+    assert_eq!(v["login"], serde_json::json!([303, "/viewer/", true]), "{v}");
+    assert_eq!(v["after_login"], 200, "{v}");
+    // the viewer (installed by scripts/bootstrap.sh) with cross-origin isolation; its app config
+    // points at this server's DICOMweb root and never carries the token
+    assert_eq!(v["viewer"], serde_json::json!([200, "require-corp", true]), "{v}");
+    assert_eq!(v["config"], serde_json::json!([200, true, true, false]), "{v}");
+}
