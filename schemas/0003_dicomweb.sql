@@ -8,5 +8,7 @@ CREATE INDEX studies_patient_id_idx ON studies (patient_id);
 CREATE INDEX studies_study_date_idx ON studies (study_date);
 CREATE INDEX studies_accession_idx ON studies (accession_number);
 CREATE INDEX studies_last_received_idx ON studies (last_received_at DESC);
--- Instances of a series in Instance Number order (metadata, retrieval).
+-- Instances of a series in Instance Number order (metadata, retrieval); it serves lookups by
+-- series too, so the single-column index goes.
 CREATE INDEX instances_series_number_idx ON instances (series_instance_uid, instance_number, sop_instance_uid);
+DROP INDEX instances_series_idx;

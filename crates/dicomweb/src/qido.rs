@@ -86,9 +86,12 @@ const KEYS: &[Key] = &[
     key("00280008", "i.number_of_frames", Kind::Integer, Level::Instance),
 ];
 
-/// Attributes returned at instance level besides the hierarchy UIDs (PS3.18 Table 10.6.3-5).
-const INSTANCE_DEFAULT: &[&str] =
-    &["00080016", "00080018", "00080056", "00200013", "00280008", "00280010", "00280011", "00280100"];
+/// Instance-level attributes answered from index columns (PS3.18 Table 10.6.3-5); others come
+/// from the instance's stored DICOM JSON, read only when `includefield` asks for them.
+const INSTANCE_FIELDS: &[&str] = &[
+    "00080016", "00080018", "00080056", "00081190", "0020000D", "0020000E", "00200013", "00280008", "00280010",
+    "00280011", "00280100",
+];
 
 /// A parsed search request.
 #[derive(Debug, Default)]
@@ -353,8 +356,12 @@ async fn search(
             q.push(
                 ", se.series_instance_uid, se.modality, se.series_number, se.series_description, \
                  i.sop_instance_uid, i.sop_class_uid, i.instance_number, i.rows, i.columns, i.number_of_frames, \
-                 i.metadata::text AS representative \
-                 FROM instances i JOIN series se ON se.series_instance_uid = i.series_instance_uid \
+                 (i.metadata -> '00280100' -> 'Value' ->> 0) AS bits_allocated, ",
+            );
+            // the whole stored JSON is parsed per row only when asked for
+            q.push(if extra_fields(&search, INSTANCE_FIELDS) { "i.metadata::text" } else { "NULL::text" });
+            q.push(
+                " AS representative FROM instances i JOIN series se ON se.series_instance_uid = i.series_instance_uid \
                  JOIN studies s ON s.study_instance_uid = i.study_instance_uid WHERE TRUE",
             );
         }
@@ -459,7 +466,15 @@ fn dataset(row: &PgRow, level: Level, search: &Search, root: &str) -> Result<Dat
             put(&mut ds, "00080016", "UI", text("sop_class_uid")?.as_deref());
             let number = row.try_get::<Option<i32>, _>("instance_number")?.map(|n| n.to_string());
             put(&mut ds, "00200013", "IS", number.as_deref());
-            copy_from(&mut ds, representative.as_ref(), INSTANCE_DEFAULT);
+            let int = |c: &str| row.try_get::<Option<i32>, _>(c).map(|v| v.map(|n| n.to_string()));
+            put(&mut ds, "00280010", "US", int("rows")?.as_deref());
+            put(&mut ds, "00280011", "US", int("columns")?.as_deref());
+            if let Some(frames) = int("number_of_frames")? {
+                put(&mut ds, "00280008", "IS", Some(&frames));
+            }
+            if let Some(bits) = text("bits_allocated")? {
+                put(&mut ds, "00280100", "US", Some(&bits));
+            }
             put(
                 &mut ds,
                 "00081190",
