@@ -21,7 +21,6 @@
     customizationService: {},
     showStudyList: true,
     maxNumberOfWebWorkers: 3,
-    showWarningMessageForCrossOrigin: false,
     showCPUFallbackMessage: true,
     showLoadingIndicator: true,
     strictZSpacingForVolumeViewport: true,
@@ -67,18 +66,39 @@
 
   // OHIF 3.13 does not read an Authorization header from the data source config (the v2
   // `requestOptions.auth` is no longer consulted by the DICOMweb data source): every DICOMweb
-  // request (QIDO, WADO metadata, frames via the image loader's beforeSend, whole-instance SEG)
-  // takes its headers from userAuthenticationService.getAuthorizationHeader(). window.config may
-  // be a function that OHIF's appInit calls with { servicesManager } before anything is fetched,
-  // so the static header is installed there. The config keys are also copied onto the function,
+  // request (QIDO, WADO metadata, frames via the image loader's beforeSend, the whole-instance SEG
+  // retrieve) takes its headers from userAuthenticationService.getAuthorizationHeader().
+  // window.config may be a function, which appInit awaits with { servicesManager } before it
+  // registers the services (synchronously, right after); so the service is caught as it is
+  // registered (ServicesManager.registerService assigns services[name] = instance) and given a
+  // static header before anything is fetched. The config keys are also copied onto the function,
   // because a few places read window.config.<key> directly (routerBasename, dataSources,
   // allowMultiSelectExport).
-  var withAuth = function (ctx) {
-    ctx.servicesManager.services.userAuthenticationService.setServiceImplementation({
+  var install = function (service) {
+    service.setServiceImplementation({
       getAuthorizationHeader: function () {
         return { Authorization: AUTHORIZATION };
       },
     });
+  };
+  var withAuth = function (ctx) {
+    var services = ctx.servicesManager.services;
+    if (services.userAuthenticationService) {
+      install(services.userAuthenticationService);
+    } else {
+      var current;
+      Object.defineProperty(services, 'userAuthenticationService', {
+        configurable: true,
+        enumerable: true,
+        get: function () {
+          return current;
+        },
+        set: function (service) {
+          current = service;
+          if (service) install(service);
+        },
+      });
+    }
     return config;
   };
   Object.keys(config).forEach(function (k) {
