@@ -2,7 +2,7 @@
 // Browser test of the OHIF viewer served by the firstread DICOMweb server (crates/dicomweb/viewer).
 //
 //   node tests/browser/ohif.mjs --base http://127.0.0.1:PORT --study <StudyInstanceUID> --out <dir> \
-//        [--token <bearer>] [--token-in-url] [--sr-filter <regex>] [--timeout-ms 60000] [--chromium PATH]
+//        [--token <bearer>] [--auth cookie|config|url] [--sr-filter <regex>] [--timeout-ms 60000] [--chromium PATH]
 //
 // Opens <base>/viewer/viewer?StudyInstanceUIDs=<uid> in headless Chromium (Debian's /usr/bin/chromium
 // driven by playwright-core from <repo>/.viewer, installed by scripts/bootstrap.sh) and checks, each step
@@ -22,9 +22,12 @@
 // notifications (toasts). Prints one JSON summary on stdout; exits 0 only when every step passed and
 // nothing of the above was seen, 1 when a check failed, 2 on bad usage or when the browser cannot start.
 //
-// --token: the bearer the DICOMweb server expects; used for this script's own QIDO request. The viewer
-// itself must get it from the server's app-config.js (see crates/dicomweb/viewer/README.md), unless
-// --token-in-url is given, which passes it the OHIF way (?token=, kept by OHIF for the session only).
+// --token: the bearer the DICOMweb server expects; used for this script's own QIDO request, and given to
+// the viewer as --auth says:
+//   cookie (default)  first opens <base>/login?token=<token>&next=/viewer/ (the firstread server sets an
+//                     HttpOnly session cookie that the viewer's same-origin requests then carry)
+//   config            nothing: the server put it into app-config.js (__AUTHORIZATION__)
+//   url               appends &token=<token> to the viewer URL (OHIF's own ?token=, kept for the session)
 
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
@@ -37,14 +40,14 @@ const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable
 
 function usage(msg) {
   if (msg) process.stderr.write(`ohif.mjs: ${msg}\n`);
-  process.stderr.write('usage: node tests/browser/ohif.mjs --base URL --study UID --out DIR [--token T] [--token-in-url]\n' +
+  process.stderr.write('usage: node tests/browser/ohif.mjs --base URL --study UID --out DIR [--token T] [--auth cookie|config|url]\n' +
     '       [--sr-filter REGEX] [--timeout-ms N] [--chromium PATH] [--viewer-dir DIR] [--verbose]\n');
   process.exit(2);
 }
 
 function parseArgs(argv) {
   const o = { timeoutMs: 60000, chromium: '/usr/bin/chromium', viewerDir: path.join(REPO, '.viewer'),
-    tokenInUrl: false, verbose: false };
+    auth: 'cookie', verbose: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => { if (i + 1 >= argv.length) usage(`${a} needs a value`); return argv[++i]; };
@@ -53,7 +56,8 @@ function parseArgs(argv) {
       case '--study': o.study = val(); break;
       case '--out': o.out = val(); break;
       case '--token': o.token = val(); break;
-      case '--token-in-url': o.tokenInUrl = true; break;
+      case '--auth': o.auth = val(); break;
+      case '--token-in-url': o.auth = 'url'; break;
       case '--sr-filter': o.srFilter = new RegExp(val(), 'i'); break;
       case '--timeout-ms': o.timeoutMs = Number(val()); break;
       case '--chromium': o.chromium = val(); break;
@@ -66,6 +70,7 @@ function parseArgs(argv) {
   }
   if (!o.base || !o.study || !o.out) usage('--base, --study and --out are required');
   if (!(o.timeoutMs > 0)) usage('--timeout-ms must be a positive number');
+  if (!['cookie', 'config', 'url'].includes(o.auth)) usage('--auth must be cookie, config or url');
   return o;
 }
 
@@ -255,7 +260,7 @@ async function main() {
     }
   };
 
-  const viewerUrl = summary.url + (opts.token && opts.tokenInUrl ? `&token=${encodeURIComponent(opts.token)}` : '');
+  const viewerUrl = summary.url + (opts.token && opts.auth === 'url' ? `&token=${encodeURIComponent(opts.token)}` : '');
 
   // A fresh load of the viewer with the study, until the CT is rendered.
   const openViewer = async () => {
@@ -296,6 +301,19 @@ async function main() {
     log('series:', JSON.stringify(series));
   } catch (e) {
     fail('qido', `listing the study's series failed: ${e.message}`);
+  }
+
+  // ---------------------------------------------------------------- login (session cookie)
+  if (opts.token && opts.auth === 'cookie') {
+    step = 'login';
+    try {
+      const resp = await page.goto(`${opts.base}/login?token=${encodeURIComponent(opts.token)}&next=${encodeURIComponent('/viewer/')}`,
+        { waitUntil: 'load', timeout: opts.timeoutMs });
+      const cookies = await context.cookies(opts.base);
+      if (!cookies.length) fail('login', `GET /login answered ${resp ? resp.status() : 'nothing'} and set no cookie`);
+    } catch (e) {
+      fail('login', e.message);
+    }
   }
 
   // ---------------------------------------------------------------- ct
