@@ -1,11 +1,15 @@
-//! `firstread bench analysis`: time the analysis stages (volume assembly, model, measurements)
-//! on the bundled sample and on a 300-slice study made from it, and write a Markdown table.
-//! A benchmark, not a test: figures depend on the machine; run it on an idle one.
+//! Benchmarks that write Markdown tables (not tests: figures depend on the machine; run them on
+//! an idle one, release build):
+//!
+//! - `firstread bench analysis`: the analysis stages (volume assembly, model, measurements) on the
+//!   bundled sample and on a 300-slice study made from it.
+//! - `firstread bench time-to-result`: last C-STORE-RSP -> SR acknowledged by the receiving AE
+//!   on a warm in-process node ([`crate::demo::Session`]), split into stages ([`Stages`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use dicom_core::{DataElement, PrimitiveValue, VR};
@@ -14,6 +18,8 @@ use dicom_object::open_file;
 use firstread_inference::Model;
 
 use crate::analysis::Analysis;
+use crate::config::Config;
+use crate::demo::{Session, Stages, TempDatabase};
 
 /// Peak resident set size of this process so far (MiB), from /proc/self/status (VmHWM).
 pub fn peak_rss_mib() -> Option<f64> {
@@ -76,6 +82,9 @@ pub fn resampled_series(sample: &[PathBuf], slices: usize, out: &Path) -> anyhow
         obj.put(DataElement::new(tags::SLICE_THICKNESS, VR::DS, PrimitiveValue::from(format!("{step:.3}"))));
         obj.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::from(data)));
         obj.meta_mut().media_storage_sop_instance_uid = sop.clone();
+        // (0002,0000) must follow the new UID's length, or readers take data set elements for
+        // File Meta Information
+        obj.meta_mut().update_information_group_length();
         let path = out.join(format!("{:04}.dcm", n + 1));
         obj.write_to_file(&path).with_context(|| format!("writing {}", path.display()))?;
         files.push(path);
@@ -120,4 +129,270 @@ pub fn analysis(models_dir: &Path, model: &str, sample: &[PathBuf], repeats: usi
         );
     }
     Ok(out)
+}
+
+/// One time-to-result run: the stage split of last C-STORE-RSP -> SR acknowledged.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeToResultRun {
+    /// Slices sent.
+    pub slices: usize,
+    /// Seconds from the association request to the last C-STORE-RSP (not part of the total).
+    pub send_s: f64,
+    /// The split.
+    pub stages: Stages,
+}
+
+/// Time to result on a warm node: for each slice count in `cases`, a node and a receiving AE
+/// ([`Session`]) on a temporary database; `1 + runs` studies made from `sample` with
+/// [`resampled_series`] (new UIDs each run; 30 slices from the 30-slice sample reproduces its
+/// pixels), each pushed with the C-STORE SCU and timed from the last C-STORE-RSP to the SR
+/// acknowledged by the receiving AE. The first run of each case warms the node up and is left
+/// out. Returns the runs per case.
+///
+/// # Errors
+/// PostgreSQL unreachable, model missing, a study not analysed or not delivered.
+pub async fn time_to_result(
+    base: &Config,
+    postgres: &str,
+    sample: &[PathBuf],
+    cases: &[usize],
+    runs: usize,
+    stable_after: Duration,
+) -> anyhow::Result<Vec<(usize, Vec<TimeToResultRun>)>> {
+    let mut out = Vec::new();
+    for &slices in cases {
+        let db = TempDatabase::create(postgres).await?;
+        let measured = time_to_result_case(base, &db.url, sample, slices, runs, stable_after).await;
+        let name = db.name.clone();
+        if let Err(e) = db.drop_database().await {
+            eprintln!("warning: could not drop the temporary database {name}: {e:#}");
+        }
+        out.push((slices, measured?));
+    }
+    Ok(out)
+}
+
+async fn time_to_result_case(
+    base: &Config,
+    database_url: &str,
+    sample: &[PathBuf],
+    slices: usize,
+    runs: usize,
+    stable_after: Duration,
+) -> anyhow::Result<Vec<TimeToResultRun>> {
+    let session = Session::start(base, database_url, stable_after, None).await?;
+    let measured = async {
+        let tmp = tempfile::tempdir()?;
+        let mut measured = Vec::new();
+        for run in 0..=runs {
+            let dir = tmp.path().join(run.to_string());
+            let sample = sample.to_vec();
+            let files = {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || resampled_series(&sample, slices, &dir)).await??
+            };
+            let hidden = indicatif::ProgressBar::hidden();
+            let sent = session.send(&files, &hidden).await?;
+            let delivered = session.wait_for_results(&sent, Duration::from_secs(600), &hidden).await?;
+            let s = delivered.stages;
+            eprintln!(
+                "{slices} slices, run {run}{}: sent in {:.2} s; last C-STORE-RSP -> SR acknowledged {:.2} s ({})",
+                if run == 0 { " (warm-up, not counted)" } else { "" },
+                sent.duration.as_secs_f64(),
+                s.total_s,
+                s.named().iter().map(|(n, v)| format!("{n} {v:.2}")).collect::<Vec<_>>().join(", ")
+            );
+            if run > 0 {
+                measured.push(TimeToResultRun { slices, send_s: sent.duration.as_secs_f64(), stages: s });
+            }
+            std::fs::remove_dir_all(&dir)?;
+        }
+        Ok::<_, anyhow::Error>(measured)
+    }
+    .await;
+    session.stop().await;
+    measured
+}
+
+/// The Markdown table of [`time_to_result`]: per case the run with the median total, split into
+/// stages, then min and max of the totals.
+pub fn time_to_result_table(cases: &[(usize, Vec<TimeToResultRun>)]) -> String {
+    let mut out = String::new();
+    let names = Stages::default().named().map(|(n, _)| n);
+    let _ = writeln!(
+        out,
+        "| study | runs | {} | **last C-STORE-RSP -> SR acknowledged s** | min-max s | send s |",
+        names.iter().map(|n| format!("{n} s")).collect::<Vec<_>>().join(" | ")
+    );
+    let _ = writeln!(out, "|---|---:|{}---:|---:|---:|", "---:|".repeat(names.len()));
+    for (slices, runs) in cases {
+        let mut sorted = runs.clone();
+        sorted.sort_by(|a, b| a.stages.total_s.total_cmp(&b.stages.total_s));
+        let Some(median) = sorted.get(sorted.len() / 2) else { continue };
+        let (min, max) = (sorted[0].stages.total_s, sorted[sorted.len() - 1].stages.total_s);
+        let study = if *slices == 30 {
+            "sample, 30 x 512 x 512 (8 mm)".to_owned()
+        } else {
+            format!("{slices} x 512 x 512 made from the sample")
+        };
+        let _ = writeln!(
+            out,
+            "| {study} | {} | {} | **{:.2}** | {min:.2}-{max:.2} | {:.2} |",
+            runs.len(),
+            median.stages.named().iter().map(|(_, v)| format!("{v:.2}")).collect::<Vec<_>>().join(" | "),
+            median.stages.total_s,
+            median.send_s,
+        );
+    }
+    out
+}
+
+/// The whole `docs/bench-time-to-result.md`: set-up, the table, and the target check for the
+/// largest study (under `stable_after` + 2 s).
+pub fn time_to_result_report(cases: &[(usize, Vec<TimeToResultRun>)], stable_after: Duration) -> String {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into());
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "?".into());
+    let stable = stable_after.as_secs_f64();
+    let mut out = String::new();
+    let _ = writeln!(out, "# Time-to-result benchmark\n");
+    let _ = writeln!(
+        out,
+        "Generated by `firstread bench time-to-result` (release build) on {}, repository HEAD `{head}`. \
+         Machine: {cores} cores, 1-min load average at the end: {load}; PostgreSQL on the same machine; \
+         libtorch on CPU.\n",
+        chrono::Utc::now().format("%Y-%m-%d"),
+    );
+    let _ = writeln!(
+        out,
+        "What is timed: from the **last C-STORE-RSP** the sending SCU receives to the **C-STORE-RSP of the SR** \
+         given by the receiving AE (an in-process Store SCP, as in `firstread demo`). One `firstread` node \
+         (every role, in-process, defaults otherwise: fsync on, `early_ready` off, assembly tick 200 ms, \
+         one analysis worker woken by NOTIFY) with `stable_after` = {stable} s; each run sends a new study \
+         (new UIDs, made from the sample with `resampled_series`) over one association; the first run per \
+         case warms the node up and is not counted. The stage split is that of the run with the median \
+         total; the stages add up to it.\n"
+    );
+    let _ = writeln!(out, "{}", time_to_result_table(cases));
+    let _ = writeln!(
+        out,
+        "Stages (from the database, the SCU and the receiving AE, one clock):\n\n\
+         - **stability wait**: last C-STORE-RSP -> the study's stability deadline: its last CT instance's \
+           index time (`instances.received_at`, the transaction that set `studies.stable_at`) + `stable_after`.\n\
+         - **queue pick-up**: stability deadline -> analysis job claimed (`jobs.started_at`): promotion on the \
+           next assembly tick, NOTIFY, claim.\n\
+         - **volume**, **model**, **measurements**: the analysis job's `result.timings_ms`.\n\
+         - **reporting**: the rest of the analysis job until its export job is queued (`jobs.created_at`): \
+           instance lookup, SR, volumetric SR, SEG and key images built and written with fsync.\n\
+         - **export**: export job queued -> SR acknowledged: claim, association, C-STORE of the SR (sent first).\n"
+    );
+    if let Some((slices, runs)) = cases.iter().max_by_key(|(s, _)| *s) {
+        let mut totals: Vec<f64> = runs.iter().map(|r| r.stages.total_s).collect();
+        totals.sort_by(f64::total_cmp);
+        if let Some(median) = totals.get(totals.len() / 2) {
+            let target = stable + 2.0;
+            let verdict = if *median < target { "met" } else { "**not met**" };
+            let _ = writeln!(
+                out,
+                "Target: under `stable_after` + 2 s = {target:.1} s for {slices} slices on 2 cores: median \
+                 {median:.2} s, {verdict}.\n"
+            );
+        }
+    }
+    let _ = writeln!(out, "Every run (last C-STORE-RSP -> SR acknowledged, s):\n");
+    for (slices, runs) in cases {
+        let list: Vec<String> = runs.iter().map(|r| format!("{:.2}", r.stages.total_s)).collect();
+        let _ = writeln!(out, "- {slices} slices: {}", list.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "\nRerun with:\n\n```sh\ncargo build --release -p firstread\n\
+         target/release/firstread bench time-to-result --out docs/bench-time-to-result.md\n```"
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<PathBuf> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/ct/lung-dx-a0002-b40f");
+        crate::demo::sample_files(&dir).expect("sample")
+    }
+
+    fn text(obj: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag) -> String {
+        obj.element(tag)
+            .ok()
+            .and_then(|e| e.to_str().ok())
+            .map(|s| s.trim_end_matches(['\0', ' ']).into())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn resampled_series_keeps_the_data_set_whole_under_new_uids() {
+        let sample = sample();
+        let tmp = tempfile::tempdir().expect("dir");
+        // 30 slices over the sample's 30: the same positions, so the same pixels
+        let files = resampled_series(&sample, 30, tmp.path()).expect("resampled");
+        assert_eq!(files.len(), 30);
+        let mut sources: Vec<(f64, dicom_object::DefaultDicomObject)> = sample
+            .iter()
+            .map(|p| {
+                let o = open_file(p).expect("source");
+                let z = o.element(tags::IMAGE_POSITION_PATIENT).expect("ipp").to_multi_float64().expect("ds")[2];
+                (z, o)
+            })
+            .collect();
+        sources.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut studies = std::collections::BTreeSet::new();
+        for (file, (_, source)) in files.iter().zip(&sources) {
+            let header = firstread_dimse::scu::read_part10_header(file).expect("header");
+            let obj = open_file(file).expect("written file");
+            assert_eq!(header.sop_instance_uid, text(&obj, tags::SOP_INSTANCE_UID), "meta and data set agree");
+            assert_ne!(text(&obj, tags::SOP_INSTANCE_UID), text(source, tags::SOP_INSTANCE_UID), "new UID");
+            // the elements right after the File Meta Information survive the shorter UID
+            assert_eq!(text(&obj, tags::IMAGE_TYPE), text(source, tags::IMAGE_TYPE));
+            assert_eq!(text(&obj, tags::SPECIFIC_CHARACTER_SET), text(source, tags::SPECIFIC_CHARACTER_SET));
+            let pixels = |o: &dicom_object::DefaultDicomObject| {
+                o.element(tags::PIXEL_DATA).expect("px").to_bytes().expect("bytes").to_vec()
+            };
+            assert!(pixels(&obj) == pixels(source), "same pixels at the same position");
+            studies.insert(text(&obj, tags::STUDY_INSTANCE_UID));
+        }
+        assert_eq!(studies.len(), 1, "one new study");
+        assert!(!studies.contains(&text(&sources[0].1, tags::STUDY_INSTANCE_UID)));
+    }
+
+    #[test]
+    fn resampled_series_spaces_slices_evenly() {
+        let sample = sample();
+        let tmp = tempfile::tempdir().expect("dir");
+        let files = resampled_series(&sample, 5, tmp.path()).expect("resampled");
+        let z: Vec<f64> = files
+            .iter()
+            .map(|f| {
+                open_file(f)
+                    .expect("file")
+                    .element(tags::IMAGE_POSITION_PATIENT)
+                    .expect("ipp")
+                    .to_multi_float64()
+                    .expect("ds")[2]
+            })
+            .collect();
+        let step = (z[4] - z[0]) / 4.0;
+        assert!((step - 58.0).abs() < 1e-3, "z 80..312 mm in 4 steps: {z:?}");
+        for w in z.windows(2) {
+            assert!((w[1] - w[0] - step).abs() < 2e-3, "{z:?}");
+        }
+    }
 }

@@ -2,12 +2,13 @@
 //!
 //! This crate wires the concept crates together (see `docs/ARCHITECTURE.md`):
 //! [`config`] (TOML + environment), [`telemetry`] (tracing), [`ingest`] (Store SCP -> storage
-//! -> index) and [`node`] (start/stop a node); [`http`] serves DICOMweb. The `firstread` binary is
-//! `src/main.rs`.
+//! -> index) and [`node`] (start/stop a node); [`http`] serves DICOMweb; [`demo`] runs the whole
+//! path on the bundled sample CT. The `firstread` binary is `src/main.rs`.
 
 pub mod analysis;
 pub mod bench;
 pub mod config;
+pub mod demo;
 pub mod export;
 pub mod http;
 pub mod ingest;

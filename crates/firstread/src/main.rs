@@ -1,10 +1,12 @@
 //! The `firstread` command line.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use firstread::config::{Config, LogFormat};
+use firstread::config::{Config, LogConfig, LogFormat};
+use firstread::demo::{self, DemoOptions, DEFAULT_POSTGRES, DEFAULT_SAMPLE};
 use firstread::{telemetry, Node, Roles};
 use tracing::info;
 
@@ -53,6 +55,31 @@ enum Command {
         #[arg(long)]
         calling_ae: Option<String>,
     },
+    /// The main job on the bundled sample CT: starts a node with a temporary database and storage
+    /// folder and a receiving AE for the results, pushes the sample with C-STORE, waits for the SR,
+    /// SEG and key images to come back, writes them to --out and prints the first read.
+    Demo {
+        /// Folder of the series to send (its files named 1-*.dcm).
+        #[arg(long, default_value = DEFAULT_SAMPLE)]
+        sample: PathBuf,
+        /// Output folder for the received objects and first-read.json (emptied when a previous
+        /// demo wrote it; any other non-empty folder is refused).
+        #[arg(long, default_value = "demo-output")]
+        out: PathBuf,
+        /// PostgreSQL server on which the temporary database is created (URL of any database
+        /// there; the role needs CREATEDB).
+        #[arg(long, default_value = DEFAULT_POSTGRES)]
+        postgres: String,
+        /// The node's stable_after: how long after the last instance the study counts as complete.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        stable_after: Duration,
+        /// Give up when the results are not back this long after the last C-STORE-RSP.
+        #[arg(long, default_value = "300s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Print the first read, timings and output paths as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmarks that write Markdown tables (not tests: run on an idle machine).
     Bench {
         #[command(subcommand)]
@@ -74,6 +101,33 @@ enum Bench {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Last C-STORE-RSP to SR acknowledged by the receiving AE on a warm in-process node, split
+    /// into stages, for the sample and a 300-slice study made from it.
+    TimeToResult {
+        /// Folder of the sample series (its files named 1-*.dcm).
+        #[arg(long, default_value = DEFAULT_SAMPLE)]
+        sample: PathBuf,
+        /// Slice counts of the studies made from the sample.
+        #[arg(long, value_delimiter = ',', default_value = "30,300")]
+        slices: Vec<usize>,
+        /// Timed runs per study (after one warm-up run; the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// The node's stable_after.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        stable_after: Duration,
+        /// PostgreSQL server on which temporary databases are created.
+        #[arg(long, default_value = DEFAULT_POSTGRES)]
+        postgres: String,
+        /// Write the report here (and print it).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Parses "1s", "500ms", "2m" (humantime).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime_serde::re::humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// libgomp (libtorch's OpenMP) reads OMP_WAIT_POLICY once, when it loads, before `main`; its
@@ -103,6 +157,13 @@ async fn run() -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref()).map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     if let Some(format) = cli.log_format {
         config.log.format = format;
+    }
+    // The demo and the time-to-result benchmark draw progress bars on stderr: only warnings
+    // there unless a log filter was chosen.
+    let quiet = matches!(cli.command, Command::Demo { .. } | Command::Bench { what: Bench::TimeToResult { .. } });
+    if quiet && config.log.filter == LogConfig::default().filter && std::env::var_os("FIRSTREAD_LOG__FILTER").is_none()
+    {
+        config.log.filter = "warn".into();
     }
     telemetry::init(&config.log);
     match cli.command {
@@ -139,6 +200,28 @@ async fn run() -> anyhow::Result<()> {
                  libtorch on CPU. Peak RSS is the process's high-water mark after the case.\n\n{table}",
                 std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
             );
+            print!("{report}");
+            if let Some(out) = out {
+                std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+            }
+            Ok(())
+        }
+        Command::Demo { sample, out, postgres, stable_after, timeout, json } => {
+            let opts = DemoOptions { sample, out, postgres, stable_after, timeout };
+            let report = demo::run(&opts, &config).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(())
+        }
+        Command::Bench { what: Bench::TimeToResult { sample, slices, runs, stable_after, postgres, out } } => {
+            let files = demo::sample_files(&sample)?;
+            let cases =
+                firstread::bench::time_to_result(&config, &postgres, &files, &slices, runs.max(1), stable_after)
+                    .await?;
+            let report = firstread::bench::time_to_result_report(&cases, stable_after);
             print!("{report}");
             if let Some(out) = out {
                 std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
