@@ -19,7 +19,10 @@
 //!   SEG (segment numbers are the manifest's output channels + 1). A measurement group without
 //!   spatial coordinates makes OHIF 3.13's SR viewport fail, and nothing of that SR is shown;
 //!   keeping the volumetric groups in their own document keeps [`build_sr`] displayable, and a
-//!   PACS or a reader that understands TID 1411 still gets the per-segment volumes.
+//!   PACS or a reader that understands TID 1411 still gets the per-segment volumes. Its title is
+//!   (18748-4, LN, "Diagnostic imaging report"), another CID 7021 title, because OHIF reads the
+//!   measurement groups of every (126000, DCM) report it opens and crashes on TID 1411 groups
+//!   (verified in the browser: `tests/browser/ohif.mjs`).
 //!
 //! OHIF specifics of [`build_sr`] (see `shared/cases/ohif-dicomweb-contract.md`): the root concept
 //! is (126000, DCM, "Imaging Measurement Report") with both the Image Library and the Imaging
@@ -77,6 +80,10 @@ type Cd = (&'static str, &'static str, &'static str);
 
 // --- DCM / SCT / UCUM concepts (PS3.16) ---
 const IMAGING_MEASUREMENT_REPORT: Cd = ("126000", "DCM", "Imaging Measurement Report");
+/// The volumetric SR's document title, also from CID 7021 "Measurement Report Document Titles":
+/// OHIF 3.13 hydrates the measurement groups only of (126000, DCM) reports, and fails on groups
+/// without spatial coordinates (TID 1411), so this title keeps the viewer from reading them.
+const DIAGNOSTIC_IMAGING_REPORT: Cd = ("18748-4", "LN", "Diagnostic imaging report");
 const LANGUAGE: Cd = ("121049", "DCM", "Language of Content Item and Descendants");
 const COUNTRY_OF_LANGUAGE: Cd = ("121046", "DCM", "Country of Language");
 const ENGLISH: Cd = ("en", "RFC5646", "English");
@@ -166,13 +173,14 @@ pub fn build_sr(input: &ResultInput) -> Result<FileDicomObject<InMemDicomObject>
         groups.push(ctx.planar_group(key)?);
     }
     let mut content = ctx.preamble();
-    content.push(ctx.image_library());
+    content.push(ctx.image_library(true));
     content.push(Item::container(CONTAINS, IMAGING_MEASUREMENTS, None).with(groups));
     content.push(ctx.qualitative_evaluations()?);
     let references = vec![(input.volume.series_instance_uid.clone(), ctx.ct_references())];
     let predecessor = input.predecessor_sr.clone();
     let description = format!("firstread first read ({} {})", input.manifest.name, input.manifest.version);
     ctx.document(Document {
+        title: IMAGING_MEASUREMENT_REPORT,
         series_uid: &input.uids.sr_series,
         instance_uid: &input.uids.sr_instance,
         series_number: SR_SERIES_NUMBER,
@@ -203,7 +211,7 @@ pub fn build_volumetric_sr(input: &ResultInput) -> Result<FileDicomObject<InMemD
         groups.push(ctx.volumetric_group(zone.side, Some(zone.level), &zone.involvement, None, Some(zone.score))?);
     }
     let mut content = ctx.preamble();
-    content.push(ctx.image_library());
+    content.push(ctx.image_library(false));
     content.push(Item::container(CONTAINS, IMAGING_MEASUREMENTS, None).with(groups));
     let references = vec![
         (input.volume.series_instance_uid.clone(), ctx.ct_references()),
@@ -211,6 +219,7 @@ pub fn build_volumetric_sr(input: &ResultInput) -> Result<FileDicomObject<InMemD
     ];
     let (series_uid, instance_uid) = volumetric_sr_uids(input.uids);
     ctx.document(Document {
+        title: DIAGNOSTIC_IMAGING_REPORT,
         series_uid: &series_uid,
         instance_uid: &instance_uid,
         series_number: VOLUMETRIC_SR_SERIES_NUMBER,
@@ -449,6 +458,8 @@ fn format_ds(what: &'static str, value: f64, decimals: usize) -> Result<String, 
 
 /// What differs between the two documents.
 struct Document<'a> {
+    /// The root container's concept (CID 7021).
+    title: Cd,
     series_uid: &'a str,
     instance_uid: &'a str,
     series_number: i32,
@@ -551,7 +562,14 @@ impl<'a> Context<'a> {
     /// TID 1600 Image Library: one group (TID 1600 row 2) with the descriptors common to the
     /// series (TID 1602/1604: modality, target region, frame of reference, matrix, pixel
     /// spacing) and one IMAGE entry (TID 1601) per analysed source image, in slice order.
-    fn image_library(&self) -> Item {
+    /// TID 1600 Image Library: with `entries`, one group (TID 1601) listing every source image;
+    /// without, the empty container (its groups are optional). The volumetric SR has none:
+    /// Image Library entries have no Concept Name, and OHIF 3.13 fails to render a non-126000
+    /// report holding an item without one (its references are in the Evidence Sequence).
+    fn image_library(&self, entries: bool) -> Item {
+        if !entries {
+            return Item::container(CONTAINS, IMAGE_LIBRARY, None);
+        }
         let v = self.input.volume;
         let mut group = Item::container(CONTAINS, IMAGE_LIBRARY_GROUP, None);
         group.children.push(Item::code(HAS_ACQ_CONTEXT, MODALITY, COMPUTED_TOMOGRAPHY));
@@ -845,7 +863,7 @@ impl<'a> Context<'a> {
             put_seq(&mut obj, tags::PREDECESSOR_DOCUMENTS_SEQUENCE, vec![reference]);
         }
         // SR Document Content: the root container
-        let root = Item::container(CONTAINS, IMAGING_MEASUREMENT_REPORT, Some("1500")).with(d.content);
+        let root = Item::container(CONTAINS, d.title, Some("1500")).with(d.content);
         root.write(&mut obj, true);
         obj.with_meta(FileMetaTableBuilder::new().transfer_syntax(EXPLICIT_VR_LITTLE_ENDIAN))
             .map_err(|e| err(self.what, e.to_string()))

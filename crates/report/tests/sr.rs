@@ -400,7 +400,9 @@ fn volumetric_sr_validates_and_references_the_seg() {
     let s = sample();
     let obj = build_volumetric_sr(&input(s, None)).expect("volumetric SR built");
     let (dump, back) = validate(&obj, "volumetric-sr.dcm");
-    assert!(dump.contains("Imaging Measurement Report") && dump.contains("Referenced Segment"), "{dump}");
+    // a CID 7021 title other than 126000, so OHIF does not hydrate its TID 1411 groups
+    assert!(dump.contains("Diagnostic imaging report") && dump.contains("Referenced Segment"), "{dump}");
+    assert_eq!(concept(&back).as_deref(), Some("18748-4"));
     assert!(dump.contains("Left lung") && dump.contains("Right lung"), "{dump}");
     let (series, instance) = sr::volumetric_sr_uids(&s.uids);
     assert_eq!(text(&back, tags::SERIES_INSTANCE_UID), Some(series.clone()));

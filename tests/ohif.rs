@@ -1,0 +1,81 @@
+//! The first read in a real browser: headless Debian Chromium (driven by npm `playwright-core`,
+//! `tests/browser/ohif.mjs`) opens the OHIF viewer the node serves at `/viewer` on the study the
+//! node just analysed: the CT renders, the SR's ROIs are drawn on their slices, the SEG overlay
+//! shows, and nothing goes wrong in the console, the network or the viewer's notifications.
+//! Screenshots go to `target/ohif-screenshots/` (the ones in `docs/screenshots/` come from here).
+
+use std::process::Command;
+use std::time::Duration;
+
+use firstread_e2e::{
+    dcmtk, eventually_async, free_port, node_env, repo_root, run, sample_series, Process, TestDb, TEST_TOKEN,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ohif_shows_the_ct_the_sr_rois_and_the_seg_overlay() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (dimse, http) = (free_port(), free_port());
+    let mut env = node_env(&db, dir.path(), dimse);
+    env.push(("FIRSTREAD_HTTP__LISTEN", format!("127.0.0.1:{http}")));
+    env.push(("FIRSTREAD_ASSEMBLY__STABLE_AFTER", "1s".into()));
+    env.push((
+        "FIRSTREAD_HTTP__VIEWER_DIR",
+        repo_root().join(".viewer/node_modules/@ohif/app/dist").display().to_string(),
+    ));
+    let _node = Process::start(&["serve"], &env);
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
+
+    let files = sample_series("");
+    let sent = eventually_async(Duration::from_secs(60), || {
+        let files = files.clone();
+        async move {
+            let out = run({
+                let mut c = dcmtk("storescu");
+                c.args(["-aec", "FIRSTREAD", "-aet", "MODALITY", "127.0.0.1", &dimse.to_string()]).args(&files);
+                c
+            });
+            out.status.success()
+        }
+    })
+    .await;
+    assert!(sent, "storescu could not send the sample");
+    // the result objects are indexed when the analysis job is done
+    let analysed = eventually_async(Duration::from_secs(180), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM jobs WHERE kind = 'analysis' AND state = 'done' AND result->>'status' = 'analysed'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(0)
+            == 1
+    })
+    .await;
+    assert!(analysed, "the sample was not analysed");
+    let study: String =
+        sqlx::query_scalar("SELECT study_instance_uid FROM studies").fetch_one(&pool).await.expect("study");
+
+    let out_dir = repo_root().join("target/ohif-screenshots");
+    std::fs::create_dir_all(&out_dir).expect("screenshot dir");
+    let out = run({
+        let mut c = Command::new("node");
+        c.arg(repo_root().join("tests/browser/ohif.mjs"))
+            .args(["--base", &format!("http://127.0.0.1:{http}"), "--study", &study, "--token", TEST_TOKEN])
+            .arg("--out")
+            .arg(&out_dir)
+            .args(["--timeout-ms", "90000"]);
+        c
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("ohif.mjs printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    assert_eq!(summary["ct_rendered"], true, "{summary:#}");
+    assert_eq!(summary["cross_origin_isolated"], true, "{summary:#}");
+    assert!(summary["sr_rois"].as_u64().unwrap_or(0) >= 1, "SR ROIs drawn: {summary:#}");
+    assert!(summary["seg_segments"].as_u64().unwrap_or(0) >= 3, "SEG segments listed: {summary:#}");
+    assert_eq!(summary["console_errors"], serde_json::json!([]), "{summary:#}");
+    assert_eq!(summary["failed_requests"], serde_json::json!([]), "{summary:#}");
+    assert_eq!(summary["error_notifications"], serde_json::json!([]), "{summary:#}");
+    assert!(out.status.success() && summary["ok"] == true, "{summary:#}\n{stderr}");
+}
