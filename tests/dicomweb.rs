@@ -214,6 +214,7 @@ async fn compressed_frames_are_sent_as_stored_or_decoded_to_native() {
 async fn cors_viewer_session_and_viewer_files() {
     let node = TestNode::start_roles(Roles { listen: true, work: false }, |c| {
         c.http.cors_allowed_origins = vec!["https://viewer.example".into()];
+        c.http.max_request_bytes = 200_000;
     })
     .await;
     let base = node.dicomweb().trim_end_matches("/dicom-web").to_owned();
@@ -236,6 +237,9 @@ async fn cors_viewer_session_and_viewer_files() {
          out['after_login'] = s.get(base + '/dicom-web/studies').status_code\n\
          v = requests.get(base + '/viewer/viewer?StudyInstanceUIDs=1.2.3')\n\
          out['viewer'] = [v.status_code, v.headers.get('cross-origin-embedder-policy'), '<html' in v.text.lower()]\n\
+         big = requests.post(base + '/dicom-web/studies', data=b'--b\\r\\nContent-Type: application/dicom\\r\\n\\r\\n' + bytes(300000),\n\
+         \x20   headers={'Authorization': 'Bearer ' + token, 'Content-Type': 'multipart/related; type=application/dicom; boundary=b'})\n\
+         out['too_large'] = big.status_code\n\
          cfg = requests.get(base + '/viewer/app-config.js')\n\
          out['config'] = [cfg.status_code, \"'/dicom-web'\" in cfg.text, \"routerBasename: '/viewer'\" in cfg.text, token in cfg.text]\n\
          print(json.dumps(out))",
@@ -249,6 +253,7 @@ async fn cors_viewer_session_and_viewer_files() {
     // an off-site `next` is not followed: the viewer is
     assert_eq!(v["login"], serde_json::json!([303, "/viewer/", true]), "{v}");
     assert_eq!(v["after_login"], 200, "{v}");
+    assert_eq!(v["too_large"], 413, "a STOW-RS body over http.max_request_bytes: {v}");
     // the viewer (installed by scripts/bootstrap.sh) with cross-origin isolation; its app config
     // points at this server's DICOMweb root and never carries the token
     assert_eq!(v["viewer"], serde_json::json!([200, "require-corp", true]), "{v}");

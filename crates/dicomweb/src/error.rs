@@ -1,5 +1,5 @@
 //! Errors of the HTTP surface and their status codes (PS3.18 8.5: 400 for a malformed request,
-//! 404 for an unknown target, 406 when no acceptable representation exists, 415 for an
+//! 404 for an unknown target, 413 for a body over the configured size, 406 when no acceptable representation exists, 415 for an
 //! unsupported request media type, 503 when the database is unavailable).
 
 use axum::http::StatusCode;
@@ -18,6 +18,9 @@ pub enum WebError {
     /// 406: none of the accepted media types can be produced.
     #[error("{0}")]
     NotAcceptable(String),
+    /// 413: the request body exceeds `http.max_request_bytes`.
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// 415: the request body's media type is not supported.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -35,6 +38,7 @@ impl IntoResponse for WebError {
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
             WebError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            WebError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             WebError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             WebError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -118,6 +118,8 @@ pub struct AppState {
     pub storage_root: PathBuf,
     /// The port HTTP listens on (for absolute URLs when a client's `Host` omits it).
     pub listen_port: u16,
+    /// Largest STOW-RS request body, in bytes ([`HttpConfig::max_request_bytes`]).
+    pub max_request_bytes: u64,
     /// STOW-RS target.
     pub sink: Arc<dyn StowSink>,
     /// Request authentication.
@@ -138,7 +140,6 @@ impl std::fmt::Debug for AppState {
 
 /// The whole HTTP application: DICOMweb under [`DICOMWEB_ROOT`], health, metrics, viewer.
 pub fn router(state: AppState, config: &HttpConfig) -> Router {
-    let body_limit = usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX);
     let dicomweb = Router::new()
         .route("/studies", get(qido::studies).post(stow::store))
         .route("/studies/{study}", get(wado::retrieve_study).post(stow::store_in_study))
@@ -154,7 +155,8 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         .route("/studies/{study}/series/{series}/instances/{instance}/bulk/{tag}", get(wado::bulk))
         .route("/series", get(qido::all_series))
         .route("/instances", get(qido::all_instances))
-        .layer(DefaultBodyLimit::max(body_limit))
+        // STOW-RS streams its body through multer, which enforces `max_request_bytes`
+        .layer(DefaultBodyLimit::disable())
         .route_layer(axum::middleware::from_fn_with_state(state.auth.clone(), auth::require));
     let metrics = Router::new()
         .route("/metrics", get(metrics_endpoint))

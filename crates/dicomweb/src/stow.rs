@@ -171,7 +171,9 @@ async fn handle(
     let root = root_url(headers, state.listen_port);
     let span = info_span!("stow", client = %client);
     async move {
-        let mut parts = multer::Multipart::new(body.into_data_stream(), boundary);
+        let limits =
+            multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(state.max_request_bytes));
+        let mut parts = multer::Multipart::with_constraints(body.into_data_stream(), boundary, limits);
         let mut referenced = Vec::new();
         let mut failed = Vec::new();
         let mut warned = false;
@@ -180,10 +182,10 @@ async fn handle(
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => {
-                    // What was stored before stays stored; report the request as malformed
-                    // only when nothing was.
+                    // What was stored before stays stored; report the request as malformed (or
+                    // too large) only when nothing was.
                     if referenced.is_empty() && failed.is_empty() {
-                        return Err(WebError::BadRequest(format!("multipart body: {e}")));
+                        return Err(body_error(e));
                     }
                     warn!(error = %e, "STOW-RS body ends early");
                     break;
@@ -202,6 +204,7 @@ async fn handle(
             }
             let bytes = match field.bytes().await {
                 Ok(b) => b,
+                Err(e) if referenced.is_empty() && failed.is_empty() => return Err(body_error(e)),
                 Err(e) => {
                     failed.push(failure("", "", CANNOT_UNDERSTAND, &format!("part unreadable: {e}")));
                     break;
@@ -254,6 +257,16 @@ async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// The HTTP error for a multipart body that cannot be read: 413 beyond the size limit.
+fn body_error(e: multer::Error) -> WebError {
+    match e {
+        multer::Error::StreamSizeExceeded { limit } => {
+            WebError::PayloadTooLarge(format!("the request body exceeds {limit} bytes (http.max_request_bytes)"))
+        }
+        other => WebError::BadRequest(format!("multipart body: {other}")),
+    }
 }
 
 fn reference(meta: &Meta, root: &str, warning: Option<u16>) -> Dataset {

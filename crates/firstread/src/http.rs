@@ -54,6 +54,7 @@ pub async fn start(
         index: index.clone(),
         storage_root: storage.root().to_path_buf(),
         listen_port: addr.port(),
+        max_request_bytes: config.http.max_request_bytes,
         sink: ingest,
         auth: Arc::new(auth),
         metrics: crate::telemetry::metrics(),
