@@ -119,6 +119,18 @@ async fn results_are_served_and_metrics_count_what_was_sent() {
     .await
     .expect("analysed study");
 
+    // indexing the result objects did not move the study's stability time
+    let moved: bool = sqlx::query_scalar(
+        "SELECT s.stable_at >= (SELECT min(i.received_at) FROM instances i \
+         WHERE i.study_instance_uid = s.study_instance_uid AND i.calling_ae_title = 'FIRSTREAD') \
+         FROM studies s WHERE s.study_instance_uid = $1",
+    )
+    .bind(&study)
+    .fetch_one(&pool)
+    .await
+    .expect("stable_at");
+    assert!(!moved, "result objects pushed stable_at");
+
     // the result objects are series of the study, through QIDO-RS and WADO-RS
     let (status, body) = get(&format!("{root}/dicom-web/studies/{study}/series"), Some(TEST_TOKEN));
     assert_eq!(status, 200, "{body}");

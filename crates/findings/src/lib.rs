@@ -261,13 +261,21 @@ pub fn compute(grid: &Grid<'_>, masks: &Masks<'_>) -> Result<Findings, ShapeMism
             .collect()
     };
 
+    // the two lungs are independent: count them side by side
+    let per_lung = |lung: &[u8]| (per_slice(lung), peripheral_counts(grid, lung, masks.opacity));
+    let ((left_slices, left_peripheral), (right_slices, right_peripheral)) = std::thread::scope(|scope| {
+        let left = scope.spawn(|| per_lung(masks.left_lung));
+        let right = per_lung(masks.right_lung);
+        // a panic in the counting thread is a bug in this function, not bad input
+        (left.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), right)
+    });
     let mut lungs = Vec::new();
     let mut zones = Vec::new();
     let mut key_slices = Vec::new();
     let mut total = SliceCounts::default();
     let mut inv = [Involvement::new(0.0, 0.0); 2];
-    for (i, (side, mask)) in [(Side::Left, masks.left_lung), (Side::Right, masks.right_lung)].into_iter().enumerate() {
-        let slices = per_slice(mask);
+    let counted = [(Side::Left, left_slices), (Side::Right, right_slices)];
+    for (i, (side, slices)) in counted.into_iter().enumerate() {
         let sum = slices.iter().fold(SliceCounts::default(), |a, b| a.add(b));
         total = total.add(&sum);
         let extent = slice_extent(&slices);
@@ -289,7 +297,8 @@ pub fn compute(grid: &Grid<'_>, masks: &Masks<'_>) -> Result<Findings, ShapeMism
         }
     }
     let total_inv = Involvement::new(total.lung as f64 * voxel_ml, total.opacity as f64 * voxel_ml);
-    let peripheral_fraction = peripheral_fraction(grid, masks);
+    let (peripheral, all) = (left_peripheral.0 + right_peripheral.0, left_peripheral.1 + right_peripheral.1);
+    let peripheral_fraction = (all > 0).then(|| peripheral as f64 / all as f64);
     let lower_pct = zone_pct(&zones, Level::Lower);
     let upper_pct = zone_pct(&zones, Level::Upper);
     let (pattern, pattern_rationale) = suggest_pattern(&PatternInputs {
@@ -329,21 +338,20 @@ fn zone_pct(zones: &[ZoneFindings], level: Level) -> f64 {
 }
 
 /// Share of opacity voxels within [`PERIPHERAL_DEPTH_MM`] of their lung's surface.
-fn peripheral_fraction(grid: &Grid<'_>, masks: &Masks<'_>) -> Option<f64> {
+/// (opacity voxels in the lung's peripheral shell, opacity voxels in the lung).
+fn peripheral_counts(grid: &Grid<'_>, lung: &[u8], opacity: &[u8]) -> (usize, usize) {
     let mut peripheral = 0usize;
     let mut all = 0usize;
-    for lung in [masks.left_lung, masks.right_lung] {
-        let shell = peripheral_shell(lung, grid.shape, grid.spacing_mm, PERIPHERAL_DEPTH_MM);
-        for i in 0..lung.len() {
-            if lung[i] != 0 && masks.opacity[i] != 0 {
-                all += 1;
-                if shell[i] != 0 {
-                    peripheral += 1;
-                }
+    let shell = peripheral_shell(lung, grid.shape, grid.spacing_mm, PERIPHERAL_DEPTH_MM);
+    for i in 0..lung.len() {
+        if lung[i] != 0 && opacity[i] != 0 {
+            all += 1;
+            if shell[i] != 0 {
+                peripheral += 1;
             }
         }
     }
-    (all > 0).then(|| peripheral as f64 / all as f64)
+    (peripheral, all)
 }
 
 #[derive(Debug, Clone, Copy, Default)]

@@ -222,7 +222,12 @@ impl Analysis {
             peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             association_id: None,
         };
-        let arrival = Arrival { stable_after: std::time::Duration::ZERO, reanalyse_late: false, analysable: false };
+        let arrival = Arrival {
+            stable_after: std::time::Duration::ZERO,
+            reanalyse_late: false,
+            analysable: false,
+            derived: true,
+        };
         for relative in written {
             let path = self.storage.resolve(relative);
             let attributes = tokio::task::spawn_blocking(move || read_attributes(&path))

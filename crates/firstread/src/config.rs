@@ -313,7 +313,10 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment.merge(Env::prefixed("FIRSTREAD_").split("__")).extract().map_err(Box::new)
+        // only `FIRSTREAD_<SECTION>__<KEY>` names configuration: other FIRSTREAD_* variables
+        // (FIRSTREAD_CONFIG for --config, the set-up script's FIRSTREAD_CACHE...) are not keys
+        let env = Env::prefixed("FIRSTREAD_").filter(|k| k.as_str().contains("__")).split("__");
+        figment.merge(env).extract().map_err(Box::new)
     }
 
     /// The Store SCP settings.
@@ -347,6 +350,19 @@ mod tests {
             assert!(c.storage.fsync);
             assert_eq!(c.http.listen, "0.0.0.0:8080".parse().unwrap());
             assert_eq!(c.http.auth, firstread_dicomweb::AuthMode::Bearer);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn other_firstread_variables_are_not_configuration() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FIRSTREAD_CONFIG", "/nowhere.toml");
+            jail.set_env("FIRSTREAD_TEST_PG", "postgres://x@y/z");
+            jail.set_env("FIRSTREAD_CACHE", "/tmp");
+            jail.set_env("FIRSTREAD_DATABASE__URL", "postgres://a@b/c");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.database.url, "postgres://a@b/c");
             Ok(())
         });
     }

@@ -220,6 +220,7 @@ impl IngestPending {
             stable_after: self.inner.policy.stable_after_for(&self.provenance.calling_ae_title),
             reanalyse_late: self.inner.policy.reanalyse_late,
             analysable: is_analysable_class(&attributes.sop_class_uid),
+            derived: false,
         };
         match self.inner.index.record(&attributes, &self.provenance, &placed.relative_path, size, &arrival).await {
             Ok(Recorded::Inserted) => {

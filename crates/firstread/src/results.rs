@@ -41,12 +41,21 @@ pub fn write(
         content_date: created.format("%Y%m%d").to_string(),
         content_time: created.format("%H%M%S").to_string(),
     };
+    // the four builders are independent: build them side by side (the SEG and the key images
+    // dominate for large volumes)
+    let (sr, volumetric, seg, key_images) = std::thread::scope(|scope| {
+        let sr = scope.spawn(|| sr::build_sr(&input));
+        let volumetric = scope.spawn(|| sr::build_volumetric_sr(&input));
+        let seg = scope.spawn(|| seg::build_seg(&input));
+        let key_images = sc::build_key_images(&input);
+        Ok::<_, String>((joined(sr)?, joined(volumetric)?, joined(seg)?, key_images))
+    })?;
     let mut objects = vec![
-        ("sr", sr::build_sr(&input).map_err(|e| e.to_string())?),
-        ("sr-volumetric", sr::build_volumetric_sr(&input).map_err(|e| e.to_string())?),
-        ("seg", seg::build_seg(&input).map_err(|e| e.to_string())?),
+        ("sr", sr.map_err(|e| e.to_string())?),
+        ("sr-volumetric", volumetric.map_err(|e| e.to_string())?),
+        ("seg", seg.map_err(|e| e.to_string())?),
     ];
-    for image in sc::build_key_images(&input).map_err(|e| e.to_string())? {
+    for image in key_images.map_err(|e| e.to_string())? {
         objects.push(("sc", image));
     }
     let dir_rel = format!("results/{}/v{}/{}", job.study_instance_uid, job.study_version, manifest.name);
@@ -68,4 +77,9 @@ pub fn write(
         written.push(format!("{dir_rel}/{name}"));
     }
     Ok(written)
+}
+
+/// The value of a scoped builder thread; a panic becomes an error message.
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> Result<T, String> {
+    handle.join().map_err(|_| "a report builder panicked".to_owned())
 }

@@ -43,6 +43,9 @@ pub struct Arrival {
     pub reanalyse_late: bool,
     /// Whether this instance is one a model analyses (e.g. CT Image Storage).
     pub analysable: bool,
+    /// A result object this node derived from the study (SR, SEG, key images): indexed so
+    /// DICOMweb serves it, but it neither moves the study's stability time nor opens a version.
+    pub derived: bool,
 }
 
 /// What indexing an instance did.
@@ -164,6 +167,7 @@ impl Index {
             .bind(arrival.reanalyse_late)
             .bind(arrival.analysable) // $40
             .bind(&a.metadata)
+            .bind(arrival.derived) // $42
             .fetch_one(&self.pool)
             .await?;
         if inserted > 0 {
@@ -238,7 +242,8 @@ WITH ins AS (
         now() + make_interval(secs => $38), $40)
     ON CONFLICT (study_instance_uid) DO UPDATE SET
         last_received_at = now(),
-        stable_at = GREATEST(studies.stable_at, now() + make_interval(secs => $38)),
+        stable_at = CASE WHEN $42 THEN studies.stable_at
+                         ELSE GREATEST(studies.stable_at, now() + make_interval(secs => $38)) END,
         analysable = studies.analysable OR $40,
         -- a late analysable arrival opens a new study version when re-analysis is on
         version = CASE WHEN $40 AND $39 AND studies.queued_version >= studies.version AND EXISTS (SELECT 1 FROM ins)
