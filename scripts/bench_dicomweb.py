@@ -45,14 +45,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import glob
 import json
 import math
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -66,14 +63,14 @@ import pydicom
 import requests
 from pydicom.uid import generate_uid
 
-REPO = Path(__file__).resolve().parent.parent
-SOURCE_GLOB = str(REPO / "data/ct/lung-dx-a0002-b40f/1-*.dcm")
-FIRSTREAD_BIN = REPO / "target/release/firstread"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import (ECHOSCU, FIRSTREAD_BIN, REPO, STORESCU, cpu_model, dcmtk_env, die,  # noqa: E402
+                      firstread_built, firstread_env, fits_command_line, free_port, git, log, mem_gib,
+                      new_instance, preflight, psql, source_slices, stop, tail, vm_hwm_kib, wait_echo,
+                      write_markdown)
+
 ORTHANC_BIN = "/usr/sbin/Orthanc"
 ORTHANC_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
-STORESCU = "/usr/bin/storescu"  # absolute: pynetdicom puts a python `storescu` earlier on PATH
-ECHOSCU = "/usr/bin/echoscu"
-PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 N_INSTANCES = 300
 SPACING_MM = 0.8
 TARGET_MS = 50.0
@@ -82,27 +79,10 @@ QIDO_JSON = "application/dicom+json"
 FRAME_ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 
 
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def die(msg: str) -> None:
-    print(f"[bench] FATAL: {msg}", file=sys.stderr, flush=True)
-    raise SystemExit(1)
-
-
-def dcmtk_env() -> dict:
-    env = dict(os.environ)
-    env["TCP_NODELAY"] = "1"  # dcmtk 3.6.7 leaves Nagle on otherwise (40 ms per message)
-    return env
-
-
 # ------------------------------------------------------------------ data generation
 def generate(out_dir: Path, n_background: int, per_background: int) -> dict:
     """The main study (N_INSTANCES slices) and the background studies; returns what was made."""
-    sources = [pydicom.dcmread(p) for p in sorted(glob.glob(SOURCE_GLOB))]
-    if not sources:
-        die(f"no source slices at {SOURCE_GLOB}")
+    sources = source_slices()
     sources.sort(key=lambda d: -float(d.ImagePositionPatient[2]))  # head first, z descending
     src_spacing = abs(float(sources[0].ImagePositionPatient[2]) - float(sources[1].ImagePositionPatient[2]))
     z0 = float(sources[0].ImagePositionPatient[2])
@@ -114,15 +94,8 @@ def generate(out_dir: Path, n_background: int, per_background: int) -> dict:
     for i in range(N_INSTANCES):
         j = min(len(sources) - 1, round(i * SPACING_MM / src_spacing))  # nearest source slice
         ds = sources[j]
-        sop = generate_uid(None)
+        sop = new_instance(ds, study, series, frame, i + 1)
         z = z0 - i * SPACING_MM
-        ds.StudyInstanceUID = study
-        ds.SeriesInstanceUID = series
-        if "FrameOfReferenceUID" in ds:
-            ds.FrameOfReferenceUID = frame
-        ds.SOPInstanceUID = sop
-        ds.file_meta.MediaStorageSOPInstanceUID = sop
-        ds.InstanceNumber = i + 1
         ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1], f"{z:.2f}"]
         ds.SliceLocation = f"{z:.2f}"
         ds.SliceThickness = f"{SPACING_MM}"
@@ -145,14 +118,7 @@ def generate(out_dir: Path, n_background: int, per_background: int) -> dict:
         for i in range(per_background):
             j = i % len(sources)
             ds = sources[j]  # its elements are changed in place, as for the main study
-            sop = generate_uid(None)
-            ds.StudyInstanceUID = st
-            ds.SeriesInstanceUID = se
-            if "FrameOfReferenceUID" in ds:
-                ds.FrameOfReferenceUID = fr
-            ds.SOPInstanceUID = sop
-            ds.file_meta.MediaStorageSOPInstanceUID = sop
-            ds.InstanceNumber = i + 1
+            new_instance(ds, st, se, fr, i + 1)
             ds.PatientID = f"BENCH{k:04d}"
             ds.PatientName = f"Bench^Patient{k:04d}"
             ds.StudyDate = date
@@ -173,42 +139,6 @@ def generate(out_dir: Path, n_background: int, per_background: int) -> dict:
 
 
 # ------------------------------------------------------------------ helpers
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def psql(sql: str, db: str = "postgres") -> str:
-    r = subprocess.run(
-        ["psql", "-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER, "-d", db,
-         "-v", "ON_ERROR_STOP=1", "-Atqc", sql],
-        capture_output=True, text=True)
-    if r.returncode != 0:
-        die(f"psql {sql!r} on {db}: rc={r.returncode}: {r.stderr.strip()}")
-    return r.stdout.strip()
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no output)"
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    except ProcessLookupError:
-        pass
-
-
 def wait_http(url: str, proc: subprocess.Popen, errfile: Path, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -223,22 +153,9 @@ def wait_http(url: str, proc: subprocess.Popen, errfile: Path, timeout: float = 
     die(f"{url} did not answer 200 within {timeout}s; output:\n{tail(errfile)}")
 
 
-def wait_echo(aet: str, port: int, proc: subprocess.Popen, errfile: Path, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            die(f"{aet}: exited early (rc={proc.returncode}); output:\n{tail(errfile)}")
-        r = subprocess.run([ECHOSCU, "-aec", aet, "-aet", "BENCH", "127.0.0.1", str(port)],
-                           capture_output=True, env=dcmtk_env())
-        if r.returncode == 0:
-            return
-        time.sleep(0.2)
-    die(f"{aet} on port {port} did not answer C-ECHO within {timeout}s; output:\n{tail(errfile)}")
-
-
 def send(aet: str, port: int, files: list[Path], outfile: Path) -> float:
     """All files over one association; returns the wall time."""
-    if sum(len(str(f)) + 1 for f in files) >= os.sysconf("SC_ARG_MAX") // 4:
+    if not fits_command_line(files):
         die(f"{len(files)} file names are too long for one storescu command line: fewer background instances")
     t0 = time.perf_counter()
     with open(outfile, "wb") as out:
@@ -282,23 +199,24 @@ def cpu_ms(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
-def vm_hwm_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 # ------------------------------------------------------------------ servers
 class Server:
     name: str
     base: str
     proc: subprocess.Popen
     errfile: Path
+
+
+def launch(s: Server, cmd: list[str], env: dict, aet: str, ready: str, cwd: Path | None = None) -> Server:
+    """Starts server s (output to s.errfile) and waits until GET <ready> answers 200 and aet C-ECHO."""
+    with open(s.errfile, "wb") as err:
+        s.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=err, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL)
+    s.aet = aet
+    s.base = f"http://127.0.0.1:{s.http_port}/dicom-web"
+    wait_http(f"http://127.0.0.1:{s.http_port}{ready}", s.proc, s.errfile)
+    wait_echo(s.aet, s.dimse_port, s.proc, s.errfile)
+    return s
 
 
 def start_firstread(work: Path) -> Server:
@@ -310,23 +228,8 @@ def start_firstread(work: Path) -> Server:
     root = work / "firstread-store"
     root.mkdir()
     s.errfile = work / "firstread.log"
-    env = dict(os.environ)
-    env.update({
-        "FIRSTREAD_DIMSE__LISTEN": f"127.0.0.1:{s.dimse_port}",
-        "FIRSTREAD_HTTP__LISTEN": f"127.0.0.1:{s.http_port}",
-        "FIRSTREAD_HTTP__AUTH": "none",
-        "FIRSTREAD_STORAGE__ROOT": str(root),
-        "FIRSTREAD_DATABASE__URL": f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{s.db}",
-        "FIRSTREAD_LOG__FILTER": "warn",
-    })
-    with open(s.errfile, "wb") as err:
-        s.proc = subprocess.Popen([str(FIRSTREAD_BIN), "listen"], env=env, cwd=REPO, stdout=err,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    s.aet = "FIRSTREAD"
-    s.base = f"http://127.0.0.1:{s.http_port}/dicom-web"
-    wait_http(f"http://127.0.0.1:{s.http_port}/readyz", s.proc, s.errfile)
-    wait_echo(s.aet, s.dimse_port, s.proc, s.errfile)
-    return s
+    env = firstread_env(s.dimse_port, root, s.db, HTTP__LISTEN=f"127.0.0.1:{s.http_port}", HTTP__AUTH="none")
+    return launch(s, [str(FIRSTREAD_BIN), "listen"], env, "FIRSTREAD", "/readyz", cwd=REPO)
 
 
 def start_orthanc(work: Path) -> Server:
@@ -354,14 +257,7 @@ def start_orthanc(work: Path) -> Server:
     cfg = d / "orthanc.json"
     cfg.write_text(json.dumps(config, indent=2))
     s.errfile = work / "orthanc.log"
-    with open(s.errfile, "wb") as err:
-        s.proc = subprocess.Popen([ORTHANC_BIN, str(cfg)], env=dcmtk_env(), stdout=err,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    s.aet = "ORTHANC"
-    s.base = f"http://127.0.0.1:{s.http_port}/dicom-web"
-    wait_http(f"http://127.0.0.1:{s.http_port}/system", s.proc, s.errfile)
-    wait_echo(s.aet, s.dimse_port, s.proc, s.errfile)
-    return s
+    return launch(s, [ORTHANC_BIN, str(cfg)], dcmtk_env(), "ORTHANC", "/system")
 
 
 def instance_count(s: Server, study: str) -> tuple[int, int]:
@@ -487,33 +383,14 @@ def pg_major() -> int:
 
 # ------------------------------------------------------------------ report
 def machine() -> dict:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = 0
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                mem = int(line.split()[1]) / 1024 / 1024
     pg = psql("SELECT split_part(version(), ' ', 2)")
     orthanc = subprocess.run([ORTHANC_BIN, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-    rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    head_ts = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%ct"],
-                             capture_output=True, text=True).stdout.strip()
-    stale = head_ts.isdigit() and FIRSTREAD_BIN.stat().st_mtime < int(head_ts)
-    bin_mtime = dt.datetime.fromtimestamp(FIRSTREAD_BIN.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-    if stale:
-        bin_mtime += " (older than the HEAD commit, so it may not contain it)"
-    return {"nproc": os.cpu_count(), "cpu": cpu, "mem_gib": mem, "kernel": platform.release(),
+    rev = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"nproc": os.cpu_count(), "cpu": cpu_model(), "mem_gib": mem_gib(), "kernel": platform.release(),
             "pg": pg, "orthanc": orthanc.strip(), "rev": rev,
             "dirty": " (working tree had uncommitted changes to tracked files)" if dirty else "",
-            "bin_mtime": bin_mtime, "load": os.getloadavg()[0], "load_end": None,
+            "bin_mtime": firstread_built(), "load": os.getloadavg()[0], "load_end": None,
             "now": dt.datetime.now().strftime("%Y-%m-%d %H:%M")}
 
 
@@ -612,8 +489,7 @@ def write_report(out: Path, args, m: dict, reqs: list[dict], times: dict, cpu: d
              f"--background-studies {args.background_studies} --background-instances {args.background_instances}")
     L.append("```")
     L.append("")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(L))
+    write_markdown(out, L)
 
 
 # ------------------------------------------------------------------ main
@@ -631,14 +507,9 @@ def main() -> None:
     if args.reps < 1 or args.warmup < 0 or args.background_studies < 0 or args.background_instances < 1:
         die("--reps must be positive, --warmup and --background-studies not negative")
 
-    for tool in (STORESCU, ECHOSCU, ORTHANC_BIN):
-        if not os.access(tool, os.X_OK):
-            die(f"{tool} missing: run scripts/bootstrap.sh (dcmtk, orthanc)")
     if not os.path.isfile(ORTHANC_PLUGIN):
         die(f"{ORTHANC_PLUGIN} missing: apt-get install orthanc-dicomweb")
-    if not FIRSTREAD_BIN.is_file():
-        die(f"{FIRSTREAD_BIN} missing: run `cargo build --release -p firstread`")
-    psql("SELECT 1")
+    preflight((STORESCU, ECHOSCU, ORTHANC_BIN), "run scripts/bootstrap.sh (dcmtk, orthanc)")
 
     mach = machine()
     work = Path(tempfile.mkdtemp(prefix="bench-dicomweb-"))

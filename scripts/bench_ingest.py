@@ -40,12 +40,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import glob
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,16 +51,15 @@ import time
 import uuid
 from pathlib import Path
 
-import pydicom
 from pydicom.uid import generate_uid
 
-REPO = Path(__file__).resolve().parent.parent
-SOURCE_GLOB = str(REPO / "data/ct/lung-dx-a0002-b40f/1-*.dcm")
-FIRSTREAD_BIN = REPO / "target/release/firstread"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import (ECHOSCU, FIRSTREAD_BIN, REPO, STORESCU, cpu_model, dcmtk_env, die,  # noqa: E402
+                      firstread_built, firstread_env, fits_command_line, free_port, git, log, mem_gib,
+                      new_instance, preflight, psql, source_slices, stop, tail, vm_hwm_kib, wait_echo,
+                      write_markdown)
+
 STORESCP = "/usr/bin/storescp"
-STORESCU = "/usr/bin/storescu"  # absolute: pynetdicom puts a python `storescu` earlier on PATH
-ECHOSCU = "/usr/bin/echoscu"
-PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 AE = "FIRSTREAD"
 PER_STUDY = 300
 
@@ -76,27 +72,9 @@ CONFIGS = [
 ]
 
 
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def die(msg: str) -> None:
-    print(f"[bench] FATAL: {msg}", file=sys.stderr, flush=True)
-    raise SystemExit(1)
-
-
-def dcmtk_env() -> dict:
-    env = dict(os.environ)
-    env["TCP_NODELAY"] = "1"  # dcmtk 3.6.7 leaves Nagle on otherwise (40 ms per message)
-    return env
-
-
 # ------------------------------------------------------------------ data generation
 def generate(n: int, out_dir: Path) -> list[Path]:
-    sources = sorted(glob.glob(SOURCE_GLOB))
-    if not sources:
-        die(f"no source slices at {SOURCE_GLOB}")
-    datasets = [pydicom.dcmread(p) for p in sources]  # each source read once
+    datasets = source_slices()  # each source read once
     out_dir.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     study = series = frame = None
@@ -105,14 +83,7 @@ def generate(n: int, out_dir: Path) -> list[Path]:
             study, series, frame = generate_uid(None), generate_uid(None), generate_uid(None)
         k, j = divmod(i, len(datasets))  # copy k of slice j
         ds = datasets[j]
-        sop = generate_uid(None)  # 2.25.<uuid4>
-        ds.StudyInstanceUID = study
-        ds.SeriesInstanceUID = series
-        if "FrameOfReferenceUID" in ds:
-            ds.FrameOfReferenceUID = frame
-        ds.SOPInstanceUID = sop
-        ds.file_meta.MediaStorageSOPInstanceUID = sop
-        ds.InstanceNumber = i % PER_STUDY + 1
+        new_instance(ds, study, series, frame, i % PER_STUDY + 1)
         path = out_dir / f"{i:06d}_c{k:04d}_s{j:02d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         files.append(path)
@@ -120,74 +91,6 @@ def generate(n: int, out_dir: Path) -> list[Path]:
 
 
 # ------------------------------------------------------------------ helpers
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def psql(sql: str, db: str = "postgres") -> str:
-    r = subprocess.run(
-        ["psql", "-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER, "-d", db,
-         "-v", "ON_ERROR_STOP=1", "-Atqc", sql],
-        capture_output=True, text=True)
-    if r.returncode != 0:
-        die(f"psql {sql!r} on {db}: rc={r.returncode}: {r.stderr.strip()}")
-    return r.stdout.strip()
-
-
-def wait_echo(port: int, proc: subprocess.Popen, errfile: Path, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            die(f"receiver exited early (rc={proc.returncode}); stderr:\n{tail(errfile)}")
-        r = subprocess.run([ECHOSCU, "-aec", AE, "-aet", "BENCH", "127.0.0.1", str(port)],
-                           capture_output=True, env=dcmtk_env())
-        if r.returncode == 0:
-            return
-        time.sleep(0.2)
-    die(f"receiver on port {port} did not answer C-ECHO within {timeout}s; stderr:\n{tail(errfile)}")
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no output)"
-
-
-def vm_hwm_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
-def stop(proc: subprocess.Popen, group: bool) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        if group:
-            os.killpg(proc.pid, signal.SIGTERM)
-        else:
-            proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        if group:
-            os.killpg(proc.pid, signal.SIGKILL)
-        else:
-            proc.kill()
-        proc.wait()
-    except ProcessLookupError:
-        pass
-    if group:  # storescp --fork children
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def count_files(root: Path, suffix: str | None = None) -> int:
     n = 0
     for _dirpath, _dirs, names in os.walk(root):
@@ -205,10 +108,9 @@ def sender_cmds(files: list[Path], p: int, port: int, work: Path) -> list[list[s
     # wait for their A-ASSOCIATE-AC longer than storescu's default 30 s ACSE timeout at large N.
     base = [STORESCU, "-ta", "600", "-aec", AE, "-aet", "BENCH", "127.0.0.1", str(port)]
     chunks = split_args(files, p)
-    limit = os.sysconf("SC_ARG_MAX") // 4
     cmds = []
     for s, chunk in enumerate(chunks):
-        if sum(len(str(f)) + 1 for f in chunk) < limit:
+        if fits_command_line(chunk):
             cmds.append(base + [str(f) for f in chunk])
         else:  # argument list too long: one directory of hard links per sender
             d = work / f"senders-p{p}" / f"s{s}"
@@ -234,15 +136,9 @@ def run_once(cfg: str, p: int, files: list[Path], total_bytes: int, work: Path, 
         if cfg.startswith("fr_"):
             db = f"bench_ingest_{uuid.uuid4().hex[:12]}"
             psql(f"CREATE DATABASE {db}")
-            env = dict(os.environ)
-            env.update({
-                "FIRSTREAD_DIMSE__LISTEN": f"127.0.0.1:{port}",
-                "FIRSTREAD_STORAGE__ROOT": str(root),
-                "FIRSTREAD_DATABASE__URL": f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{db}",
-                "FIRSTREAD_STORAGE__FSYNC": "true" if cfg == "fr_fsync" else "false",
-                "FIRSTREAD_LOG__FILTER": "warn",
-            })
-            proc = subprocess.Popen([str(FIRSTREAD_BIN), "serve"], env=env, stdout=err,
+            env = firstread_env(port, root, db,
+                                STORAGE__FSYNC="true" if cfg == "fr_fsync" else "false")
+            proc = subprocess.Popen([str(FIRSTREAD_BIN), "serve"], env=env, cwd=REPO, stdout=err,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         else:
             cmd = [STORESCP, "-aet", AE, "-od", str(root), "+xa"]
@@ -253,7 +149,7 @@ def run_once(cfg: str, p: int, files: list[Path], total_bytes: int, work: Path, 
             proc = subprocess.Popen(cmd, env=dcmtk_env(), stdout=err, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=group)
     try:
-        wait_echo(port, proc, errfile)
+        wait_echo(AE, port, proc, errfile, name="receiver")
         cmds = sender_cmds(files, p, port, work)
         outs = [rdir / f"sender{s}.out" for s in range(p)]
         handles = [open(o, "wb") for o in outs]
@@ -313,32 +209,15 @@ def run_once(cfg: str, p: int, files: list[Path], total_bytes: int, work: Path, 
 
 # ------------------------------------------------------------------ report
 def machine() -> dict:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     fs = subprocess.run(["df", "--output=fstype", tempfile.gettempdir()], capture_output=True,
                         text=True).stdout.split()[-1]
-    mem = 0
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                mem = int(line.split()[1]) / 1024 / 1024
     ver = subprocess.run([STORESCP, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
     pg = psql("SELECT split_part(version(), ' ', 2), current_setting('synchronous_commit')").split("|")
     load = os.getloadavg()[0]
-    rev = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-                         capture_output=True, text=True).stdout.strip() or "unknown"
-    head_ts = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%ct"],
-                             capture_output=True, text=True).stdout.strip()
-    stale = head_ts.isdigit() and FIRSTREAD_BIN.stat().st_mtime < int(head_ts)
-    bin_mtime = dt.datetime.fromtimestamp(FIRSTREAD_BIN.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-    if stale:
-        bin_mtime += " (older than the HEAD commit, so it may not contain it)"
-    return {"bin_mtime": bin_mtime, "pg": pg[0], "sync_commit": pg[1], "load": load, "rev": rev, "nproc": os.cpu_count(), "cpu": cpu, "fs": fs, "tmp": tempfile.gettempdir(),
-            "mem_gib": mem, "kernel": platform.release(), "dcmtk": ver.strip("$ ").strip()}
+    rev = git("describe", "--always", "--dirty") or "unknown"
+    return {"bin_mtime": firstread_built(), "pg": pg[0], "sync_commit": pg[1], "load": load, "rev": rev,
+            "nproc": os.cpu_count(), "cpu": cpu_model(), "fs": fs, "tmp": tempfile.gettempdir(),
+            "mem_gib": mem_gib(), "kernel": platform.release(), "dcmtk": ver.strip("$ ").strip()}
 
 
 def write_report(out: Path, args, senders: list[int], results: list[dict], m: dict,
@@ -418,8 +297,7 @@ def write_report(out: Path, args, senders: list[int], results: list[dict], m: di
     L.append(f"python3 scripts/bench_ingest.py --n {args.n}")
     L.append("```")
     L.append("")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(L))
+    write_markdown(out, L)
 
 
 # ------------------------------------------------------------------ main
@@ -435,12 +313,7 @@ def main() -> None:
     if args.n < 1 or args.repeats < 1 or not senders or min(senders) < 1:
         die("--n, --repeats and --senders must be positive")
 
-    for tool in (STORESCP, STORESCU, ECHOSCU):
-        if not os.access(tool, os.X_OK):
-            die(f"{tool} missing: run scripts/bootstrap.sh")
-    if not FIRSTREAD_BIN.is_file():
-        die(f"{FIRSTREAD_BIN} missing: run `cargo build --release -p firstread`")
-    psql("SELECT 1")
+    preflight((STORESCP, STORESCU, ECHOSCU), "run scripts/bootstrap.sh")
 
     mach = machine()
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
