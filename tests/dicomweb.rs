@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use firstread::node::Roles;
 use firstread_e2e::{
-    dcmtk, eventually_async, free_port, node_env, repo_root, run, sample_series, Process, TestDb, TestNode, TEST_TOKEN,
+    dcmtk, eventually_async, repo_root, run, sample_series, serve_with_http, TestDb, TestNode, TEST_TOKEN,
 };
 
 /// Runs a Python snippet with arguments; returns stdout, panicking with stderr on failure.
@@ -70,11 +70,7 @@ async fn dicomweb_client_stores_searches_and_retrieves_the_sample_byte_identical
 async fn results_are_served_and_metrics_count_what_was_sent() {
     let db = TestDb::create().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let (dimse, http) = (free_port(), free_port());
-    let mut env = node_env(&db, dir.path(), dimse);
-    env.push(("FIRSTREAD_HTTP__LISTEN", format!("127.0.0.1:{http}")));
-    env.push(("FIRSTREAD_ASSEMBLY__STABLE_AFTER", "1s".into()));
-    let _node = Process::start(&["serve"], &env);
+    let (_node, dimse, http) = serve_with_http(&db, dir.path());
     let root = format!("http://127.0.0.1:{http}");
     let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
     let up =

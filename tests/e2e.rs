@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -20,73 +20,6 @@ use firstread_e2e::*;
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-
-/// A peer process, killed when dropped.
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_listening(port: u16, what: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "{what} listening on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// dcmtk storescp as AE MODALITY, one file per received object (`-uf`: a second copy of an
-/// instance would be a second file).
-fn storescp(port: u16, dir: &Path) -> Peer {
-    let mut cmd = dcmtk("storescp");
-    cmd.args(["-aet", "MODALITY", "-uf", "-od"])
-        .arg(dir)
-        .args(["+xa", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let peer = Peer(cmd.spawn().expect("storescp"));
-    wait_listening(port, "storescp");
-    peer
-}
-
-/// A real Orthanc (AE ORTHANC) on loopback ports with its own storage.
-fn orthanc(dir: &Path, dicom_port: u16, http_port: u16) -> Peer {
-    let config = serde_json::json!({
-        "Name": "firstread-e2e",
-        "StorageDirectory": dir.join("storage"),
-        "IndexDirectory": dir.join("index"),
-        "DicomAet": "ORTHANC",
-        "DicomPort": dicom_port,
-        "HttpPort": http_port,
-        "RemoteAccessAllowed": false,
-        "AuthenticationEnabled": false,
-        "DicomCheckCalledAet": false,
-        "Plugins": [],
-    });
-    let path = dir.join("orthanc.json");
-    std::fs::write(&path, config.to_string()).expect("orthanc config");
-    let mut cmd = Command::new("/usr/sbin/Orthanc");
-    cmd.arg(&path).stdout(Stdio::null()).stderr(Stdio::null());
-    let peer = Peer(cmd.spawn().expect("Orthanc (Debian package orthanc)"));
-    wait_listening(dicom_port, "Orthanc DICOM");
-    wait_listening(http_port, "Orthanc HTTP");
-    peer
-}
-
-/// GET on Orthanc's REST API (HTTP/1.0 on loopback).
-fn orthanc_get(http_port: u16, path: &str) -> Value {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", http_port)).expect("connect Orthanc");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("request");
-    let mut response = String::new();
-    s.read_to_string(&mut response).expect("response");
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("Orthanc {path}: {e}: {response}"))
-}
 
 /// The findings of the sample computed in this process from the files (the reference the network
 /// path must reproduce; every encoding decodes to identical pixels).

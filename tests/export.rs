@@ -2,39 +2,12 @@
 //! with C-STORE to the originating AE (found by calling AE title in the destination table), with
 //! retries through export jobs. Real peers: dcmtk storescp and a pynetdicom SCP that refuses.
 
-use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use dicom_dictionary_std::tags;
 use firstread_dimse::Destination;
 use firstread_e2e::*;
-
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// dcmtk storescp with unique file names (a duplicate would be a second file).
-fn storescp(port: u16, dir: &Path) -> Peer {
-    let mut cmd = dcmtk("storescp");
-    cmd.args(["-aet", "MODALITY", "-uf", "-od"])
-        .arg(dir)
-        .args(["+xa", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let peer = Peer(cmd.spawn().expect("storescp"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "storescp listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    peer
-}
 
 async fn node_exporting_to(port: u16) -> TestNode {
     TestNode::start(move |c| {
@@ -137,47 +110,6 @@ async fn a_destination_that_refuses_ends_dead_with_its_reason() {
     let (_, attempts, error) = state.expect("export job");
     assert_eq!(attempts, 3);
     assert!(error.as_deref().is_some_and(|e| e.contains("A700")), "{error:?}");
-}
-
-/// A real Orthanc on loopback ports with its own storage; the test's process kills it.
-fn orthanc(dir: &Path, dicom_port: u16, http_port: u16) -> Peer {
-    let config = serde_json::json!({
-        "Name": "firstread-test",
-        "StorageDirectory": dir.join("storage"),
-        "IndexDirectory": dir.join("index"),
-        "DicomAet": "ORTHANC",
-        "DicomPort": dicom_port,
-        "HttpPort": http_port,
-        "RemoteAccessAllowed": false,
-        "AuthenticationEnabled": false,
-        "DicomCheckCalledAet": false,
-        "Plugins": [],
-        "StableAge": 1,
-    });
-    let path = dir.join("orthanc.json");
-    std::fs::write(&path, config.to_string()).expect("orthanc config");
-    let mut cmd = std::process::Command::new("/usr/sbin/Orthanc");
-    cmd.arg(&path).stdout(Stdio::null()).stderr(Stdio::null());
-    let peer = Peer(cmd.spawn().expect("Orthanc (Debian package orthanc)"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", dicom_port)).is_err()
-        || std::net::TcpStream::connect(("127.0.0.1", http_port)).is_err()
-    {
-        assert!(std::time::Instant::now() < deadline, "Orthanc listening");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    peer
-}
-
-/// GET on Orthanc's REST API (plain HTTP/1.0 on loopback; no client crate needed).
-fn orthanc_get(http_port: u16, path: &str) -> serde_json::Value {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", http_port)).expect("connect Orthanc");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("request");
-    let mut response = String::new();
-    s.read_to_string(&mut response).expect("response");
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("Orthanc {path}: {e}: {response}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

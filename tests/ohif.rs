@@ -7,23 +7,13 @@
 use std::process::Command;
 use std::time::Duration;
 
-use firstread_e2e::{
-    dcmtk, eventually_async, free_port, node_env, repo_root, run, sample_series, Process, TestDb, TEST_TOKEN,
-};
+use firstread_e2e::{dcmtk, eventually_async, repo_root, run, sample_series, serve_with_http, TestDb, TEST_TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ohif_shows_the_ct_the_sr_rois_and_the_seg_overlay() {
     let db = TestDb::create().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let (dimse, http) = (free_port(), free_port());
-    let mut env = node_env(&db, dir.path(), dimse);
-    env.push(("FIRSTREAD_HTTP__LISTEN", format!("127.0.0.1:{http}")));
-    env.push(("FIRSTREAD_ASSEMBLY__STABLE_AFTER", "1s".into()));
-    env.push((
-        "FIRSTREAD_HTTP__VIEWER_DIR",
-        repo_root().join(".viewer/node_modules/@ohif/app/dist").display().to_string(),
-    ));
-    let _node = Process::start(&["serve"], &env);
+    let (_node, dimse, http) = serve_with_http(&db, dir.path());
     let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
 
     let files = sample_series("");

@@ -470,3 +470,87 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A peer process (storescp, Orthanc), killed when dropped.
+pub struct Peer(pub std::process::Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port` (30 s at most).
+pub fn wait_listening(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "{what} listening on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// dcmtk storescp as AE MODALITY writing into `dir`, one file per received object (`-uf`: a
+/// second copy of an instance would be a second file).
+pub fn storescp(port: u16, dir: &Path) -> Peer {
+    let mut cmd = dcmtk("storescp");
+    cmd.args(["-aet", "MODALITY", "-uf", "-od"])
+        .arg(dir)
+        .args(["+xa", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let peer = Peer(cmd.spawn().expect("storescp"));
+    wait_listening(port, "storescp");
+    peer
+}
+
+/// A real Orthanc (AE ORTHANC, Debian package `orthanc`) on loopback ports with its storage in
+/// `dir`.
+pub fn orthanc(dir: &Path, dicom_port: u16, http_port: u16) -> Peer {
+    let config = serde_json::json!({
+        "Name": "firstread-test",
+        "StorageDirectory": dir.join("storage"),
+        "IndexDirectory": dir.join("index"),
+        "DicomAet": "ORTHANC",
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": false,
+        "AuthenticationEnabled": false,
+        "DicomCheckCalledAet": false,
+        "Plugins": [],
+        "StableAge": 1,
+    });
+    let path = dir.join("orthanc.json");
+    std::fs::write(&path, config.to_string()).expect("orthanc config");
+    let mut cmd = Command::new("/usr/sbin/Orthanc");
+    cmd.arg(&path).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let peer = Peer(cmd.spawn().expect("Orthanc (Debian package orthanc)"));
+    wait_listening(dicom_port, "Orthanc DICOM");
+    wait_listening(http_port, "Orthanc HTTP");
+    peer
+}
+
+/// GET on Orthanc's REST API (HTTP/1.0 on loopback; no client crate needed).
+pub fn orthanc_get(http_port: u16, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", http_port)).expect("connect Orthanc");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("request");
+    let mut response = String::new();
+    s.read_to_string(&mut response).expect("response");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("Orthanc {path}: {e}: {response}"))
+}
+
+/// `firstread serve` as a subprocess on `db`/`root` with DICOM and HTTP on free loopback ports
+/// and `stable_after` 1 s; returns the process, the DIMSE port and the HTTP port.
+pub fn serve_with_http(db: &TestDb, root: &Path) -> (Process, u16, u16) {
+    let (dimse, http) = (free_port(), free_port());
+    let mut env = node_env(db, root, dimse);
+    env.push(("FIRSTREAD_HTTP__LISTEN", format!("127.0.0.1:{http}")));
+    env.push(("FIRSTREAD_ASSEMBLY__STABLE_AFTER", "1s".into()));
+    env.push((
+        "FIRSTREAD_HTTP__VIEWER_DIR",
+        repo_root().join(".viewer/node_modules/@ohif/app/dist").display().to_string(),
+    ));
+    (Process::start(&["serve"], &env), dimse, http)
+}
