@@ -11,26 +11,47 @@ pub fn peripheral_shell(mask: &[u8], shape: [usize; 3], spacing_mm: [f64; 3], de
     let (r_row, r_col) = (radius(spacing_mm[1]), radius(spacing_mm[2]));
     let mut out = vec![0u8; mask.len()];
     let plane = rows * cols;
-    let mut eroded = vec![0u8; plane];
     for k in 0..slices {
         let m = &mask[k * plane..(k + 1) * plane];
-        if m.iter().all(|&v| v == 0) {
-            continue;
-        }
+        // the mask's bounding box in this slice: outside it nothing is inside, so eroding the box
+        // alone (its edges behave like the FOV edge: outside counts as boundary) gives the same
+        let Some((r0, r1, c0, c1)) = bounding_box(m, rows, cols) else { continue };
+        let (h, w) = (r1 - r0 + 1, c1 - c0 + 1);
+        let at = |r: usize, c: usize| (r0 + r) * cols + c0 + c;
         // along each row (columns direction), then along each column (rows direction)
-        let mut horizontal = vec![0u8; plane];
-        for r in 0..rows {
-            erode_line(|c| m[r * cols + c] != 0, cols, r_col, |c, v| horizontal[r * cols + c] = v);
+        let mut horizontal = vec![0u8; h * w];
+        for r in 0..h {
+            erode_line(|c| m[at(r, c)] != 0, w, r_col, |c, v| horizontal[r * w + c] = v);
         }
-        for c in 0..cols {
-            erode_line(|r| horizontal[r * cols + c] != 0, rows, r_row, |r, v| eroded[r * cols + c] = v);
+        let mut eroded = vec![0u8; h * w];
+        for c in 0..w {
+            erode_line(|r| horizontal[r * w + c] != 0, h, r_row, |r, v| eroded[r * w + c] = v);
         }
         let o = &mut out[k * plane..(k + 1) * plane];
-        for i in 0..plane {
-            o[i] = u8::from(m[i] != 0 && eroded[i] == 0);
+        for r in 0..h {
+            for c in 0..w {
+                let i = at(r, c);
+                o[i] = u8::from(m[i] != 0 && eroded[r * w + c] == 0);
+            }
         }
     }
     out
+}
+
+/// (first row, last row, first column, last column) holding a non-zero value of a `[rows, cols]`
+/// plane; `None` when it is all zero.
+fn bounding_box(m: &[u8], rows: usize, cols: usize) -> Option<(usize, usize, usize, usize)> {
+    let mut b: Option<(usize, usize, usize, usize)> = None;
+    for r in 0..rows {
+        let line = &m[r * cols..(r + 1) * cols];
+        let Some(first) = line.iter().position(|&v| v != 0) else { continue };
+        let last = line.iter().rposition(|&v| v != 0).unwrap_or(first);
+        b = Some(match b {
+            None => (r, r, first, last),
+            Some((r0, _, c0, c1)) => (r0, r, c0.min(first), c1.max(last)),
+        });
+    }
+    b
 }
 
 /// 1D erosion: a position survives when every position within `radius` is inside (and inside
@@ -71,5 +92,44 @@ mod tests {
         assert_eq!(inside - shell, 14 * 14);
         assert_eq!(s[5 * cols + 5], 1);
         assert_eq!(s[15 * cols + 15], 0);
+    }
+
+    /// The separable erosion written out pixel by pixel, over the whole plane.
+    fn naive_shell(m: &[u8], rows: usize, cols: usize, rr: isize, rc: isize) -> Vec<u8> {
+        let inside = |r: isize, c: isize| {
+            r >= 0 && c >= 0 && (r as usize) < rows && (c as usize) < cols && m[r as usize * cols + c as usize] != 0
+        };
+        let horizontal = |r: isize, c: isize| (-rc..=rc).all(|d| inside(r, c + d));
+        let mut out = vec![0u8; rows * cols];
+        for r in 0..rows as isize {
+            for c in 0..cols as isize {
+                let eroded = (-rr..=rr).all(|d| {
+                    let rr2 = r + d;
+                    rr2 >= 0 && (rr2 as usize) < rows && horizontal(rr2, c)
+                });
+                out[r as usize * cols + c as usize] = u8::from(inside(r, c) && !eroded);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn bounding_box_erosion_equals_the_whole_plane_erosion() {
+        // an irregular blob touching the right edge, and a second slice left empty
+        let (rows, cols) = (40, 32);
+        let mut m = vec![0u8; 2 * rows * cols];
+        for r in 0..rows {
+            for c in 0..cols {
+                let (y, x) = (r as f64 - 18.0, c as f64 - 24.0);
+                if (y * y) / 150.0 + (x * x) / 90.0 < 1.0 || (r > 30 && c > 20 && c < 26) {
+                    m[r * cols + c] = 1;
+                }
+            }
+        }
+        let s = peripheral_shell(&m, [2, rows, cols], [2.0, 0.7, 1.0], 2.5);
+        // radii: 2.5 / 0.7 -> 4 rows, 2.5 / 1.0 -> 3 columns (rounded)
+        assert_eq!(&s[..rows * cols], naive_shell(&m[..rows * cols], rows, cols, 4, 3).as_slice());
+        assert!(s[rows * cols..].iter().all(|&v| v == 0));
+        assert!(s.iter().any(|&v| v == 1));
     }
 }

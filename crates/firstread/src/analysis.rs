@@ -290,9 +290,11 @@ impl JobHandler for Analysis {
             obj.insert("result_files".into(), json!(written));
         }
         if !written.is_empty() {
-            self.index_results(&written).await?;
             info!(objects = written.len(), "first read ready");
+            // exports first (the sender is waiting); a failure indexing afterwards fails the job,
+            // whose rerun writes the same files and finds its export jobs already queued
             self.enqueue_exports(job, &written).await?;
+            self.index_results(&written).await?;
         }
         Ok(result)
     }

@@ -190,7 +190,8 @@ impl Workers<'_> {
     }
 }
 
-/// Promotes ready studies every `tick`; with the listen role, also heartbeats open associations.
+/// Promotes ready studies every `tick`, or as soon as the next pending study is due; with the
+/// listen role, also heartbeats open associations.
 async fn assemble(
     assembly: Assembly,
     config: crate::config::AssemblyConfig,
@@ -220,9 +221,13 @@ async fn assemble(
             }
             _ => {}
         }
+        // wake at the next stability time when it comes before the next tick (a few ms late, so
+        // the study is due when promotion runs)
+        let next_due = assembly.next_stable_in().await.ok().flatten();
+        let pause = next_due.map_or(config.tick, |d| config.tick.min(d + std::time::Duration::from_millis(5)));
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            _ = tokio::time::sleep(config.tick) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }

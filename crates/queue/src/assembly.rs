@@ -142,6 +142,22 @@ impl Assembly {
             .rows_affected())
     }
 
+    /// How long until the earliest pending study version reaches its stability time (`None`
+    /// when none is waiting for it; versions already past it but held by an open association
+    /// do not count), so the caller can promote it on time instead of on its next tick.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn next_stable_in(&self) -> Result<Option<std::time::Duration>, QueueError> {
+        let seconds: Option<f64> = sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM min(stable_at) - now())::float8 FROM studies \
+             WHERE analysable AND queued_version < version AND stable_at > now()",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(seconds.map(|s| std::time::Duration::from_secs_f64(s.max(0.0))))
+    }
+
     /// Applies early readiness (when enabled), then promotes every ready study version to
     /// analysis jobs. Returns the (study, version, model) of each job created.
     ///
