@@ -228,13 +228,20 @@ impl Analysis {
             analysable: false,
             derived: true,
         };
-        for relative in written {
-            let path = self.storage.resolve(relative);
-            let attributes = tokio::task::spawn_blocking(move || read_attributes(&path))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("{relative}: {e}"))?;
-            let size = tokio::fs::metadata(self.storage.resolve(relative)).await.map(|m| m.len()).unwrap_or(0);
+        // parse every object (and encode its DICOM JSON) side by side, then index in order
+        let parsing: Vec<_> = written
+            .iter()
+            .map(|relative| {
+                let path = self.storage.resolve(relative);
+                tokio::task::spawn_blocking(move || {
+                    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    read_attributes(&path).map(|a| (a, size))
+                })
+            })
+            .collect();
+        for (relative, parsed) in written.iter().zip(parsing) {
+            let (attributes, size) =
+                parsed.await.map_err(|e| e.to_string())?.map_err(|e| format!("{relative}: {e}"))?;
             self.index
                 .record(&attributes, &provenance, relative, size, &arrival)
                 .await
@@ -290,11 +297,11 @@ impl JobHandler for Analysis {
             obj.insert("result_files".into(), json!(written));
         }
         if !written.is_empty() {
-            info!(objects = written.len(), "first read ready");
-            // exports first (the sender is waiting); a failure indexing afterwards fails the job,
-            // whose rerun writes the same files and finds its export jobs already queued
-            self.enqueue_exports(job, &written).await?;
+            // indexed before the exports are queued: once the sender has the results, DICOMweb
+            // serves them too (and the job is done before its exports can be)
             self.index_results(&written).await?;
+            info!(objects = written.len(), "first read ready");
+            self.enqueue_exports(job, &written).await?;
         }
         Ok(result)
     }
