@@ -142,11 +142,16 @@ impl ServeNode {
         assert!(done && matches!(&state, Some((s, _, _)) if s == "done"), "{kind} job {destination}: {state:?}");
     }
 
+    /// The analysis job's result, once recorded (its export jobs are queued just before the
+    /// analysis job completes, so an export can finish first).
     async fn analysis_result(&self) -> Value {
-        sqlx::query_scalar("SELECT result FROM jobs WHERE kind = 'analysis'")
-            .fetch_one(&self.pool)
-            .await
-            .expect("analysis result")
+        let query = "SELECT result FROM jobs WHERE kind = 'analysis' AND state = 'done'";
+        let recorded = eventually_async(Duration::from_secs(30), || async {
+            sqlx::query_scalar::<_, Value>(query).fetch_optional(&self.pool).await.ok().flatten().is_some()
+        })
+        .await;
+        assert!(recorded, "the analysis job recorded no result");
+        sqlx::query_scalar(query).fetch_one(&self.pool).await.expect("analysis result")
     }
 
     /// The result objects the analysis wrote: (file, SOP Instance UID), SR first.
