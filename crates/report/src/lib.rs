@@ -6,9 +6,11 @@
 //!
 //! UIDs are derived deterministically from (Study Instance UID, model, model version, study
 //! version) ([`uids`]), so a retried job produces the same objects with the same UIDs, and the
-//! Patient and General Study modules are copied from the source ([`source`]).
+//! Patient and General Study modules are copied from the source ([`source`]); every object
+//! starts from the same SOP Common and General Series header (`dataset`).
 
 pub mod contour;
+mod dataset;
 pub mod sc;
 pub mod seg;
 pub mod source;

@@ -39,9 +39,9 @@ use dicom_object::{FileDicomObject, InMemDicomObject};
 use firstread_findings::{Level, Side};
 use noto_sans_mono_bitmap::{get_raster, get_raster_width, FontWeight, RasterHeight};
 
+use crate::dataset::{new_instance, put_str, put_strs, put_u16, seq, SeriesHeader};
 use crate::seg::{
-    check_shapes, code_item, format_ds, put_str, put_strs, put_u16, seq, software_versions, source_orientation,
-    EXPLICIT_VR_LITTLE_ENDIAN, MANUFACTURER,
+    check_shapes, code_item, format_ds, software_versions, source_orientation, EXPLICIT_VR_LITTLE_ENDIAN, MANUFACTURER,
 };
 use crate::{ReportError, ResultInput};
 
@@ -115,20 +115,18 @@ pub fn build_key_images(input: &ResultInput) -> Result<Vec<FileDicomObject<InMem
             pixels.push(0);
         }
         let slice = &input.volume.slices[key.slice];
-        let mut obj = InMemDicomObject::new_empty();
-        input.source.put_into(&mut obj);
-        // SOP Common.
-        put_str(&mut obj, tags::SOP_CLASS_UID, VR::UI, SC_SOP_CLASS_UID);
-        put_str(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, &input.uids.sc_instance(n));
-        put_str(&mut obj, tags::INSTANCE_CREATION_DATE, VR::DA, date);
-        put_str(&mut obj, tags::INSTANCE_CREATION_TIME, VR::TM, time);
-        // General Series.
-        put_str(&mut obj, tags::MODALITY, VR::CS, "OT");
-        put_str(&mut obj, tags::SERIES_INSTANCE_UID, VR::UI, &input.uids.sc_series);
-        put_str(&mut obj, tags::SERIES_NUMBER, VR::IS, &SC_SERIES_NUMBER.to_string());
-        put_str(&mut obj, tags::SERIES_DATE, VR::DA, date);
-        put_str(&mut obj, tags::SERIES_TIME, VR::TM, time);
-        put_str(&mut obj, tags::SERIES_DESCRIPTION, VR::LO, "firstread key images");
+        // Patient, General Study, SOP Common, General Series.
+        let mut obj = new_instance(
+            input,
+            &SeriesHeader {
+                sop_class_uid: SC_SOP_CLASS_UID,
+                sop_instance_uid: &input.uids.sc_instance(n),
+                modality: "OT",
+                series_instance_uid: &input.uids.sc_series,
+                series_number: SC_SERIES_NUMBER,
+                series_description: "firstread key images",
+            },
+        );
         put_str(&mut obj, tags::BODY_PART_EXAMINED, VR::CS, "CHEST");
         // General Equipment, SC Equipment.
         put_str(&mut obj, tags::MANUFACTURER, VR::LO, MANUFACTURER);

@@ -36,12 +36,12 @@
 //! Every date and time comes from [`crate::ResultInput::content_date`]/`content_time`, so the same
 //! input gives byte-identical files.
 
-use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::{FileDicomObject, InMemDicomObject};
 
+use crate::dataset::{new_instance, put_str, put_strs, put_u16, seq, truncate, SeriesHeader};
 use crate::{ReportError, ResultInput};
 
 /// Segmentation Storage SOP Class UID (PS3.4 B.5).
@@ -86,26 +86,21 @@ pub fn build_seg(input: &ResultInput) -> Result<FileDicomObject<InMemDicomObject
     }
     let pixel_data = pack_frames(input, &frames);
 
-    let mut obj = InMemDicomObject::new_empty();
-    input.source.put_into(&mut obj);
     let m = input.manifest;
     let (date, time) = (input.content_date.as_str(), input.content_time.as_str());
 
-    // SOP Common, General Series, Segmentation Series.
-    put_str(&mut obj, tags::SOP_CLASS_UID, VR::UI, SEG_SOP_CLASS_UID);
-    put_str(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, &input.uids.seg_instance);
-    put_str(&mut obj, tags::INSTANCE_CREATION_DATE, VR::DA, date);
-    put_str(&mut obj, tags::INSTANCE_CREATION_TIME, VR::TM, time);
-    put_str(&mut obj, tags::MODALITY, VR::CS, "SEG");
-    put_str(&mut obj, tags::SERIES_INSTANCE_UID, VR::UI, &input.uids.seg_series);
-    put_str(&mut obj, tags::SERIES_NUMBER, VR::IS, &SEG_SERIES_NUMBER.to_string());
-    put_str(&mut obj, tags::SERIES_DATE, VR::DA, date);
-    put_str(&mut obj, tags::SERIES_TIME, VR::TM, time);
-    put_str(
-        &mut obj,
-        tags::SERIES_DESCRIPTION,
-        VR::LO,
-        &format!("firstread lung segmentation ({} {})", m.name, m.version),
+    // Patient, General Study, SOP Common, General Series, Segmentation Series.
+    let description = format!("firstread lung segmentation ({} {})", m.name, m.version);
+    let mut obj = new_instance(
+        input,
+        &SeriesHeader {
+            sop_class_uid: SEG_SOP_CLASS_UID,
+            sop_instance_uid: &input.uids.seg_instance,
+            modality: "SEG",
+            series_instance_uid: &input.uids.seg_series,
+            series_number: SEG_SERIES_NUMBER,
+            series_description: &description,
+        },
     );
     put_str(&mut obj, tags::BODY_PART_EXAMINED, VR::CS, "CHEST");
 
@@ -445,32 +440,6 @@ pub(crate) fn code_item(scheme: &str, value: &str, meaning: &str) -> InMemDicomO
     put_str(&mut item, tags::CODING_SCHEME_DESIGNATOR, VR::SH, scheme);
     put_str(&mut item, tags::CODE_MEANING, VR::LO, &truncate(meaning, 64));
     item
-}
-
-/// A sequence element of defined items.
-pub(crate) fn seq(tag: Tag, items: Vec<InMemDicomObject>) -> Element {
-    DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
-}
-
-/// Puts one string value.
-pub(crate) fn put_str(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: &str) {
-    obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
-}
-
-/// Puts a multi-valued string attribute.
-pub(crate) fn put_strs<S: AsRef<str>>(obj: &mut InMemDicomObject, tag: Tag, vr: VR, values: &[S]) {
-    let values: Vec<String> = values.iter().map(|s| s.as_ref().to_owned()).collect();
-    obj.put(DataElement::new(tag, vr, PrimitiveValue::Strs(values.into())));
-}
-
-/// Puts US values.
-pub(crate) fn put_u16(obj: &mut InMemDicomObject, tag: Tag, values: &[u16]) {
-    obj.put(DataElement::new(tag, VR::US, PrimitiveValue::U16(values.to_vec().into())));
-}
-
-/// `s` cut to at most `max` characters.
-pub(crate) fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
 }
 
 #[cfg(test)]

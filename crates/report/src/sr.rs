@@ -40,14 +40,14 @@
 //! Numeric values are written as DS with fixed decimals: areas, volumes and percentages 2,
 //! attenuation (HU) 1, scores 0.
 
-use dicom_core::value::DataSetSequence;
-use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::{FileDicomObject, InMemDicomObject};
 use firstread_findings::{ExtentClass, Involvement, KeySlice, Level, Pattern, Side};
 
 use crate::contour::{outline_largest_component, Outline};
+use crate::dataset::{new_instance, put_seq, put_str, truncate, SeriesHeader};
 use crate::{ReportError, ResultInput};
 
 /// SOP Class UID of Comprehensive 3D SR Storage (PS3.4 B.5).
@@ -401,14 +401,6 @@ impl Item {
     }
 }
 
-fn put_str(obj: &mut InMemDicomObject, tag: Tag, vr: VR, value: &str) {
-    obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
-}
-
-fn put_seq(obj: &mut InMemDicomObject, tag: Tag, items: Vec<InMemDicomObject>) {
-    obj.put(DataElement::new(tag, VR::SQ, DataSetSequence::from(items)));
-}
-
 fn code_dataset(code: &Cd2) -> InMemDicomObject {
     let mut o = InMemDicomObject::new_empty();
     if code.value.len() > 16 {
@@ -429,11 +421,6 @@ fn sop_reference(class: &str, instance: &str, segment: Option<u16>) -> InMemDico
         o.put(DataElement::new(tags::REFERENCED_SEGMENT_NUMBER, VR::US, PrimitiveValue::from(n)));
     }
     o
-}
-
-/// At most `max` characters (LO and similar limits count characters).
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
 }
 
 /// A DS value with `decimals` fixed decimals (at most 16 characters; never "-0").
@@ -802,28 +789,26 @@ impl<'a> Context<'a> {
     fn document(&self, d: Document<'_>) -> Result<FileDicomObject<InMemDicomObject>, ReportError> {
         let input = self.input;
         let m = input.manifest;
-        let mut obj = InMemDicomObject::new_empty();
-        input.source.put_into(&mut obj);
+        // Patient, General Study, SOP Common, SR Document Series
+        let mut obj = new_instance(
+            input,
+            &SeriesHeader {
+                sop_class_uid: COMPREHENSIVE_3D_SR_STORAGE,
+                sop_instance_uid: d.instance_uid,
+                modality: "SR",
+                series_instance_uid: d.series_uid,
+                series_number: d.series_number,
+                series_description: d.description,
+            },
+        );
         if obj.get(tags::STUDY_INSTANCE_UID).is_none() {
             put_str(&mut obj, tags::STUDY_INSTANCE_UID, VR::UI, &self.study_uid);
         }
-        // SOP Common
-        put_str(&mut obj, tags::SOP_CLASS_UID, VR::UI, COMPREHENSIVE_3D_SR_STORAGE);
-        put_str(&mut obj, tags::SOP_INSTANCE_UID, VR::UI, d.instance_uid);
-        put_str(&mut obj, tags::INSTANCE_CREATION_DATE, VR::DA, &input.content_date);
-        put_str(&mut obj, tags::INSTANCE_CREATION_TIME, VR::TM, &input.content_time);
         let mut scheme = InMemDicomObject::new_empty();
         put_str(&mut scheme, tags::CODING_SCHEME_DESIGNATOR, VR::SH, LOCAL_SCHEME);
         put_str(&mut scheme, tags::CODING_SCHEME_NAME, VR::ST, "firstread local codes");
         put_str(&mut scheme, tags::CODING_SCHEME_RESPONSIBLE_ORGANIZATION, VR::ST, "firstread");
         put_seq(&mut obj, tags::CODING_SCHEME_IDENTIFICATION_SEQUENCE, vec![scheme]);
-        // SR Document Series
-        put_str(&mut obj, tags::MODALITY, VR::CS, "SR");
-        put_str(&mut obj, tags::SERIES_INSTANCE_UID, VR::UI, d.series_uid);
-        put_str(&mut obj, tags::SERIES_NUMBER, VR::IS, &d.series_number.to_string());
-        put_str(&mut obj, tags::SERIES_DATE, VR::DA, &input.content_date);
-        put_str(&mut obj, tags::SERIES_TIME, VR::TM, &input.content_time);
-        put_str(&mut obj, tags::SERIES_DESCRIPTION, VR::LO, &truncate(d.description, 64));
         put_seq(&mut obj, tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE, Vec::new());
         // General Equipment
         put_str(&mut obj, tags::MANUFACTURER, VR::LO, MANUFACTURER);
