@@ -20,7 +20,6 @@ use firstread_findings::{Grid, Masks};
 use firstread_inference::{Manifest, Model};
 use firstread_queue::assembly::is_analysable_class;
 use firstread_queue::{Job, JobHandler};
-use firstread_store::attributes::read_attributes;
 use firstread_store::{Arrival, Index, Provenance, Storage};
 use firstread_volume::{Refusal, StudyVolume, VolumeContract};
 use serde_json::{json, Value};
@@ -212,10 +211,10 @@ impl Analysis {
         Ok(())
     }
 
-    /// Indexes the written result objects (paths relative to the storage root) like received
-    /// instances, so DICOMweb serves them as series of the study. They are not analysable, so
-    /// they neither open a study version nor delay assembly.
-    async fn index_results(&self, written: &[String]) -> Result<(), String> {
+    /// Indexes the written result objects like received instances, so DICOMweb serves them as
+    /// series of the study. They are not analysable, so they neither open a study version nor
+    /// delay assembly.
+    async fn index_results(&self, written: &[results::Written]) -> Result<(), String> {
         let provenance = Provenance {
             calling_ae_title: self.ae_title.clone(),
             called_ae_title: self.ae_title.clone(),
@@ -228,24 +227,11 @@ impl Analysis {
             analysable: false,
             derived: true,
         };
-        // parse every object (and encode its DICOM JSON) side by side, then index in order
-        let parsing: Vec<_> = written
-            .iter()
-            .map(|relative| {
-                let path = self.storage.resolve(relative);
-                tokio::task::spawn_blocking(move || {
-                    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                    read_attributes(&path).map(|a| (a, size))
-                })
-            })
-            .collect();
-        for (relative, parsed) in written.iter().zip(parsing) {
-            let (attributes, size) =
-                parsed.await.map_err(|e| e.to_string())?.map_err(|e| format!("{relative}: {e}"))?;
+        for w in written {
             self.index
-                .record(&attributes, &provenance, relative, size, &arrival)
+                .record(&w.attributes, &provenance, &w.path, w.size_bytes, &arrival)
                 .await
-                .map_err(|e| format!("indexing {relative}: {e}"))?;
+                .map_err(|e| format!("indexing {}: {e}", w.path))?;
         }
         Ok(())
     }
@@ -281,27 +267,29 @@ impl JobHandler for Analysis {
         let job_for_results = job.clone();
         let waited = (job.started_at - job.created_at).to_std().unwrap_or_default();
         metrics::histogram!("firstread_stage_seconds", "stage" => "queue_pickup").record(waited.as_secs_f64());
-        let (mut result, written) = tokio::task::spawn_blocking(move || -> Result<(Value, Vec<String>), String> {
-            let outcome = Analysis::analyse_files(&model, &files)?;
-            let Some(analysed) = &outcome.analysed else { return Ok((outcome.result, Vec::new())) };
-            let started = Instant::now();
-            let written = results::write(&root, &job_for_results, &manifest, analysed, predecessor)?;
-            metrics::histogram!("firstread_stage_seconds", "stage" => "reporting")
-                .record(started.elapsed().as_secs_f64());
-            Ok((outcome.result, written))
-        })
-        .await
-        .map_err(|e| format!("analysis task: {e}"))??;
+        let (mut result, written) =
+            tokio::task::spawn_blocking(move || -> Result<(Value, Vec<results::Written>), String> {
+                let outcome = Analysis::analyse_files(&model, &files)?;
+                let Some(analysed) = &outcome.analysed else { return Ok((outcome.result, Vec::new())) };
+                let started = Instant::now();
+                let written = results::write(&root, &job_for_results, &manifest, analysed, predecessor)?;
+                metrics::histogram!("firstread_stage_seconds", "stage" => "reporting")
+                    .record(started.elapsed().as_secs_f64());
+                Ok((outcome.result, written))
+            })
+            .await
+            .map_err(|e| format!("analysis task: {e}"))??;
+        let paths: Vec<String> = written.iter().map(|w| w.path.clone()).collect();
         if let Some(obj) = result.as_object_mut() {
             obj.insert("study_version".into(), json!(job.study_version));
-            obj.insert("result_files".into(), json!(written));
+            obj.insert("result_files".into(), json!(paths));
         }
         if !written.is_empty() {
             // indexed before the exports are queued: once the sender has the results, DICOMweb
-            // serves them too (and the job is done before its exports can be)
+            // serves them too
             self.index_results(&written).await?;
             info!(objects = written.len(), "first read ready");
-            self.enqueue_exports(job, &written).await?;
+            self.enqueue_exports(job, &paths).await?;
         }
         Ok(result)
     }

@@ -10,10 +10,24 @@ use std::path::Path;
 use firstread_inference::Manifest;
 use firstread_queue::Job;
 use firstread_report::{sc, seg, sr, ResultInput, ResultUids, SourceStudy};
+use firstread_store::attributes::describe;
+use firstread_store::InstanceAttributes;
 
 use crate::analysis::Analysed;
 
-/// Builds and writes the result objects; returns their paths relative to `root`, SR first.
+/// A result object on disk.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// Path relative to the storage root.
+    pub path: String,
+    /// Its index attributes and DICOM JSON, taken from the object before it was written (so
+    /// indexing it does not read the file back).
+    pub attributes: InstanceAttributes,
+    /// File size, bytes.
+    pub size_bytes: u64,
+}
+
+/// Builds and writes the result objects; returns them, SR first.
 ///
 /// # Errors
 /// A message when an object cannot be built or written.
@@ -23,7 +37,7 @@ pub fn write(
     manifest: &Manifest,
     analysed: &Analysed,
     predecessor_sr: Option<(String, String, String)>,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<Written>, String> {
     let volume = &analysed.study.volume;
     let first = volume.slices.first().ok_or("the volume has no slices")?;
     let source = SourceStudy::read(&first.path).map_err(|e| e.to_string())?;
@@ -61,9 +75,15 @@ pub fn write(
     let dir_rel = format!("results/{}/v{}/{}", job.study_instance_uid, job.study_version, manifest.name);
     let dir = root.join(&dir_rel);
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    // index attributes and DICOM JSON of every object, side by side
+    let described = std::thread::scope(|scope| {
+        let handles: Vec<_> = objects.iter().map(|(_, obj)| scope.spawn(move || describe(obj))).collect();
+        handles.into_iter().map(joined).collect::<Result<Vec<_>, String>>()
+    })?;
     let mut written = Vec::new();
-    for (n, (kind, obj)) in objects.iter().enumerate() {
+    for (n, ((kind, obj), attributes)) in objects.iter().zip(described).enumerate() {
         let name = format!("{n:02}-{kind}.dcm");
+        let attributes = attributes.map_err(|e| format!("describing {name}: {e}"))?;
         let mut bytes = Vec::new();
         obj.write_all(&mut bytes).map_err(|e| format!("encoding {name}: {e}"))?;
         let tmp = dir.join(format!(".{name}.tmp"));
@@ -74,7 +94,8 @@ pub fn write(
             std::fs::rename(&tmp, dir.join(&name))
         })();
         result.map_err(|e| format!("writing {name}: {e}"))?;
-        written.push(format!("{dir_rel}/{name}"));
+        let size_bytes = bytes.len() as u64;
+        written.push(Written { path: format!("{dir_rel}/{name}"), attributes, size_bytes });
     }
     Ok(written)
 }

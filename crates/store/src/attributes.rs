@@ -11,7 +11,7 @@ use std::path::Path;
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::{tags, StandardDataDictionary};
-use dicom_object::{InMemDicomObject, OpenFileOptions};
+use dicom_object::{FileDicomObject, InMemDicomObject, OpenFileOptions};
 
 /// The index attributes of one instance (PS3.3 Patient, General Study, General Series,
 /// Image Plane and SOP Common modules). Text values are trimmed; empty values are `None`.
@@ -112,10 +112,18 @@ pub fn read_attributes(path: &Path) -> Result<InstanceAttributes, AttributeError
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
         .map_err(|e| AttributeError::Unparsable(e.to_string()))?;
-    let transfer_syntax_uid = trim(obj.meta().transfer_syntax()).to_owned();
-    let mut attrs = from_dataset(&obj)?;
-    attrs.transfer_syntax_uid = transfer_syntax_uid;
-    match crate::metadata::metadata_json(&obj, &attrs) {
+    describe(&obj)
+}
+
+/// The index attributes and DICOM JSON metadata of a Part 10 object in memory (read from a file,
+/// or built by this node), as [`read_attributes`] gives them for its file.
+///
+/// # Errors
+/// As [`read_attributes`], except parsing.
+pub fn describe(obj: &FileDicomObject<InMemDicomObject>) -> Result<InstanceAttributes, AttributeError> {
+    let mut attrs = from_dataset(obj)?;
+    attrs.transfer_syntax_uid = trim(obj.meta().transfer_syntax()).to_owned();
+    match crate::metadata::metadata_json(obj, &attrs) {
         Ok(json) => attrs.metadata = Some(json),
         Err(e) => tracing::warn!(error = %e, "no DICOM JSON metadata for this instance; served from its file"),
     }

@@ -6,6 +6,7 @@
 //! DICOMweb server prefixes the root it is reached at. The stored transfer syntax is added as
 //! Available Transfer Syntax UID (0008,3002), which viewers use to decode frames "as stored".
 
+use dicom_core::header::Header;
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
@@ -28,14 +29,22 @@ fn pixel_data_vr(obj: &InMemDicomObject, transfer_syntax_uid: &str) -> &'static 
     }
 }
 
-/// The DICOM JSON object (compact text) of `obj`, a data set read up to, not including, Pixel
-/// Data. When the instance is an image (Rows present), Pixel Data is described by a relative
-/// `BulkDataURI`.
+/// The DICOM JSON object (compact text) of `obj` without its Pixel Data (group 7FE0). When the
+/// instance is an image (Rows present), Pixel Data is described by a relative `BulkDataURI`.
 ///
 /// # Errors
 /// A message when an element cannot be encoded as DICOM JSON (the caller stores no metadata
 /// and the server reads the file instead).
 pub fn metadata_json(obj: &InMemDicomObject, a: &InstanceAttributes) -> Result<String, String> {
+    // a data set read up to Pixel Data is encoded as it is; one holding Pixel Data (built in
+    // memory) without it, rather than encoding it inline only to drop it
+    let without_pixels;
+    let obj = if obj.iter().any(|e| e.tag().group() == 0x7FE0) {
+        without_pixels = InMemDicomObject::from_element_iter(obj.iter().filter(|e| e.tag().group() != 0x7FE0).cloned());
+        &without_pixels
+    } else {
+        obj
+    };
     let mut value = dicom_json::to_value(obj).map_err(|e| e.to_string())?;
     let Value::Object(map) = &mut value else { return Err("DICOM JSON of a data set is not an object".into()) };
     map.retain(|k, _| !k.starts_with("7FE0"));
@@ -86,6 +95,11 @@ mod tests {
         assert_eq!(v["00083002"]["Value"][0], "1.2.840.10008.1.2.1");
         assert_eq!(v["00100010"]["Value"][0]["Alphabetic"], "Doe^Jane");
         assert!(text.contains(&format!("{BULK_DATA_URI_PREFIX}studies/1.2/")));
+        // an object built in memory with its Pixel Data gives the same JSON (not inlined)
+        let mut with_pixels = obj.clone();
+        with_pixels.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(vec![7u16; 16].into())));
+        assert_eq!(metadata_json(&with_pixels, &a).unwrap(), text);
+        assert!(!text.contains("InlineBinary"));
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
         let mut sorted = keys.clone();
         sorted.sort();
