@@ -76,11 +76,8 @@ fn phantom_volumes_within_two_percent() {
     let (shape, spacing) = ([64, 240, 240], [5.0, 1.5, 1.5]);
     let (hu, truth) = phantom(shape, spacing);
     let [left, right, opacity] = masks_of(&model, &hu, shape, spacing);
-    let f = compute(
-        &Grid { hu: &hu, shape, spacing_mm: spacing },
-        &Masks { left_lung: &left, right_lung: &right, opacity: &opacity },
-    )
-    .expect("findings");
+    let f = compute(&Grid { hu: &hu, shape, spacing_mm: spacing }, &Masks::lungs(&left, &right, &opacity))
+        .expect("findings");
     let voxel_ml = spacing.iter().product::<f64>() / 1000.0;
     let t = truth.map(|n| n as f64 * voxel_ml);
     let lung = |side| f.lungs.iter().find(|l| l.side == side).expect("lung").involvement;
@@ -114,11 +111,8 @@ fn an_empty_chest_is_negative_for_pneumonia() {
         }
     }
     let [left, right, opacity] = masks_of(&model, &hu_clean, shape, spacing);
-    let f = compute(
-        &Grid { hu: &hu_clean, shape, spacing_mm: spacing },
-        &Masks { left_lung: &left, right_lung: &right, opacity: &opacity },
-    )
-    .expect("findings");
+    let f = compute(&Grid { hu: &hu_clean, shape, spacing_mm: spacing }, &Masks::lungs(&left, &right, &opacity))
+        .expect("findings");
     assert!(f.total.involvement_pct < 1.0, "{}", f.total.involvement_pct);
     assert_eq!(f.pattern, Pattern::Negative);
     assert!(f.severity_score <= 2, "score {}", f.severity_score);
@@ -195,7 +189,7 @@ fn a_sphere_inserted_in_one_lung_adds_its_volume_there_only() {
     let v = &study.volume;
     let [left, right, opacity] = masks_of(&model, &v.hu, v.shape, v.spacing_mm);
     let grid = Grid { hu: &v.hu, shape: v.shape, spacing_mm: v.spacing_mm };
-    let before = compute(&grid, &Masks { left_lung: &left, right_lung: &right, opacity: &opacity }).expect("findings");
+    let before = compute(&grid, &Masks::lungs(&left, &right, &opacity)).expect("findings");
 
     // Centre: the left-lung voxel deepest inside the lung on its middle slice (largest in-plane
     // distance to a non-lung pixel along rows and columns), away from existing opacity.
@@ -243,8 +237,7 @@ fn a_sphere_inserted_in_one_lung_adds_its_volume_there_only() {
     assert!(inserted_ml > 1.0, "sphere of {radius_mm:.1} mm: {inserted_ml:.2} mL");
     let [left2, right2, opacity2] = masks_of(&model, &hu, v.shape, v.spacing_mm);
     let grid2 = Grid { hu: &hu, shape: v.shape, spacing_mm: v.spacing_mm };
-    let after =
-        compute(&grid2, &Masks { left_lung: &left2, right_lung: &right2, opacity: &opacity2 }).expect("findings");
+    let after = compute(&grid2, &Masks::lungs(&left2, &right2, &opacity2)).expect("findings");
     let grown = after.lungs[0].involvement.opacity_ml - before.lungs[0].involvement.opacity_ml;
     assert!(within(grown, inserted_ml, 0.10), "left opacity grew {grown:.2} mL for {inserted_ml:.2} mL inserted");
     assert_eq!(after.lungs[1].involvement, before.lungs[1].involvement, "the right lung does not change");

@@ -3,6 +3,9 @@
 //! parallel. Real peers: dcmtk (by absolute path, since pynetdicom installs same-named
 //! scripts), pynetdicom scripts in `tests/peers/`, and dicom-ul clients for crafted traffic.
 
+pub mod inserted;
+pub mod phantom;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;

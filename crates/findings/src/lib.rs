@@ -20,23 +20,50 @@
 //!   pneumonia, from laterality, peripheral (subpleural) and lower-zone predominance
 //!   ([`suggest_pattern`] documents each rule and threshold).
 //!
+//! - with the masks of the pleural-cavity stage ([`Masks::effusion_left`], ...): pleural
+//!   effusion per side (volume, mean HU, cranio-caudal extent) and the indeterminate dense
+//!   dependent region per side ([`IndeterminateDense`]);
+//! - dense focal lesions ([`FocalLesion`]): compact connected components of consolidation-density
+//!   opacity at least [`FOCAL_MIN_DIAMETER_MM`] across, outside a diffuse process.
+//!
+//! Names, codes, units and display texts of the findings: [`vocabulary`].
+//!
 //! These are measurements of a quantitative method, not a diagnosis.
 
+mod dense;
 mod geometry;
 mod pattern;
+pub mod vocabulary;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use geometry::peripheral_shell;
 pub use pattern::{suggest_pattern, Pattern, PatternInputs};
 
-/// Opacity percentage below which a lung counts as not involved (%).
-pub const INVOLVED_MIN_PCT: f64 = 1.0;
+/// The method's noise floor (%): opacity involving less of the lungs (in total, or of one lung for
+/// laterality) is within its false-positive level. Below it (and without focal lesion, effusion
+/// or dense dependent region) the suggestion is "negative for pneumonia". The model package's
+/// README and `manifest.toml` (`noise_floor_percent`) state the same value.
+pub const NOISE_FLOOR_PCT: f64 = 1.0;
+/// Consolidation density: opacity voxels above this HU form dense focal lesions (the manifest's
+/// consolidation band, -300 < HU <= +100).
+pub const FOCAL_MIN_HU: f32 = -300.0;
+/// Smallest equivalent-sphere diameter of a dense focal lesion (mm).
+pub const FOCAL_MIN_DIAMETER_MM: f64 = 10.0;
+/// Compactness: a focal lesion's bounding box extent along each axis is at most this multiple of
+/// its equivalent-sphere diameter (a sphere: 1; a 5 x 20 x 60 mm band: 2.7).
+pub const FOCAL_MAX_EXTENT_RATIO: f64 = 2.5;
+/// A dense component holding more than this share of all dense opacity voxels ...
+pub const DIFFUSE_MIN_SHARE_OF_DENSE: f64 = 0.5;
+/// ... and more than this share of its lung's volume is diffuse consolidation, not focal.
+pub const DIFFUSE_MIN_SHARE_OF_LUNG: f64 = 0.25;
+/// Most focal lesions named in the pattern rationale (largest first).
+pub const MAX_FOCAL_IN_RATIONALE: usize = 3;
 /// Depth from the lung surface within which an opacity is peripheral / subpleural (mm).
 pub const PERIPHERAL_DEPTH_MM: f64 = 10.0;
 
 /// Which lung.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     /// The patient's left lung.
@@ -45,8 +72,18 @@ pub enum Side {
     Right,
 }
 
+impl Side {
+    /// Display name (and JSON name): "left", "right".
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Left => "left",
+            Side::Right => "right",
+        }
+    }
+}
+
 /// Cranio-caudal third of a lung.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// Upper third.
@@ -55,6 +92,17 @@ pub enum Level {
     Middle,
     /// Lower third.
     Lower,
+}
+
+impl Level {
+    /// Display name (and JSON name): "upper", "middle", "lower".
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Upper => "upper",
+            Level::Middle => "middle",
+            Level::Lower => "lower",
+        }
+    }
 }
 
 /// The masks of one segmentation, each `[slices, rows, cols]` row-major, non-zero = inside.
@@ -66,6 +114,20 @@ pub struct Masks<'a> {
     pub right_lung: &'a [u8],
     /// Lung opacities (ground glass and consolidation).
     pub opacity: &'a [u8],
+    /// Left pleural effusion (not lung, not opacity); `None`: not assessed.
+    pub effusion_left: Option<&'a [u8]>,
+    /// Right pleural effusion (not lung, not opacity); `None`: not assessed.
+    pub effusion_right: Option<&'a [u8]>,
+    /// Dense dependent region that is effusion or consolidation: a subset of the lung and
+    /// opacity masks (counted as opacity); `None`: not assessed.
+    pub indeterminate: Option<&'a [u8]>,
+}
+
+impl<'a> Masks<'a> {
+    /// Lungs and opacity only (the pleural cavity not assessed).
+    pub fn lungs(left_lung: &'a [u8], right_lung: &'a [u8], opacity: &'a [u8]) -> Self {
+        Masks { left_lung, right_lung, opacity, effusion_left: None, effusion_right: None, indeterminate: None }
+    }
 }
 
 /// The HU volume the masks belong to.
@@ -192,6 +254,66 @@ pub fn zone_score(pct: f64) -> u8 {
     }
 }
 
+/// Pleural effusion of one side ([`vocabulary::PLEURAL_EFFUSION`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Effusion {
+    /// Which side.
+    pub side: Side,
+    /// Volume (mL); 0 when the side has none.
+    pub volume_ml: f64,
+    /// Mean HU of its voxels.
+    pub mean_hu: Option<f64>,
+    /// Cranio-caudal extent (mm): (last - first + 1) slices with effusion x slice spacing; 0 when none.
+    pub craniocaudal_extent_mm: f64,
+    /// First and last canonical slice with effusion.
+    pub slice_extent: Option<(usize, usize)>,
+    /// Display text ([`vocabulary::effusion_text`]).
+    #[serde(default)]
+    pub text: String,
+}
+
+/// The indeterminate dense dependent region of one side ([`vocabulary::INDETERMINATE_DENSE`]):
+/// effusion or consolidation, counted as opacity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndeterminateDense {
+    /// The lung whose mask holds it.
+    pub side: Side,
+    /// Volume (mL), > 0.
+    pub volume_ml: f64,
+    /// Display text, without the side ([`vocabulary::indeterminate_text`]: "dense dependent
+    /// region: effusion or consolidation, N mL (counted as opacity)").
+    #[serde(default)]
+    pub text: String,
+}
+
+/// A dense focal lesion ([`vocabulary::FOCAL_OPACITY`]): a 26-connected component of opacity
+/// voxels denser than [`FOCAL_MIN_HU`] (outside the indeterminate dense dependent region) whose
+/// equivalent-sphere diameter is at least [`FOCAL_MIN_DIAMETER_MM`], that is compact (its
+/// bounding box extent along each axis at most [`FOCAL_MAX_EXTENT_RATIO`] x that diameter), and
+/// that is not a diffuse process (holding more than [`DIFFUSE_MIN_SHARE_OF_DENSE`] of all dense
+/// opacity and more than [`DIFFUSE_MIN_SHARE_OF_LUNG`] of its lung's volume).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FocalLesion {
+    /// The lung holding most of its voxels.
+    pub side: Side,
+    /// The zone (third of that lung's extent) of its centroid slice.
+    pub level: Level,
+    /// Volume (mL).
+    pub volume_ml: f64,
+    /// Equivalent-sphere diameter (mm).
+    pub equivalent_diameter_mm: f64,
+    /// Largest in-plane diameter (mm), over its slices.
+    pub max_inplane_diameter_mm: f64,
+    /// Mean HU.
+    pub mean_hu: f64,
+    /// Canonical slice of its centroid.
+    pub centroid_slice: usize,
+    /// Display text ([`vocabulary::focal_text`]; "; not typical of pneumonia" when the focal
+    /// lesions are the lungs' only opacity above the noise floor).
+    #[serde(default)]
+    pub text: String,
+}
+
 /// All findings of one analysis.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Findings {
@@ -215,6 +337,15 @@ pub struct Findings {
     pub peripheral_fraction: Option<f64>,
     /// Slice of largest opacity area per lung (lungs without opacity have none).
     pub key_slices: Vec<KeySlice>,
+    /// Pleural effusion, left then right; both sides listed when the pleural cavity was assessed
+    /// (effusion masks given), none when it was not.
+    pub effusions: Vec<Effusion>,
+    /// The indeterminate dense dependent region per side, sides with some only.
+    pub indeterminate_dense: Vec<IndeterminateDense>,
+    /// Dense focal lesions, largest first.
+    pub focal_lesions: Vec<FocalLesion>,
+    /// Opacity outside the focal lesions / lung volume (%).
+    pub non_focal_involvement_pct: f64,
 }
 
 /// Why findings could not be computed.
@@ -235,10 +366,16 @@ impl std::error::Error for ShapeMismatch {}
 /// [`ShapeMismatch`] when a mask or the HU array does not have `shape` elements.
 pub fn compute(grid: &Grid<'_>, masks: &Masks<'_>) -> Result<Findings, ShapeMismatch> {
     let n: usize = grid.shape.iter().product();
-    if [grid.hu.len(), masks.left_lung.len(), masks.right_lung.len(), masks.opacity.len()].iter().any(|&l| l != n) {
+    let optional = [masks.effusion_left, masks.effusion_right, masks.indeterminate];
+    if [grid.hu.len(), masks.left_lung.len(), masks.right_lung.len(), masks.opacity.len()]
+        .into_iter()
+        .chain(optional.iter().flatten().map(|m| m.len()))
+        .any(|l| l != n)
+    {
         return Err(ShapeMismatch);
     }
-    let voxel_ml = grid.spacing_mm.iter().product::<f64>() / 1000.0;
+    let voxel_mm3 = grid.spacing_mm.iter().product::<f64>();
+    let voxel_ml = voxel_mm3 / 1000.0;
     let plane = grid.shape[1] * grid.shape[2];
     let pixel_mm2 = grid.spacing_mm[1] * grid.spacing_mm[2];
 
@@ -261,14 +398,37 @@ pub fn compute(grid: &Grid<'_>, masks: &Masks<'_>) -> Result<Findings, ShapeMism
             .collect()
     };
 
-    // the two lungs are independent: count them side by side
+    // smallest component that can reach the focal diameter: its runs are kept for the diameters
+    let focal_min_mm3 = std::f64::consts::PI / 6.0 * FOCAL_MIN_DIAMETER_MM.powi(3);
+    let focal_min_voxels = if voxel_mm3 > 0.0 { ((focal_min_mm3 / voxel_mm3).floor() as usize).max(1) } else { 1 };
+    let dense = |i: usize| grid.hu[i] > FOCAL_MIN_HU && masks.indeterminate.is_none_or(|m| m[i] == 0);
+    let pleural = || {
+        let effusion = |m: Option<&[u8]>| m.map(|m| dense::mask_sums(grid, m, |_| true));
+        let indeterminate = |lung: &[u8]| masks.indeterminate.map(|m| dense::mask_sums(grid, m, |i| lung[i] != 0));
+        (
+            [effusion(masks.effusion_left), effusion(masks.effusion_right)],
+            [indeterminate(masks.left_lung), indeterminate(masks.right_lung)],
+        )
+    };
+
+    // the two lungs, the dense components and the pleural masks are independent: side by side
     let per_lung = |lung: &[u8]| (per_slice(lung), peripheral_counts(grid, lung, masks.opacity));
-    let ((left_slices, left_peripheral), (right_slices, right_peripheral)) = std::thread::scope(|scope| {
-        let left = scope.spawn(|| per_lung(masks.left_lung));
-        let right = per_lung(masks.right_lung);
-        // a panic in the counting thread is a bug in this function, not bad input
-        (left.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), right)
-    });
+    let ((left_slices, left_peripheral), (right_slices, right_peripheral), components, (effusion_sums, indet_sums)) =
+        std::thread::scope(|scope| {
+            let left = scope.spawn(|| per_lung(masks.left_lung));
+            let components = scope.spawn(|| {
+                dense::label(grid, masks.opacity, masks.left_lung, masks.right_lung, dense, focal_min_voxels)
+            });
+            let pleural = scope.spawn(pleural);
+            let right = per_lung(masks.right_lung);
+            // a panic in a counting thread is a bug in this function, not bad input
+            (
+                left.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                right,
+                components.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                pleural.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            )
+        });
     let mut lungs = Vec::new();
     let mut zones = Vec::new();
     let mut key_slices = Vec::new();
@@ -301,7 +461,42 @@ pub fn compute(grid: &Grid<'_>, masks: &Masks<'_>) -> Result<Findings, ShapeMism
     let peripheral_fraction = (all > 0).then(|| peripheral as f64 / all as f64);
     let lower_pct = zone_pct(&zones, Level::Lower);
     let upper_pct = zone_pct(&zones, Level::Upper);
-    let (pattern, pattern_rationale) = suggest_pattern(&PatternInputs {
+
+    let sides = [Side::Left, Side::Right];
+    let effusions: Vec<Effusion> = sides
+        .iter()
+        .zip(effusion_sums)
+        .filter_map(|(&side, s)| {
+            let s = s?;
+            let volume_ml = s.voxels as f64 * voxel_ml;
+            let mean_hu = (s.voxels > 0).then(|| s.hu_sum / s.voxels as f64);
+            let slice_extent = s.first.zip(s.last);
+            let craniocaudal_extent_mm = slice_extent.map_or(0.0, |(a, b)| (b - a + 1) as f64 * grid.spacing_mm[0]);
+            let text = vocabulary::effusion_text(side, volume_ml, mean_hu, craniocaudal_extent_mm);
+            Some(Effusion { side, volume_ml, mean_hu, craniocaudal_extent_mm, slice_extent, text })
+        })
+        .collect();
+    let indeterminate_dense: Vec<IndeterminateDense> = sides
+        .iter()
+        .zip(indet_sums)
+        .filter_map(|(&side, s)| {
+            let volume_ml = s?.voxels as f64 * voxel_ml;
+            (volume_ml > 0.0).then(|| IndeterminateDense {
+                side,
+                volume_ml,
+                text: vocabulary::indeterminate_text(volume_ml),
+            })
+        })
+        .collect();
+
+    let mut focal_lesions = focal_lesions(grid, &components, focal_min_voxels, &lungs);
+    let focal_ml: f64 = focal_lesions.iter().map(|l| l.volume_ml).sum();
+    let non_focal_involvement_pct = if total_inv.lung_ml > 0.0 {
+        (100.0 * (total_inv.opacity_ml - focal_ml) / total_inv.lung_ml).max(0.0)
+    } else {
+        0.0
+    };
+    let inputs = PatternInputs {
         total_pct: total_inv.involvement_pct,
         left_pct: inv[0].involvement_pct,
         right_pct: inv[1].involvement_pct,
@@ -309,7 +504,16 @@ pub fn compute(grid: &Grid<'_>, masks: &Masks<'_>) -> Result<Findings, ShapeMism
         lower_zone_pct: lower_pct,
         upper_zone_pct: upper_pct,
         opacity_mean_hu: total.mean_hu(),
-    });
+        focal_lesions: &focal_lesions,
+        non_focal_pct: non_focal_involvement_pct,
+        effusions: &effusions,
+        indeterminate_dense: &indeterminate_dense,
+    };
+    let (pattern, pattern_rationale) = suggest_pattern(&inputs);
+    let isolated = pattern::focal_lesions_isolated(&inputs);
+    for l in &mut focal_lesions {
+        l.text = vocabulary::focal_text(l.side, l.level, l.volume_ml, isolated);
+    }
     Ok(Findings {
         severity_score: zones.iter().map(|z| z.score).sum(),
         extent_class: ExtentClass::from_pct(total_inv.involvement_pct),
@@ -321,7 +525,63 @@ pub fn compute(grid: &Grid<'_>, masks: &Masks<'_>) -> Result<Findings, ShapeMism
         pattern_rationale,
         peripheral_fraction,
         key_slices,
+        effusions,
+        indeterminate_dense,
+        focal_lesions,
+        non_focal_involvement_pct,
     })
+}
+
+/// The dense components that are focal lesions ([`FocalLesion`]), largest first; their `text`
+/// is left empty (it depends on the pattern rule).
+fn focal_lesions(
+    grid: &Grid<'_>,
+    components: &dense::Components,
+    min_voxels: usize,
+    lungs: &[LungFindings],
+) -> Vec<FocalLesion> {
+    let voxel_mm3 = grid.spacing_mm.iter().product::<f64>();
+    let mut out = Vec::new();
+    for c in components.components.iter().filter(|c| c.voxels >= min_voxels) {
+        let volume_mm3 = c.voxels as f64 * voxel_mm3;
+        let equivalent_diameter_mm = (6.0 * volume_mm3 / std::f64::consts::PI).cbrt();
+        if equivalent_diameter_mm < FOCAL_MIN_DIAMETER_MM {
+            continue;
+        }
+        let compact = (0..3).all(|a| {
+            (c.max[a] - c.min[a] + 1) as f64 * grid.spacing_mm[a] <= FOCAL_MAX_EXTENT_RATIO * equivalent_diameter_mm
+        });
+        if !compact {
+            continue;
+        }
+        let side = dense::side_of(c, grid.shape[2]);
+        let lung = lungs.iter().find(|l| l.side == side);
+        let lung_ml = lung.map_or(0.0, |l| l.involvement.lung_ml);
+        let volume_ml = volume_mm3 / 1000.0;
+        let diffuse = c.voxels as f64 > DIFFUSE_MIN_SHARE_OF_DENSE * components.dense_voxels as f64
+            && volume_ml > DIFFUSE_MIN_SHARE_OF_LUNG * lung_ml;
+        if diffuse {
+            continue;
+        }
+        let centroid_slice = (c.k_sum / c.voxels as f64).round() as usize;
+        out.push(FocalLesion {
+            side,
+            level: dense::level_of(lung.and_then(|l| l.slice_extent), centroid_slice),
+            volume_ml,
+            equivalent_diameter_mm,
+            max_inplane_diameter_mm: dense::max_inplane_diameter_mm(&c.runs, grid.spacing_mm),
+            mean_hu: c.hu_sum / c.voxels as f64,
+            centroid_slice,
+            text: String::new(),
+        });
+    }
+    out.sort_by(|a, b| {
+        b.volume_ml
+            .total_cmp(&a.volume_ml)
+            .then(a.centroid_slice.cmp(&b.centroid_slice))
+            .then(a.side.name().cmp(b.side.name()))
+    });
+    out
 }
 
 /// Involvement (%) of the two zones at `level` together.
@@ -452,7 +712,7 @@ mod tests {
             }
         }
         let grid = Grid { hu: &hu, shape, spacing_mm: [1.0, 1.0, 1.0] };
-        let f = compute(&grid, &Masks { left_lung: &left, right_lung: &right, opacity: &op }).unwrap();
+        let f = compute(&grid, &Masks::lungs(&left, &right, &op)).unwrap();
         assert_eq!(f.lungs[0].involvement.lung_ml, 3.0);
         assert_eq!(f.lungs[1].involvement.opacity_ml, 1.0);
         assert!((f.lungs[1].involvement.involvement_pct - 100.0 / 3.0).abs() < 1e-9);
@@ -472,6 +732,353 @@ mod tests {
     fn mismatched_shapes_are_an_error() {
         let grid = Grid { hu: &[0.0; 8], shape: [2, 2, 2], spacing_mm: [1.0; 3] };
         let m = [0u8; 7];
-        assert_eq!(compute(&grid, &Masks { left_lung: &m, right_lung: &m, opacity: &m }), Err(ShapeMismatch));
+        assert_eq!(compute(&grid, &Masks::lungs(&m, &m, &m)), Err(ShapeMismatch));
+        let ok = [0u8; 8];
+        let masks = Masks { effusion_right: Some(&m), ..Masks::lungs(&ok, &ok, &ok) };
+        assert_eq!(compute(&grid, &masks), Err(ShapeMismatch));
+    }
+
+    /// A chest of two box lungs at 1 mm: `[60, 80, 120]`, right lung columns 10..50, left lung
+    /// 70..110, rows 10..70, slices 5..55 (120 mL each; thirds: lower 5..21, middle 21..38,
+    /// upper 38..55), -850 HU; no opacity.
+    struct Chest {
+        shape: [usize; 3],
+        hu: Vec<f32>,
+        left: Vec<u8>,
+        right: Vec<u8>,
+        opacity: Vec<u8>,
+    }
+
+    impl Chest {
+        fn new() -> Chest {
+            let shape = [60, 80, 120];
+            let n = shape.iter().product();
+            let mut c = Chest { shape, hu: vec![40.0; n], left: vec![0; n], right: vec![0; n], opacity: vec![0; n] };
+            for k in 5..55 {
+                for r in 10..70 {
+                    for col in 10..50 {
+                        let i = c.at(k, r, col);
+                        c.right[i] = 1;
+                        c.hu[i] = -850.0;
+                        let j = c.at(k, r, col + 60);
+                        c.left[j] = 1;
+                        c.hu[j] = -850.0;
+                    }
+                }
+            }
+            c
+        }
+
+        fn at(&self, k: usize, r: usize, c: usize) -> usize {
+            (k * self.shape[1] + r) * self.shape[2] + c
+        }
+
+        /// Dense opacity (+20 HU) in a sphere of `diameter` mm centred on a voxel centre.
+        fn sphere(&mut self, centre: [usize; 3], diameter: f64) -> usize {
+            let rad = diameter / 2.0;
+            let mut n = 0;
+            for k in 0..self.shape[0] {
+                for r in 0..self.shape[1] {
+                    for c in 0..self.shape[2] {
+                        let d = [k as f64 - centre[0] as f64, r as f64 - centre[1] as f64, c as f64 - centre[2] as f64];
+                        if d.iter().map(|x| x * x).sum::<f64>() <= rad * rad {
+                            let i = self.at(k, r, c);
+                            self.hu[i] = 20.0;
+                            self.opacity[i] = 1;
+                            n += 1;
+                        }
+                    }
+                }
+            }
+            n
+        }
+
+        /// Dense opacity (+20 HU) in a box `[k0..k1, r0..r1, c0..c1]`.
+        fn dense_box(&mut self, b: [std::ops::Range<usize>; 3]) -> usize {
+            let mut n = 0;
+            for k in b[0].clone() {
+                for r in b[1].clone() {
+                    for c in b[2].clone() {
+                        let i = self.at(k, r, c);
+                        self.hu[i] = 20.0;
+                        self.opacity[i] = 1;
+                        n += 1;
+                    }
+                }
+            }
+            n
+        }
+
+        fn findings(&self) -> Findings {
+            let grid = Grid { hu: &self.hu, shape: self.shape, spacing_mm: [1.0; 3] };
+            compute(&grid, &Masks::lungs(&self.left, &self.right, &self.opacity)).unwrap()
+        }
+    }
+
+    #[test]
+    fn a_12_mm_dense_sphere_is_one_focal_lesion_in_its_zone() {
+        let mut chest = Chest::new();
+        let voxels = chest.sphere([45, 40, 30], 12.0); // right lung, upper third
+        let f = chest.findings();
+        assert_eq!(f.focal_lesions.len(), 1, "{:?}", f.focal_lesions);
+        let l = &f.focal_lesions[0];
+        assert_eq!((l.side, l.level), (Side::Right, Level::Upper));
+        assert_eq!(l.volume_ml, voxels as f64 / 1000.0);
+        assert!((l.equivalent_diameter_mm - 12.0).abs() < 0.3, "{}", l.equivalent_diameter_mm);
+        assert!((12.0..=14.0).contains(&l.max_inplane_diameter_mm), "{}", l.max_inplane_diameter_mm);
+        assert_eq!(l.mean_hu, 20.0);
+        assert_eq!(l.centroid_slice, 45);
+        assert_eq!(l.text, "focal opacity, 0.9 mL, right upper zone; not typical of pneumonia");
+        // 0.9 mL of 240 mL: below the noise floor, but not negative
+        assert!(f.total.involvement_pct < NOISE_FLOOR_PCT);
+        assert_eq!(f.pattern, Pattern::Atypical);
+        assert!(f.pattern_rationale.starts_with(&l.text), "{}", f.pattern_rationale);
+        assert_eq!(f.non_focal_involvement_pct, 0.0);
+        // the same sphere low in the left lung
+        let mut chest = Chest::new();
+        chest.sphere([12, 30, 95], 12.0);
+        let l = &chest.findings().focal_lesions[0];
+        assert_eq!((l.side, l.level), (Side::Left, Level::Lower));
+    }
+
+    #[test]
+    fn a_6_mm_dense_sphere_is_no_focal_lesion() {
+        let mut chest = Chest::new();
+        chest.sphere([45, 40, 30], 6.0);
+        let f = chest.findings();
+        assert!(f.focal_lesions.is_empty(), "{:?}", f.focal_lesions);
+        assert_eq!(f.pattern, Pattern::Negative);
+        assert!(f.total.opacity_ml > 0.0);
+    }
+
+    #[test]
+    fn a_diffuse_dense_layer_is_not_focal_but_a_sphere_beside_it_is() {
+        let mut chest = Chest::new();
+        // posterior (dependent) layer: 18 of the right lung's 60 rows = 30 % of it
+        let layer = chest.dense_box([5..55, 52..70, 10..50]);
+        assert_eq!(layer, 36_000);
+        let f = chest.findings();
+        assert!(f.focal_lesions.is_empty(), "{:?}", f.focal_lesions);
+        assert!((f.lungs[1].involvement.involvement_pct - 30.0).abs() < 1e-9);
+        assert_ne!(f.pattern, Pattern::Negative);
+        chest.sphere([30, 40, 90], 14.0);
+        let f = chest.findings();
+        assert_eq!(f.focal_lesions.len(), 1);
+        assert_eq!(f.focal_lesions[0].side, Side::Left);
+        // the layer is opacity above the floor: the distribution rule decides, and the lesion's
+        // text does not call it atypical
+        assert!(f.non_focal_involvement_pct > NOISE_FLOOR_PCT);
+        assert_eq!(f.focal_lesions[0].text, "focal opacity, 1.4 mL, left middle zone");
+    }
+
+    #[test]
+    fn an_elongated_dense_band_is_not_compact() {
+        let mut chest = Chest::new();
+        // 4 x 5 x 40 mm: equivalent diameter 11.5 mm, 40 mm > 2.5 x 11.5
+        chest.dense_box([10..50, 30..34, 20..25]);
+        assert!(chest.findings().focal_lesions.is_empty());
+        // 12 x 12 x 12 mm cube: compact
+        let mut chest = Chest::new();
+        chest.dense_box([20..32, 30..42, 20..32]);
+        let f = chest.findings();
+        assert_eq!(f.focal_lesions.len(), 1);
+        assert_eq!(f.focal_lesions[0].level, Level::Middle);
+        let d = f.focal_lesions[0].max_inplane_diameter_mm;
+        assert!((d - 288f64.sqrt()).abs() < 1e-9, "{d}");
+    }
+
+    #[test]
+    fn ground_glass_is_not_a_dense_lesion() {
+        let mut chest = Chest::new();
+        chest.sphere([45, 40, 30], 16.0);
+        for (h, &o) in chest.hu.iter_mut().zip(&chest.opacity) {
+            if o != 0 {
+                *h = -500.0;
+            }
+        }
+        let f = chest.findings();
+        assert!(f.focal_lesions.is_empty());
+        // 2.1 mL of 240: below the floor, no focal lesion: negative
+        assert_eq!(f.pattern, Pattern::Negative);
+    }
+
+    #[test]
+    fn effusion_volumes_per_side_are_exact_on_box_masks() {
+        let chest = Chest::new();
+        let n = chest.hu.len();
+        let spacing = [2.5, 0.8, 0.7];
+        let voxel_ml = spacing.iter().product::<f64>() / 1000.0;
+        let (mut left_eff, right_eff) = (vec![0u8; n], vec![0u8; n]);
+        let mut hu = chest.hu.clone();
+        // left effusion: posterior to the left lung, slices 5..25
+        for k in 5..25 {
+            for r in 70..78 {
+                for c in 70..110 {
+                    let i = chest.at(k, r, c);
+                    left_eff[i] = 1;
+                    hu[i] = if c % 2 == 0 { 10.0 } else { 14.0 };
+                }
+            }
+        }
+        let grid = Grid { hu: &hu, shape: chest.shape, spacing_mm: spacing };
+        let masks = Masks {
+            effusion_left: Some(&left_eff),
+            effusion_right: Some(&right_eff),
+            ..Masks::lungs(&chest.left, &chest.right, &chest.opacity)
+        };
+        let f = compute(&grid, &masks).unwrap();
+        assert_eq!(f.effusions.len(), 2, "both sides listed");
+        let (l, r) = (&f.effusions[0], &f.effusions[1]);
+        assert_eq!(l.side, Side::Left);
+        assert_eq!(l.volume_ml, (20 * 8 * 40) as f64 * voxel_ml);
+        assert_eq!(l.mean_hu, Some(12.0));
+        assert_eq!(l.slice_extent, Some((5, 24)));
+        assert_eq!(l.craniocaudal_extent_mm, 50.0);
+        assert_eq!(l.text, "left pleural effusion, 9.0 mL, mean 12 HU, cranio-caudal extent 50 mm");
+        assert_eq!((r.side, r.volume_ml, r.mean_hu, r.slice_extent), (Side::Right, 0.0, None, None));
+        assert_eq!(r.text, "right pleural effusion: none");
+        // no lung opacity, but fluid: not negative
+        assert_eq!(f.pattern, Pattern::Indeterminate);
+        assert!(f.pattern_rationale.contains(&l.text), "{}", f.pattern_rationale);
+        // not assessed: no effusion listed
+        assert!(chest.findings().effusions.is_empty());
+    }
+
+    #[test]
+    fn the_dense_dependent_region_is_listed_per_side_and_never_focal() {
+        let mut chest = Chest::new();
+        // a compact dense dependent region in the right lung, counted as opacity
+        let voxels = chest.dense_box([5..20, 55..70, 10..25]);
+        let n = chest.hu.len();
+        let mut indeterminate = vec![0u8; n];
+        for (d, &o) in indeterminate.iter_mut().zip(&chest.opacity) {
+            *d = o;
+        }
+        let grid = Grid { hu: &chest.hu, shape: chest.shape, spacing_mm: [1.0; 3] };
+        let masks =
+            Masks { indeterminate: Some(&indeterminate), ..Masks::lungs(&chest.left, &chest.right, &chest.opacity) };
+        let f = compute(&grid, &masks).unwrap();
+        assert!(f.focal_lesions.is_empty(), "{:?}", f.focal_lesions);
+        assert_eq!(f.indeterminate_dense.len(), 1);
+        let d = &f.indeterminate_dense[0];
+        assert_eq!((d.side, d.volume_ml), (Side::Right, voxels as f64 / 1000.0));
+        assert_eq!(d.text, "dense dependent region: effusion or consolidation, 3.4 mL (counted as opacity)");
+        assert_eq!(f.lungs[1].involvement.opacity_ml, voxels as f64 / 1000.0);
+        // the same region without the indeterminate mask is a focal lesion
+        assert_eq!(chest.findings().focal_lesions.len(), 1);
+    }
+
+    #[test]
+    fn json_names_follow_the_vocabulary() {
+        let mut chest = Chest::new();
+        chest.sphere([45, 40, 30], 12.0);
+        let v = serde_json::to_value(chest.findings()).unwrap();
+        for term in [vocabulary::PLEURAL_EFFUSION, vocabulary::INDETERMINATE_DENSE, vocabulary::FOCAL_OPACITY] {
+            assert!(v.get(term.key).is_some(), "{}", term.key);
+        }
+        let lesion = &v["focal_lesions"][0];
+        for term in [vocabulary::VOLUME, vocabulary::EQUIVALENT_DIAMETER, vocabulary::MAX_INPLANE_DIAMETER] {
+            assert!(lesion.get(term.key).is_some(), "{}", term.key);
+        }
+        assert_eq!(lesion["side"], "right");
+        assert_eq!(lesion["level"], "upper");
+        let effusion = serde_json::to_value(Effusion {
+            side: Side::Left,
+            volume_ml: 1.0,
+            mean_hu: Some(1.0),
+            craniocaudal_extent_mm: 1.0,
+            slice_extent: Some((0, 0)),
+            text: String::new(),
+        })
+        .unwrap();
+        for term in [vocabulary::VOLUME, vocabulary::CRANIOCAUDAL_EXTENT] {
+            assert!(effusion.get(term.key).is_some(), "{}", term.key);
+        }
+        assert!(effusion.get("mean_hu").is_some());
+    }
+
+    /// The README and the manifest of the model package state the code's noise floor.
+    #[test]
+    fn the_noise_floor_is_stated_once() {
+        let package = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/covid19-lung-ct");
+        let manifest = std::fs::read_to_string(package.join("manifest.toml")).unwrap();
+        let value = manifest
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("noise_floor_percent"))
+            .and_then(|rest| rest.trim_start().strip_prefix('='))
+            .and_then(|rest| rest.split('#').next())
+            .map(|v| v.trim().parse::<f64>().unwrap())
+            .expect("noise_floor_percent in manifest.toml");
+        assert_eq!(value, NOISE_FLOOR_PCT);
+        let note = manifest.lines().find(|l| l.starts_with("rsna_category_note")).expect("rsna_category_note");
+        assert!(note.contains(&format!("< {NOISE_FLOOR_PCT} %")), "{note}");
+        let readme = std::fs::read_to_string(package.join("README.md")).unwrap().replace('\n', " ");
+        assert!(readme.contains(&format!("noise floor ({NOISE_FLOOR_PCT} %)")), "README states another noise floor");
+    }
+
+    /// A 300 x 512 x 512 volume with a few lesions and ground glass: the dense labelling and the
+    /// whole computation. Timing asserted in release builds only
+    /// (`cargo test --release -p firstread-findings -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "allocates 700 MB; a timing check for release builds"]
+    fn labelling_a_full_volume_is_fast() {
+        let shape = [300, 512, 512];
+        let n: usize = shape.iter().product();
+        let plane = 512 * 512;
+        let mut hu = vec![-850.0f32; n];
+        let (mut left, mut right, mut opacity) = (vec![0u8; n], vec![0u8; n], vec![0u8; n]);
+        for k in 20..280 {
+            for r in 100..400 {
+                for c in 60..230 {
+                    right[k * plane + r * 512 + c] = 1;
+                    left[k * plane + r * 512 + c + 220] = 1;
+                }
+            }
+        }
+        // ground glass patches and a few dense spheres
+        for k in (30..270).step_by(7) {
+            for r in (120..380).step_by(23) {
+                for c in (80..440).step_by(31) {
+                    let i = k * plane + r * 512 + c;
+                    if left[i] | right[i] != 0 {
+                        for d in 0..6 {
+                            opacity[i + d] = 1;
+                            hu[i + d] = if (k + r) % 5 == 0 { 0.0 } else { -500.0 };
+                        }
+                    }
+                }
+            }
+        }
+        for &(k0, r0, c0) in &[(100usize, 200usize, 150usize), (200, 300, 350), (150, 250, 300)] {
+            for k in k0 - 8..k0 + 8 {
+                for r in r0 - 8..r0 + 8 {
+                    for c in c0 - 8..c0 + 8 {
+                        let d = (k as f64 - k0 as f64).powi(2)
+                            + (r as f64 - r0 as f64).powi(2)
+                            + (c as f64 - c0 as f64).powi(2);
+                        if d <= 49.0 {
+                            opacity[k * plane + r * 512 + c] = 1;
+                            hu[k * plane + r * 512 + c] = 20.0;
+                        }
+                    }
+                }
+            }
+        }
+        let grid = Grid { hu: &hu, shape, spacing_mm: [1.0, 0.7, 0.7] };
+        let t = std::time::Instant::now();
+        let components = dense::label(&grid, &opacity, &left, &right, |i| hu[i] > FOCAL_MIN_HU, 100);
+        let labelling = t.elapsed();
+        let t = std::time::Instant::now();
+        let f = compute(&grid, &Masks::lungs(&left, &right, &opacity)).unwrap();
+        let all = t.elapsed();
+        println!(
+            "{} dense components; labelling {labelling:?}; compute {all:?}; focal lesions {:?}",
+            components.components.len(),
+            f.focal_lesions.iter().map(|l| (l.side, l.level, l.equivalent_diameter_mm)).collect::<Vec<_>>()
+        );
+        assert_eq!(f.focal_lesions.len(), 3);
+        if !cfg!(debug_assertions) {
+            assert!(labelling.as_millis() < 100, "labelling took {labelling:?}");
+        }
     }
 }

@@ -114,24 +114,16 @@ impl Analysis {
             return Ok(refused(&model_json, &reason, serde_json::to_value(&study.decisions).unwrap_or_default()));
         }
         let v = &study.volume;
-        let segmentation = {
-            let m = model.lock().map_err(|_| "model lock poisoned".to_owned())?;
-            m.segment(&v.hu, v.shape, v.spacing_mm).map_err(|e| e.to_string())?
-        };
-        let t_model = started.elapsed();
-        let channel = |role: &str| manifest.channel(role).and_then(|c| segmentation.channels.get(c));
-        let (Some(left), Some(right), Some(opacity)) =
-            (channel("left_lung"), channel("right_lung"), channel("lung_opacity"))
-        else {
-            return Err("model output lacks a lung or opacity channel".into());
-        };
-        let grid = Grid { hu: &v.hu, shape: v.shape, spacing_mm: v.spacing_mm };
-        let findings = firstread_findings::compute(&grid, &Masks { left_lung: left, right_lung: right, opacity })
-            .map_err(|e| e.to_string())?;
+        let read = read_volume(model, &manifest, &v.hu, v.shape, v.spacing_mm)?;
+        let (t_model, t_refine) = (t_volume + read.model_time, t_volume + read.model_time + read.refine_time);
         let t_findings = started.elapsed();
         let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
-        for (stage, d) in [("volume", t_volume), ("model", t_model - t_volume), ("measurements", t_findings - t_model)]
-        {
+        for (stage, d) in [
+            ("volume", t_volume),
+            ("model", t_model - t_volume),
+            ("pleural_cavity", t_refine - t_model),
+            ("measurements", t_findings - t_refine),
+        ] {
             metrics::histogram!("firstread_stage_seconds", "stage" => stage).record(d.as_secs_f64());
         }
         let result = json!({
@@ -145,14 +137,21 @@ impl Analysis {
                 "spacing_mm": v.spacing_mm,
                 "warnings": v.warnings,
             },
-            "findings": findings,
+            "pipeline": {
+                "denoise": read.denoise,
+                "dense_regions": read.dense_regions,
+                "warnings": read.warnings,
+            },
+            "findings": read.findings,
             "timings_ms": {
                 "volume": ms(t_volume),
                 "model": ms(t_model - t_volume),
-                "measurements": ms(t_findings - t_model),
+                "pleural_cavity": ms(t_refine - t_model),
+                "measurements": ms(t_findings - t_refine),
                 "total": ms(t_findings),
             },
         });
+        let Read { segmentation, findings, .. } = read;
         Ok(Outcome { result, analysed: Some(Analysed { study, segmentation, findings }) })
     }
 
@@ -293,6 +292,125 @@ impl JobHandler for Analysis {
         }
         Ok(result)
     }
+}
+
+/// What [`read_volume`] gives: the masks by manifest channel, the findings, and what the
+/// steps around the TorchScript measured and found.
+#[derive(Debug)]
+pub struct Read {
+    /// Masks by manifest channel (TorchScript channels, refined, then the steps' own).
+    pub segmentation: firstread_inference::Segmentation,
+    /// The measurements.
+    pub findings: firstread_findings::Findings,
+    /// The HU the model and the measurements saw (denoised when the pipeline says so).
+    pub hu: Vec<f32>,
+    /// What the denoising step measured and applied.
+    pub denoise: Option<firstread_lungs::denoise::DenoiseReport>,
+    /// Dense dependent regions the pleural-cavity step found.
+    pub dense_regions: Vec<firstread_lungs::DenseRegion>,
+    /// What the reader must know from these steps.
+    pub warnings: Vec<String>,
+    /// Denoising and TorchScript.
+    pub model_time: std::time::Duration,
+    /// The pleural-cavity step.
+    pub refine_time: std::time::Duration,
+}
+
+/// The model package's pipeline on an HU volume `[slices, rows, cols]` in the canonical
+/// orientation with `spacing_mm` `[slice, row, col]`: the denoising step (when the manifest
+/// names it), the TorchScript, the pleural-cavity step (when named), then the measurements on
+/// the HU the model saw. Blocking.
+///
+/// # Errors
+/// libtorch failures, or a model output that lacks a channel the manifest promises.
+pub fn read_volume(
+    model: &Mutex<Model>,
+    manifest: &Manifest,
+    hu: &[f32],
+    shape: [usize; 3],
+    spacing_mm: [f64; 3],
+) -> Result<Read, String> {
+    let started = Instant::now();
+    let denoised = match manifest.pipeline.denoise.as_deref() {
+        Some(firstread_inference::PIPELINE_DENOISE) => Some(firstread_lungs::denoise(hu, shape, spacing_mm)),
+        _ => None,
+    };
+    let (hu, denoise) = match denoised {
+        Some(d) => (d.hu, Some(d.report)),
+        None => (hu.to_vec(), None),
+    };
+    let mut segmentation = {
+        let m = model.lock().map_err(|_| "model lock poisoned".to_owned())?;
+        m.segment(&hu, shape, spacing_mm).map_err(|e| e.to_string())?
+    };
+    let model_time = started.elapsed();
+    let refined = match manifest.pipeline.refine.as_deref() {
+        Some(firstread_inference::PIPELINE_REFINE) => {
+            Some(refine(manifest, &hu, shape, spacing_mm, &mut segmentation)?)
+        }
+        _ => None,
+    };
+    let refine_time = started.elapsed() - model_time;
+    let channel = |role: &str| manifest.channel(role).and_then(|c| segmentation.channels.get(c));
+    let (Some(left), Some(right), Some(opacity)) =
+        (channel("left_lung"), channel("right_lung"), channel("lung_opacity"))
+    else {
+        return Err("model output lacks a lung or opacity channel".into());
+    };
+    let grid = Grid { hu: &hu, shape, spacing_mm };
+    let masks = Masks {
+        effusion_left: channel(LEFT_EFFUSION).map(Vec::as_slice),
+        effusion_right: channel(RIGHT_EFFUSION).map(Vec::as_slice),
+        indeterminate: refined.as_ref().map(|r| r.indeterminate.as_slice()),
+        ..Masks::lungs(left, right, opacity)
+    };
+    let findings = firstread_findings::compute(&grid, &masks).map_err(|e| e.to_string())?;
+    let (dense_regions, warnings) = refined.map(|r| (r.regions, r.warnings)).unwrap_or_default();
+    Ok(Read { segmentation, findings, hu, denoise, dense_regions, warnings, model_time, refine_time })
+}
+
+/// Names of the pleural-cavity step's effusion outputs in the manifest.
+pub const LEFT_EFFUSION: &str = "left_pleural_effusion";
+/// See [`LEFT_EFFUSION`].
+pub const RIGHT_EFFUSION: &str = "right_pleural_effusion";
+
+/// Runs the pleural-cavity step on the model's masks: the lung and opacity channels are
+/// replaced by the refined ones, and the step's own outputs (the effusions) are appended in the
+/// manifest's channel order.
+fn refine(
+    manifest: &Manifest,
+    hu: &[f32],
+    shape: [usize; 3],
+    spacing_mm: [f64; 3],
+    segmentation: &mut firstread_inference::Segmentation,
+) -> Result<firstread_lungs::Refined, String> {
+    let get = |role: &str| {
+        manifest
+            .channel(role)
+            .and_then(|c| segmentation.channels.get(c))
+            .ok_or_else(|| format!("model output lacks the {role} channel"))
+    };
+    let mut refined =
+        firstread_lungs::refine(hu, shape, spacing_mm, get("left_lung")?, get("right_lung")?, get("lung_opacity")?)
+            .map_err(|e| e.to_string())?;
+    let mut by_role = [
+        ("left_lung", std::mem::take(&mut refined.left_lung)),
+        ("right_lung", std::mem::take(&mut refined.right_lung)),
+        ("lung_opacity", std::mem::take(&mut refined.opacity)),
+        (LEFT_EFFUSION, std::mem::take(&mut refined.effusion_left)),
+        (RIGHT_EFFUSION, std::mem::take(&mut refined.effusion_right)),
+    ];
+    segmentation.channels.resize(manifest.outputs.len(), Vec::new());
+    for (role, mask) in &mut by_role {
+        if let Some(c) = manifest.channel(role) {
+            segmentation.channels[c] = std::mem::take(mask);
+        }
+    }
+    if let Some(empty) = manifest.outputs.iter().find(|o| segmentation.channels[o.channel].is_empty()) {
+        return Err(format!("the pleural-cavity step does not produce output {}", empty.name));
+    }
+    // what the step produced for itself is back in `refined` for the caller (regions, warnings)
+    Ok(refined)
 }
 
 /// The volume builder's contract from the model's input contract.

@@ -26,7 +26,7 @@ use dicom_object::meta::FileMetaTableBuilder;
 use firstread_dimse::command::status;
 use firstread_dimse::scu::{self, Destination, Instance, Part10Header, ScuConfig, StoreScu};
 use firstread_dimse::{InstanceStore, Outcome, PendingInstance, ScpConfig, StoreRequest, StoreScp};
-use firstread_findings::{ExtentClass, Pattern};
+use firstread_findings::{vocabulary, Effusion, ExtentClass, FocalLesion, IndeterminateDense, Pattern};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -835,6 +835,15 @@ pub struct FirstRead {
     pub pattern: String,
     /// Why that category.
     pub pattern_rationale: String,
+    /// Pleural effusion per side (empty: the pleural cavity was not assessed).
+    #[serde(default)]
+    pub effusions: Vec<Effusion>,
+    /// Indeterminate dense dependent region per side.
+    #[serde(default)]
+    pub indeterminate_dense: Vec<IndeterminateDense>,
+    /// Dense focal lesions, largest first.
+    #[serde(default)]
+    pub focal_lesions: Vec<FocalLesion>,
 }
 
 /// Everything `firstread demo` reports (`--json` prints it as one object).
@@ -914,6 +923,9 @@ impl DemoReport {
         let _ = writeln!(o, "  CT severity score   {}/{} (Francone 2020)", f.severity_score, self.severity_score_max);
         let _ = writeln!(o, "  extent class        {} (SFR)", self.extent_class_label);
         let _ = writeln!(o, "  pattern suggestion  {} (RSNA): {}", self.pattern_label, f.pattern_rationale);
+        for line in other_findings(f) {
+            let _ = writeln!(o, "  {line}");
+        }
         let _ = writeln!(
             o,
             "\nLast C-STORE-RSP to the SR acknowledged by {}: {:.2} s (stable_after {} s)",
@@ -942,6 +954,30 @@ impl DemoReport {
         let _ = writeln!(o, "Full result: {}", self.result_json.display());
         o
     }
+}
+
+/// The pleural effusions, dense dependent regions and focal lesions, one display text per line
+/// (the texts `firstread_findings::vocabulary` wrote into the findings), under "other findings".
+fn other_findings(f: &FirstRead) -> Vec<String> {
+    let mut texts: Vec<String> = f.effusions.iter().map(|e| e.text.clone()).collect();
+    texts.extend(f.indeterminate_dense.iter().map(|d| vocabulary::sided(d.side, &d.text)));
+    texts.extend(f.focal_lesions.iter().map(|l| {
+        format!(
+            "{} ({} {:.0} mm, {} {:.0} mm, {} {:.0} HU)",
+            l.text,
+            vocabulary::EQUIVALENT_DIAMETER.label,
+            l.equivalent_diameter_mm,
+            vocabulary::MAX_INPLANE_DIAMETER.label,
+            l.max_inplane_diameter_mm,
+            vocabulary::MEAN_ATTENUATION.label,
+            l.mean_hu
+        )
+    }));
+    texts
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| format!("{:<20}{t}", if i == 0 { "other findings" } else { "" }))
+        .collect()
 }
 
 fn involvement_row(i: &Involvement) -> String {
@@ -980,6 +1016,8 @@ fn units() -> BTreeMap<&'static str, &'static str> {
         ("*_ml", "millilitre (mL)"),
         ("*_pct", "percent of the lung or zone volume"),
         ("*_s", "second"),
+        ("*_mm", "millimetre"),
+        ("*_hu", "Hounsfield unit (HU)"),
         ("severity_score", "points, 0-30 (sum of six zone scores 0-5)"),
         ("score", "points, 0-5 per zone"),
     ])
@@ -1168,6 +1206,18 @@ mod tests {
             "pattern": "atypical",
             "pattern_rationale": "a solitary dense opacity",
             "key_slices": [],
+            "effusions": [
+                { "side": "left", "volume_ml": 0.0, "mean_hu": null, "craniocaudal_extent_mm": 0.0, "slice_extent": null,
+                  "text": "left pleural effusion: none" },
+                { "side": "right", "volume_ml": 120.5, "mean_hu": 12.0, "craniocaudal_extent_mm": 85.0,
+                  "slice_extent": [2, 19], "text": "right pleural effusion, 120.5 mL, mean 12 HU, cranio-caudal extent 85 mm" },
+            ],
+            "indeterminate_dense": [{ "side": "right", "volume_ml": 12.0,
+                "text": "dense dependent region: effusion or consolidation, 12.0 mL (counted as opacity)" }],
+            "focal_lesions": [{ "side": "right", "level": "middle", "volume_ml": 35.0, "equivalent_diameter_mm": 40.6,
+                "max_inplane_diameter_mm": 48.2, "mean_hu": 21.0, "centroid_slice": 12,
+                "text": "focal opacity, 35.0 mL, right middle zone; not typical of pneumonia" }],
+            "non_focal_involvement_pct": 0.02,
         });
         let first_read: FirstRead = serde_json::from_value(findings).expect("findings parse");
         assert_eq!(first_read.lungs[0].involvement.lung_ml, 2100.4);
@@ -1205,10 +1255,27 @@ mod tests {
         assert!(text.contains("CT severity score   2/30"), "{text}");
         assert!(text.contains("none or minimal (<10 %) (SFR)"), "{text}");
         assert!(text.contains("atypical appearance (RSNA): a solitary dense opacity"), "{text}");
+        assert!(
+            text.contains(
+                "  other findings      left pleural effusion: none\n                      right pleural effusion, 120.5 mL, \
+                 mean 12 HU, cranio-caudal extent 85 mm\n                      right dense dependent region: effusion or \
+                 consolidation, 12.0 mL (counted as opacity)\n                      focal opacity, 35.0 mL, right middle \
+                 zone; not typical of pneumonia (equivalent diameter 41 mm, max in-plane diameter 48 mm, mean 21 HU)\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("acknowledged by DEMO_CT: 2.13 s (stable_after 1 s)"), "{text}");
         assert!(text.contains("SR-2.25.1.dcm"), "{text}");
         let json: Value = serde_json::to_value(&report).expect("serializes");
         assert_eq!(json["first_read"]["lungs"][1]["opacity_ml"], 35.0);
+        assert_eq!(json["first_read"]["focal_lesions"][0]["level"], "middle");
+        // a result of a model without the new findings still parses
+        let old: FirstRead = serde_json::from_value(serde_json::json!({
+            "lungs": [], "total": { "lung_ml": 1.0, "opacity_ml": 0.0, "involvement_pct": 0.0 }, "zones": [],
+            "severity_score": 0, "extent_class": "none_or_minimal", "pattern": "negative", "pattern_rationale": "",
+        }))
+        .expect("old findings parse");
+        assert!(other_findings(&old).is_empty());
         assert_eq!(json["stages"]["stability_wait_s"], 0.99);
     }
 }

@@ -1,8 +1,9 @@
 //! Writing a first read's result objects (SR, volumetric SR, SEG, Secondary Captures) under the
-//! storage root: `results/<study>/v<version>/<model>/`, each file written to a temporary name,
-//! fsync'd and renamed, so an export job never reads a partial file. The objects are
-//! deterministic (UIDs and dates derived from the job), so a rerun overwrites them with the same
-//! bytes.
+//! storage root: `results/<study>/v<study version>/<model>/<model version>/` ([`result_dir`]), each
+//! file written to a temporary name, fsync'd and renamed, so an export job never reads a partial
+//! file. The objects are deterministic (UIDs and dates derived from the job and the model
+//! version), so a rerun overwrites them with the same bytes, and a study version analysed by one
+//! model version keeps its files when another model version analyses it or a later study version.
 
 use std::io::Write;
 use std::path::Path;
@@ -72,7 +73,7 @@ pub fn write(
     for image in key_images.map_err(|e| e.to_string())? {
         objects.push(("sc", image));
     }
-    let dir_rel = format!("results/{}/v{}/{}", job.study_instance_uid, job.study_version, manifest.name);
+    let dir_rel = result_dir(&job.study_instance_uid, job.study_version, &manifest.name, &manifest.version)?;
     let dir = root.join(&dir_rel);
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     // index attributes and DICOM JSON of every object, side by side
@@ -100,7 +101,39 @@ pub fn write(
     Ok(written)
 }
 
+/// The folder of a result set, relative to the storage root:
+/// `results/<study>/v<study version>/<model>/<model version>`.
+///
+/// # Errors
+/// A model name or version that is not a plain folder name (empty, `.`, `..`, or holding a path
+/// separator). The Study Instance UID is a validated UID (the index refuses others).
+pub fn result_dir(study: &str, study_version: i32, model: &str, model_version: &str) -> Result<String, String> {
+    for (what, part) in [("study", study), ("model name", model), ("model version", model_version)] {
+        if part.is_empty() || part == "." || part == ".." || part.contains(['/', '\\', '\0']) {
+            return Err(format!("the {what} {part:?} is not a folder name"));
+        }
+    }
+    Ok(format!("results/{study}/v{study_version}/{model}/{model_version}"))
+}
+
 /// The value of a scoped builder thread; a panic becomes an error message.
 fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> Result<T, String> {
     handle.join().map_err(|_| "a report builder panicked".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_folder_per_study_version_model_and_model_version() {
+        let a = result_dir("1.2.3", 1, "covid19-lung-ct", "0.1.0").unwrap();
+        assert_eq!(a, "results/1.2.3/v1/covid19-lung-ct/0.1.0");
+        let b = result_dir("1.2.3", 2, "covid19-lung-ct", "0.2.0").unwrap();
+        assert_eq!(b, "results/1.2.3/v2/covid19-lung-ct/0.2.0");
+        assert_ne!(result_dir("1.2.3", 1, "covid19-lung-ct", "0.2.0").unwrap(), a);
+        for bad in ["", ".", "..", "0.1/../x", "a\\b"] {
+            assert!(result_dir("1.2.3", 1, "m", bad).is_err(), "{bad:?}");
+        }
+    }
 }

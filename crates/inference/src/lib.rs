@@ -8,7 +8,7 @@
 pub mod manifest;
 pub mod runner;
 
-pub use manifest::{Manifest, OutputLabel};
+pub use manifest::{Manifest, OutputLabel, Pipeline, PIPELINE_DENOISE, PIPELINE_REFINE};
 pub use runner::{set_threads, InferenceError, Model, Segmentation};
 
 #[cfg(test)]

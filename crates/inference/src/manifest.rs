@@ -26,7 +26,28 @@ pub struct Manifest {
     pub input: InputContract,
     /// One entry per output channel.
     pub outputs: Vec<OutputLabel>,
+    /// Steps the node runs around the TorchScript (none for a package that is TorchScript only).
+    #[serde(default)]
+    pub pipeline: Pipeline,
 }
+
+/// Steps of a model that the node implements in Rust, around its TorchScript
+/// (`crates/lungs`). Each names one implementation; an unknown name refuses the package.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct Pipeline {
+    /// Before the model: `"kernel-aware"` ([`PIPELINE_DENOISE`]), or none.
+    #[serde(default)]
+    pub denoise: Option<String>,
+    /// After the model: `"pleural-cavity"` ([`PIPELINE_REFINE`]), or none. Outputs whose
+    /// `stage` names it are produced by that step, not by the TorchScript.
+    #[serde(default)]
+    pub refine: Option<String>,
+}
+
+/// The kernel-aware in-plane denoising step (`firstread_lungs::denoise`).
+pub const PIPELINE_DENOISE: &str = "kernel-aware";
+/// The pleural-cavity refinement step (`firstread_lungs::refine`).
+pub const PIPELINE_REFINE: &str = "pleural-cavity";
 
 /// What the model accepts (the caller refuses other input with a reason).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -84,6 +105,10 @@ pub struct OutputLabel {
     pub anatomic_region_meaning: Option<String>,
     /// Recommended display colour, sRGB 0-255 (converted to CIELab for Recommended Display CIELab Value).
     pub recommended_display_rgb: [u8; 3],
+    /// The pipeline step that produces this channel; `None`: the TorchScript does. Channels of
+    /// the TorchScript come first.
+    #[serde(default)]
+    pub stage: Option<String>,
 }
 
 /// Manifest errors.
@@ -133,6 +158,32 @@ impl Manifest {
                 )));
             }
         }
+        match self.pipeline.denoise.as_deref() {
+            None | Some(PIPELINE_DENOISE) => {}
+            Some(other) => return Err(ManifestError::Invalid(format!("names an unknown denoise step {other:?}"))),
+        }
+        match self.pipeline.refine.as_deref() {
+            None | Some(PIPELINE_REFINE) => {}
+            Some(other) => return Err(ManifestError::Invalid(format!("names an unknown refine step {other:?}"))),
+        }
+        let model_channels = self.torchscript_channels();
+        for o in &self.outputs {
+            match o.stage.as_deref() {
+                None if o.channel >= model_channels => {
+                    return Err(ManifestError::Invalid(format!(
+                        "lists TorchScript output {} after a pipeline output",
+                        o.name
+                    )))
+                }
+                Some(stage) if Some(stage) != self.pipeline.refine.as_deref() => {
+                    return Err(ManifestError::Invalid(format!(
+                        "output {} comes from step {stage:?}, which the pipeline does not run",
+                        o.name
+                    )))
+                }
+                _ => {}
+            }
+        }
         for role in ["left_lung", "right_lung", "lung_opacity"] {
             if self.channel(role).is_none() {
                 return Err(ManifestError::Invalid(format!("lacks an output named {role}")));
@@ -142,6 +193,11 @@ impl Manifest {
             return Err(ManifestError::Invalid("has an empty input range".into()));
         }
         Ok(())
+    }
+
+    /// How many channels the TorchScript returns (outputs without a `stage`).
+    pub fn torchscript_channels(&self) -> usize {
+        self.outputs.iter().filter(|o| o.stage.is_none()).count()
     }
 
     /// The channel of the output named `role`.

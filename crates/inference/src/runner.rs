@@ -68,7 +68,7 @@ impl Model {
         self.device
     }
 
-    /// Runs the model on an HU volume `[slices, rows, cols]` (canonical orientation, see the
+    /// Runs the TorchScript on an HU volume `[slices, rows, cols]` (canonical orientation, see the
     /// manifest) with voxel spacing `[slice, row, col]` in mm. HU are clamped to the contract's
     /// `hu_clip` first.
     ///
@@ -85,7 +85,7 @@ impl Model {
             Tensor::from_slice(hu).view(dims.as_slice()).clamp(f64::from(lo), f64::from(hi)).to_device(self.device);
         let spacing = Tensor::from_slice(&spacing_mm.map(|v| v as f32)).to_device(self.device);
         let out = self.module.forward_ts(&[input, spacing])?;
-        let channels = self.manifest.outputs.len();
+        let channels = self.manifest.torchscript_channels();
         let expected: Vec<i64> = std::iter::once(channels as i64).chain(dims.iter().copied()).collect();
         if out.size() != expected {
             return Err(InferenceError::Contract(format!("shape {:?}, expected {expected:?}", out.size())));

@@ -17,7 +17,11 @@
 //! burned-in text): on top `firstread <model> <version> - NOT FOR DIAGNOSIS`, the zones shown with
 //! the slice, and a colour key; at the bottom, for each zone, its involvement and score and this
 //! slice's opacity % (opacity voxels / that lung's voxels on the slice), then the total involvement,
-//! the severity score x/30, the SFR extent class, and the RSNA pattern suggestion. Text is
+//! the severity score x/30, the SFR extent class, the pleural effusions (or "No pleural effusion"
+//! when the pleural cavity was assessed and holds none), the dense dependent regions and up to
+//! three focal opacities (their display texts from `firstread_findings::vocabulary`), and the
+//! RSNA pattern suggestion. When the segmentation has pleural effusion channels, the effusion is
+//! blended in its manifest colour like the opacity, with its own colour key entry. Text is
 //! Noto Sans Mono (pre-rasterised, `noto-sans-mono-bitmap`), 16 px rows up to 700 columns, 24 px
 //! up to 1400, 32 px above.
 //!
@@ -36,6 +40,7 @@ use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::{FileDicomObject, InMemDicomObject};
+use firstread_findings::vocabulary::{self, capitalised};
 use firstread_findings::{Level, Side};
 use noto_sans_mono_bitmap::{get_raster, get_raster_width, FontWeight, RasterHeight};
 
@@ -183,7 +188,7 @@ pub fn build_key_images(input: &ResultInput) -> Result<Vec<FileDicomObject<InMem
     Ok(out)
 }
 
-/// The masks of the three roles the key images use.
+/// The masks of the roles the key images use.
 struct RoleMasks<'a> {
     left: &'a [u8],
     right: &'a [u8],
@@ -191,6 +196,8 @@ struct RoleMasks<'a> {
     left_rgb: [u8; 3],
     right_rgb: [u8; 3],
     opacity_rgb: [u8; 3],
+    /// The pleural effusion masks the segmentation has (none without the pleural-cavity step).
+    effusions: Vec<(Side, &'a [u8], [u8; 3])>,
 }
 
 fn role_masks<'a>(input: &ResultInput<'a>) -> Result<RoleMasks<'a>, ReportError> {
@@ -206,7 +213,13 @@ fn role_masks<'a>(input: &ResultInput<'a>) -> Result<RoleMasks<'a>, ReportError>
     let (left, left_rgb) = get("left_lung")?;
     let (right, right_rgb) = get("right_lung")?;
     let (opacity, opacity_rgb) = get("lung_opacity")?;
-    Ok(RoleMasks { left, right, opacity, left_rgb, right_rgb, opacity_rgb })
+    let effusions = [Side::Right, Side::Left]
+        .into_iter()
+        .filter_map(|side| m.channel(vocabulary::roles::pleural_effusion(side)).map(|ch| (side, ch)))
+        .filter(|&(_, ch)| ch < input.segmentation.channels.len())
+        .filter_map(|(side, ch)| get(&m.outputs[ch].name).ok().map(|(mask, rgb)| (side, mask, rgb)))
+        .collect();
+    Ok(RoleMasks { left, right, opacity, left_rgb, right_rgb, opacity_rgb, effusions })
 }
 
 /// The key slices of `input` (module doc): superior first, at most [`MAX_KEY_IMAGES`], at least
@@ -297,6 +310,11 @@ pub fn render_key_image(
             let mut px = [g, g, g];
             if masks.opacity[i] != 0 {
                 px = blend(px, masks.opacity_rgb, OVERLAY_ALPHA);
+            }
+            for (_, effusion, rgb) in &masks.effusions {
+                if effusion[i] != 0 {
+                    px = blend(px, *rgb, OVERLAY_ALPHA);
+                }
             }
             let (sr, sc) = v.source_pixel(r, c);
             img.set(sr, sc, px);
@@ -438,18 +456,30 @@ fn wrap(text: &str, max: usize) -> Vec<String> {
 }
 
 fn side_name(side: Side) -> &'static str {
-    match side {
-        Side::Left => "left",
-        Side::Right => "right",
-    }
+    side.name()
 }
 
 fn level_name(level: Level) -> &'static str {
-    match level {
-        Level::Upper => "upper",
-        Level::Middle => "middle",
-        Level::Lower => "lower",
+    level.name()
+}
+
+/// Legend lines of the pleural effusions, dense dependent regions and focal opacities.
+fn other_findings(f: &firstread_findings::Findings) -> Vec<String> {
+    let mut lines = Vec::new();
+    let effusions: Vec<String> =
+        f.effusions.iter().filter(|e| e.volume_ml > 0.0).map(|e| capitalised(&e.text)).collect();
+    if effusions.is_empty() && !f.effusions.is_empty() {
+        lines.push(format!("No {}", vocabulary::PLEURAL_EFFUSION.label));
     }
+    lines.extend(effusions);
+    lines.extend(f.indeterminate_dense.iter().map(|d| capitalised(&vocabulary::sided(d.side, &d.text))));
+    let shown = firstread_findings::MAX_FOCAL_IN_RATIONALE;
+    lines.extend(f.focal_lesions.iter().take(shown).map(|l| capitalised(&l.text)));
+    let more = f.focal_lesions.len().saturating_sub(shown);
+    if more > 0 {
+        lines.push(format!("+{more} more {}", vocabulary::FOCAL_OPACITY.label));
+    }
+    lines
 }
 
 const WHITE: [u8; 3] = [255, 255, 255];
@@ -510,6 +540,7 @@ fn draw_legend(img: &mut Canvas, input: &ResultInput, key: &KeyImage, index: usi
         f.severity_score,
         f.extent_class.label()
     ));
+    bottom_text.extend(other_findings(f));
     bottom_text.push(format!("Pattern suggestion (RSNA): {}", f.pattern.label()));
     let bottom: Vec<String> = bottom_text.iter().flat_map(|t| wrap(t, max_chars)).collect();
 
@@ -531,8 +562,22 @@ fn draw_legend(img: &mut Canvas, input: &ResultInput, key: &KeyImage, index: usi
     let key_row = pad + top.len() * font.line;
     let swatch = font.height.val() / 2;
     let mut col = margin;
-    for (name, rgb) in [("right lung", masks.right_rgb), ("left lung", masks.left_rgb), ("opacity", masks.opacity_rgb)]
-    {
+    let mut entries =
+        vec![("right lung", masks.right_rgb), ("left lung", masks.left_rgb), ("opacity", masks.opacity_rgb)];
+    // one "effusion" entry when both sides share a colour, else one per side
+    let one_colour = masks.effusions.windows(2).all(|w| w[0].2 == w[1].2);
+    for (i, &(side, _, rgb)) in masks.effusions.iter().enumerate() {
+        if one_colour && i > 0 {
+            continue;
+        }
+        let name = match (one_colour, side) {
+            (true, _) => "effusion",
+            (false, Side::Right) => "R effusion",
+            (false, Side::Left) => "L effusion",
+        };
+        entries.push((name, rgb));
+    }
+    for (name, rgb) in entries {
         img.fill(key_row + (font.height.val() - swatch) / 2, col, swatch, swatch, rgb);
         col += swatch + font.width;
         img.text(font, key_row, col, name, WHITE);
@@ -553,11 +598,7 @@ fn draw_legend(img: &mut Canvas, input: &ResultInput, key: &KeyImage, index: usi
 }
 
 fn capitalise(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(first) => first.to_uppercase().chain(c).collect(),
-        None => String::new(),
-    }
+    capitalised(s)
 }
 
 /// Patient Orientation letters (PS3.3 C.7.6.1.1.1) of an LPS direction: the letters of its

@@ -25,10 +25,16 @@
 //! - SOP Common (C.12.1): SOP Class 1.2.840.10008.5.1.4.1.1.66.4, Specific Character Set
 //!   ISO_IR 192.
 //!
+//! Segments: one per channel of the segmentation, in manifest channel order (segment number =
+//! channel + 1). The TorchScript's channels come first; a pipeline step may add channels (the
+//! pleural effusions, `stage = "pleural-cavity"` in the manifest): a manifest output beyond the
+//! channels given was not produced and gets no segment, so 3 or 5 channels both give a valid SEG.
+//!
 //! Frames: for segment 1..=n (manifest channel order), for each canonical slice from inferior to
-//! superior where that channel's mask is non-empty, one frame. A channel empty everywhere gets one
-//! all-zero frame on the middle slice, so every segment is referenced by a frame and the object
-//! always has frames. Frames are written in the SOURCE pixel grid (Rows x Columns of the source
+//! superior where that channel's mask is non-empty, one frame. A channel empty everywhere (no
+//! opacity, no effusion) keeps its segment with one all-zero frame on the middle slice, so every
+//! segment is referenced by a frame, segment numbers stay the channels + 1 that the volumetric SR
+//! references, and the object always has frames. Frames are written in the SOURCE pixel grid (Rows x Columns of the source
 //! images, each canonical `(row, col)` mapped through [`firstread_volume::Volume::source_pixel`]),
 //! and the bits of all frames are packed as one stream, least significant bit first (PS3.5 8.1.1,
 //! 8.2), padded with zero to an even length. Transfer syntax Explicit VR Little Endian.
@@ -259,7 +265,9 @@ pub(crate) fn check_shapes(input: &ResultInput) -> Result<(), String> {
     if s.channels.iter().any(|c| c.len() != n) {
         return Err("a mask does not have one value per voxel".into());
     }
-    if s.channels.len() != input.manifest.outputs.len() {
+    // The TorchScript's channels come first; a pipeline step may add more (e.g. the pleural
+    // effusions): outputs beyond the channels given were not produced and get no segment.
+    if s.channels.len() > input.manifest.outputs.len() {
         return Err(format!("{} masks for {} manifest outputs", s.channels.len(), input.manifest.outputs.len()));
     }
     if v.slices.len() != v.shape[0] {
@@ -306,7 +314,7 @@ fn pack_frames(input: &ResultInput, frames: &[(u16, usize)]) -> Vec<u8> {
 fn segment_items(input: &ResultInput) -> Result<Vec<InMemDicomObject>, String> {
     let m = input.manifest;
     let mut items = Vec::with_capacity(m.outputs.len());
-    for (i, o) in m.outputs.iter().enumerate() {
+    for (i, o) in m.outputs.iter().enumerate().take(input.segmentation.channels.len()) {
         let mut item = InMemDicomObject::new_empty();
         put_u16(&mut item, tags::SEGMENT_NUMBER, &[segment_number(i)?]);
         put_str(&mut item, tags::SEGMENT_LABEL, VR::LO, &truncate(&o.segment_label, 64));

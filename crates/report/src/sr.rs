@@ -13,11 +13,17 @@
 //!   are the findings' key slice values (all opacity of that lung on that slice); on a slice
 //!   with several opacity components the outline covers only the largest. Its Qualitative
 //!   Evaluations hold the SFR extent class, the CT severity score, the involvement (total and per
-//!   lung), the suggested RSNA category with its basis, and the method and its limits.
+//!   lung), pleural effusion per side and the dense dependent region (when the pleural cavity was
+//!   assessed), each dense focal lesion, the suggested RSNA category with its basis, and the
+//!   method and its limits. Effusions, dense dependent regions and focal lesions are TEXT items
+//!   (concept: the finding, value: its display text from `firstread_findings::vocabulary`) with
+//!   laterality or finding site as HAS CONCEPT MOD and their measurements as HAS PROPERTIES NUM
+//!   children: no measurement group without spatial coordinates enters this document.
 //! - [`build_volumetric_sr`]: TID 1411 "Volumetric ROI Measurements and Qualitative Evaluations"
-//!   groups, one per lung and one per zone (thirds), each referencing a segment of the result
-//!   SEG (segment numbers are the manifest's output channels + 1). A measurement group without
-//!   spatial coordinates makes OHIF 3.13's SR viewport fail, and nothing of that SR is shown;
+//!   groups, one per lung, one per zone (thirds) and one per pleural effusion segment the SEG
+//!   holds, each referencing a segment of the result SEG (segment numbers are the manifest's output
+//!   channels + 1). A measurement group without spatial coordinates makes OHIF 3.13's SR viewport
+//!   fail, and nothing of that SR is shown;
 //!   keeping the volumetric groups in their own document keeps [`build_sr`] displayable, and a
 //!   PACS or a reader that understands TID 1411 still gets the per-segment volumes. Its title is
 //!   (18748-4, LN, "Diagnostic imaging report"), another CID 7021 title, because OHIF reads the
@@ -34,17 +40,18 @@
 //! the group-level (111030, DCM, "Image Region") SCOORD is what OHIF draws (read-only).
 //!
 //! Codes without a standard concept (involvement, severity score, SFR class, suggested RSNA
-//! category, zones) use the private coding scheme [`LOCAL_SCHEME`], declared in the Coding Scheme
-//! Identification Sequence (0008,0110).
+//! category, zones, and the vocabulary's private codes) use the private coding scheme
+//! [`LOCAL_SCHEME`], declared in the Coding Scheme Identification Sequence (0008,0110).
 //!
 //! Numeric values are written as DS with fixed decimals: areas, volumes and percentages 2,
-//! attenuation (HU) 1, scores 0.
+//! attenuation (HU) and lengths (mm) 1, scores 0.
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::{FileDicomObject, InMemDicomObject};
-use firstread_findings::{ExtentClass, Involvement, KeySlice, Level, Pattern, Side};
+use firstread_findings::vocabulary::{self, Code, Term, Unit};
+use firstread_findings::{Effusion, ExtentClass, Involvement, KeySlice, Level, Pattern, Side};
 
 use crate::contour::{outline_largest_component, Outline};
 use crate::dataset::{new_instance, put_seq, put_str, truncate, SeriesHeader};
@@ -64,7 +71,7 @@ pub const VOLUMETRIC_SR_SERIES_NUMBER: i32 = 9004;
 /// polyline to, so OHIF can load the ROI into its measurement panel.
 pub const PLANAR_TRACKING_IDENTIFIER: &str = "Cornerstone3DTools@^0.1.0:PlanarFreehandROI";
 /// Coding Scheme Designator of firstread's private codes ("99" prefix: private or local, PS3.3 8.2).
-pub const LOCAL_SCHEME: &str = "99FIRSTREAD";
+pub const LOCAL_SCHEME: &str = vocabulary::LOCAL_SCHEME;
 /// Most points of an outline, the closing repeat included.
 pub const MAX_OUTLINE_POINTS: usize = 200;
 /// Manufacturer (0008,0070) and Device Observer Manufacturer.
@@ -77,6 +84,21 @@ pub const VOLUMETRIC_INSTANCE_KEY: &str = "volumetric-sr-instance";
 
 /// A coded concept (PS3.3 Table 8.8-1 Code Sequence Macro).
 type Cd = (&'static str, &'static str, &'static str);
+
+/// A vocabulary code as a [`Cd`].
+const fn cd(c: Code) -> Cd {
+    (c.value, c.scheme, c.meaning)
+}
+
+/// A vocabulary term's concept as a [`Cd`].
+const fn term(t: Term) -> Cd {
+    cd(t.code)
+}
+
+/// A vocabulary unit as its UCUM [`Cd`].
+const fn ucum(u: Unit) -> Cd {
+    (u.ucum, "UCUM", u.meaning)
+}
 
 // --- DCM / SCT / UCUM concepts (PS3.16) ---
 const IMAGING_MEASUREMENT_REPORT: Cd = ("126000", "DCM", "Imaging Measurement Report");
@@ -125,17 +147,23 @@ const IMAGE_REGION: Cd = ("111030", "DCM", "Image Region");
 const REFERENCED_SEGMENT: Cd = ("121191", "DCM", "Referenced Segment");
 const SOURCE_SERIES_FOR_SEGMENTATION: Cd = ("121232", "DCM", "Source series for segmentation");
 const AREA: Cd = ("42798000", "SCT", "Area");
-const VOLUME: Cd = ("118565006", "SCT", "Volume");
-const ATTENUATION_COEFFICIENT: Cd = ("112031", "DCM", "Attenuation Coefficient");
+const VOLUME: Cd = term(vocabulary::VOLUME);
+const ATTENUATION_COEFFICIENT: Cd = term(vocabulary::MEAN_ATTENUATION);
+const CRANIOCAUDAL_EXTENT: Cd = term(vocabulary::CRANIOCAUDAL_EXTENT);
+const EQUIVALENT_DIAMETER: Cd = term(vocabulary::EQUIVALENT_DIAMETER);
+const MAX_INPLANE_DIAMETER: Cd = term(vocabulary::MAX_INPLANE_DIAMETER);
+const PLEURAL_EFFUSION: Cd = term(vocabulary::PLEURAL_EFFUSION);
+const INDETERMINATE_DENSE: Cd = term(vocabulary::INDETERMINATE_DENSE);
+const FOCAL_OPACITY: Cd = term(vocabulary::FOCAL_OPACITY);
 const DERIVATION: Cd = ("121401", "DCM", "Derivation");
 const MEAN: Cd = ("373098007", "SCT", "Mean");
 const ALGORITHM_NAME: Cd = ("111001", "DCM", "Algorithm Name");
 const ALGORITHM_VERSION: Cd = ("111003", "DCM", "Algorithm Version");
 const MM2: Cd = ("mm2", "UCUM", "square millimeter");
-const MM: Cd = ("mm", "UCUM", "millimeter");
-const ML: Cd = ("ml", "UCUM", "milliliter");
-const PERCENT: Cd = ("%", "UCUM", "percent");
-const HU: Cd = ("[hnsf'U]", "UCUM", "Hounsfield unit");
+const MM: Cd = ucum(vocabulary::MM);
+const ML: Cd = ucum(vocabulary::ML);
+const PERCENT: Cd = ucum(vocabulary::PERCENT);
+const HU: Cd = ucum(vocabulary::HU);
 const SCORE: Cd = ("{score}", "UCUM", "score");
 const PIXELS: Cd = ("{pixels}", "UCUM", "pixels");
 
@@ -192,7 +220,9 @@ pub fn build_sr(input: &ResultInput) -> Result<FileDicomObject<InMemDicomObject>
 }
 
 /// Builds the volumetric SR (module doc): TID 1500 with one TID 1411 group per lung and per zone,
-/// each referencing its lung's segment of the result SEG (`uids.seg_instance`). Series
+/// each referencing its lung's segment of the result SEG (`uids.seg_instance`), and one per
+/// pleural effusion whose segment the SEG holds (the manifest names the
+/// `vocabulary::roles::pleural_effusion` output and the segmentation has its channel). Series
 /// [`VOLUMETRIC_SR_SERIES_NUMBER`], UIDs `uids.other(`[`VOLUMETRIC_SERIES_KEY`]`)` /
 /// `uids.other(`[`VOLUMETRIC_INSTANCE_KEY`]`)`. No Predecessor Documents Sequence: the input
 /// names only the predecessor of the displayable SR.
@@ -209,6 +239,11 @@ pub fn build_volumetric_sr(input: &ResultInput) -> Result<FileDicomObject<InMemD
     }
     for zone in &f.zones {
         groups.push(ctx.volumetric_group(zone.side, Some(zone.level), &zone.involvement, None, Some(zone.score))?);
+    }
+    for effusion in &f.effusions {
+        if let Some(group) = ctx.effusion_group(effusion)? {
+            groups.push(group);
+        }
     }
     let mut content = ctx.preamble();
     content.push(ctx.image_library(false));
@@ -258,6 +293,7 @@ const HAS_OBS_CONTEXT: &str = "HAS OBS CONTEXT";
 const HAS_ACQ_CONTEXT: &str = "HAS ACQ CONTEXT";
 const HAS_CONCEPT_MOD: &str = "HAS CONCEPT MOD";
 const INFERRED_FROM: &str = "INFERRED FROM";
+const HAS_PROPERTIES: &str = "HAS PROPERTIES";
 const SELECTED_FROM: &str = "SELECTED FROM";
 
 /// The value of a content item.
@@ -590,12 +626,7 @@ impl<'a> Context<'a> {
     /// Finding Site (TID 1419 rows 9-11) of a lung, optionally one of its thirds.
     fn finding_site(&self, side: Side, level: Option<Level>) -> Result<Item, ReportError> {
         let (lung, _) = self.segment(Self::lung_role(side))?;
-        let laterality = match side {
-            Side::Left => LEFT,
-            Side::Right => RIGHT,
-        };
-        let mut site =
-            Item::code(HAS_CONCEPT_MOD, FINDING_SITE, lung).child(Item::code(HAS_CONCEPT_MOD, LATERALITY, laterality));
+        let mut site = Item::code(HAS_CONCEPT_MOD, FINDING_SITE, lung).child(laterality(side));
         if let Some(level) = level {
             site = site.child(Item::code(HAS_CONCEPT_MOD, TOPOGRAPHICAL_MODIFIER, zone_code(level)));
         }
@@ -701,6 +732,46 @@ impl<'a> Context<'a> {
                     .child(self.finding_site(lung.side, None)?),
             );
         }
+        for effusion in &f.effusions {
+            let mut props = vec![Item::num(what, VOLUME, effusion.volume_ml, 2, ML)?];
+            if let Some(hu) = effusion.mean_hu {
+                props.push(Item::num(what, ATTENUATION_COEFFICIENT, hu, 1, HU)?.child(Item::code(
+                    HAS_CONCEPT_MOD,
+                    DERIVATION,
+                    MEAN,
+                )));
+            }
+            props.push(Item::num(what, CRANIOCAUDAL_EXTENT, effusion.craniocaudal_extent_mm, 1, MM)?);
+            items.push(
+                Item::text(CONTAINS, PLEURAL_EFFUSION, effusion.text.clone())
+                    .child(laterality(effusion.side))
+                    .with(properties(props)),
+            );
+        }
+        for region in &f.indeterminate_dense {
+            items.push(
+                Item::text(CONTAINS, INDETERMINATE_DENSE, region.text.clone())
+                    .child(self.finding_site(region.side, None)?)
+                    .with(properties(vec![Item::num(what, VOLUME, region.volume_ml, 2, ML)?])),
+            );
+        }
+        for lesion in &f.focal_lesions {
+            let props = vec![
+                Item::num(what, VOLUME, lesion.volume_ml, 2, ML)?,
+                Item::num(what, EQUIVALENT_DIAMETER, lesion.equivalent_diameter_mm, 1, MM)?,
+                Item::num(what, MAX_INPLANE_DIAMETER, lesion.max_inplane_diameter_mm, 1, MM)?,
+                Item::num(what, ATTENUATION_COEFFICIENT, lesion.mean_hu, 1, HU)?.child(Item::code(
+                    HAS_CONCEPT_MOD,
+                    DERIVATION,
+                    MEAN,
+                )),
+            ];
+            items.push(
+                Item::text(CONTAINS, FOCAL_OPACITY, lesion.text.clone())
+                    .child(self.finding_site(lesion.side, Some(lesion.level))?)
+                    .with(properties(props)),
+            );
+        }
         items.push(Item::code(CONTAINS, RSNA_SUGGESTION, pattern_code(f.pattern)));
         items.push(Item::text(CONTAINS, SUGGESTION_BASIS, f.pattern_rationale.clone()));
         items.push(Item::text(CONTAINS, METHOD_AND_LIMITS, self.method_text()));
@@ -781,6 +852,55 @@ impl<'a> Context<'a> {
             items.push(Item::num(what, ZONE_SCORE, f64::from(s), 0, SCORE)?.with(self.algorithm()));
         }
         Ok(Item::container(CONTAINS, MEASUREMENT_GROUP, Some("1411")).with(items))
+    }
+
+    /// TID 1411 group of a pleural effusion, referencing its SEG segment; `None` when the SEG has
+    /// no such segment (the manifest lacks the output or the segmentation its channel).
+    fn effusion_group(&self, effusion: &Effusion) -> Result<Option<Item>, ReportError> {
+        let role = vocabulary::roles::pleural_effusion(effusion.side);
+        let m = self.input.manifest;
+        let Some(out) =
+            m.channel(role).filter(|&c| c < self.input.segmentation.channels.len()).and_then(|c| m.outputs.get(c))
+        else {
+            return Ok(None);
+        };
+        let (finding, segment) = self.segment(role)?;
+        let what = self.what;
+        let side = side_key(effusion.side);
+        let mut items = vec![
+            Item::text(HAS_OBS_CONTEXT, TRACKING_IDENTIFIER, format!("{side} {}", vocabulary::PLEURAL_EFFUSION.label)),
+            Item::uidref(
+                HAS_OBS_CONTEXT,
+                TRACKING_UID,
+                self.input.uids.other(&format!("volumetric-tracking-{side}-effusion")),
+            ),
+            Item::code(CONTAINS, FINDING, finding),
+            Item::image(
+                CONTAINS,
+                Some(REFERENCED_SEGMENT),
+                SEGMENTATION_STORAGE,
+                &self.input.uids.seg_instance,
+                Some(segment),
+            ),
+            Item::uidref(CONTAINS, SOURCE_SERIES_FOR_SEGMENTATION, self.input.volume.series_instance_uid.clone()),
+        ];
+        if let (Some(scheme), Some(value), Some(meaning)) =
+            (&out.anatomic_region_scheme, &out.anatomic_region_value, &out.anatomic_region_meaning)
+        {
+            let region = Cd2 { value: value.clone(), scheme: scheme.clone(), meaning: meaning.clone() };
+            items.push(Item::code(HAS_CONCEPT_MOD, FINDING_SITE, region).child(laterality(effusion.side)));
+        }
+        items.push(Item::num(what, VOLUME, effusion.volume_ml, 2, ML)?.with(self.algorithm()));
+        if let Some(hu) = effusion.mean_hu {
+            items.push(
+                Item::num(what, ATTENUATION_COEFFICIENT, hu, 1, HU)?
+                    .child(Item::code(HAS_CONCEPT_MOD, DERIVATION, MEAN))
+                    .with(self.algorithm()),
+            );
+        }
+        items
+            .push(Item::num(what, CRANIOCAUDAL_EXTENT, effusion.craniocaudal_extent_mm, 1, MM)?.with(self.algorithm()));
+        Ok(Some(Item::container(CONTAINS, MEASUREMENT_GROUP, Some("1411")).with(items)))
     }
 
     /// The SR document: Patient and General Study (copied), SR Document Series, General
@@ -877,18 +997,25 @@ fn hierarchical_reference(study: &str, series: &[(&str, Vec<(&str, &str)>)]) -> 
 }
 
 fn side_key(side: Side) -> &'static str {
-    match side {
-        Side::Left => "left",
-        Side::Right => "right",
-    }
+    side.name()
 }
 
 fn level_key(level: Level) -> &'static str {
-    match level {
-        Level::Upper => "upper",
-        Level::Middle => "middle",
-        Level::Lower => "lower",
-    }
+    level.name()
+}
+
+/// HAS CONCEPT MOD Laterality (272741003) of a side.
+fn laterality(side: Side) -> Item {
+    let value = match side {
+        Side::Left => LEFT,
+        Side::Right => RIGHT,
+    };
+    Item::code(HAS_CONCEPT_MOD, LATERALITY, value)
+}
+
+/// Measurements of a finding: its NUM items as HAS PROPERTIES children.
+fn properties(nums: Vec<Item>) -> Vec<Item> {
+    nums.into_iter().map(|n| n.relationship(HAS_PROPERTIES)).collect()
 }
 
 /// Private code of a cranio-caudal third (zones are thirds of a lung's extent, not lobes).
@@ -979,6 +1106,10 @@ mod tests {
             RSNA_SUGGESTION,
             SUGGESTION_BASIS,
             METHOD_AND_LIMITS,
+            CRANIOCAUDAL_EXTENT,
+            EQUIVALENT_DIAMETER,
+            INDETERMINATE_DENSE,
+            FOCAL_OPACITY,
             zone_code(Level::Upper),
             zone_code(Level::Middle),
             zone_code(Level::Lower),

@@ -36,7 +36,7 @@ fn findings_of(volume: &Volume, seg: &Segmentation, manifest: &Manifest) -> Find
     let ch = |role: &str| &seg.channels[manifest.channel(role).expect("role")][..];
     firstread_findings::compute(
         &Grid { hu: &volume.hu, shape: volume.shape, spacing_mm: volume.spacing_mm },
-        &Masks { left_lung: ch("left_lung"), right_lung: ch("right_lung"), opacity: ch("lung_opacity") },
+        &Masks::lungs(ch("left_lung"), ch("right_lung"), ch("lung_opacity")),
     )
     .expect("findings")
 }
@@ -135,7 +135,10 @@ fn seg_passes_dciodvfy_and_carries_every_mask_voxel() {
     assert_eq!(text(&obj, tags::SERIES_INSTANCE_UID), f.uids.seg_series);
     assert_eq!(text(&obj, tags::SOP_INSTANCE_UID), f.uids.seg_instance);
     assert_eq!(text(&obj, tags::STUDY_INSTANCE_UID), f.source.study_instance_uid);
-    assert_eq!(text(&obj, tags::SERIES_DESCRIPTION), "firstread lung segmentation (covid19-lung-ct 0.1.0)");
+    assert_eq!(
+        text(&obj, tags::SERIES_DESCRIPTION),
+        format!("firstread lung segmentation (covid19-lung-ct {})", f.manifest.version)
+    );
     let (rows, cols) = source_rows_cols(f);
     assert_eq!(obj.element(tags::ROWS).expect("rows").to_int::<u16>().expect("US"), rows);
     assert_eq!(obj.element(tags::COLUMNS).expect("cols").to_int::<u16>().expect("US"), cols);

@@ -57,7 +57,7 @@ fn sample() -> &'static Sample {
         let ch = |role: &str| segmentation.channels[m.channel(role).expect("role")].as_slice();
         let findings = compute(
             &Grid { hu: &volume.hu, shape: volume.shape, spacing_mm: volume.spacing_mm },
-            &Masks { left_lung: ch("left_lung"), right_lung: ch("right_lung"), opacity: ch("lung_opacity") },
+            &Masks::lungs(ch("left_lung"), ch("right_lung"), ch("lung_opacity")),
         )
         .expect("findings");
         let source = SourceStudy::read(&files[0]).expect("source study");
@@ -210,7 +210,10 @@ fn planar_sr_validates_and_carries_the_findings() {
     assert_eq!(text(&back, tags::COMPLETION_FLAG).as_deref(), Some("COMPLETE"));
     assert_eq!(text(&back, tags::VERIFICATION_FLAG).as_deref(), Some("UNVERIFIED"));
     assert_eq!(text(&back, tags::CONTENT_DATE).as_deref(), Some("20240102"));
-    assert_eq!(text(&back, tags::SERIES_DESCRIPTION).as_deref(), Some("firstread first read (covid19-lung-ct 0.1.0)"));
+    assert_eq!(
+        text(&back, tags::SERIES_DESCRIPTION),
+        Some(format!("firstread first read (covid19-lung-ct {})", s.manifest.version))
+    );
     assert!(back.element(tags::REFERENCED_PERFORMED_PROCEDURE_STEP_SEQUENCE).is_ok());
     assert!(back.element(tags::PREDECESSOR_DOCUMENTS_SEQUENCE).is_err());
     assert_eq!(
@@ -488,7 +491,7 @@ fn without_opacity_the_measurements_container_is_empty_but_present() {
     let ch = |role: &str| seg.channels[s.manifest.channel(role).expect("role")].as_slice();
     let findings = compute(
         &Grid { hu: &s.volume.hu, shape: s.volume.shape, spacing_mm: s.volume.spacing_mm },
-        &Masks { left_lung: ch("left_lung"), right_lung: ch("right_lung"), opacity: ch("lung_opacity") },
+        &Masks::lungs(ch("left_lung"), ch("right_lung"), ch("lung_opacity")),
     )
     .expect("findings");
     assert!(findings.key_slices.is_empty());
@@ -502,4 +505,236 @@ fn without_opacity_the_measurements_container_is_empty_but_present() {
     assert_eq!(num_child(child(&back, "C0034375"), "SEVERITY-SCORE"), "0");
     let obj = build_volumetric_sr(&i).expect("volumetric SR built");
     validate(&obj, "volumetric-sr-no-opacity.dcm");
+}
+
+/// Runs dciodvfy only (for the SEG and key images built beside the SRs); no line may start with
+/// "Error".
+fn dciodvfy_only(obj: &FileDicomObject<InMemDicomObject>, name: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join(name);
+    obj.write_to_file(&path).expect("file written");
+    let out = Command::new("/usr/bin/dciodvfy").arg(&path).output().expect("dciodvfy runs");
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("--- dciodvfy {name}\n{report}");
+    let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("Error")).collect();
+    assert!(errors.is_empty(), "dciodvfy errors in {name}:\n{}", errors.join("\n"));
+}
+
+/// The sample with what the pleural-cavity step adds: a right pleural effusion (a 6-row layer of
+/// +10 HU tissue posterior to the right lung on its 8 lowest slices), an empty left one, and a
+/// dense dependent region (the right lung's 3 most posterior rows on those slices, +25 HU, set as
+/// opacity). The mass stays a focal lesion.
+struct Pleural {
+    volume: Volume,
+    segmentation: Segmentation,
+    manifest: Manifest,
+    findings: Findings,
+    effusion_voxels: usize,
+    first_slice: usize,
+}
+
+fn pleural() -> Pleural {
+    let s = sample();
+    let mut manifest = s.manifest.clone();
+    for (role, label) in
+        [("left_pleural_effusion", "Left pleural effusion"), ("right_pleural_effusion", "Right pleural effusion")]
+    {
+        if manifest.channel(role).is_none() {
+            let mut out = manifest.outputs[2].clone();
+            out.channel = manifest.outputs.len();
+            out.name = role.into();
+            out.segment_label = label.into();
+            out.description = None;
+            out.type_value = "60046008".into();
+            out.type_meaning = "Pleural effusion".into();
+            out.anatomic_region_scheme = None;
+            out.anatomic_region_value = None;
+            out.anatomic_region_meaning = None;
+            out.recommended_display_rgb = [60, 200, 220];
+            manifest.outputs.push(out);
+        }
+    }
+    let mut volume = s.volume.clone();
+    let [slices, rows, cols] = volume.shape;
+    let n = slices * rows * cols;
+    let ch = |role: &str| s.segmentation.channels[s.manifest.channel(role).expect("role")].clone();
+    let (left, right, mut opacity) = (ch("left_lung"), ch("right_lung"), ch("lung_opacity"));
+    let (mut effusion, mut dense) = (vec![0u8; n], vec![0u8; n]);
+    let (first, _) = s.findings.lungs[1].slice_extent.expect("right lung extent");
+    let mut effusion_voxels = 0;
+    for k in first..first + 8 {
+        for c in 0..cols {
+            let Some(last) = (0..rows).rev().find(|&r| right[volume.index(k, r, c)] != 0) else { continue };
+            for r in last.saturating_sub(2)..=last {
+                let i = volume.index(k, r, c);
+                if opacity[i] == 0 {
+                    opacity[i] = 1;
+                    dense[i] = 1;
+                    volume.hu[i] = 25.0;
+                }
+            }
+            for r in last + 1..(last + 7).min(rows) {
+                let i = volume.index(k, r, c);
+                if left[i] == 0 && right[i] == 0 {
+                    effusion[i] = 1;
+                    volume.hu[i] = 10.0;
+                    effusion_voxels += 1;
+                }
+            }
+        }
+    }
+    let empty = vec![0u8; n];
+    let segmentation = Segmentation {
+        channels: vec![left.clone(), right.clone(), opacity.clone(), empty.clone(), effusion.clone()],
+        shape: volume.shape,
+    };
+    let findings = compute(
+        &Grid { hu: &volume.hu, shape: volume.shape, spacing_mm: volume.spacing_mm },
+        &Masks {
+            effusion_left: Some(&empty),
+            effusion_right: Some(&effusion),
+            indeterminate: Some(&dense),
+            ..Masks::lungs(&left, &right, &opacity)
+        },
+    )
+    .expect("findings");
+    Pleural { volume, segmentation, manifest, findings, effusion_voxels, first_slice: first }
+}
+
+/// The TEXT items of the planar SR's Qualitative Evaluations with concept `code`: (value, item).
+fn texts<'a>(qualitative: &'a InMemDicomObject, code: &str) -> Vec<(String, &'a InMemDicomObject)> {
+    children(qualitative)
+        .iter()
+        .filter(|c| concept(c).as_deref() == Some(code) && value_type(c) == "TEXT")
+        .map(|c| (text(c, tags::TEXT_VALUE).expect("text value"), c))
+        .collect()
+}
+
+#[test]
+fn effusion_dense_region_and_focal_lesion_reach_the_srs_seg_and_key_images() {
+    let s = sample();
+    let p = pleural();
+    let f = &p.findings;
+    println!("effusions {:#?}\ndense {:#?}\nfocal {:#?}", f.effusions, f.indeterminate_dense, f.focal_lesions);
+    assert_eq!(f.effusions.len(), 2);
+    let right_effusion = f.effusions.iter().find(|e| e.side == Side::Right).expect("right effusion");
+    assert_eq!(right_effusion.volume_ml, p.effusion_voxels as f64 * p.volume.voxel_volume_ml());
+    assert!(right_effusion.volume_ml > 1.0, "{right_effusion:?}");
+    assert_eq!(f.indeterminate_dense.len(), 1);
+    assert!(!f.focal_lesions.is_empty(), "the right lung mass is a focal lesion");
+    let mut i = input(s, None);
+    i.volume = &p.volume;
+    i.segmentation = &p.segmentation;
+    i.manifest = &p.manifest;
+    i.findings = f;
+
+    // planar SR: a TEXT item per finding, its measurements as HAS PROPERTIES NUMs
+    let (dump, back) = validate(&build_sr(&i).expect("SR built"), "sr-pleural.dcm");
+    for name in ["Pleural effusion", "Dense dependent region", "Focal dense lung opacity", "Cranio-caudal extent"] {
+        assert!(dump.contains(name), "{name} missing:\n{dump}");
+    }
+    let qualitative = child(&back, "C0034375");
+    let effusions = texts(qualitative, "60046008");
+    assert_eq!(effusions.len(), 2);
+    for e in &f.effusions {
+        let (_, item) = effusions.iter().find(|(t, _)| *t == e.text).unwrap_or_else(|| panic!("{} missing", e.text));
+        assert_eq!(num_child(item, "118565006"), format!("{:.2}", e.volume_ml));
+        assert_eq!(num_child(item, "CC-EXTENT"), format!("{:.1}", e.craniocaudal_extent_mm));
+        let laterality = child(item, "272741003");
+        assert_eq!(code_value(laterality).as_deref(), Some(if e.side == Side::Left { "7771000" } else { "24028007" }));
+        assert!(children(item)
+            .iter()
+            .filter(|c| value_type(c) == "NUM")
+            .all(|c| text(c, tags::RELATIONSHIP_TYPE).as_deref() == Some("HAS PROPERTIES")));
+    }
+    assert!(effusions.iter().any(|(t, _)| t == "left pleural effusion: none"));
+    let dense = texts(qualitative, "DENSE-DEPENDENT");
+    assert_eq!(dense.len(), 1);
+    assert!(dense[0].0.starts_with("dense dependent region: effusion or consolidation, "), "{}", dense[0].0);
+    assert_eq!(site(dense[0].1).as_deref(), Some(lung_code(Side::Right)));
+    assert!(dense[0].0.ends_with(" mL (counted as opacity)"), "{}", dense[0].0);
+    let focal = texts(qualitative, "FOCAL-OPACITY");
+    assert_eq!(focal.len(), f.focal_lesions.len());
+    for (lesion, (value, item)) in f.focal_lesions.iter().zip(&focal) {
+        assert_eq!(value, &lesion.text);
+        assert!(value.starts_with("focal opacity, ") && value.contains(" mL, right "), "{value}");
+        assert_eq!(num_child(item, "118565006"), format!("{:.2}", lesion.volume_ml));
+        assert_eq!(num_child(item, "EQUIV-DIAMETER"), format!("{:.1}", lesion.equivalent_diameter_mm));
+        assert_eq!(num_child(item, "103339001"), format!("{:.1}", lesion.max_inplane_diameter_mm));
+        assert_eq!(site(item).as_deref(), Some(lung_code(lesion.side)));
+    }
+    // the measurement groups are still only the planar ones OHIF can draw
+    for group in children(child(&back, "126010")) {
+        assert!(children(group).iter().any(|c| value_type(c) == "SCOORD"));
+    }
+    let basis = text(child(qualitative, "SUGGEST-BASIS"), tags::TEXT_VALUE).expect("basis");
+    assert_eq!(basis, f.pattern_rationale);
+
+    // volumetric SR: one TID 1411 group per effusion segment (segments 4 and 5)
+    let (dump, back) = validate(&build_volumetric_sr(&i).expect("volumetric SR built"), "volumetric-sr-pleural.dcm");
+    assert!(dump.contains("Pleural effusion"), "{dump}");
+    let groups = children(child(&back, "126010"));
+    assert_eq!(groups.len(), f.lungs.len() + f.zones.len() + 2);
+    for e in &f.effusions {
+        let label = format!("{} pleural effusion", e.side.name());
+        let g = groups
+            .iter()
+            .find(|g| text(child(g, "112039"), tags::TEXT_VALUE).as_deref() == Some(label.as_str()))
+            .unwrap_or_else(|| panic!("group {label}"));
+        let number = items(child(g, "121191"), tags::REFERENCED_SOP_SEQUENCE)[0]
+            .element(tags::REFERENCED_SEGMENT_NUMBER)
+            .expect("segment number")
+            .to_int::<u16>()
+            .expect("US");
+        let role = if e.side == Side::Left { "left_pleural_effusion" } else { "right_pleural_effusion" };
+        assert_eq!(usize::from(number), p.manifest.channel(role).expect("channel") + 1);
+        assert_eq!(code_value(child(g, "121071")).as_deref(), Some("60046008"));
+        assert_eq!(num_child(g, "118565006"), format!("{:.2}", e.volume_ml));
+    }
+
+    // SEG: five segments (the empty left effusion keeps one empty frame), dciodvfy clean
+    let seg = firstread_report::seg::build_seg(&i).expect("SEG built");
+    dciodvfy_only(&seg, "seg-pleural.dcm");
+    assert_eq!(items(&seg, tags::SEGMENT_SEQUENCE).len(), 5);
+    // ... and three segments when the segmentation has only the TorchScript's channels
+    let mut three = p.segmentation.clone();
+    three.channels.truncate(3);
+    let mut i3 = input(s, None);
+    i3.volume = &p.volume;
+    i3.segmentation = &three;
+    i3.manifest = &p.manifest;
+    i3.findings = f;
+    let seg3 = firstread_report::seg::build_seg(&i3).expect("SEG of 3 channels built");
+    dciodvfy_only(&seg3, "seg-three.dcm");
+    assert_eq!(items(&seg3, tags::SEGMENT_SEQUENCE).len(), 3);
+    // the volumetric SR then references no effusion segment
+    let back = build_volumetric_sr(&i3).expect("volumetric SR");
+    assert_eq!(children(child(&back, "126010")).len(), f.lungs.len() + f.zones.len());
+
+    // key images: valid, and the effusion overlay where the effusion is
+    let images = firstread_report::sc::build_key_images(&i).expect("key images");
+    for (n, image) in images.iter().enumerate() {
+        dciodvfy_only(image, &format!("sc-pleural-{n}.dcm"));
+        if let Some(keep) = std::env::var_os("FIRSTREAD_SR_OUT") {
+            image.write_to_file(Path::new(&keep).join(format!("sc-pleural-{n}.dcm"))).expect("key image kept");
+        }
+    }
+    let k = p.first_slice + 4;
+    let key = firstread_report::sc::KeyImage { slice: k, zones: Vec::new() };
+    let with = firstread_report::sc::render_key_image(&i, &key, 0, 1).expect("rendered");
+    let without = firstread_report::sc::render_key_image(&i3, &key, 0, 1).expect("rendered");
+    let [_, rows, cols] = p.volume.shape;
+    let effusion = &p.segmentation.channels[4];
+    let (mut on, mut differ) = (0, 0);
+    for r in 0..rows {
+        for c in 0..cols {
+            if effusion[p.volume.index(k, r, c)] != 0 {
+                on += 1;
+                let (sr, sc) = p.volume.source_pixel(r, c);
+                let at = (sr * cols + sc) * 3;
+                differ += usize::from(with[at..at + 3] != without[at..at + 3]);
+            }
+        }
+    }
+    assert!(on > 0 && differ * 2 >= on, "{differ} of {on} effusion pixels coloured");
 }
