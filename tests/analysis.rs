@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use firstread::analysis::Analysis;
+use firstread::analysis::{read_volume, Analysis};
 use firstread_e2e::*;
 use firstread_findings::{compute, ExtentClass, Grid, Masks, Pattern, Side};
 use firstread_inference::Model;
@@ -15,9 +15,12 @@ fn model() -> Model {
     Model::load(&repo_root().join("models/covid19-lung-ct")).expect("model package loads")
 }
 
-fn masks_of(model: &Model, hu: &[f32], shape: [usize; 3], spacing: [f64; 3]) -> [Vec<u8>; 3] {
-    let seg = model.segment(hu, shape, spacing).expect("model runs");
-    let ch = |role: &str| seg.channels[model.manifest.channel(role).expect("role")].clone();
+/// The lung, right lung and opacity masks of the model package's whole pipeline (denoising,
+/// TorchScript, pleural cavity: `analysis::read_volume`).
+fn masks_of(model: &Mutex<Model>, hu: &[f32], shape: [usize; 3], spacing: [f64; 3]) -> [Vec<u8>; 3] {
+    let manifest = model.lock().expect("model").manifest.clone();
+    let read = read_volume(model, &manifest, hu, shape, spacing).expect("model runs");
+    let ch = |role: &str| read.segmentation.channels[manifest.channel(role).expect("role")].clone();
     [ch("left_lung"), ch("right_lung"), ch("lung_opacity")]
 }
 
@@ -72,7 +75,7 @@ fn phantom(shape: [usize; 3], spacing: [f64; 3]) -> (Vec<f32>, [usize; 4]) {
 
 #[test]
 fn phantom_volumes_within_two_percent() {
-    let model = model();
+    let model = Mutex::new(model());
     let (shape, spacing) = ([64, 240, 240], [5.0, 1.5, 1.5]);
     let (hu, truth) = phantom(shape, spacing);
     let [left, right, opacity] = masks_of(&model, &hu, shape, spacing);
@@ -101,7 +104,7 @@ fn phantom_volumes_within_two_percent() {
 
 #[test]
 fn an_empty_chest_is_negative_for_pneumonia() {
-    let model = model();
+    let model = Mutex::new(model());
     let (shape, spacing) = ([48, 200, 200], [5.0, 1.5, 1.5]);
     let (mut hu_clean, _) = phantom(shape, spacing);
     // no opacities: the -500 and +20 HU spheres back to lung tissue (body is >= 35 HU)
@@ -184,7 +187,7 @@ fn shuffled_order_and_every_transfer_syntax_give_identical_findings() {
 
 #[test]
 fn a_sphere_inserted_in_one_lung_adds_its_volume_there_only() {
-    let model = model();
+    let model = Mutex::new(model());
     let study = build_study_volume(&sample(""), &VolumeContract::default()).expect("volume");
     let v = &study.volume;
     let [left, right, opacity] = masks_of(&model, &v.hu, v.shape, v.spacing_mm);

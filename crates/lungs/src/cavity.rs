@@ -8,27 +8,36 @@
 //!
 //! Method, per slice and per lung (after Prasad et al., "Automatic segmentation of lung
 //! parenchyma in the presence of diseases based on curvature of ribs", Acad Radiol
-//! 2008;15(9):1173-1180, who bound diseased lung by the rib cage, here with rays from the lung
-//! rather than a fitted curve):
+//! 2008;15(9):1173-1180, who bound diseased lung by the rib cage; here the cage is found along
+//! families of parallel lines rather than by a fitted curve):
 //!
-//! 1. Rays every 1 degree from the lung's centroid in the slice. Along each ray: where the lung
-//!    ends (the end of the last lung run of at least [`MIN_LUNG_RUN_MM`]: air bronchograms are
-//!    shorter), the first bone beyond it (>= [`BONE_HU`]) and the first fat beyond it
-//!    (-180..-40 HU over [`FAT_STOP_MM`]: extrapleural and mediastinal fat).
-//! 2. The rib cage: bone hits at least [`RIB_MIN_LATERAL_MM`] from the midline (ribs, not the
-//!    spine, the sternum or a contrast-filled aorta), hits that break the cage's smoothness
-//!    ([`CAGE_SLOPE`]: farther than a nearer hit within 30 degrees allows; the scapula seen
-//!    through an intercostal space) dropped, then interpolated over the
-//!    intercostal spaces between neighbouring hits at most [`MAX_RIB_GAP_DEG`] apart.
-//! 3. Fill: on dependent rays (pointing posteriorly, [`DEPENDENT_MIN_SIN`]), the voxels between
-//!    where the lung ends and [`WALL_MARGIN_MM`] inside the rib cage (parietal pleura and the
-//!    innermost intercostal muscle), never bone, never fat beyond the lung's partial-volume
-//!    rim, never within [`MEDIAL_EXCLUSION_MM`] of the midline (spine, aorta, oesophagus), at
-//!    most [`MAX_DEPTH_MM`] deep. An in-plane opening removes the rims a normal lung leaves, and
-//!    what no longer touches the lung lies beyond the wall and is dropped.
-//!    Anterior and medial rays are not filled: there the lung borders the heart and the
-//!    mediastinum, which no density rule tells apart from consolidation.
-//! 4. Each 3-D connected region of filled voxels, with the dense (> -300 HU) model opacity
+//! 1. Walks along parallel lines in the dependent directions (posterior, and
+//!    posterior-lateral at 45 degrees), each from the lung's first voxel on the line: where the
+//!    lung ends (the end of its last run of at least [`MIN_LUNG_RUN_MM`]; air bronchograms are
+//!    shorter), the first bone beyond (>= [`BONE_HU`]) and the first fat beyond (-180..-40 HU
+//!    over [`FAT_STOP_MM`]: extrapleural and mediastinal fat, which stops the fill).
+//! 2. The rib cage, as its depth behind the lung's edge: bone hits at least
+//!    [`RIB_MIN_LATERAL_MM`] from the midline (ribs, not the spine, the sternum or a
+//!    contrast-filled aorta); a hit farther than its neighbours on both sides allow
+//!    ([`CAGE_SLOPE`], judged on positions: through an intercostal space to the scapula) is
+//!    dropped; depths are interpolated over gaps of at most [`MAX_RIB_GAP_MM`] (so where no rib
+//!    is seen the cage follows the lung's outline) and capped by the lower envelope of the hits
+//!    of the slice and its neighbours within [`ENVELOPE_Z_MM`] ([`ENVELOPE_SLOPE`]); where the
+//!    slice shows no rib near a line (thick slices cut ribs between their segments), the
+//!    position the neighbouring slices saw is used.
+//! 3. Fill: the voxels between where the lung ends and [`WALL_MARGIN_MM`] inside the cage
+//!    (parietal pleura, innermost intercostal muscle), never bone, never fat beyond the lung's
+//!    partial-volume rim, never within [`MEDIAL_EXCLUSION_MM`] of the midline (spine, aorta,
+//!    oesophagus), only where the layer is [`MIN_DEPTH_MM`] to [`MAX_DEPTH_MM`] thick (deeper:
+//!    the wall seen is not this lung's, e.g. through the liver). An in-plane opening
+//!    ([`OPENING_MM`]) removes the rims a normal lung leaves; what no longer touches the lung
+//!    lies beyond the wall and is dropped. Anterior and medial walks are not made: there the
+//!    lung borders the heart and the mediastinum, which no density rule tells apart from
+//!    consolidation.
+//! 4. Carried down ([`CARRY_MM`], [`CARRY_HU_TOLERANCE`]): a layer found in a slice continues
+//!    into the slices below, column by column from the wall, where no aerated lung lies in
+//!    front of it (the posterior recess behind the diaphragm dome).
+//! 5. Each 3-D connected region of filled voxels, with the dense (> -300 HU) model opacity
 //!    touching it, is called:
 //!    - consolidation when at least [`AIR_BRONCHOGRAM_MIN`] of it is air (air bronchograms,
 //!      counted in the region and the holes it encloses in-plane): lung and opacity;
@@ -38,11 +47,13 @@
 //!    - indeterminate otherwise (e.g. denser fluid, atelectasis without air bronchograms, an
 //!      effusion with consolidation against it): counted as lung and opacity, and reported as
 //!      "dense dependent region: effusion or consolidation".
+//! 6. Ground glass in front of an added consolidation is opacity ([`GROUND_GLASS_REACH_MM`]):
+//!    the model leaves out opacity at its mask's edge, and that edge was the consolidation.
 //!
-//! What it cannot do (see the model README): a lung with no aerated part in a slice has no rays
-//! there (a completely white lung, or the bottom of a consolidated base below the last aerated
-//! slice); anterior and paramediastinal dense disease is left to the model; the dependent side
-//! is posterior (supine patients).
+//! What it cannot do (measured in the model README): a lung with no aerated part in a slice
+//! starts no walk there (a completely white lung; the base of a consolidated lobe more than
+//! [`CARRY_MM`] below the last slice that found it); anterior, lateral and paramediastinal
+//! dense disease is left to the model; the dependent side is posterior (supine patients).
 
 use serde::Serialize;
 
@@ -57,17 +68,20 @@ pub const FAT_STOP_MM: f64 = 2.0;
 /// Partial-volume rim beyond the lung's edge where fat-like HU do not stop the fill (mm).
 pub const PARTIAL_VOLUME_MM: f64 = 1.5;
 /// Bone hits closer than this to the midline are not ribs (mm).
-pub const RIB_MIN_LATERAL_MM: f64 = 30.0;
+pub const RIB_MIN_LATERAL_MM: f64 = 40.0;
 /// Filled voxels are at least this far from the midline (mm).
-pub const MEDIAL_EXCLUSION_MM: f64 = 20.0;
+pub const MEDIAL_EXCLUSION_MM: f64 = 25.0;
 /// How fast the rib cage's distance from the lung's centre may grow along its circumference
 /// (mm per mm of arc) ...
 pub const CAGE_SLOPE: f64 = 0.5;
-/// ... plus this (mm), compared with every nearer rib hit within [`SMOOTH_WINDOW_DEG`].
+/// ... plus this (mm), compared with every nearer rib hit within [`SMOOTH_WINDOW_MM`].
 pub const OUTLIER_MM: f64 = 4.0;
-/// The cage never lies deeper than any rib hit within [`SMOOTH_WINDOW_MM`] plus this slope
-/// (mm per mm across lines) times their distance plus [`OUTLIER_MM`]: the lower envelope.
-pub const ENVELOPE_SLOPE: f64 = 1.0;
+/// The cage's depth behind the lung's edge never exceeds any rib hit's within
+/// [`SMOOTH_WINDOW_MM`] (and [`ENVELOPE_Z_MM`] in the neighbouring slices) plus this slope times
+/// their distance plus [`OUTLIER_MM`]: the lower envelope.
+pub const ENVELOPE_SLOPE: f64 = 0.5;
+/// Neighbouring slices within this distance bound a slice's cage (mm).
+pub const ENVELOPE_Z_MM: f64 = 10.0;
 /// Window of the smoothness rule (mm along the rib line).
 pub const SMOOTH_WINDOW_MM: f64 = 40.0;
 /// Widest gap between rib hits that is interpolated (mm): an intercostal space seen obliquely.
@@ -88,6 +102,10 @@ pub const EFFUSION_MAX_AIR: f64 = 0.003;
 /// Median HU of the soft-tissue part (> -100 HU) at or below which an airless region is
 /// effusion (fluid 0-20 HU; consolidation and atelectasis are denser).
 pub const EFFUSION_MAX_HU: f64 = 22.0;
+/// How far below the last slice that found it a dependent layer is carried down (mm).
+pub const CARRY_MM: f64 = 16.0;
+/// How far a carried voxel's HU may be from the layer's median above (HU).
+pub const CARRY_HU_TOLERANCE: f32 = 20.0;
 /// How far ground glass in front of an added consolidation is followed (mm).
 pub const GROUND_GLASS_REACH_MM: f64 = 15.0;
 /// Regions whose filled part is smaller than this are left out (mL).
@@ -189,33 +207,30 @@ pub fn refine(
     let mid = midlines(&lungs, shape);
     let geometry = Geometry { shape, spacing_mm };
 
-    // 1-3: per slice and side, the filled pixels (indices within the slice)
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).clamp(1, 8);
-    let per = slices.div_ceil(threads).max(1);
-    let mut fills: Vec<[Vec<u32>; 2]> = Vec::with_capacity(slices);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..slices)
-            .step_by(per)
-            .map(|start| {
-                let geometry = &geometry;
-                let mid = &mid;
-                scope.spawn(move || {
-                    (start..(start + per).min(slices))
-                        .map(|k| {
-                            let hu = &hu[k * plane..(k + 1) * plane];
-                            let l = &lungs[0][k * plane..(k + 1) * plane];
-                            let r = &lungs[1][k * plane..(k + 1) * plane];
-                            [fill_slice(geometry, hu, l, r, mid[k], 1), fill_slice(geometry, hu, r, l, mid[k], -1)]
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for h in handles {
-            // a panic here is a bug in this module, not bad input
-            fills.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
-        }
+    // the line families, per side and direction (the same in every slice)
+    let families: [Vec<Family>; 2] = [1isize, -1].map(|lateral| {
+        DIRECTIONS.iter().map(|&(dr, dc)| Family::new(rows, cols, spacing_mm, (dr, dc * lateral))).collect()
     });
+    // 1. per slice and side, each line's walk and rib hit
+    let walks: Vec<[Vec<SliceWalks>; 2]> = per_slice(slices, |k| {
+        let hu = &hu[k * plane..(k + 1) * plane];
+        [0, 1].map(|side| {
+            let lung = &lungs[side][k * plane..(k + 1) * plane];
+            families[side].iter().map(|f| walk_slice(f, cols, spacing_mm[2], hu, lung, mid[k])).collect()
+        })
+    });
+    // 2-3. per slice and side, the filled pixels (indices within the slice)
+    let mut fills: Vec<[Vec<u32>; 2]> = per_slice(slices, |k| {
+        let hu = &hu[k * plane..(k + 1) * plane];
+        [0, 1].map(|side| {
+            let lung = &lungs[side][k * plane..(k + 1) * plane];
+            let other = &lungs[1 - side][k * plane..(k + 1) * plane];
+            fill_slice(&geometry, k, &families[side], &walks, side, hu, lung, other, mid[k])
+        })
+    });
+    for side in 0..2 {
+        carry_down(&mut fills, side, hu, shape, spacing_mm, &lungs);
+    }
 
     let mut out = Refined {
         left_lung: left.iter().map(|&v| u8::from(v != 0)).collect(),
@@ -359,6 +374,83 @@ fn grow_ground_glass(out: &mut Refined, hu: &[f32], shape: [usize; 3], spacing_m
     }
 }
 
+/// A dependent layer seen in one column of the slice above.
+#[derive(Debug, Clone, Copy)]
+struct Carry {
+    /// The row just behind the layer (the wall).
+    wall: usize,
+    /// The layer's thickness, rows.
+    rows: usize,
+    /// Its median HU.
+    hu: f32,
+    /// How much further down it may still be carried (mm).
+    budget_mm: f64,
+}
+
+/// Carries a dependent layer down into the slices below where no aerated lung lies in front of
+/// it (the consolidated or fluid-filled posterior recess behind the diaphragm dome, where no
+/// line starts from the lung): column by column, from the wall the layer ended at in the slice
+/// above, anteriorly for at most its thickness there, through voxels within
+/// [`CARRY_HU_TOLERANCE`] of its median HU (the liver or spleen under the dome is denser than
+/// fluid, and usually than consolidation), for at most [`CARRY_MM`] below the last slice that
+/// found the layer itself.
+fn carry_down(
+    fills: &mut [[Vec<u32>; 2]],
+    side: usize,
+    hu: &[f32],
+    shape: [usize; 3],
+    spacing_mm: [f64; 3],
+    lungs: &[&[u8]; 2],
+) {
+    let [slices, rows, cols] = shape;
+    let plane = rows * cols;
+    let mut carry: Vec<Option<Carry>> = vec![None; cols];
+    for k in (0..slices).rev() {
+        let mut own: Vec<Vec<usize>> = vec![Vec::new(); cols];
+        for &p in &fills[k][side] {
+            let p = p as usize;
+            own[p % cols].push(p / cols);
+        }
+        let mut added = Vec::new();
+        for c in 0..cols {
+            if !own[c].is_empty() {
+                let wall = own[c].iter().max().map_or(0, |r| r + 1);
+                let mut values: Vec<f32> = own[c].iter().map(|&r| hu[k * plane + r * cols + c]).collect();
+                let mid = values.len() / 2;
+                let median = *values.select_nth_unstable_by(mid, f32::total_cmp).1;
+                carry[c] = Some(Carry { wall, rows: own[c].len(), hu: median, budget_mm: CARRY_MM });
+                continue;
+            }
+            let Some(above) = carry[c].take() else { continue };
+            if above.budget_mm < spacing_mm[0] || above.wall == 0 {
+                continue;
+            }
+            let mut n = 0;
+            for r in (above.wall.saturating_sub(above.rows)..above.wall.min(rows)).rev() {
+                let i = k * plane + r * cols + c;
+                let v = hu[i];
+                if lungs[0][i] != 0 || lungs[1][i] != 0 || (FAT_HU[0]..=FAT_HU[1]).contains(&v) {
+                    break;
+                }
+                if v >= BONE_HU {
+                    continue;
+                }
+                if (v - above.hu).abs() > CARRY_HU_TOLERANCE {
+                    break;
+                }
+                added.push((r * cols + c) as u32);
+                n += 1;
+            }
+            if n > 0 {
+                carry[c] = Some(Carry { rows: n, budget_mm: above.budget_mm - spacing_mm[0], ..above });
+            }
+        }
+        fills[k][side].extend(added);
+        fills[k][side].sort_unstable();
+        fills[k][side].dedup();
+    }
+}
+
 /// The volume's geometry.
 struct Geometry {
     shape: [usize; 3],
@@ -413,8 +505,9 @@ struct Walk {
 }
 
 /// The directions walked, as (rows, cols) steps with the lateral column step of the lung's
-/// side: posterior, and posterior-lateral at 45 degrees. Dependent (posterior) only: anteriorly
-/// and medially the lung borders the heart and the mediastinum.
+/// side: posterior, and posterior-lateral at 45 degrees. Never anterior or medial: there the
+/// lung borders the heart and the mediastinum. (Lateral walks were tried: at the apex they
+/// reach the axilla, and they added little on the real sample.)
 const DIRECTIONS: [(isize, isize); 2] = [(1, 0), (1, 1)];
 
 /// The lines of one direction across the slice: each a list of (row, col) in walking order.
@@ -422,6 +515,9 @@ fn lines(rows: usize, cols: usize, (dr, dc): (isize, isize)) -> Vec<Vec<(usize, 
     let (rows_i, cols_i) = (rows as isize, cols as isize);
     let starts: Vec<(isize, isize)> = if dc == 0 {
         (0..cols_i).map(|c| (0, c)).collect()
+    } else if dr == 0 {
+        let side_col = if dc > 0 { 0 } else { cols_i - 1 };
+        (0..rows_i).map(|r| (r, side_col)).collect()
     } else {
         // lines entering through the top edge and through the side they come from
         let side_col = if dc > 0 { 0 } else { cols_i - 1 };
@@ -441,22 +537,138 @@ fn lines(rows: usize, cols: usize, (dr, dc): (isize, isize)) -> Vec<Vec<(usize, 
         .collect()
 }
 
-/// The pixels of one slice to add to `lung` (`other`: the other lung): indices within the slice.
-/// `lateral` is the column step towards this lung's side of the body (+1 left, -1 right).
-fn fill_slice(g: &Geometry, hu: &[f32], lung: &[u8], other: &[u8], midline: f64, lateral: isize) -> Vec<u32> {
-    let [_, rows, cols] = g.shape;
-    let [_, sr, sc] = g.spacing_mm;
+/// One family of parallel lines across the slice, walked in one direction.
+struct Family {
+    /// Each line: (row, col) in walking order.
+    lines: Vec<Vec<(usize, usize)>>,
+    /// Length of one step along a line (mm).
+    step_mm: f64,
+    /// Distance between neighbouring lines (mm).
+    pitch_mm: f64,
+}
+
+impl Family {
+    fn new(rows: usize, cols: usize, spacing_mm: [f64; 3], (dr, dc): (isize, isize)) -> Self {
+        let [_, sr, sc] = spacing_mm;
+        let step_mm = ((dr as f64 * sr).powi(2) + (dc as f64 * sc).powi(2)).sqrt();
+        let pitch_mm = if dc == 0 { sc } else { sr * sc / step_mm };
+        Family { lines: lines(rows, cols, (dr, dc)), step_mm, pitch_mm }
+    }
+}
+
+/// One slice's walks along one family, and the rib hits among them.
+struct SliceWalks {
+    walks: Vec<Walk>,
+    /// Depth of the rib hit behind the lung's edge (mm), for lines whose first bone beyond the
+    /// lung is a rib (far enough from the midline).
+    rib_depth: Vec<Option<f64>>,
+}
+
+/// Runs `f` for every slice, the slices shared among the available cores, in slice order.
+fn per_slice<T: Send>(slices: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).clamp(1, 8);
+    let per = slices.div_ceil(threads).max(1);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..slices)
+            .step_by(per)
+            .map(|start| scope.spawn(move || (start..(start + per).min(slices)).map(f).collect::<Vec<T>>()))
+            .collect();
+        // a panic here is a bug in this module, not bad input
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    })
+}
+
+/// Walks every line of a family from the lung's first voxel: where the lung ends, the first
+/// bone and the first fat beyond it.
+fn walk_slice(family: &Family, cols: usize, col_mm: f64, hu: &[f32], lung: &[u8], midline: f64) -> SliceWalks {
+    let mm = |steps: usize| steps as f64 * family.step_mm;
+    let at = |(r, c): (usize, usize)| r * cols + c;
+    let walks: Vec<Walk> = family
+        .lines
+        .iter()
+        .map(|line| {
+            let mut w = Walk::default();
+            let Some(first) = line.iter().position(|&p| lung[at(p)] != 0) else { return w };
+            let (mut run_start, mut in_run) = (first, true);
+            let mut fat_run: Option<usize> = None;
+            for (j, &p) in line.iter().enumerate().skip(first + 1) {
+                let i = at(p);
+                let is_lung = lung[i] != 0;
+                if is_lung && !in_run {
+                    run_start = j;
+                    in_run = true;
+                } else if !is_lung && in_run {
+                    in_run = false;
+                    if mm(j - run_start) >= MIN_LUNG_RUN_MM || run_start == first {
+                        w = Walk { exit: Some(j), bone: None, fat: None };
+                        fat_run = None;
+                    }
+                }
+                let Some(exit) = w.exit else { continue };
+                if in_run {
+                    continue;
+                }
+                let v = hu[i];
+                if v >= BONE_HU {
+                    w.bone = Some(j);
+                    break;
+                }
+                if (FAT_HU[0]..=FAT_HU[1]).contains(&v) && mm(j - exit) > PARTIAL_VOLUME_MM {
+                    let start = *fat_run.get_or_insert(j);
+                    if w.fat.is_none() && mm(j - start + 1) >= FAT_STOP_MM {
+                        w.fat = Some(start);
+                    }
+                } else {
+                    fat_run = None;
+                }
+                if mm(j - exit) > MAX_DEPTH_MM + 20.0 {
+                    break;
+                }
+            }
+            w
+        })
+        .collect();
+    let rib_depth = walks
+        .iter()
+        .zip(&family.lines)
+        .map(|(w, line)| match (w.exit, w.bone) {
+            (Some(e), Some(b)) if (line[b].1 as f64 - midline).abs() * col_mm >= RIB_MIN_LATERAL_MM => Some(mm(b - e)),
+            _ => None,
+        })
+        .collect();
+    SliceWalks { walks, rib_depth }
+}
+
+/// The pixels of slice `k` to add to lung `side` (`other`: the other lung): indices within the
+/// slice. `walks` holds every slice's walks.
+#[allow(clippy::too_many_arguments)]
+fn fill_slice(
+    g: &Geometry,
+    k: usize,
+    families: &[Family],
+    walks: &[[Vec<SliceWalks>; 2]],
+    side: usize,
+    hu: &[f32],
+    lung: &[u8],
+    other: &[u8],
+    midline: f64,
+) -> Vec<u32> {
+    let [slices, rows, cols] = g.shape;
+    let [sz, sr, sc] = g.spacing_mm;
     let area = lung.iter().filter(|&&v| v != 0).count() as f64 * sr * sc;
     if area < 200.0 {
         return Vec::new();
     }
+    // neighbouring slices whose rib hits bound this slice's cage
+    let reach = (ENVELOPE_Z_MM / sz).floor() as usize;
+    let near: Vec<usize> = (k.saturating_sub(reach)..=(k + reach).min(slices - 1)).collect();
     let mut fill = vec![false; rows * cols];
-    for (dr, dc) in DIRECTIONS {
-        let dc = dc * lateral;
-        let step_mm = ((dr as f64 * sr).powi(2) + (dc as f64 * sc).powi(2)).sqrt();
-        // distance between neighbouring lines (mm)
-        let pitch_mm = if dc == 0 { sc } else { sr * sc / step_mm };
-        fill_direction(g, hu, lung, other, midline, &lines(rows, cols, (dr, dc)), step_mm, pitch_mm, &mut fill);
+    for (d, family) in families.iter().enumerate() {
+        let here = &walks[k][side][d];
+        let neighbours: Vec<(f64, &SliceWalks)> =
+            near.iter().map(|&o| (o.abs_diff(k) as f64 * sz, &walks[o][side][d])).collect();
+        fill_direction(g, family, here, &neighbours, hu, lung, other, midline, &mut fill);
     }
     // the fill's bounding box
     let (mut r0, mut r1, mut c0, mut c1) = (usize::MAX, 0, usize::MAX, 0);
@@ -514,134 +726,108 @@ fn fill_slice(g: &Geometry, hu: &[f32], lung: &[u8], other: &[u8], midline: f64,
     out
 }
 
-/// Walks the lines of one direction and marks what lies between the lung and the rib cage.
+/// Marks, along the lines of one family, what lies between the lung's edge and the rib cage.
+///
+/// The cage is followed as its depth behind the lung's edge: a normal lung lies against it, so
+/// the depth is a few mm and follows the lung's outline where no rib is seen (intercostal
+/// spaces, the costovertebral region); a consolidated layer deepens it where it lies.
 #[allow(clippy::too_many_arguments)]
 fn fill_direction(
     g: &Geometry,
+    family: &Family,
+    here: &SliceWalks,
+    neighbours: &[(f64, &SliceWalks)],
     hu: &[f32],
     lung: &[u8],
     other: &[u8],
     midline: f64,
-    lines: &[Vec<(usize, usize)>],
-    step_mm: f64,
-    pitch_mm: f64,
     fill: &mut [bool],
 ) {
     let cols = g.shape[2];
     let sc = g.spacing_mm[2];
+    let (lines, step_mm, pitch_mm) = (&family.lines, family.step_mm, family.pitch_mm);
     let lateral_mm = |c: usize| (c as f64 - midline).abs() * sc;
-    let mm = |steps: usize| steps as f64 * step_mm;
     let at = |(r, c): (usize, usize)| r * cols + c;
-
-    // 1. walk each line from the lung's first voxel
-    let walks: Vec<Walk> = lines
-        .iter()
-        .map(|line| {
-            let mut w = Walk::default();
-            let Some(first) = line.iter().position(|&p| lung[at(p)] != 0) else { return w };
-            let (mut run_start, mut in_run) = (first, true);
-            let mut fat_run: Option<usize> = None;
-            for (j, &p) in line.iter().enumerate().skip(first + 1) {
-                let i = at(p);
-                let is_lung = lung[i] != 0;
-                if is_lung && !in_run {
-                    run_start = j;
-                    in_run = true;
-                } else if !is_lung && in_run {
-                    in_run = false;
-                    if mm(j - run_start) >= MIN_LUNG_RUN_MM || run_start == first {
-                        w = Walk { exit: Some(j), bone: None, fat: None };
-                        fat_run = None;
-                    }
-                }
-                let Some(exit) = w.exit else { continue };
-                if in_run {
-                    continue;
-                }
-                let v = hu[i];
-                if v >= BONE_HU {
-                    w.bone = Some(j);
-                    break;
-                }
-                if (FAT_HU[0]..=FAT_HU[1]).contains(&v) && mm(j - exit) > PARTIAL_VOLUME_MM {
-                    let start = *fat_run.get_or_insert(j);
-                    if w.fat.is_none() && mm(j - start + 1) >= FAT_STOP_MM {
-                        w.fat = Some(start);
-                    }
-                } else {
-                    fat_run = None;
-                }
-                if mm(j - exit) > MAX_DEPTH_MM + 20.0 {
-                    break;
-                }
-            }
-            w
-        })
-        .collect();
-
-    // 2. the rib cage along this direction: bone hits away from the spine, smooth across
-    //    neighbouring lines; a hit deeper than a nearby shallower hit allows went through an
-    //    intercostal space (to the scapula, or a rib below or above the lung's edge)
     let n = lines.len();
-    let rib: Vec<Option<f64>> = (0..n)
-        .map(|j| match walks[j].bone {
-            Some(b) if lateral_mm(lines[j][b].1) >= RIB_MIN_LATERAL_MM => Some(b as f64 * step_mm),
-            _ => None,
-        })
-        .collect();
     let window = (SMOOTH_WINDOW_MM / pitch_mm).round() as usize;
-    // the lower envelope of the hits: no point of the cage deeper than a nearby hit allows
-    let envelope = |j: usize| -> f64 {
-        (j.saturating_sub(window)..=(j + window).min(n - 1))
-            .filter_map(|o| rib[o].map(|r| r + ENVELOPE_SLOPE * o.abs_diff(j) as f64 * pitch_mm + OUTLIER_MM))
-            .fold(f64::INFINITY, f64::min)
-    };
+    let rib = &here.rib_depth;
+
+    // a hit farther than its neighbours on both sides allow went through an intercostal space
+    // (to the scapula, the spine, or a rib below or above the lung's edge): the cage itself is
+    // smooth, so this is judged on the hits' positions, not on their depth behind the lung (a
+    // consolidated layer makes the depth vary); an isolated hit, with no other within the
+    // window, is no rib line either
+    let position = |j: usize| -> Option<f64> { Some(here.walks[j].exit? as f64 * step_mm + rib[j]?) };
     let cleaned: Vec<Option<f64>> = (0..n)
         .map(|j| {
-            let d = rib[j]?;
-            // deeper than a nearby hit allows on both sides: a dip through an intercostal space
-            // (the cage's own curvature deepens towards one side only); an isolated hit, with
-            // no other within the window, is no rib line either
+            let (d, p) = (rib[j]?, position(j)?);
             let side = |others: &mut dyn Iterator<Item = usize>| {
                 others
-                    .filter_map(|o| rib[o].map(|r| r + CAGE_SLOPE * o.abs_diff(j) as f64 * pitch_mm + OUTLIER_MM))
+                    .filter_map(|o| position(o).map(|r| r + CAGE_SLOPE * o.abs_diff(j) as f64 * pitch_mm + OUTLIER_MM))
                     .fold(f64::INFINITY, f64::min)
             };
             let before = side(&mut (j.saturating_sub(window)..j));
             let after = side(&mut (j + 1..=(j + window).min(n - 1)));
-            (d <= before || d <= after).then_some(d)
+            (p <= before || p <= after).then_some(d)
         })
         .collect();
+    // the lower envelope of the hits of this slice and its neighbours: no depth behind the lung
+    // beyond what a nearby hit allows (where no rib is seen, the cage follows the lung's outline)
+    let envelope = |j: usize| -> f64 {
+        neighbours
+            .iter()
+            .flat_map(|(dz, w)| {
+                (j.saturating_sub(window)..=(j + window).min(n - 1)).filter_map(move |o| {
+                    w.rib_depth[o].map(|r| r + ENVELOPE_SLOPE * (o.abs_diff(j) as f64 * pitch_mm + dz) + OUTLIER_MM)
+                })
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    // the nearest position of the cage seen in the neighbouring slices (their rib hits'
+    // positions along the same lines: the cage is smooth through the slices)
+    let cage_near = |j: usize| -> f64 {
+        neighbours
+            .iter()
+            .filter(|(dz, _)| *dz > 0.0)
+            .flat_map(|(dz, w)| {
+                (j.saturating_sub(window)..=(j + window).min(n - 1)).filter_map(move |o| {
+                    let p = w.walks[o].exit? as f64 * step_mm + w.rib_depth[o]?;
+                    Some(p + ENVELOPE_SLOPE * (o.abs_diff(j) as f64 * pitch_mm + dz) + OUTLIER_MM)
+                })
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
     let gap = (MAX_RIB_GAP_MM / pitch_mm).round() as usize;
-    let cage = |j: usize| -> Option<f64> {
-        if let Some(d) = cleaned[j] {
-            return Some(d);
-        }
-        let before = (1..=gap.min(j)).find_map(|o| cleaned[j - o].map(|d| (o, d)));
-        let after = (1..=gap).take_while(|o| j + o < n).find_map(|o| cleaned[j + o].map(|d| (o, d)));
-        match (before, after) {
-            (Some((ob, db)), Some((oa, da))) if ob + oa <= gap => Some(db + (da - db) * ob as f64 / (ob + oa) as f64),
-            // next to the spine: the nearest rib hit, when close
-            (Some((o, d)), None) | (None, Some((o, d))) if o as f64 * pitch_mm <= 10.0 => Some(d),
-            _ => None,
-        }
+    let depth = |j: usize| -> Option<f64> {
+        let d = if let Some(d) = cleaned[j] {
+            d
+        } else {
+            let before = (1..=gap.min(j)).find_map(|o| cleaned[j - o].map(|d| (o, d)));
+            let after = (1..=gap).take_while(|o| j + o < n).find_map(|o| cleaned[j + o].map(|d| (o, d)));
+            match (before, after) {
+                (Some((ob, db)), Some((oa, da))) if ob + oa <= gap => db + (da - db) * ob as f64 / (ob + oa) as f64,
+                // at the end of the rib line: the nearest hit, when close
+                (Some((o, d)), None) | (None, Some((o, d))) if o as f64 * pitch_mm <= 10.0 => d,
+                // no rib seen in this slice around this line (thick slices cut the ribs
+                // between their segments): where the neighbouring slices saw the cage
+                (None, None) => here.walks[j].exit.map_or(f64::INFINITY, |e| cage_near(j) - e as f64 * step_mm),
+                _ => return None,
+            }
+        };
+        let d = d.min(envelope(j));
+        d.is_finite().then_some(d)
     };
 
-    // 3. fill each line between the lung's edge and the wall
     for (j, line) in lines.iter().enumerate() {
-        let w = walks[j];
-        let cage = |j: usize| cage(j).map(|d| d.min(envelope(j)));
-        let (Some(exit), Some(wall)) = (w.exit, cage(j)) else { continue };
-        let mut to = wall - WALL_MARGIN_MM;
-        if let Some(b) = w.bone {
-            to = to.min(b as f64 * step_mm - WALL_MARGIN_MM);
-        }
+        let w = here.walks[j];
+        let (Some(exit), Some(depth)) = (w.exit, depth(j)) else { continue };
+        let mut to = exit as f64 * step_mm + depth - WALL_MARGIN_MM;
         if let Some(f) = w.fat {
             to = to.min(f as f64 * step_mm);
         }
-        let depth = to - exit as f64 * step_mm;
+        let thickness = to - exit as f64 * step_mm;
         // deeper than a lung layer can be: the wall seen is not this lung's (e.g. through the liver)
-        if !(MIN_DEPTH_MM..=MAX_DEPTH_MM).contains(&depth) {
+        if !(MIN_DEPTH_MM..=MAX_DEPTH_MM).contains(&thickness) {
             continue;
         }
         for (pos, &p) in line.iter().enumerate().skip(exit) {
@@ -656,7 +842,7 @@ fn fill_direction(
             if lung[i] != 0 || other[i] != 0 || lateral_mm(p.1) < MEDIAL_EXCLUSION_MM {
                 continue;
             }
-            if (FAT_HU[0]..=FAT_HU[1]).contains(&v) && mm(pos - exit) > PARTIAL_VOLUME_MM {
+            if (FAT_HU[0]..=FAT_HU[1]).contains(&v) && (pos - exit) as f64 * step_mm > PARTIAL_VOLUME_MM {
                 continue;
             }
             fill[i] = true;
@@ -816,5 +1002,114 @@ fn region_stats(region: &[u32], hu: &[f32], shape: [usize; 3], candidate: &[bool
             f64::from(*soft.select_nth_unstable_by(mid, f32::total_cmp).1)
         },
         air_fraction: if total > 0 { air as f64 / total as f64 } else { 0.0 },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHAPE: [usize; 3] = [12, 160, 200];
+    const SPACING: [f64; 3] = [5.0, 1.0, 1.0];
+
+    /// A box chest at 1 mm: soft tissue (40 HU) in air, a ring of rib segments (600 HU)
+    /// interrupted every other 12 mm, a spine at the midline, and in each half a lung whose
+    /// posterior `layer_mm` is `layer_hu` (with air tubes every 10 mm when `bronchograms`).
+    /// Returns (hu, model lung masks made of the aerated part, truth layer voxels per side).
+    fn chest(layer_mm: usize, layer_hu: f32, bronchograms: bool) -> (Vec<f32>, [Vec<u8>; 2], [usize; 2]) {
+        let [s, rows, cols] = SHAPE;
+        let mut hu = vec![-1000.0f32; s * rows * cols];
+        let mut lungs = [vec![0u8; hu.len()], vec![0u8; hu.len()]];
+        let mut layer = [0usize; 2];
+        for k in 0..s {
+            for r in 0..rows {
+                for c in 0..cols {
+                    let i = (k * rows + r) * cols + c;
+                    let (y, x) = (r as f64 - 80.0, c as f64 - 100.0);
+                    let body = (x / 95.0).powi(2) + (y / 75.0).powi(2);
+                    if body > 1.0 {
+                        continue;
+                    }
+                    hu[i] = 40.0;
+                    // ribs: a ring 8 mm inside the skin, in 12 mm segments
+                    let ring = (x / 87.0).powi(2) + (y / 67.0).powi(2);
+                    let angle = y.atan2(x).to_degrees().rem_euclid(360.0);
+                    if (0.86..=1.0).contains(&ring) && (angle / 12.0) as usize % 2 == 0 {
+                        hu[i] = 600.0;
+                    }
+                    if x.abs() < 12.0 && y > 35.0 && y < 60.0 {
+                        hu[i] = 500.0; // spine
+                    }
+                    // lungs: inside the ring, away from the mediastinum (|x| > 25)
+                    let inside = (x / 82.0).powi(2) + (y / 62.0).powi(2) <= 1.0;
+                    if inside && x.abs() > 25.0 {
+                        let side = usize::from(x < 0.0); // cols right -> left: low cols are the right lung
+                                                         // the posterior edge of the cavity along this column
+                        let back = 62.0 * (1.0 - (x / 82.0).powi(2)).max(0.0).sqrt();
+                        if layer_mm > 0 && y > back - layer_mm as f64 {
+                            let tube = bronchograms && (c % 10 < 2) && (r % 7 < 2);
+                            hu[i] = if tube { -900.0 } else { layer_hu };
+                            layer[side] += 1;
+                        } else {
+                            hu[i] = -850.0;
+                            lungs[side][i] = 1;
+                        }
+                    }
+                }
+            }
+        }
+        (hu, lungs, layer)
+    }
+
+    fn count(m: &[u8]) -> usize {
+        m.iter().filter(|&&v| v != 0).count()
+    }
+
+    #[test]
+    fn a_healthy_chest_is_left_alone() {
+        let (hu, [left, right], _) = chest(0, 0.0, false);
+        let none = vec![0u8; hu.len()];
+        let r = refine(&hu, SHAPE, SPACING, &left, &right, &none).expect("refine");
+        assert_eq!(count(&r.left_lung), count(&left));
+        assert_eq!(count(&r.right_lung), count(&right));
+        assert_eq!(count(&r.opacity), 0);
+        assert!(r.regions.is_empty(), "{:?}", r.regions);
+    }
+
+    #[test]
+    fn a_dependent_consolidation_becomes_lung_and_opacity() {
+        let (hu, [left, right], layer) = chest(20, 35.0, true);
+        let none = vec![0u8; hu.len()];
+        let r = refine(&hu, SHAPE, SPACING, &left, &right, &none).expect("refine");
+        for (side, (before, after)) in [(&left, &r.left_lung), (&right, &r.right_lung)].into_iter().enumerate() {
+            let added = count(after) - count(before);
+            // the layer's medial ends (within 25 mm of the midline) are not filled by design
+            assert!(
+                added as f64 >= 0.7 * layer[side] as f64 && added <= layer[side],
+                "side {side}: {added} voxels added for a layer of {}",
+                layer[side]
+            );
+        }
+        assert!(r.regions.iter().all(|g| g.kind == DenseKind::Consolidation), "{:?}", r.regions);
+        assert!(count(&r.opacity) > 0 && count(&r.effusion_left) == 0);
+    }
+
+    #[test]
+    fn an_airless_fluid_layer_is_effusion_not_lung() {
+        let (hu, [left, right], layer) = chest(20, 8.0, false);
+        let none = vec![0u8; hu.len()];
+        let r = refine(&hu, SHAPE, SPACING, &left, &right, &none).expect("refine");
+        assert_eq!(count(&r.left_lung), count(&left));
+        assert_eq!(count(&r.opacity), 0);
+        for (side, e) in [&r.effusion_left, &r.effusion_right].into_iter().enumerate() {
+            assert!(count(e) as f64 >= 0.7 * layer[side] as f64, "side {side}: {} of {}", count(e), layer[side]);
+        }
+        assert!(r.regions.iter().all(|g| g.kind == DenseKind::Effusion), "{:?}", r.regions);
+    }
+
+    #[test]
+    fn mismatched_inputs_are_an_error() {
+        let m = [0u8; 7];
+        assert_eq!(refine(&[0.0; 8], [2, 2, 2], [1.0; 3], &m, &m, &m).err(), Some(ShapeMismatch));
     }
 }

@@ -1,12 +1,12 @@
 //! The lung model's steps that run in Rust, around its TorchScript (`models/covid19-lung-ct`,
 //! from version 0.2.0; the manifest's `[pipeline]` names them):
 //!
-//! - [`denoise`] (before the model): measures the image noise in homogeneous soft tissue and,
+//! - [`denoise()`] (before the model): measures the image noise in homogeneous soft tissue and,
 //!   when it is above [`denoise::TARGET_NOISE_HU`] (sharp reconstruction kernels such as
 //!   Siemens B70f), smooths each slice in-plane with the narrowest Gaussian that brings it
 //!   there. Soft kernels are passed through unchanged. The model and the measurements see the
 //!   same denoised HU, so lung and opacity volumes do not depend on the kernel.
-//! - [`cavity`] (after the model): the model's lung masks are made of aerated lung and what it
+//! - [`refine()`] ([`cavity`], after the model): the model's lung masks are made of aerated lung and what it
 //!   encloses, so consolidated lung along the chest wall, which has the density of the chest
 //!   wall, falls outside them. This step finds the inner surface of the rib cage around each
 //!   lung, slice by slice, and takes the dense tissue between the aerated lung and the ribs on
