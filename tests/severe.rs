@@ -27,7 +27,7 @@ fn read(model: &Mutex<Model>, t: &Thorax) -> Read {
 fn dump(r: &Read, t: &Thorax) {
     if let Ok(dir) = std::env::var("SEVERE_DUMP") {
         std::fs::create_dir_all(&dir).expect("dump dir");
-        let bytes: Vec<u8> = r.hu.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bytes: Vec<u8> = r.hu.as_deref().unwrap_or(&t.hu).iter().flat_map(|v| v.to_le_bytes()).collect();
         std::fs::write(format!("{dir}/hu.f32"), bytes).expect("dump");
         let ch = &r.segmentation.channels;
         let lab: Vec<u8> = (0..t.hu.len())

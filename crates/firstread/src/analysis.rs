@@ -302,8 +302,9 @@ pub struct Read {
     pub segmentation: firstread_inference::Segmentation,
     /// The measurements.
     pub findings: firstread_findings::Findings,
-    /// The HU the model and the measurements saw (denoised when the pipeline says so).
-    pub hu: Vec<f32>,
+    /// The denoised HU the model and the measurements saw, when the denoising step smoothed;
+    /// `None`: they saw the input.
+    pub hu: Option<Vec<f32>>,
     /// What the denoising step measured and applied.
     pub denoise: Option<firstread_lungs::denoise::DenoiseReport>,
     /// Dense dependent regions the pleural-cavity step found.
@@ -335,18 +336,19 @@ pub fn read_volume(
         Some(firstread_inference::PIPELINE_DENOISE) => Some(firstread_lungs::denoise(hu, shape, spacing_mm)),
         _ => None,
     };
-    let (hu, denoise) = match denoised {
+    let (smoothed, denoise) = match denoised {
         Some(d) => (d.hu, Some(d.report)),
-        None => (hu.to_vec(), None),
+        None => (None, None),
     };
+    let hu: &[f32] = smoothed.as_deref().unwrap_or(hu);
     let mut segmentation = {
         let m = model.lock().map_err(|_| "model lock poisoned".to_owned())?;
-        m.segment(&hu, shape, spacing_mm).map_err(|e| e.to_string())?
+        m.segment(hu, shape, spacing_mm).map_err(|e| e.to_string())?
     };
     let model_time = started.elapsed();
     let refined = match manifest.pipeline.refine.as_deref() {
         Some(firstread_inference::PIPELINE_REFINE) => {
-            Some(refine(manifest, &hu, shape, spacing_mm, &mut segmentation)?)
+            Some(refine(manifest, hu, shape, spacing_mm, &mut segmentation)?)
         }
         _ => None,
     };
@@ -357,7 +359,7 @@ pub fn read_volume(
     else {
         return Err("model output lacks a lung or opacity channel".into());
     };
-    let grid = Grid { hu: &hu, shape, spacing_mm };
+    let grid = Grid { hu, shape, spacing_mm };
     let masks = Masks {
         effusion_left: channel(LEFT_EFFUSION).map(Vec::as_slice),
         effusion_right: channel(RIGHT_EFFUSION).map(Vec::as_slice),
@@ -366,7 +368,7 @@ pub fn read_volume(
     };
     let findings = firstread_findings::compute(&grid, &masks).map_err(|e| e.to_string())?;
     let (dense_regions, warnings) = refined.map(|r| (r.regions, r.warnings)).unwrap_or_default();
-    Ok(Read { segmentation, findings, hu, denoise, dense_regions, warnings, model_time, refine_time })
+    Ok(Read { segmentation, findings, hu: smoothed, denoise, dense_regions, warnings, model_time, refine_time })
 }
 
 /// Names of the pleural-cavity step's effusion outputs in the manifest.

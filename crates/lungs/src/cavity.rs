@@ -244,28 +244,39 @@ pub fn refine(
     };
     let voxel_ml = spacing_mm.iter().product::<f64>() / 1000.0;
 
-    // 4: regions per side
+    // 4: regions per side, within the slices that have a fill (and one more each way)
     for side in 0..2 {
-        let mut filled = vec![false; n];
-        for (k, f) in fills.iter().enumerate() {
+        let (Some(first), Some(last)) =
+            (fills.iter().position(|f| !f[side].is_empty()), fills.iter().rposition(|f| !f[side].is_empty()))
+        else {
+            continue;
+        };
+        let (k0, k1) = (first.saturating_sub(1), (last + 1).min(slices - 1));
+        let (offset, sub_shape) = (k0 * plane, [k1 - k0 + 1, rows, cols]);
+        let len = (k1 - k0 + 1) * plane;
+        let mut filled = Bits::new(len);
+        let mut seeds = Vec::new();
+        for (k, f) in fills.iter().enumerate().take(k1 + 1).skip(k0) {
             for &p in &f[side] {
                 let i = k * plane + p as usize;
                 // a voxel claimed by both sides stays with the left (processed first)
                 if side == 0 || (out.left_lung[i] == 0 && out.effusion_left[i] == 0) {
-                    filled[i] = true;
+                    filled.set(i - offset);
+                    seeds.push(i - offset);
                 }
             }
         }
-        let lung = lungs[side];
+        let lung = &lungs[side][offset..offset + len];
+        let (sub_hu, sub_opacity) = (&hu[offset..offset + len], &opacity[offset..offset + len]);
         // candidates: filled voxels and the dense model opacity of this lung
-        let candidate: Vec<bool> =
-            (0..n).map(|i| filled[i] || (lung[i] != 0 && opacity[i] != 0 && hu[i] > DENSE_HU)).collect();
-        for region in components(candidate.clone(), shape, &filled) {
-            let added = region.iter().filter(|&&i| filled[i as usize]).count();
+        let candidate = |i: usize| filled.get(i) || (lung[i] != 0 && sub_opacity[i] != 0 && sub_hu[i] > DENSE_HU);
+        for sub_region in components(&candidate, sub_shape, &seeds) {
+            let added = sub_region.iter().filter(|&&i| filled.get(i as usize)).count();
             if added as f64 * voxel_ml < MIN_REGION_ML {
                 continue;
             }
-            let stats = region_stats(&region, hu, shape, &candidate);
+            let stats = region_stats(&sub_region, sub_hu, sub_shape, &candidate);
+            let region: Vec<u32> = sub_region.iter().map(|&i| i + offset as u32).collect();
             let kind = if stats.air_fraction >= AIR_BRONCHOGRAM_MIN {
                 DenseKind::Consolidation
             } else if stats.air_fraction < EFFUSION_MAX_AIR && stats.median_soft_hu <= EFFUSION_MAX_HU {
@@ -545,6 +556,8 @@ struct Family {
     step_mm: f64,
     /// Distance between neighbouring lines (mm).
     pitch_mm: f64,
+    /// For every pixel of the slice (row-major): its line and its position on it.
+    place: Vec<(u32, u32)>,
 }
 
 impl Family {
@@ -552,7 +565,14 @@ impl Family {
         let [_, sr, sc] = spacing_mm;
         let step_mm = ((dr as f64 * sr).powi(2) + (dc as f64 * sc).powi(2)).sqrt();
         let pitch_mm = if dc == 0 { sc } else { sr * sc / step_mm };
-        Family { lines: lines(rows, cols, (dr, dc)), step_mm, pitch_mm }
+        let lines = lines(rows, cols, (dr, dc));
+        let mut place = vec![(0, 0); rows * cols];
+        for (j, line) in lines.iter().enumerate() {
+            for (pos, &(r, c)) in line.iter().enumerate() {
+                place[r * cols + c] = (j as u32, pos as u32);
+            }
+        }
+        Family { lines, step_mm, pitch_mm, place }
     }
 }
 
@@ -562,6 +582,33 @@ struct SliceWalks {
     /// Depth of the rib hit behind the lung's edge (mm), for lines whose first bone beyond the
     /// lung is a rib (far enough from the midline).
     rib_depth: Vec<Option<f64>>,
+    /// Lower envelope of `rib_depth` across the lines ([`ENVELOPE_SLOPE`] per mm, without
+    /// [`OUTLIER_MM`]).
+    depth_envelope: Vec<f64>,
+    /// Lower envelope of the rib hits' positions along the lines (mm from the line's start).
+    position_envelope: Vec<f64>,
+}
+
+/// `min over o of (values[o] + slope * |j - o|)` for every `j`, by a forward and a backward
+/// sweep (missing values are infinite); infinite where no value lies within `window` lines.
+fn lower_envelope(values: impl Iterator<Item = Option<f64>>, slope: f64, window: usize) -> Vec<f64> {
+    let values: Vec<Option<f64>> = values.collect();
+    let mut env: Vec<f64> = values.iter().map(|v| v.unwrap_or(f64::INFINITY)).collect();
+    let mut nearest: Vec<usize> = values.iter().map(|v| if v.is_some() { 0 } else { usize::MAX }).collect();
+    for j in 1..env.len() {
+        env[j] = env[j].min(env[j - 1] + slope);
+        nearest[j] = nearest[j].min(nearest[j - 1].saturating_add(1));
+    }
+    for j in (0..env.len().saturating_sub(1)).rev() {
+        env[j] = env[j].min(env[j + 1] + slope);
+        nearest[j] = nearest[j].min(nearest[j + 1].saturating_add(1));
+    }
+    for (e, d) in env.iter_mut().zip(nearest) {
+        if d > window {
+            *e = f64::INFINITY;
+        }
+    }
+    env
 }
 
 /// Runs `f` for every slice, the slices shared among the available cores, in slice order.
@@ -584,12 +631,21 @@ fn per_slice<T: Send>(slices: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
 fn walk_slice(family: &Family, cols: usize, col_mm: f64, hu: &[f32], lung: &[u8], midline: f64) -> SliceWalks {
     let mm = |steps: usize| steps as f64 * family.step_mm;
     let at = |(r, c): (usize, usize)| r * cols + c;
+    // each line's first lung voxel, in one pass over the slice
+    let mut firsts = vec![usize::MAX; family.lines.len()];
+    for (p, _) in lung.iter().enumerate().filter(|(_, &v)| v != 0) {
+        let (j, pos) = family.place[p];
+        firsts[j as usize] = firsts[j as usize].min(pos as usize);
+    }
     let walks: Vec<Walk> = family
         .lines
         .iter()
-        .map(|line| {
+        .zip(&firsts)
+        .map(|(line, &first)| {
             let mut w = Walk::default();
-            let Some(first) = line.iter().position(|&p| lung[at(p)] != 0) else { return w };
+            if first == usize::MAX {
+                return w;
+            }
             let (mut run_start, mut in_run) = (first, true);
             let mut fat_run: Option<usize> = None;
             for (j, &p) in line.iter().enumerate().skip(first + 1) {
@@ -636,8 +692,16 @@ fn walk_slice(family: &Family, cols: usize, col_mm: f64, hu: &[f32], lung: &[u8]
             (Some(e), Some(b)) if (line[b].1 as f64 - midline).abs() * col_mm >= RIB_MIN_LATERAL_MM => Some(mm(b - e)),
             _ => None,
         })
-        .collect();
-    SliceWalks { walks, rib_depth }
+        .collect::<Vec<Option<f64>>>();
+    let per_line = ENVELOPE_SLOPE * family.pitch_mm;
+    let window = (SMOOTH_WINDOW_MM / family.pitch_mm).round() as usize;
+    let depth_envelope = lower_envelope(rib_depth.iter().copied(), per_line, window);
+    let position_envelope = lower_envelope(
+        walks.iter().zip(&rib_depth).map(|(w, d)| Some(w.exit? as f64 * family.step_mm + (*d)?)),
+        per_line,
+        window,
+    );
+    SliceWalks { walks, rib_depth, depth_envelope, position_envelope }
 }
 
 /// The pixels of slice `k` to add to lung `side` (`other`: the other lung): indices within the
@@ -749,7 +813,6 @@ fn fill_direction(
     let lateral_mm = |c: usize| (c as f64 - midline).abs() * sc;
     let at = |(r, c): (usize, usize)| r * cols + c;
     let n = lines.len();
-    let window = (SMOOTH_WINDOW_MM / pitch_mm).round() as usize;
     let rib = &here.rib_depth;
 
     // a hit farther than its neighbours on both sides allow went through an intercostal space
@@ -758,17 +821,20 @@ fn fill_direction(
     // consolidated layer makes the depth vary); an isolated hit, with no other within the
     // window, is no rib line either
     let position = |j: usize| -> Option<f64> { Some(here.walks[j].exit? as f64 * step_mm + rib[j]?) };
+    let per_line = CAGE_SLOPE * pitch_mm;
+    // the nearest allowance from the hits strictly before and strictly after each line
+    let mut before = vec![f64::INFINITY; n];
+    for j in 1..n {
+        before[j] = (before[j - 1] + per_line).min(position(j - 1).map_or(f64::INFINITY, |p| p + per_line));
+    }
+    let mut after = vec![f64::INFINITY; n];
+    for j in (0..n.saturating_sub(1)).rev() {
+        after[j] = (after[j + 1] + per_line).min(position(j + 1).map_or(f64::INFINITY, |p| p + per_line));
+    }
     let cleaned: Vec<Option<f64>> = (0..n)
         .map(|j| {
             let (d, p) = (rib[j]?, position(j)?);
-            let side = |others: &mut dyn Iterator<Item = usize>| {
-                others
-                    .filter_map(|o| position(o).map(|r| r + CAGE_SLOPE * o.abs_diff(j) as f64 * pitch_mm + OUTLIER_MM))
-                    .fold(f64::INFINITY, f64::min)
-            };
-            let before = side(&mut (j.saturating_sub(window)..j));
-            let after = side(&mut (j + 1..=(j + window).min(n - 1)));
-            (p <= before || p <= after).then_some(d)
+            (p <= before[j] + OUTLIER_MM || p <= after[j] + OUTLIER_MM).then_some(d)
         })
         .collect();
     // the lower envelope of the hits of this slice and its neighbours: no depth behind the lung
@@ -776,11 +842,7 @@ fn fill_direction(
     let envelope = |j: usize| -> f64 {
         neighbours
             .iter()
-            .flat_map(|(dz, w)| {
-                (j.saturating_sub(window)..=(j + window).min(n - 1)).filter_map(move |o| {
-                    w.rib_depth[o].map(|r| r + ENVELOPE_SLOPE * (o.abs_diff(j) as f64 * pitch_mm + dz) + OUTLIER_MM)
-                })
-            })
+            .map(|(dz, w)| w.depth_envelope[j] + ENVELOPE_SLOPE * dz + OUTLIER_MM)
             .fold(f64::INFINITY, f64::min)
     };
     // the nearest position of the cage seen in the neighbouring slices (their rib hits'
@@ -789,12 +851,7 @@ fn fill_direction(
         neighbours
             .iter()
             .filter(|(dz, _)| *dz > 0.0)
-            .flat_map(|(dz, w)| {
-                (j.saturating_sub(window)..=(j + window).min(n - 1)).filter_map(move |o| {
-                    let p = w.walks[o].exit? as f64 * step_mm + w.rib_depth[o]?;
-                    Some(p + ENVELOPE_SLOPE * (o.abs_diff(j) as f64 * pitch_mm + dz) + OUTLIER_MM)
-                })
-            })
+            .map(|(dz, w)| w.position_envelope[j] + ENVELOPE_SLOPE * dz + OUTLIER_MM)
             .fold(f64::INFINITY, f64::min)
     };
     let gap = (MAX_RIB_GAP_MM / pitch_mm).round() as usize;
@@ -876,19 +933,36 @@ fn box_filter(m: &[bool], w: usize, h: usize, radius: usize, all: bool) -> Vec<b
     pass(&a, false)
 }
 
-/// 26-connected components of `mask` that hold at least one `seed` voxel (voxel indices, each
-/// component sorted). `mask` is consumed as the visited map.
-fn components(mut mask: Vec<bool>, shape: [usize; 3], seed: &[bool]) -> Vec<Vec<u32>> {
+/// A fixed-size set of voxel indices.
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(len: usize) -> Self {
+        Bits(vec![0; len.div_ceil(64)])
+    }
+
+    fn get(&self, i: usize) -> bool {
+        self.0[i / 64] >> (i % 64) & 1 == 1
+    }
+
+    fn set(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+}
+
+/// 26-connected components of the voxels for which `candidate` holds that contain at least one
+/// of `seeds` (voxel indices, each component sorted).
+fn components(candidate: &dyn Fn(usize) -> bool, shape: [usize; 3], seeds: &[usize]) -> Vec<Vec<u32>> {
     let [s, r, c] = shape;
-    let seeds: Vec<usize> = (0..mask.len()).filter(|&i| seed[i] && mask[i]).collect();
+    let mut visited = Bits::new(s * r * c);
     let mut comps: Vec<Vec<u32>> = Vec::new();
     let mut stack = Vec::new();
-    for seed in seeds {
-        if !mask[seed] {
+    for &seed in seeds {
+        if visited.get(seed) || !candidate(seed) {
             continue;
         }
         let mut comp = Vec::new();
-        mask[seed] = false;
+        visited.set(seed);
         stack.push(seed);
         while let Some(i) = stack.pop() {
             comp.push(i as u32);
@@ -901,8 +975,8 @@ fn components(mut mask: Vec<bool>, shape: [usize; 3], seed: &[bool]) -> Vec<Vec<
                             continue;
                         }
                         let j = (kk as usize * r + yy as usize) * c + xx as usize;
-                        if mask[j] {
-                            mask[j] = false;
+                        if !visited.get(j) && candidate(j) {
+                            visited.set(j);
                             stack.push(j);
                         }
                     }
@@ -924,7 +998,7 @@ struct RegionStats {
 
 /// Mean HU of the dense voxels of a region, and its share of air: its own air voxels and
 /// those of the holes it encloses in-plane (air bronchograms inside the lung mask).
-fn region_stats(region: &[u32], hu: &[f32], shape: [usize; 3], candidate: &[bool]) -> RegionStats {
+fn region_stats(region: &[u32], hu: &[f32], shape: [usize; 3], candidate: &dyn Fn(usize) -> bool) -> RegionStats {
     let [_, rows, cols] = shape;
     let plane = rows * cols;
     let (mut dense, mut dense_sum) = (0usize, 0.0f64);
@@ -983,7 +1057,7 @@ fn region_stats(region: &[u32], hu: &[f32], shape: [usize; 3], candidate: &[bool
                 }
                 let i = k * plane + (y + r0 - 1) * cols + (x + c0 - 1);
                 // holes that are themselves candidates of another region are not this one's
-                if !inside[q] && candidate[i] {
+                if !inside[q] && candidate(i) {
                     continue;
                 }
                 total += 1;
@@ -1034,7 +1108,7 @@ mod tests {
                     // ribs: a ring 8 mm inside the skin, in 12 mm segments
                     let ring = (x / 87.0).powi(2) + (y / 67.0).powi(2);
                     let angle = y.atan2(x).to_degrees().rem_euclid(360.0);
-                    if (0.86..=1.0).contains(&ring) && (angle / 12.0) as usize % 2 == 0 {
+                    if (0.86..=1.0).contains(&ring) && ((angle / 12.0) as usize).is_multiple_of(2) {
                         hu[i] = 600.0;
                     }
                     if x.abs() < 12.0 && y > 35.0 && y < 60.0 {

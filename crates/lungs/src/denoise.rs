@@ -25,8 +25,9 @@ pub const SIGMAS_MM: [f64; 6] = [0.5, 0.75, 1.0, 1.5, 2.0, 3.0];
 /// The input of the model after denoising.
 #[derive(Debug, Clone)]
 pub struct Denoised {
-    /// HU `[slices, rows, cols]`; equal to the input when `sigma_mm` is 0.
-    pub hu: Vec<f32>,
+    /// The smoothed HU `[slices, rows, cols]`; `None` when the input is used as it is
+    /// (`sigma_mm` 0: nothing copied).
+    pub hu: Option<Vec<f32>>,
     /// What was measured and done.
     pub report: DenoiseReport,
 }
@@ -47,10 +48,8 @@ pub struct DenoiseReport {
 /// `hu` is `[slices, rows, cols]` (`shape`), `spacing_mm` `[slice, row, col]`. A volume whose
 /// length does not match `shape` is returned unchanged with no measurement.
 pub fn denoise(hu: &[f32], shape: [usize; 3], spacing_mm: [f64; 3]) -> Denoised {
-    let unchanged = |noise_hu| Denoised {
-        hu: hu.to_vec(),
-        report: DenoiseReport { noise_hu, sigma_mm: 0.0, noise_after_hu: noise_hu },
-    };
+    let unchanged =
+        |noise_hu| Denoised { hu: None, report: DenoiseReport { noise_hu, sigma_mm: 0.0, noise_after_hu: noise_hu } };
     if hu.len() != shape.iter().product::<usize>() || shape[1] < 16 || shape[2] < 16 {
         return unchanged(None);
     }
@@ -87,7 +86,7 @@ pub fn denoise(hu: &[f32], shape: [usize; 3], spacing_mm: [f64; 3]) -> Denoised 
         }
     });
     let after = measure_noise(&out, shape);
-    Denoised { hu: out, report: DenoiseReport { noise_hu: Some(noise), sigma_mm: chosen, noise_after_hu: after } }
+    Denoised { hu: Some(out), report: DenoiseReport { noise_hu: Some(noise), sigma_mm: chosen, noise_after_hu: after } }
 }
 
 /// Up to 24 slices spread over the volume.
@@ -198,7 +197,7 @@ mod tests {
         let shape = [4, 64, 64];
         let hu = noisy(shape, 10.0);
         let d = denoise(&hu, shape, [5.0, 0.7, 0.7]);
-        assert_eq!(d.hu, hu);
+        assert_eq!(d.hu, None);
         assert_eq!(d.report.sigma_mm, 0.0);
         let n = d.report.noise_hu.expect("measured");
         assert!((8.0..12.0).contains(&n), "measured {n}");
@@ -215,7 +214,8 @@ mod tests {
         let after = d.report.noise_after_hu.expect("measured");
         assert!(after <= TARGET_NOISE_HU, "after {after}");
         // the mean is kept
-        let mean = d.hu.iter().map(|&v| f64::from(v)).sum::<f64>() / d.hu.len() as f64;
+        let smoothed = d.hu.expect("smoothed");
+        let mean = smoothed.iter().map(|&v| f64::from(v)).sum::<f64>() / smoothed.len() as f64;
         assert!((mean - 40.0).abs() < 2.0, "mean {mean}");
     }
 
@@ -225,6 +225,6 @@ mod tests {
         let hu = vec![-1000.0f32; 2 * 32 * 32];
         let d = denoise(&hu, shape, [5.0, 0.7, 0.7]);
         assert_eq!(d.report.noise_hu, None);
-        assert_eq!(d.hu, hu);
+        assert_eq!(d.hu, None);
     }
 }
