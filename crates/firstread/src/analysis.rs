@@ -347,9 +347,7 @@ pub fn read_volume(
     };
     let model_time = started.elapsed();
     let refined = match manifest.pipeline.refine.as_deref() {
-        Some(firstread_inference::PIPELINE_REFINE) => {
-            Some(refine(manifest, hu, shape, spacing_mm, &mut segmentation)?)
-        }
+        Some(firstread_inference::PIPELINE_REFINE) => Some(refine(manifest, hu, shape, spacing_mm, &mut segmentation)?),
         _ => None,
     };
     let refine_time = started.elapsed() - model_time;

@@ -1182,6 +1182,19 @@ mod tests {
     }
 
     #[test]
+    fn tiny_and_empty_volumes_give_empty_results() {
+        for shape in [[0, 0, 0], [1, 1, 1], [2, 3, 4], [3, 16, 16]] {
+            let n: usize = shape.iter().product();
+            let (hu, ones) = (vec![40.0f32; n], vec![1u8; n]);
+            let r = refine(&hu, shape, [5.0, 1.0, 1.0], &ones, &vec![0; n], &vec![0; n]).expect("refine");
+            assert!(r.regions.is_empty() && count(&r.effusion_left) == 0, "{shape:?}");
+            assert_eq!(count(&r.left_lung), n, "{shape:?}");
+            let d = crate::denoise(&hu, shape, [5.0, 1.0, 1.0]);
+            assert!(d.hu.is_none(), "{shape:?}");
+        }
+    }
+
+    #[test]
     fn mismatched_inputs_are_an_error() {
         let m = [0u8; 7];
         assert_eq!(refine(&[0.0; 8], [2, 2, 2], [1.0; 3], &m, &m, &m).err(), Some(ShapeMismatch));
