@@ -65,16 +65,20 @@ pub const FAT_HU: [f32; 2] = [-180.0, -40.0];
 pub const MIN_LUNG_RUN_MM: f64 = 10.0;
 /// Fat over this length (mm) beyond the lung's partial-volume rim stops a ray's fill.
 pub const FAT_STOP_MM: f64 = 2.0;
+/// Air (not this lung) over this length stops a walk's fill like fat (mm): wider than an air
+/// bronchogram (2-4 mm).
+pub const AIR_STOP_MM: f64 = 6.0;
 /// Partial-volume rim beyond the lung's edge where fat-like HU do not stop the fill (mm).
 pub const PARTIAL_VOLUME_MM: f64 = 1.5;
 /// Bone hits closer than this to the midline are not ribs (mm).
-pub const RIB_MIN_LATERAL_MM: f64 = 40.0;
+pub const RIB_MIN_LATERAL_MM: f64 = 20.0;
 /// Filled voxels are at least this far from the midline (mm).
-pub const MEDIAL_EXCLUSION_MM: f64 = 25.0;
-/// How fast the rib cage's distance from the lung's centre may grow along its circumference
-/// (mm per mm of arc) ...
+pub const MEDIAL_EXCLUSION_MM: f64 = 15.0;
+/// How fast the rib cage's position along the lines may change across neighbouring lines (mm
+/// per mm) plus [`OUTLIER_MM`]: a hit beyond what the hits on both sides allow is a dip through
+/// an intercostal space.
 pub const CAGE_SLOPE: f64 = 0.5;
-/// ... plus this (mm), compared with every nearer rib hit within [`SMOOTH_WINDOW_MM`].
+/// The tolerance added to the smoothness rules (mm).
 pub const OUTLIER_MM: f64 = 4.0;
 /// The cage's depth behind the lung's edge never exceeds any rib hit's within
 /// [`SMOOTH_WINDOW_MM`] (and [`ENVELOPE_Z_MM`] in the neighbouring slices) plus this slope times
@@ -82,7 +86,7 @@ pub const OUTLIER_MM: f64 = 4.0;
 pub const ENVELOPE_SLOPE: f64 = 0.5;
 /// Neighbouring slices within this distance bound a slice's cage (mm).
 pub const ENVELOPE_Z_MM: f64 = 10.0;
-/// Window of the smoothness rule (mm along the rib line).
+/// The envelopes use the hits within this distance across the lines (mm).
 pub const SMOOTH_WINDOW_MM: f64 = 40.0;
 /// Widest gap between rib hits that is interpolated (mm): an intercostal space seen obliquely.
 pub const MAX_RIB_GAP_MM: f64 = 40.0;
@@ -105,7 +109,9 @@ pub const EFFUSION_MAX_HU: f64 = 22.0;
 /// How far below the last slice that found it a dependent layer is carried down (mm).
 pub const CARRY_MM: f64 = 16.0;
 /// How far a carried voxel's HU may be from the layer's median above (HU).
-pub const CARRY_HU_TOLERANCE: f32 = 20.0;
+pub const CARRY_HU_TOLERANCE: f32 = 25.0;
+/// Voxels out of that band in a row that a carried layer crosses (noise).
+pub const CARRY_GAP_VOXELS: usize = 2;
 /// How far ground glass in front of an added consolidation is followed (mm).
 pub const GROUND_GLASS_REACH_MM: f64 = 15.0;
 /// Regions whose filled part is smaller than this are left out (mL).
@@ -436,7 +442,7 @@ fn carry_down(
             if above.budget_mm < spacing_mm[0] || above.wall == 0 {
                 continue;
             }
-            let mut n = 0;
+            let (mut n, mut misses) = (0, 0);
             for r in (above.wall.saturating_sub(above.rows)..above.wall.min(rows)).rev() {
                 let i = k * plane + r * cols + c;
                 let v = hu[i];
@@ -447,8 +453,14 @@ fn carry_down(
                     continue;
                 }
                 if (v - above.hu).abs() > CARRY_HU_TOLERANCE {
-                    break;
+                    // noise: a short run out of the band is crossed, a longer one ends the layer
+                    misses += 1;
+                    if misses > CARRY_GAP_VOXELS {
+                        break;
+                    }
+                    continue;
                 }
+                misses = 0;
                 added.push((r * cols + c) as u32);
                 n += 1;
             }
@@ -647,7 +659,7 @@ fn walk_slice(family: &Family, cols: usize, col_mm: f64, hu: &[f32], lung: &[u8]
                 return w;
             }
             let (mut run_start, mut in_run) = (first, true);
-            let mut fat_run: Option<usize> = None;
+            let (mut fat_run, mut air_run): (Option<usize>, Option<usize>) = (None, None);
             for (j, &p) in line.iter().enumerate().skip(first + 1) {
                 let i = at(p);
                 let is_lung = lung[i] != 0;
@@ -658,7 +670,7 @@ fn walk_slice(family: &Family, cols: usize, col_mm: f64, hu: &[f32], lung: &[u8]
                     in_run = false;
                     if mm(j - run_start) >= MIN_LUNG_RUN_MM || run_start == first {
                         w = Walk { exit: Some(j), bone: None, fat: None };
-                        fat_run = None;
+                        (fat_run, air_run) = (None, None);
                     }
                 }
                 let Some(exit) = w.exit else { continue };
@@ -677,6 +689,16 @@ fn walk_slice(family: &Family, cols: usize, col_mm: f64, hu: &[f32], lung: &[u8]
                     }
                 } else {
                     fat_run = None;
+                }
+                // air that is not this lung, wider than an air bronchogram: bowel or stomach gas
+                // below the diaphragm, the other lung, outside: not the pleural cavity
+                if v < AIR_HU {
+                    let start = *air_run.get_or_insert(j);
+                    if w.fat.is_none() && mm(j - start + 1) >= AIR_STOP_MM {
+                        w.fat = Some(start);
+                    }
+                } else {
+                    air_run = None;
                 }
                 if mm(j - exit) > MAX_DEPTH_MM + 20.0 {
                     break;
