@@ -298,24 +298,11 @@ fn lungs(hu: &[f32], outside: &[bool], shape: [usize; 3], spacing: [f64; 3], mid
             let mut region = Vec::new();
             while let Some(j) = stack.pop() {
                 region.push(j);
-                let (r, c) = (j / cols, j % cols);
-                let mut visit = |n: usize| {
+                for n in crate::grid::neighbours4(j, rows, cols) {
                     if air[k * plane + n] && !seen[n] {
                         seen[n] = true;
                         stack.push(n);
                     }
-                };
-                if c > 0 {
-                    visit(j - 1);
-                }
-                if c + 1 < cols {
-                    visit(j + 1);
-                }
-                if r > 0 {
-                    visit(j - cols);
-                }
-                if r + 1 < rows {
-                    visit(j + cols);
                 }
             }
             let mean_col = region.iter().map(|&j| (j % cols) as f64).sum::<f64>() / region.len() as f64;
@@ -342,33 +329,14 @@ fn lungs(hu: &[f32], outside: &[bool], shape: [usize; 3], spacing: [f64; 3], mid
         let (mut n, mut rmin, mut rmax) = (0usize, rows, 0usize);
         while let Some(i) = stack.pop() {
             n += 1;
-            let (k, j) = (i / plane, i % plane);
-            let (r, c) = (j / cols, j % cols);
+            let r = (i % plane) / cols;
             rmin = rmin.min(r);
             rmax = rmax.max(r);
-            let mut visit = |m: usize| {
+            for m in crate::grid::neighbours6(i, [slices, rows, cols]) {
                 if air[m] && comp[m] == u32::MAX {
                     comp[m] = id;
                     stack.push(m);
                 }
-            };
-            if c > 0 {
-                visit(i - 1);
-            }
-            if c + 1 < cols {
-                visit(i + 1);
-            }
-            if r > 0 {
-                visit(i - cols);
-            }
-            if r + 1 < rows {
-                visit(i + cols);
-            }
-            if k > 0 {
-                visit(i - plane);
-            }
-            if k + 1 < slices {
-                visit(i + plane);
             }
         }
         let deep = (rmax - rmin) as f64 * spacing[1] >= 50.0;

@@ -3,6 +3,7 @@
 //! parallel. Real peers: dcmtk (by absolute path, since pynetdicom installs same-named
 //! scripts), pynetdicom scripts in `tests/peers/`, and dicom-ul clients for crafted traffic.
 
+pub mod grid;
 pub mod inserted;
 pub mod phantom;
 

@@ -1158,7 +1158,6 @@ pub fn thorax(spec: &ThoraxSpec) -> Thorax {
 /// The voxels labelled `code` outside the largest 6-connected component of `code`.
 fn scraps(lab: &[u8], shape: [usize; 3], code: u8) -> Vec<usize> {
     let [s, rows, cols] = shape;
-    let plane = rows * cols;
     let mut seen = vec![false; lab.len()];
     let mut components: Vec<Vec<usize>> = Vec::new();
     let mut stack = Vec::new();
@@ -1171,31 +1170,11 @@ fn scraps(lab: &[u8], shape: [usize; 3], code: u8) -> Vec<usize> {
         let mut comp = Vec::new();
         while let Some(i) = stack.pop() {
             comp.push(i);
-            let (k, rc) = (i / plane, i % plane);
-            let (r, c) = (rc / cols, rc % cols);
-            let mut visit = |j: usize| {
+            for j in crate::grid::neighbours6(i, [s, rows, cols]) {
                 if lab[j] == code && !seen[j] {
                     seen[j] = true;
                     stack.push(j);
                 }
-            };
-            if c > 0 {
-                visit(i - 1);
-            }
-            if c + 1 < cols {
-                visit(i + 1);
-            }
-            if r > 0 {
-                visit(i - cols);
-            }
-            if r + 1 < rows {
-                visit(i + cols);
-            }
-            if k > 0 {
-                visit(i - plane);
-            }
-            if k + 1 < s {
-                visit(i + plane);
             }
         }
         components.push(comp);
@@ -1537,41 +1516,17 @@ mod tests {
         spec.noise_hu = 0.0;
         spec.blur = false;
         let t = thorax(&spec);
-        let [s, rows, cols] = shape;
-        let plane = rows * cols;
         let mut touching = 0;
-        for k in 0..s {
-            for r in 0..rows {
-                for c in 0..cols {
-                    let i = t.index(k, r, c);
-                    if label::split(t.labels[i]).is_none() {
-                        continue;
-                    }
-                    let mut next = Vec::new();
-                    if c > 0 {
-                        next.push(i - 1);
-                    }
-                    if c + 1 < cols {
-                        next.push(i + 1);
-                    }
-                    if r > 0 {
-                        next.push(i - cols);
-                    }
-                    if r + 1 < rows {
-                        next.push(i + cols);
-                    }
-                    if k > 0 {
-                        next.push(i - plane);
-                    }
-                    if k + 1 < s {
-                        next.push(i + plane);
-                    }
-                    touching += next.iter().filter(|&&j| t.labels[j] == label::OTHER && t.hu[j] < -400.0).count();
-                }
+        for i in 0..t.hu.len() {
+            if label::split(t.labels[i]).is_some() {
+                touching += crate::grid::neighbours6(i, shape)
+                    .filter(|&j| t.labels[j] == label::OTHER && t.hu[j] < -400.0)
+                    .count();
             }
         }
         assert_eq!(touching, 0, "lung voxels next to air outside the lungs");
         // and the two lungs do not touch each other
+        let cols = shape[2];
         let both = (0..t.hu.len())
             .filter(|&i| t.truth.lung_mask[0][i] == 1 && (i % cols > 0 && t.truth.lung_mask[1][i - 1] == 1));
         assert_eq!(both.count(), 0);
