@@ -416,8 +416,16 @@ async fn demo_prints_the_first_read_and_its_json_parses() {
     let stages = &report["stages"];
     let total = stages["total_s"].as_f64().expect("total");
     assert_eq!(report["time_to_result_s"].as_f64(), Some(total));
-    let names =
-        ["stability_wait_s", "queue_pickup_s", "volume_s", "model_s", "measurements_s", "reporting_s", "export_s"];
+    let names = [
+        "stability_wait_s",
+        "queue_pickup_s",
+        "volume_s",
+        "model_s",
+        "pleural_cavity_s",
+        "measurements_s",
+        "reporting_s",
+        "export_s",
+    ];
     let sum: f64 = names.iter().map(|n| stages[n].as_f64().unwrap_or(f64::NAN)).sum();
     assert!((sum - total).abs() < 1e-5, "stages add up: {sum} vs {total}");
     let stability = stages["stability_wait_s"].as_f64().expect("stability");

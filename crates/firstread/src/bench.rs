@@ -300,7 +300,7 @@ pub fn time_to_result_report(cases: &[(usize, Vec<TimeToResultRun>)], stable_aft
            index time (`instances.received_at`, the transaction that set `studies.stable_at`) + `stable_after`.\n\
          - **queue pick-up**: stability deadline -> analysis job claimed (`jobs.started_at`): promotion on the \
            next assembly tick, NOTIFY, claim.\n\
-         - **volume**, **model**, **measurements**: the analysis job's `result.timings_ms`.\n\
+         - **volume**, **model** (denoising + TorchScript), **pleural cavity**, **measurements**: the analysis job's `result.timings_ms`.\n\
          - **reporting**: the rest of the analysis job until its export job is queued (`jobs.created_at`): \
            instance lookup, SR, volumetric SR, SEG and key images built and written with fsync.\n\
          - **export**: export job queued -> SR acknowledged: claim, association, C-STORE of the SR (sent first).\n"
