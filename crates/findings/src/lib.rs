@@ -346,6 +346,9 @@ pub struct Findings {
     pub focal_lesions: Vec<FocalLesion>,
     /// Opacity outside the focal lesions / lung volume (%).
     pub non_focal_involvement_pct: f64,
+    /// What the reader must know about this result, from the steps that produced the masks
+    /// (e.g. one lung much smaller than the other); set by the caller, empty from [`compute`].
+    pub cautions: Vec<String>,
 }
 
 /// Why findings could not be computed.
@@ -529,6 +532,7 @@ pub fn compute(grid: &Grid<'_>, masks: &Masks<'_>) -> Result<Findings, ShapeMism
         indeterminate_dense,
         focal_lesions,
         non_focal_involvement_pct,
+        cautions: Vec::new(),
     })
 }
 

@@ -141,8 +141,17 @@ pub const MAX_INPLANE_DIAMETER: Term = Term {
     label: "max in-plane diameter",
 };
 
+/// A caution about the result itself (not a finding): the reader must check it.
+pub const CAUTION: Term = Term {
+    key: "cautions",
+    code: Code { value: "CAUTION", scheme: LOCAL_SCHEME, meaning: "Caution about this result" },
+    meaning: "what the reader must know about the result, e.g. one lung much smaller than the other",
+    unit: None,
+    label: "caution",
+};
+
 /// Every term, for checks and listings.
-pub const ALL: [Term; 8] = [
+pub const ALL: [Term; 9] = [
     PLEURAL_EFFUSION,
     INDETERMINATE_DENSE,
     FOCAL_OPACITY,
@@ -151,6 +160,7 @@ pub const ALL: [Term; 8] = [
     CRANIOCAUDAL_EXTENT,
     EQUIVALENT_DIAMETER,
     MAX_INPLANE_DIAMETER,
+    CAUTION,
 ];
 
 /// Manifest output roles (`[[outputs]] name`) of the masks the pleural-cavity stage adds.

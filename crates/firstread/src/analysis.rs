@@ -364,8 +364,10 @@ pub fn read_volume(
         indeterminate: refined.as_ref().map(|r| r.indeterminate.as_slice()),
         ..Masks::lungs(left, right, opacity)
     };
-    let findings = firstread_findings::compute(&grid, &masks).map_err(|e| e.to_string())?;
+    let mut findings = firstread_findings::compute(&grid, &masks).map_err(|e| e.to_string())?;
     let (dense_regions, warnings) = refined.map(|r| (r.regions, r.warnings)).unwrap_or_default();
+    // the reader sees them in the SR and the text, not only in the job record
+    findings.cautions.clone_from(&warnings);
     Ok(Read { segmentation, findings, hu: smoothed, denoise, dense_regions, warnings, model_time, refine_time })
 }
 

@@ -852,6 +852,9 @@ pub struct FirstRead {
     /// Dense focal lesions, largest first.
     #[serde(default)]
     pub focal_lesions: Vec<FocalLesion>,
+    /// What the reader must know about this result.
+    #[serde(default)]
+    pub cautions: Vec<String>,
 }
 
 /// Everything `firstread demo` reports (`--json` prints it as one object).
@@ -967,7 +970,9 @@ impl DemoReport {
 /// The pleural effusions, dense dependent regions and focal lesions, one display text per line
 /// (the texts `firstread_findings::vocabulary` wrote into the findings), under "other findings".
 fn other_findings(f: &FirstRead) -> Vec<String> {
-    let mut texts: Vec<String> = f.effusions.iter().map(|e| e.text.clone()).collect();
+    let mut texts: Vec<String> =
+        f.cautions.iter().map(|c| format!("{}: {c}", vocabulary::CAUTION.label.to_uppercase())).collect();
+    texts.extend(f.effusions.iter().map(|e| e.text.clone()));
     texts.extend(f.indeterminate_dense.iter().map(|d| vocabulary::sided(d.side, &d.text)));
     texts.extend(f.focal_lesions.iter().map(|l| {
         format!(

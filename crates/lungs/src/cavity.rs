@@ -1204,6 +1204,21 @@ mod tests {
     }
 
     #[test]
+    fn a_lung_much_smaller_than_the_other_is_said() {
+        let (hu, [left, right], _) = chest(0, 0.0, false);
+        // the right lung: only its slices' first rows of lung (a "white lung" the model missed)
+        let small: Vec<u8> = right.iter().enumerate().map(|(i, &v)| u8::from(v != 0 && i % 10 == 0)).collect();
+        let none = vec![0u8; hu.len()];
+        // 15 mm slices: the left lung holds about 1 L
+        let spacing = [15.0, 1.0, 1.0];
+        let r = refine(&hu, SHAPE, spacing, &left, &small, &none).expect("refine");
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(r.warnings[0].starts_with("the right lung measures "), "{}", r.warnings[0]);
+        let r = refine(&hu, SHAPE, spacing, &left, &right, &none).expect("refine");
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    }
+
+    #[test]
     fn tiny_and_empty_volumes_give_empty_results() {
         for shape in [[0, 0, 0], [1, 1, 1], [2, 3, 4], [3, 16, 16]] {
             let n: usize = shape.iter().product();

@@ -154,6 +154,7 @@ const EQUIVALENT_DIAMETER: Cd = term(vocabulary::EQUIVALENT_DIAMETER);
 const MAX_INPLANE_DIAMETER: Cd = term(vocabulary::MAX_INPLANE_DIAMETER);
 const PLEURAL_EFFUSION: Cd = term(vocabulary::PLEURAL_EFFUSION);
 const INDETERMINATE_DENSE: Cd = term(vocabulary::INDETERMINATE_DENSE);
+const CAUTION: Cd = term(vocabulary::CAUTION);
 const FOCAL_OPACITY: Cd = term(vocabulary::FOCAL_OPACITY);
 const DERIVATION: Cd = ("121401", "DCM", "Derivation");
 const MEAN: Cd = ("373098007", "SCT", "Mean");
@@ -772,6 +773,9 @@ impl<'a> Context<'a> {
                     .with(properties(props)),
             );
         }
+        for caution in &f.cautions {
+            items.push(Item::text(CONTAINS, CAUTION, caution.clone()));
+        }
         items.push(Item::code(CONTAINS, RSNA_SUGGESTION, pattern_code(f.pattern)));
         items.push(Item::text(CONTAINS, SUGGESTION_BASIS, f.pattern_rationale.clone()));
         items.push(Item::text(CONTAINS, METHOD_AND_LIMITS, self.method_text()));
@@ -1110,6 +1114,7 @@ mod tests {
             EQUIVALENT_DIAMETER,
             INDETERMINATE_DENSE,
             FOCAL_OPACITY,
+            CAUTION,
             zone_code(Level::Upper),
             zone_code(Level::Middle),
             zone_code(Level::Lower),

@@ -622,6 +622,10 @@ fn effusion_dense_region_and_focal_lesion_reach_the_srs_seg_and_key_images() {
     assert!(right_effusion.volume_ml > 1.0, "{right_effusion:?}");
     assert_eq!(f.indeterminate_dense.len(), 1);
     assert!(!f.focal_lesions.is_empty(), "the right lung mass is a focal lesion");
+    let caution = "the right lung measures 400 mL, 25 % of the other: complete opacification, collapse, a large \
+                   effusion or resection are not excluded, and disease on that side may be under-estimated";
+    let with_caution = firstread_findings::Findings { cautions: vec![caution.to_owned()], ..f.clone() };
+    let f = &with_caution;
     let mut i = input(s, None);
     i.volume = &p.volume;
     i.segmentation = &p.segmentation;
@@ -648,6 +652,9 @@ fn effusion_dense_region_and_focal_lesion_reach_the_srs_seg_and_key_images() {
             .all(|c| text(c, tags::RELATIONSHIP_TYPE).as_deref() == Some("HAS PROPERTIES")));
     }
     assert!(effusions.iter().any(|(t, _)| t == "left pleural effusion: none"));
+    // the pipeline's caution, said in the report
+    let cautions = texts(qualitative, "CAUTION");
+    assert_eq!(cautions.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), vec![caution]);
     let dense = texts(qualitative, "DENSE-DEPENDENT");
     assert_eq!(dense.len(), 1);
     assert!(dense[0].0.starts_with("dense dependent region: effusion or consolidation, "), "{}", dense[0].0);
