@@ -107,11 +107,11 @@ pub const EFFUSION_MAX_AIR: f64 = 0.003;
 /// effusion (fluid 0-20 HU; consolidation and atelectasis are denser).
 pub const EFFUSION_MAX_HU: f64 = 22.0;
 /// How far below the last slice that found it a dependent layer is carried down (mm).
-pub const CARRY_MM: f64 = 16.0;
+pub const CARRY_MM: f64 = 32.0;
 /// How far a carried voxel's HU may be from the layer's median above (HU).
-pub const CARRY_HU_TOLERANCE: f32 = 25.0;
+pub const CARRY_HU_TOLERANCE: f32 = 18.0;
 /// Voxels out of that band in a row that a carried layer crosses (noise).
-pub const CARRY_GAP_VOXELS: usize = 2;
+pub const CARRY_GAP_VOXELS: usize = 3;
 /// How far ground glass in front of an added consolidation is followed (mm).
 pub const GROUND_GLASS_REACH_MM: f64 = 15.0;
 /// Regions whose filled part is smaller than this are left out (mL).
