@@ -485,34 +485,32 @@ struct Geometry {
 fn midlines(lungs: &[&[u8]; 2], shape: [usize; 3]) -> Vec<f64> {
     let [slices, rows, cols] = shape;
     let plane = rows * cols;
-    let per_slice: Vec<Option<f64>> = (0..slices)
-        .map(|k| {
-            let (mut left_min, mut right_max) = (usize::MAX, None::<usize>);
-            for r in 0..rows {
-                for c in 0..cols {
-                    let i = k * plane + r * cols + c;
-                    if lungs[0][i] != 0 {
-                        left_min = left_min.min(c);
-                    }
-                    if lungs[1][i] != 0 {
-                        right_max = Some(right_max.map_or(c, |m: usize| m.max(c)));
-                    }
-                }
+    // slices side by side; in each row only the left lung's first and the right lung's last
+    // column matter
+    let found: Vec<Option<f64>> = per_slice(slices, |k| {
+        let (mut left_min, mut right_max) = (usize::MAX, None::<usize>);
+        for r in 0..rows {
+            let row = k * plane + r * cols..k * plane + (r + 1) * cols;
+            if let Some(c) = lungs[0][row.clone()].iter().position(|&v| v != 0) {
+                left_min = left_min.min(c);
             }
-            match (left_min, right_max) {
-                (l, Some(r)) if l != usize::MAX && l > r => Some((l + r) as f64 / 2.0),
-                _ => None,
+            if let Some(c) = lungs[1][row].iter().rposition(|&v| v != 0) {
+                right_max = Some(right_max.map_or(c, |m: usize| m.max(c)));
             }
-        })
-        .collect();
-    let mut known: Vec<f64> = per_slice.iter().flatten().copied().collect();
+        }
+        match (left_min, right_max) {
+            (l, Some(r)) if l != usize::MAX && l > r => Some((l + r) as f64 / 2.0),
+            _ => None,
+        }
+    });
+    let mut known: Vec<f64> = found.iter().flatten().copied().collect();
     let fallback = if known.is_empty() {
         cols as f64 / 2.0
     } else {
         let mid = known.len() / 2;
         *known.select_nth_unstable_by(mid, f64::total_cmp).1
     };
-    per_slice.into_iter().map(|m| m.unwrap_or(fallback)).collect()
+    found.into_iter().map(|m| m.unwrap_or(fallback)).collect()
 }
 
 /// What one line found, walking from the lung's first voxel away from it.
@@ -756,17 +754,14 @@ fn fill_slice(
             near.iter().map(|&o| (o.abs_diff(k) as f64 * sz, &walks[o][side][d])).collect();
         fill_direction(g, family, here, &neighbours, hu, lung, other, midline, &mut fill);
     }
-    // the fill's bounding box
-    let (mut r0, mut r1, mut c0, mut c1) = (usize::MAX, 0, usize::MAX, 0);
-    for r in 0..rows {
-        for c in 0..cols {
-            if fill[r * cols + c] {
-                (r0, r1, c0, c1) = (r0.min(r), r1.max(r), c0.min(c), c1.max(c));
-            }
-        }
-    }
-    if r0 == usize::MAX {
-        return Vec::new();
+    // the fill's bounding box (rows holding any fill, then their columns)
+    let filled_rows: Vec<usize> = (0..rows).filter(|&r| fill[r * cols..(r + 1) * cols].contains(&true)).collect();
+    let (Some(&r0), Some(&r1)) = (filled_rows.first(), filled_rows.last()) else { return Vec::new() };
+    let (mut c0, mut c1) = (usize::MAX, 0);
+    for &r in &filled_rows {
+        let row = &fill[r * cols..(r + 1) * cols];
+        c0 = c0.min(row.iter().position(|&v| v).unwrap_or(usize::MAX));
+        c1 = c1.max(row.iter().rposition(|&v| v).unwrap_or(0));
     }
     let (r0, c0) = (r0.saturating_sub(2), c0.saturating_sub(2));
     let (r1, c1) = ((r1 + 2).min(rows - 1), (c1 + 2).min(cols - 1));
