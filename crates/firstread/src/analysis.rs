@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use firstread_findings::vocabulary::roles::{LEFT_PLEURAL_EFFUSION, RIGHT_PLEURAL_EFFUSION};
 use firstread_findings::{Grid, Masks};
 use firstread_inference::{Manifest, Model};
 use firstread_queue::assembly::is_analysable_class;
@@ -359,8 +360,8 @@ pub fn read_volume(
     };
     let grid = Grid { hu, shape, spacing_mm };
     let masks = Masks {
-        effusion_left: channel(LEFT_EFFUSION).map(Vec::as_slice),
-        effusion_right: channel(RIGHT_EFFUSION).map(Vec::as_slice),
+        effusion_left: channel(LEFT_PLEURAL_EFFUSION).map(Vec::as_slice),
+        effusion_right: channel(RIGHT_PLEURAL_EFFUSION).map(Vec::as_slice),
         indeterminate: refined.as_ref().map(|r| r.indeterminate.as_slice()),
         ..Masks::lungs(left, right, opacity)
     };
@@ -370,11 +371,6 @@ pub fn read_volume(
     findings.cautions.clone_from(&warnings);
     Ok(Read { segmentation, findings, hu: smoothed, denoise, dense_regions, warnings, model_time, refine_time })
 }
-
-/// Names of the pleural-cavity step's effusion outputs in the manifest.
-pub const LEFT_EFFUSION: &str = "left_pleural_effusion";
-/// See [`LEFT_EFFUSION`].
-pub const RIGHT_EFFUSION: &str = "right_pleural_effusion";
 
 /// Runs the pleural-cavity step on the model's masks: the lung and opacity channels are
 /// replaced by the refined ones, and the step's own outputs (the effusions) are appended in the
@@ -399,8 +395,8 @@ fn refine(
         ("left_lung", std::mem::take(&mut refined.left_lung)),
         ("right_lung", std::mem::take(&mut refined.right_lung)),
         ("lung_opacity", std::mem::take(&mut refined.opacity)),
-        (LEFT_EFFUSION, std::mem::take(&mut refined.effusion_left)),
-        (RIGHT_EFFUSION, std::mem::take(&mut refined.effusion_right)),
+        (LEFT_PLEURAL_EFFUSION, std::mem::take(&mut refined.effusion_left)),
+        (RIGHT_PLEURAL_EFFUSION, std::mem::take(&mut refined.effusion_right)),
     ];
     segmentation.channels.resize(manifest.outputs.len(), Vec::new());
     for (role, mask) in &mut by_role {

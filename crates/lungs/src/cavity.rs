@@ -532,13 +532,12 @@ struct Walk {
 const DIRECTIONS: [(isize, isize); 2] = [(1, 0), (1, 1)];
 
 /// The lines of one direction across the slice: each a list of (row, col) in walking order.
+/// Directions step posteriorly (`dr` = 1): lines enter through the top edge, and for oblique
+/// directions also through the side they come from.
 fn lines(rows: usize, cols: usize, (dr, dc): (isize, isize)) -> Vec<Vec<(usize, usize)>> {
     let (rows_i, cols_i) = (rows as isize, cols as isize);
     let starts: Vec<(isize, isize)> = if dc == 0 {
         (0..cols_i).map(|c| (0, c)).collect()
-    } else if dr == 0 {
-        let side_col = if dc > 0 { 0 } else { cols_i - 1 };
-        (0..rows_i).map(|r| (r, side_col)).collect()
     } else {
         // lines entering through the top edge and through the side they come from
         let side_col = if dc > 0 { 0 } else { cols_i - 1 };

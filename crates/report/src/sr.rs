@@ -828,23 +828,13 @@ impl<'a> Context<'a> {
             Some(l) => format!("{} lung, {} third", side_key(side), level_key(l)),
             None => format!("{} lung", side_key(side)),
         };
-        let mut items = vec![
-            Item::text(HAS_OBS_CONTEXT, TRACKING_IDENTIFIER, label),
-            Item::uidref(HAS_OBS_CONTEXT, TRACKING_UID, self.input.uids.other(&format!("volumetric-tracking-{key}"))),
-            Item::code(CONTAINS, FINDING, lung),
-            Item::image(
-                CONTAINS,
-                Some(REFERENCED_SEGMENT),
-                SEGMENTATION_STORAGE,
-                &self.input.uids.seg_instance,
-                Some(segment),
-            ),
-            Item::uidref(CONTAINS, SOURCE_SERIES_FOR_SEGMENTATION, self.input.volume.series_instance_uid.clone()),
+        let mut items = self.segment_group_head(label, &key, lung, segment);
+        items.extend([
             self.finding_site(side, level)?,
             Item::num(what, VOLUME, inv.lung_ml, 2, ML)?.with(self.algorithm()),
             Item::num(what, OPACITY_VOLUME, inv.opacity_ml, 2, ML)?.with(self.algorithm()),
             Item::num(what, INVOLVEMENT, inv.involvement_pct, 2, PERCENT)?.with(self.algorithm()),
-        ];
+        ]);
         if let Some(hu) = mean_hu {
             items.push(
                 Item::num(what, ATTENUATION_COEFFICIENT, hu, 1, HU)?
@@ -856,6 +846,24 @@ impl<'a> Context<'a> {
             items.push(Item::num(what, ZONE_SCORE, f64::from(s), 0, SCORE)?.with(self.algorithm()));
         }
         Ok(Item::container(CONTAINS, MEASUREMENT_GROUP, Some("1411")).with(items))
+    }
+
+    /// The first rows of a TID 1411 group: tracking identifier and UID
+    /// (`volumetric-tracking-<key>`), the finding, the referenced SEG segment and its source series.
+    fn segment_group_head(&self, label: String, key: &str, finding: Cd2, segment: u16) -> Vec<Item> {
+        vec![
+            Item::text(HAS_OBS_CONTEXT, TRACKING_IDENTIFIER, label),
+            Item::uidref(HAS_OBS_CONTEXT, TRACKING_UID, self.input.uids.other(&format!("volumetric-tracking-{key}"))),
+            Item::code(CONTAINS, FINDING, finding),
+            Item::image(
+                CONTAINS,
+                Some(REFERENCED_SEGMENT),
+                SEGMENTATION_STORAGE,
+                &self.input.uids.seg_instance,
+                Some(segment),
+            ),
+            Item::uidref(CONTAINS, SOURCE_SERIES_FOR_SEGMENTATION, self.input.volume.series_instance_uid.clone()),
+        ]
     }
 
     /// TID 1411 group of a pleural effusion, referencing its SEG segment; `None` when the SEG has
@@ -871,23 +879,8 @@ impl<'a> Context<'a> {
         let (finding, segment) = self.segment(role)?;
         let what = self.what;
         let side = side_key(effusion.side);
-        let mut items = vec![
-            Item::text(HAS_OBS_CONTEXT, TRACKING_IDENTIFIER, format!("{side} {}", vocabulary::PLEURAL_EFFUSION.label)),
-            Item::uidref(
-                HAS_OBS_CONTEXT,
-                TRACKING_UID,
-                self.input.uids.other(&format!("volumetric-tracking-{side}-effusion")),
-            ),
-            Item::code(CONTAINS, FINDING, finding),
-            Item::image(
-                CONTAINS,
-                Some(REFERENCED_SEGMENT),
-                SEGMENTATION_STORAGE,
-                &self.input.uids.seg_instance,
-                Some(segment),
-            ),
-            Item::uidref(CONTAINS, SOURCE_SERIES_FOR_SEGMENTATION, self.input.volume.series_instance_uid.clone()),
-        ];
+        let label = format!("{side} {}", vocabulary::PLEURAL_EFFUSION.label);
+        let mut items = self.segment_group_head(label, &format!("{side}-effusion"), finding, segment);
         if let (Some(scheme), Some(value), Some(meaning)) =
             (&out.anatomic_region_scheme, &out.anatomic_region_value, &out.anatomic_region_meaning)
         {
