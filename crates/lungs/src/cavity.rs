@@ -22,7 +22,9 @@
 //!    ([`CAGE_SLOPE`], judged on positions: through an intercostal space to the scapula) is
 //!    dropped; depths are interpolated over gaps of at most [`MAX_RIB_GAP_MM`] (so where no rib
 //!    is seen the cage follows the lung's outline) and capped by the lower envelope of the hits
-//!    of the slice and its neighbours within [`ENVELOPE_Z_MM`] ([`ENVELOPE_SLOPE`]); where the
+//!    of the slice and its neighbours within [`ENVELOPE_Z_MM`] ([`ENVELOPE_SLOPE`]; from a
+//!    neighbour, the looser of its depths and its positions within [`NEIGHBOUR_WINDOW_MM`], as
+//!    the lung's edge moves where a layer thickens from one slice to the next); where the
 //!    slice shows no rib near a line (thick slices cut ribs between their segments), the
 //!    position the neighbouring slices saw is used.
 //! 3. Fill: the voxels between where the lung ends and [`WALL_MARGIN_MM`] inside the cage
@@ -34,19 +36,23 @@
 //!    lies beyond the wall and is dropped. Anterior and medial walks are not made: there the
 //!    lung borders the heart and the mediastinum, which no density rule tells apart from
 //!    consolidation.
-//! 4. Carried down ([`CARRY_MM`], [`CARRY_HU_TOLERANCE`]): a layer found in a slice continues
-//!    into the slices below, column by column from the wall, where no aerated lung lies in
-//!    front of it (the posterior recess behind the diaphragm dome).
-//! 5. Each 3-D connected region of filled voxels, with the dense (> -300 HU) model opacity
+//! 4. Each 3-D connected region of filled voxels, with the dense (> -300 HU) model opacity
 //!    touching it, is called:
-//!    - consolidation when at least [`AIR_BRONCHOGRAM_MIN`] of it is air (air bronchograms,
-//!      counted in the region and the holes it encloses in-plane): lung and opacity;
+//!    - consolidation when at least [`AIR_BRONCHOGRAM_MIN`] of it is air (air bronchograms:
+//!      short runs of lung beyond the lung's edge, and the holes the region encloses in-plane):
+//!      lung and opacity;
 //!    - pleural effusion when it holds no air (< [`EFFUSION_MAX_AIR`]) and its median above
 //!      -100 HU is at most [`EFFUSION_MAX_HU`] (fluid, 0-20 HU): neither lung nor opacity,
 //!      reported on its own;
 //!    - indeterminate otherwise (e.g. denser fluid, atelectasis without air bronchograms, an
 //!      effusion with consolidation against it): counted as lung and opacity, and reported as
 //!      "dense dependent region: effusion or consolidation".
+//! 5. Carried down ([`CARRY_MM`], [`CARRY_HU_TOLERANCE`]): a consolidation or an effusion
+//!    continues into the slices below where no aerated lung lies in front of it (the posterior
+//!    recess behind the diaphragm dome, where no line starts), within the footprint of the
+//!    slice above and its HU band. An indeterminate region is not carried: an airless dense
+//!    layer may be an organ seen through a gap (the stomach's gas taken for lung, the spleen
+//!    behind it).
 //! 6. Ground glass in front of an added consolidation is opacity ([`GROUND_GLASS_REACH_MM`]):
 //!    the model leaves out opacity at its mask's edge, and that edge was the consolidation.
 //!
@@ -88,6 +94,10 @@ pub const ENVELOPE_SLOPE: f64 = 0.5;
 pub const ENVELOPE_Z_MM: f64 = 10.0;
 /// The envelopes use the hits within this distance across the lines (mm).
 pub const SMOOTH_WINDOW_MM: f64 = 40.0;
+/// A slice bounds its neighbours' cage by its rib hits' positions on the same lines within this
+/// distance across the lines (mm): farther, the cage's curve (the lateral wall seen by a
+/// posterior line) is no bound.
+pub const NEIGHBOUR_WINDOW_MM: f64 = 8.0;
 /// Widest gap between rib hits that is interpolated (mm): an intercostal space seen obliquely.
 pub const MAX_RIB_GAP_MM: f64 = 40.0;
 /// Distance kept free inside the rib cage: parietal pleura, innermost intercostal muscle (mm).
@@ -110,8 +120,6 @@ pub const EFFUSION_MAX_HU: f64 = 22.0;
 pub const CARRY_MM: f64 = 32.0;
 /// How far a carried voxel's HU may be from the layer's median above (HU).
 pub const CARRY_HU_TOLERANCE: f32 = 18.0;
-/// Voxels out of that band in a row that a carried layer crosses (noise).
-pub const CARRY_GAP_VOXELS: usize = 3;
 /// How far ground glass in front of an added consolidation is followed (mm).
 pub const GROUND_GLASS_REACH_MM: f64 = 15.0;
 /// Regions whose filled part is smaller than this are left out (mL).
@@ -226,7 +234,7 @@ pub fn refine(
         })
     });
     // 2-3. per slice and side, the filled pixels (indices within the slice)
-    let mut fills: Vec<[Vec<u32>; 2]> = per_slice(slices, |k| {
+    let fills: Vec<[Vec<u32>; 2]> = per_slice(slices, |k| {
         let hu = &hu[k * plane..(k + 1) * plane];
         [0, 1].map(|side| {
             let lung = &lungs[side][k * plane..(k + 1) * plane];
@@ -234,10 +242,6 @@ pub fn refine(
             fill_slice(&geometry, k, &families[side], &walks, side, hu, lung, other, mid[k])
         })
     });
-    for side in 0..2 {
-        carry_down(&mut fills, side, hu, shape, spacing_mm, &lungs);
-    }
-
     let mut out = Refined {
         left_lung: left.iter().map(|&v| u8::from(v != 0)).collect(),
         right_lung: right.iter().map(|&v| u8::from(v != 0)).collect(),
@@ -277,12 +281,11 @@ pub fn refine(
         // candidates: filled voxels and the dense model opacity of this lung
         let candidate = |i: usize| filled.get(i) || (lung[i] != 0 && sub_opacity[i] != 0 && sub_hu[i] > DENSE_HU);
         for sub_region in components(&candidate, sub_shape, &seeds) {
-            let added = sub_region.iter().filter(|&&i| filled.get(i as usize)).count();
+            let added = sub_region.iter().filter(|&&i| filled.get(i as usize) && lung[i as usize] == 0).count();
             if added as f64 * voxel_ml < MIN_REGION_ML {
                 continue;
             }
             let stats = region_stats(&sub_region, sub_hu, sub_shape, &candidate);
-            let region: Vec<u32> = sub_region.iter().map(|&i| i + offset as u32).collect();
             let kind = if stats.air_fraction >= AIR_BRONCHOGRAM_MIN {
                 DenseKind::Consolidation
             } else if stats.air_fraction < EFFUSION_MAX_AIR && stats.median_soft_hu <= EFFUSION_MAX_HU {
@@ -290,6 +293,23 @@ pub fn refine(
             } else {
                 DenseKind::Indeterminate
             };
+            let mut region: Vec<u32> = sub_region.iter().map(|&i| i + offset as u32).collect();
+            let mut added = added;
+            // 4. a layer recognisable as consolidation or fluid is carried down into the
+            // posterior recess (an airless dense layer may be an organ seen through a gap: the
+            // stomach's gas taken for lung, the spleen behind it)
+            if kind != DenseKind::Indeterminate {
+                let carried = carry_down(&region, hu, shape, spacing_mm, &lungs);
+                let (this, that) = if side == 0 {
+                    ([&out.left_lung, &out.effusion_left], [&out.right_lung, &out.effusion_right])
+                } else {
+                    ([&out.right_lung, &out.effusion_right], [&out.left_lung, &out.effusion_left])
+                };
+                let free = |i: usize| this.iter().chain(that.iter()).all(|m| m[i] == 0);
+                let before = region.len();
+                region.extend(carried.into_iter().filter(|&i| free(i as usize)));
+                added += region.len() - before;
+            }
             let (lung_out, effusion_out) = if side == 0 {
                 (&mut out.left_lung, &mut out.effusion_left)
             } else {
@@ -298,6 +318,8 @@ pub fn refine(
             for &i in &region {
                 let i = i as usize;
                 match kind {
+                    // (air the model called lung stays lung)
+                    DenseKind::Effusion if hu[i] < AIR_HU && lungs[side][i] != 0 => {}
                     DenseKind::Effusion => {
                         lung_out[i] = 0;
                         out.opacity[i] = 0;
@@ -391,87 +413,133 @@ fn grow_ground_glass(out: &mut Refined, hu: &[f32], shape: [usize; 3], spacing_m
     }
 }
 
-/// A dependent layer seen in one column of the slice above.
-#[derive(Debug, Clone, Copy)]
-struct Carry {
-    /// The row just behind the layer (the wall).
-    wall: usize,
-    /// The layer's thickness, rows.
-    rows: usize,
-    /// Its median HU.
-    hu: f32,
-    /// How much further down it may still be carried (mm).
-    budget_mm: f64,
-}
-
 /// Carries a dependent layer down into the slices below where no aerated lung lies in front of
 /// it (the consolidated or fluid-filled posterior recess behind the diaphragm dome, where no
-/// line starts from the lung): column by column, from the wall the layer ended at in the slice
-/// above, anteriorly for at most its thickness there, through voxels within
-/// [`CARRY_HU_TOLERANCE`] of its median HU (the liver or spleen under the dome is denser than
-/// fluid, and usually than consolidation), for at most [`CARRY_MM`] below the last slice that
-/// found the layer itself.
-fn carry_down(
-    fills: &mut [[Vec<u32>; 2]],
-    side: usize,
-    hu: &[f32],
-    shape: [usize; 3],
-    spacing_mm: [f64; 3],
-    lungs: &[&[u8]; 2],
-) {
+/// line starts from the lung): a slice takes the voxels of the layer's footprint in the slice
+/// above (the recess narrows from one slice to the next, and a wider reach runs into the chest
+/// wall and the organs under the dome) whose in-plane 5 x 5 mean HU (air left out: the image's
+/// noise is as wide as the band) lies within [`CARRY_HU_TOLERANCE`] of the layer's median (the liver or spleen under the dome is denser
+/// than fluid, and usually than consolidation), never lung, bone or fat, for at most
+/// [`CARRY_MM`] below the last slice whose walks found the layer.
+fn carry_down(region: &[u32], hu: &[f32], shape: [usize; 3], spacing_mm: [f64; 3], lungs: &[&[u8]; 2]) -> Vec<u32> {
     let [slices, rows, cols] = shape;
     let plane = rows * cols;
-    let mut carry: Vec<Option<Carry>> = vec![None; cols];
-    for k in (0..slices).rev() {
-        let mut own: Vec<Vec<usize>> = vec![Vec::new(); cols];
-        for &p in &fills[k][side] {
-            let p = p as usize;
-            own[p % cols].push(p / cols);
-        }
-        let mut added = Vec::new();
-        for c in 0..cols {
-            if !own[c].is_empty() {
-                let wall = own[c].iter().max().map_or(0, |r| r + 1);
-                let mut values: Vec<f32> = own[c].iter().map(|&r| hu[k * plane + r * cols + c]).collect();
-                let mid = values.len() / 2;
-                let median = *values.select_nth_unstable_by(mid, f32::total_cmp).1;
-                carry[c] = Some(Carry { wall, rows: own[c].len(), hu: median, budget_mm: CARRY_MM });
-                continue;
-            }
-            let Some(above) = carry[c].take() else { continue };
-            if above.budget_mm < spacing_mm[0] || above.wall == 0 {
-                continue;
-            }
-            let (mut n, mut misses) = (0, 0);
-            for r in (above.wall.saturating_sub(above.rows)..above.wall.min(rows)).rev() {
-                let i = k * plane + r * cols + c;
-                let v = hu[i];
-                if lungs[0][i] != 0 || lungs[1][i] != 0 || (FAT_HU[0]..=FAT_HU[1]).contains(&v) {
-                    break;
-                }
-                if v >= BONE_HU {
-                    continue;
-                }
-                if (v - above.hu).abs() > CARRY_HU_TOLERANCE {
-                    // noise: a short run out of the band is crossed, a longer one ends the layer
-                    misses += 1;
-                    if misses > CARRY_GAP_VOXELS {
-                        break;
-                    }
-                    continue;
-                }
-                misses = 0;
-                added.push((r * cols + c) as u32);
-                n += 1;
-            }
-            if n > 0 {
-                carry[c] = Some(Carry { rows: n, budget_mm: above.budget_mm - spacing_mm[0], ..above });
-            }
-        }
-        fills[k][side].extend(added);
-        fills[k][side].sort_unstable();
-        fills[k][side].dedup();
+    // the region's pixels per slice, then what is carried into each
+    let mut fills: Vec<Vec<u32>> = vec![Vec::new(); slices];
+    for &i in region {
+        fills[i as usize / plane].push((i as usize % plane) as u32);
     }
+    let own: Vec<bool> = fills.iter().map(|f| !f.is_empty()).collect();
+    let mut carried = Vec::new();
+    // (median HU of the layer, mm below the last slice whose walks found it)
+    let mut layer: Option<(f32, f64)> = None;
+    for k in (0..slices.saturating_sub(1)).rev() {
+        let above = &fills[k + 1];
+        if above.is_empty() {
+            layer = None;
+            continue;
+        }
+        // columns where this slice holds the region keep it
+        let mut own_cols = vec![false; cols];
+        for &p in &fills[k] {
+            own_cols[p as usize % cols] = true;
+        }
+        let above_hu = &hu[(k + 1) * plane..(k + 2) * plane];
+        let (median, below_mm) = match layer {
+            Some((m, d)) if !own[k + 1] => (m, d + spacing_mm[0]),
+            _ => {
+                let mut values: Vec<f32> =
+                    above.iter().map(|&p| above_hu[p as usize]).filter(|&v| v >= AIR_HU).collect();
+                if values.is_empty() {
+                    continue;
+                }
+                let mid = values.len() / 2;
+                (*values.select_nth_unstable_by(mid, f32::total_cmp).1, spacing_mm[0])
+            }
+        };
+        if below_mm > CARRY_MM {
+            layer = None;
+            continue;
+        }
+        // the layer above, within its bounding box
+        let (mut r0, mut r1, mut c0, mut c1) = (rows, 0, cols, 0);
+        for &p in above {
+            let (r, c) = (p as usize / cols, p as usize % cols);
+            (r0, r1, c0, c1) = (r0.min(r), r1.max(r), c0.min(c), c1.max(c));
+        }
+        let (r1, c1) = (r1.min(rows - 1), c1.min(cols - 1));
+        let (bw, bh) = (c1 - c0 + 1, r1 - r0 + 1);
+        let mut footprint = vec![false; bw * bh];
+        for &p in above {
+            let (r, c) = (p as usize / cols, p as usize % cols);
+            footprint[(r - r0) * bw + c - c0] = true;
+        }
+        let slice = &hu[k * plane..(k + 1) * plane];
+        let mean = box_mean(slice, cols, (r0, c0, bw, bh), 2);
+        let mut added = Vec::new();
+        for q in 0..bw * bh {
+            if !footprint[q] {
+                continue;
+            }
+            let p = (r0 + q / bw) * cols + c0 + q % bw;
+            let (i, v) = (k * plane + p, slice[p]);
+            if own_cols[p % cols]
+                || lungs[0][i] != 0
+                || lungs[1][i] != 0
+                || !(AIR_HU..BONE_HU).contains(&v)
+                || (FAT_HU[0]..=FAT_HU[1]).contains(&v)
+                || (mean[q] - median).abs() > CARRY_HU_TOLERANCE
+            {
+                continue;
+            }
+            added.push(p as u32);
+        }
+        if added.is_empty() {
+            layer = None;
+            continue;
+        }
+        // where the walks found a layer here too, the next slice's median is this slice's
+        layer = Some((median, below_mm));
+        carried.extend(added.iter().map(|&p| (k * plane + p as usize) as u32));
+        fills[k].extend(added);
+    }
+    carried
+}
+
+/// In-plane mean of the non-air voxels (>= -400 HU) within `radius` of each pixel of the box
+/// `(row, col, width, height)` of a slice (`cols` wide), by summed-area tables; the pixel's own
+/// value where the window holds no such voxel. Indexed like the box.
+fn box_mean(slice: &[f32], cols: usize, (r0, c0, bw, bh): (usize, usize, usize, usize), radius: usize) -> Vec<f32> {
+    let rows = slice.len() / cols;
+    // the tables cover the box widened by the radius, clipped to the slice
+    let (wr0, wc0) = (r0.saturating_sub(radius), c0.saturating_sub(radius));
+    let (wr1, wc1) = ((r0 + bh + radius).min(rows), (c0 + bw + radius).min(cols));
+    let (w, h) = (wc1 - wc0, wr1 - wr0);
+    let mut sum = vec![0.0f64; (w + 1) * (h + 1)];
+    let mut count = vec![0i64; (w + 1) * (h + 1)];
+    for y in 0..h {
+        for x in 0..w {
+            let v = slice[(wr0 + y) * cols + wc0 + x];
+            let (s, n) = if v >= AIR_HU { (f64::from(v), 1) } else { (0.0, 0) };
+            let (i, up, left, diag) =
+                ((y + 1) * (w + 1) + x + 1, y * (w + 1) + x + 1, (y + 1) * (w + 1) + x, y * (w + 1) + x);
+            sum[i] = s + sum[up] + sum[left] - sum[diag];
+            count[i] = n + count[up] + count[left] - count[diag];
+        }
+    }
+    let mut out = vec![0.0f32; bw * bh];
+    for y in 0..bh {
+        for x in 0..bw {
+            let (r, c) = (r0 + y, c0 + x);
+            let (ya, yb) = (r.saturating_sub(radius) - wr0, (r + radius + 1).min(wr1) - wr0);
+            let (xa, xb) = (c.saturating_sub(radius) - wc0, (c + radius + 1).min(wc1) - wc0);
+            let at = |yy: usize, xx: usize| yy * (w + 1) + xx;
+            let s = sum[at(yb, xb)] - sum[at(ya, xb)] - sum[at(yb, xa)] + sum[at(ya, xa)];
+            let n = count[at(yb, xb)] - count[at(ya, xb)] - count[at(yb, xa)] + count[at(ya, xa)];
+            out[y * bw + x] = if n > 0 { (s / n as f64) as f32 } else { slice[r * cols + c] };
+        }
+    }
+    out
 }
 
 /// The volume's geometry.
@@ -596,6 +664,8 @@ struct SliceWalks {
     depth_envelope: Vec<f64>,
     /// Lower envelope of the rib hits' positions along the lines (mm from the line's start).
     position_envelope: Vec<f64>,
+    /// The same within [`NEIGHBOUR_WINDOW_MM`]: where this slice bounds its neighbours' cage.
+    position_near: Vec<f64>,
 }
 
 /// `min over o of (values[o] + slope * |j - o|)` for every `j`, by a forward and a backward
@@ -720,7 +790,12 @@ fn walk_slice(family: &Family, cols: usize, col_mm: f64, hu: &[f32], lung: &[u8]
         per_line,
         window,
     );
-    SliceWalks { walks, rib_depth, depth_envelope, position_envelope }
+    let position_near = lower_envelope(
+        walks.iter().zip(&rib_depth).map(|(w, d)| Some(w.exit? as f64 * family.step_mm + (*d)?)),
+        per_line,
+        (NEIGHBOUR_WINDOW_MM / family.pitch_mm).round() as usize,
+    );
+    SliceWalks { walks, rib_depth, depth_envelope, position_envelope, position_near }
 }
 
 /// The pixels of slice `k` to add to lung `side` (`other`: the other lung): indices within the
@@ -855,10 +930,20 @@ fn fill_direction(
         .collect();
     // the lower envelope of the hits of this slice and its neighbours: no depth behind the lung
     // beyond what a nearby hit allows (where no rib is seen, the cage follows the lung's outline)
+    // (in the neighbouring slices judged on positions: the lung's edge moves from slice to
+    // slice where a layer thickens or ends, the cage does not)
     let envelope = |j: usize| -> f64 {
+        let exit_mm = here.walks[j].exit.map_or(0.0, |e| e as f64 * step_mm);
         neighbours
             .iter()
-            .map(|(dz, w)| w.depth_envelope[j] + ENVELOPE_SLOPE * dz + OUTLIER_MM)
+            .map(|(dz, w)| {
+                let by_depth = w.depth_envelope[j] + ENVELOPE_SLOPE * dz + OUTLIER_MM;
+                if *dz > 0.0 {
+                    by_depth.max(w.position_near[j] - exit_mm + ENVELOPE_SLOPE * dz + OUTLIER_MM)
+                } else {
+                    by_depth
+                }
+            })
             .fold(f64::INFINITY, f64::min)
     };
     // the nearest position of the cage seen in the neighbouring slices (their rib hits'
@@ -912,7 +997,15 @@ fn fill_direction(
             if v >= BONE_HU {
                 break;
             }
-            if lung[i] != 0 || other[i] != 0 || lateral_mm(p.1) < MEDIAL_EXCLUSION_MM {
+            if other[i] != 0 || lateral_mm(p.1) < MEDIAL_EXCLUSION_MM {
+                continue;
+            }
+            // beyond the lung's edge, a short run of lung is an air bronchogram: part of the
+            // layer (its air tells consolidation from fluid), already lung, never opacity
+            if lung[i] != 0 {
+                if v < AIR_HU {
+                    fill[i] = true;
+                }
                 continue;
             }
             if (FAT_HU[0]..=FAT_HU[1]).contains(&v) && (pos - exit) as f64 * step_mm > PARTIAL_VOLUME_MM {
@@ -1182,6 +1275,46 @@ mod tests {
         }
         assert!(r.regions.iter().all(|g| g.kind == DenseKind::Consolidation), "{:?}", r.regions);
         assert!(count(&r.opacity) > 0 && count(&r.effusion_left) == 0);
+    }
+
+    /// The chest with its lowest `below` slices all dense (the posterior recess behind the
+    /// dome): the lung there becomes `layer_hu` (air tubes kept where `bronchograms`), the
+    /// model's lung masks empty. Returns (hu, lungs, layer voxels per slice of those slices).
+    fn recess(layer_hu: f32, bronchograms: bool, below: usize) -> (Vec<f32>, [Vec<u8>; 2], usize) {
+        let (mut hu, mut lungs, _) = chest(20, layer_hu, bronchograms);
+        let plane = SHAPE[1] * SHAPE[2];
+        let per_slice = (0..plane).filter(|&p| hu[p] == layer_hu).count();
+        for i in 0..below * plane {
+            if lungs[0][i] != 0 || lungs[1][i] != 0 {
+                hu[i] = layer_hu;
+                lungs[0][i] = 0;
+                lungs[1][i] = 0;
+            }
+        }
+        (hu, lungs, per_slice)
+    }
+
+    #[test]
+    fn a_consolidated_layer_is_carried_into_the_recess_below_the_lung() {
+        let below = 3;
+        let plane = SHAPE[1] * SHAPE[2];
+        let none = vec![0u8; SHAPE.iter().product()];
+        let added_below = |r: &Refined| count(&r.left_lung[..below * plane]) + count(&r.right_lung[..below * plane]);
+        // with air bronchograms: the layer continues where no walk starts
+        let (hu, [left, right], per_slice) = recess(35.0, true, below);
+        let r = refine(&hu, SHAPE, SPACING, &left, &right, &none).expect("refine");
+        let carried = added_below(&r);
+        assert!(
+            carried as f64 >= 0.6 * (below * per_slice) as f64 && carried <= below * plane,
+            "{carried} voxels carried for {} of the layer's footprint",
+            below * per_slice
+        );
+        assert!(r.regions.iter().all(|g| g.kind == DenseKind::Consolidation), "{:?}", r.regions);
+        // an airless dense layer (an organ seen through a gap is one) is not carried
+        let (hu, [left, right], _) = recess(45.0, false, below);
+        let r = refine(&hu, SHAPE, SPACING, &left, &right, &none).expect("refine");
+        assert_eq!(added_below(&r), 0, "{:?}", r.regions);
+        assert!(r.regions.iter().all(|g| g.kind == DenseKind::Indeterminate), "{:?}", r.regions);
     }
 
     #[test]
