@@ -17,17 +17,15 @@ fn model() -> Mutex<Model> {
     Mutex::new(Model::load(&repo_root().join("models/covid19-lung-ct")).expect("model package loads"))
 }
 
-fn read(model: &Mutex<Model>, t: &Thorax) -> Read {
+/// Runs the pipeline on a phantom; with `SEVERE_DUMP` set, writes what it found into
+/// `$SEVERE_DUMP/<case>`.
+fn read(model: &Mutex<Model>, t: &Thorax, case: &str) -> Read {
     let manifest = model.lock().expect("model").manifest.clone();
     let r = read_volume(model, &manifest, &t.hu, t.shape, t.spacing).expect("pipeline runs");
-    dump(&r, t);
-    r
-}
-
-fn dump(r: &Read, t: &Thorax) {
     if let Ok(dir) = std::env::var("SEVERE_DUMP") {
-        dump_to(&dir, r, t);
+        dump_to(&format!("{dir}/{}", case.replace(' ', "-")), &r, t);
     }
+    r
 }
 
 /// Writes the (denoised) HU, a label volume (1 lung, 3 lung outside the truth, 4 truth lung
@@ -158,7 +156,7 @@ fn dependent_consolidation_is_lung_and_opacity() {
             ground_glass_mm: 10.0,
         });
         let t = thorax(&spec);
-        let r = read(&model, &t);
+        let r = read(&model, &t, &name);
         let (m, tr) = (measured(&r), truth(&t));
         eprintln!("{}", line(&name, &m, &tr));
         regions(&r);
@@ -204,7 +202,7 @@ fn masses_against_the_mediastinum_and_the_chest_wall_are_inside_the_lung() {
     {
         let spec = ThoraxSpec::standard(SHAPE, SPACING).with(Disease::Mass { side, against, diameter_mm: 40.0 });
         let t = thorax(&spec);
-        let r = read(&model, &t);
+        let r = read(&model, &t, &format!("mass {name}"));
         let mass = &t.truth.mass_mask;
         let lung = &r.segmentation.channels[side.index()];
         let opacity = &r.segmentation.channels[2];
@@ -229,14 +227,14 @@ fn masses_against_the_mediastinum_and_the_chest_wall_are_inside_the_lung() {
 #[test]
 fn effusion_is_reported_and_not_counted_as_opacity() {
     let model = model();
-    let healthy = read(&model, &thorax(&ThoraxSpec::standard(SHAPE, SPACING)));
+    let healthy = read(&model, &thorax(&ThoraxSpec::standard(SHAPE, SPACING)), "healthy");
     let base = measured(&healthy);
     let mut failures = Vec::new();
     for (side, depth_mm) in [(Side::Left, 20.0), (Side::Right, 40.0), (Side::Left, 40.0)] {
         let t = thorax(&ThoraxSpec::standard(SHAPE, SPACING).with(Disease::Effusion { side, depth_mm }));
-        let r = read(&model, &t);
-        let (m, tr) = (measured(&r), truth(&t));
         let name = format!("effusion {side:?} {depth_mm} mm");
+        let r = read(&model, &t, &name);
+        let (m, tr) = (measured(&r), truth(&t));
         eprintln!("{}", line(&name, &m, &tr));
         regions(&r);
         let i = side.index();

@@ -101,7 +101,7 @@ pub const NEIGHBOUR_WINDOW_MM: f64 = 8.0;
 /// Widest gap between rib hits that is interpolated (mm): an intercostal space seen obliquely.
 pub const MAX_RIB_GAP_MM: f64 = 40.0;
 /// Distance kept free inside the rib cage: parietal pleura, innermost intercostal muscle (mm).
-pub const WALL_MARGIN_MM: f64 = 2.0;
+pub const WALL_MARGIN_MM: f64 = 1.0;
 /// Deepest fill from the lung's edge (mm).
 pub const MAX_DEPTH_MM: f64 = 60.0;
 /// Half-width of the in-plane opening of the fill (mm): thinner strands are partial volume or
