@@ -22,9 +22,9 @@
 //!    ([`CAGE_SLOPE`], judged on positions: through an intercostal space to the scapula) is
 //!    dropped; depths are interpolated over gaps of at most [`MAX_RIB_GAP_MM`] (so where no rib
 //!    is seen the cage follows the lung's outline) and capped by the lower envelope of the hits
-//!    of the slice and its neighbours within [`ENVELOPE_Z_MM`] ([`ENVELOPE_SLOPE`]; from a
-//!    neighbour, the looser of its depths and its positions within [`NEIGHBOUR_WINDOW_MM`], as
-//!    the lung's edge moves where a layer thickens from one slice to the next); where the
+//!    of the slice and its neighbours within [`ENVELOPE_Z_MM`] ([`ENVELOPE_SLOPE`]; the looser
+//!    of a slice's depths and its positions within [`NEIGHBOUR_WINDOW_MM`], as the lung's edge
+//!    moves where a layer thickens or ends, across lines and slices); where the
 //!    slice shows no rib near a line (thick slices cut ribs between their segments), the
 //!    position the neighbouring slices saw is used.
 //! 3. Fill: the voxels between where the lung ends and [`WALL_MARGIN_MM`] inside the cage
@@ -94,9 +94,9 @@ pub const ENVELOPE_SLOPE: f64 = 0.5;
 pub const ENVELOPE_Z_MM: f64 = 10.0;
 /// The envelopes use the hits within this distance across the lines (mm).
 pub const SMOOTH_WINDOW_MM: f64 = 40.0;
-/// A slice bounds its neighbours' cage by its rib hits' positions on the same lines within this
-/// distance across the lines (mm): farther, the cage's curve (the lateral wall seen by a
-/// posterior line) is no bound.
+/// A slice bounds its own and its neighbours' cage also by its rib hits' positions on the lines
+/// within this distance (mm): farther, the cage's curve (the lateral wall seen by a posterior
+/// line) is no bound.
 pub const NEIGHBOUR_WINDOW_MM: f64 = 8.0;
 /// Widest gap between rib hits that is interpolated (mm): an intercostal space seen obliquely.
 pub const MAX_RIB_GAP_MM: f64 = 40.0;
@@ -929,20 +929,17 @@ fn fill_direction(
         })
         .collect();
     // the lower envelope of the hits of this slice and its neighbours: no depth behind the lung
-    // beyond what a nearby hit allows (where no rib is seen, the cage follows the lung's outline)
-    // (in the neighbouring slices judged on positions: the lung's edge moves from slice to
-    // slice where a layer thickens or ends, the cage does not)
+    // beyond what a nearby hit allows (where no rib is seen, the cage follows the lung's
+    // outline); each slice bounds by the looser of its hits' depths (wide window) and their
+    // positions on the nearest lines: where a layer thickens or ends, the lung's edge moves
+    // within a few mm across lines and slices, the cage does not
     let envelope = |j: usize| -> f64 {
         let exit_mm = here.walks[j].exit.map_or(0.0, |e| e as f64 * step_mm);
         neighbours
             .iter()
             .map(|(dz, w)| {
                 let by_depth = w.depth_envelope[j] + ENVELOPE_SLOPE * dz + OUTLIER_MM;
-                if *dz > 0.0 {
-                    by_depth.max(w.position_near[j] - exit_mm + ENVELOPE_SLOPE * dz + OUTLIER_MM)
-                } else {
-                    by_depth
-                }
+                by_depth.max(w.position_near[j] - exit_mm + ENVELOPE_SLOPE * dz + OUTLIER_MM)
             })
             .fold(f64::INFINITY, f64::min)
     };
