@@ -439,11 +439,9 @@ fn carry_down(region: &[u32], hu: &[f32], shape: [usize; 3], spacing_mm: [f64; 3
             layer = None;
             continue;
         }
-        // columns where this slice holds the region keep it
-        let mut own_cols = vec![false; cols];
-        for &p in &fills[k] {
-            own_cols[p as usize % cols] = true;
-        }
+        // what this slice holds of the region already
+        let mut own_px = fills[k].clone();
+        own_px.sort_unstable();
         let above_hu = &hu[(k + 1) * plane..(k + 2) * plane];
         let (median, below_mm) = match layer {
             Some((m, d)) if !own[k + 1] => (m, d + spacing_mm[0]),
@@ -483,7 +481,7 @@ fn carry_down(region: &[u32], hu: &[f32], shape: [usize; 3], spacing_mm: [f64; 3
             }
             let p = (r0 + q / bw) * cols + c0 + q % bw;
             let (i, v) = (k * plane + p, slice[p]);
-            if own_cols[p % cols]
+            if own_px.binary_search(&(p as u32)).is_ok()
                 || lungs[0][i] != 0
                 || lungs[1][i] != 0
                 || !(AIR_HU..BONE_HU).contains(&v)
@@ -664,7 +662,8 @@ struct SliceWalks {
     depth_envelope: Vec<f64>,
     /// Lower envelope of the rib hits' positions along the lines (mm from the line's start).
     position_envelope: Vec<f64>,
-    /// The same within [`NEIGHBOUR_WINDOW_MM`]: where this slice bounds its neighbours' cage.
+    /// The same within [`NEIGHBOUR_WINDOW_MM`]: with the depths, the bound this slice gives its own
+    /// and its neighbours' cage.
     position_near: Vec<f64>,
 }
 
