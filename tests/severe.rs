@@ -163,16 +163,16 @@ fn dependent_consolidation_is_lung_and_opacity() {
         // What model 0.2.0 achieves (the model README's validation table); the issue's targets
         // (lung within 5 %, opacity within 15 %) are not met yet: these floors catch a regression.
         // (The phantom's layer shows no air bronchogram the step can see, so it is called
-        // indeterminate and not carried into the recess behind the dome: -43 % at 40 mm.)
+        // indeterminate and not carried into the recess behind the dome: -41 % at 40 mm.)
         for i in 0..2 {
             if rel(m[i][0], tr[i][0]).abs() > 0.08 {
                 failures.push(format!("{name}: lung {i} {:.0} mL vs {:.0}", m[i][0], tr[i][0]));
             }
-            if tr[i][1] > 5.0 && m[i][1] < 0.5 * tr[i][1] {
+            if tr[i][1] > 5.0 && m[i][1] < 0.55 * tr[i][1] {
                 failures.push(format!("{name}: opacity {i} {:.1} mL vs {:.1}", m[i][1], tr[i][1]));
             }
             // the healthy side: what the phantom's stomach bubble (taken for lung by the model),
-            // its spleen and its apex let through today, 50 mL (3 %; the real sample: 0 mL)
+            // its spleen and its apex let through today, 47 mL (3 %; the real sample: 0 mL)
             if tr[i][1] == 0.0 && m[i][1] > 60.0 {
                 failures.push(format!("{name}: healthy side {i} reads {:.1} mL of opacity", m[i][1]));
             }
@@ -217,7 +217,7 @@ fn masses_against_the_mediastinum_and_the_chest_wall_are_inside_the_lung() {
         // the issue asks 90 % of each; 0.2.0 reaches it for neither (README): the posterior
         // wall's is bounded from below, the mediastinal one is the model's known gap and is
         // only required to be reported by the focal-lesion rule when it is found at all
-        if against == Against::PosteriorWall && (pi < 60.0 || pc < 25.0) {
+        if against == Against::PosteriorWall && (pi < 65.0 || pc < 30.0) {
             failures.push(format!("{name}: {pi:.1} % inside, {pc:.1} % opacity"));
         }
     }
@@ -238,14 +238,14 @@ fn effusion_is_reported_and_not_counted_as_opacity() {
         eprintln!("{}", line(&name, &m, &tr));
         regions(&r);
         let i = side.index();
-        // the issue asks 20 %; 0.2.0 finds 66-74 % of the effusion (the base of the meniscus
-        // behind the diaphragm dome, more than 32 mm below the last slice a walk found it in,
-        // is missed; README)
-        if m[i][2] < 0.6 * tr[i][2] || m[i][2] > 1.2 * tr[i][2] {
+        // the issue asks 20 %; 0.2.0 finds 86-92 % of the 40 mm effusions and 74 % of the
+        // 20 mm one (the base of the meniscus behind the diaphragm dome, more than 32 mm below
+        // the last slice a walk found it in, is missed; README)
+        if m[i][2] < 0.7 * tr[i][2] || m[i][2] > 1.2 * tr[i][2] {
             failures.push(format!("{name}: effusion {:.1} mL vs {:.1}", m[i][2], tr[i][2]));
         }
         let grown = m[i][1] - base[i][1];
-        // the issue's target: at most 10 % of the effusion (today -10 to +3 %: only fluid and
+        // the issue's target: at most 10 % of the effusion (today -3 to +2 %: only fluid and
         // consolidation are carried into the recess, never the liver or spleen beside it)
         if grown > 0.1 * tr[i][2] {
             failures.push(format!("{name}: opacity grew {grown:.1} mL for {:.1} mL of effusion", tr[i][2]));
@@ -347,9 +347,9 @@ fn severe_pneumonia_written_into_the_real_sample() {
     }
     for (name, side, written, grown, lung_before, lung_after) in rows {
         if written > 0.0 {
-            // the side written: 73-81 % of the written opacity is found today (the issue asks
+            // the side written: 83-86 % of the written opacity is found today (the issue asks
             // 85 %; README): bounded from below
-            assert!(grown >= 0.7 * written, "{name} {side:?}: opacity grew {grown:.1} mL for {written:.1} mL written");
+            assert!(grown >= 0.8 * written, "{name} {side:?}: opacity grew {grown:.1} mL for {written:.1} mL written");
             // its lung shrinks by what is not found (-8 % today), never by all of it
             assert!(lung_after >= 0.88 * lung_before, "{name} {side:?}: lung {lung_before:.0} -> {lung_after:.0} mL");
         } else {
