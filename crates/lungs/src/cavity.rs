@@ -11,6 +11,9 @@
 //! 2008;15(9):1173-1180, who bound diseased lung by the rib cage; here the cage is found along
 //! families of parallel lines rather than by a fitted curve):
 //!
+//! 0. Gas the model took for lung (a connected part of a slice's lung mask with a median below
+//!    [`GAS_HU`]: the stomach's bubble under the left dome, bowel) starts no walk: what lies
+//!    behind it is the spleen or the stomach's wall, not a layer of lung.
 //! 1. Walks along parallel lines in the dependent directions (posterior, and
 //!    posterior-lateral at 45 degrees), each from the lung's first voxel on the line: where the
 //!    lung ends (the end of its last run of at least [`MIN_LUNG_RUN_MM`]; air bronchograms are
@@ -47,12 +50,10 @@
 //!    - indeterminate otherwise (e.g. denser fluid, atelectasis without air bronchograms, an
 //!      effusion with consolidation against it): counted as lung and opacity, and reported as
 //!      "dense dependent region: effusion or consolidation".
-//! 5. Carried down ([`CARRY_MM`], [`CARRY_HU_TOLERANCE`]): a consolidation or an effusion
-//!    continues into the slices below where no aerated lung lies in front of it (the posterior
-//!    recess behind the diaphragm dome, where no line starts), within the footprint of the
-//!    slice above and its HU band. An indeterminate region is not carried: an airless dense
-//!    layer may be an organ seen through a gap (the stomach's gas taken for lung, the spleen
-//!    behind it).
+//! 5. Carried down ([`CARRY_MM`], [`CARRY_HU_TOLERANCE`]): each region continues, as what it
+//!    was called, into the slices below where no aerated lung lies in front of it (the
+//!    posterior recess behind the diaphragm dome, where no line starts), within the footprint
+//!    of the slice above and its HU band.
 //! 6. Ground glass in front of an added consolidation is opacity ([`GROUND_GLASS_REACH_MM`]):
 //!    the model leaves out opacity at its mask's edge, and that edge was the consolidation.
 //!
@@ -124,6 +125,10 @@ pub const CARRY_HU_TOLERANCE: f32 = 18.0;
 pub const GROUND_GLASS_REACH_MM: f64 = 15.0;
 /// Regions whose filled part is smaller than this are left out (mL).
 pub const MIN_REGION_ML: f64 = 2.0;
+
+/// Median HU below which a connected part of a slice's lung mask is gas, not lung parenchyma
+/// (aerated lung is -700 to -900 HU; gas, like the stomach's bubble, about -1000).
+pub const GAS_HU: f32 = -950.0;
 
 const AIR_HU: f32 = -400.0;
 const DENSE_HU: f32 = -300.0;
@@ -225,11 +230,19 @@ pub fn refine(
     let families: [Vec<Family>; 2] = [1isize, -1].map(|lateral| {
         DIRECTIONS.iter().map(|&(dr, dc)| Family::new(rows, cols, spacing_mm, (dr, dc * lateral))).collect()
     });
+    // 0. per slice and side, the lung without gas pockets the model took for lung (where any)
+    let gas_free: Vec<[Option<Vec<u8>>; 2]> = per_slice(slices, |k| {
+        let hu = &hu[k * plane..(k + 1) * plane];
+        [0, 1].map(|side| without_gas(&lungs[side][k * plane..(k + 1) * plane], hu, rows, cols))
+    });
+    let walk_lung = |k: usize, side: usize| -> &[u8] {
+        gas_free[k][side].as_deref().unwrap_or(&lungs[side][k * plane..(k + 1) * plane])
+    };
     // 1. per slice and side, each line's walk and rib hit
     let walks: Vec<[Vec<SliceWalks>; 2]> = per_slice(slices, |k| {
         let hu = &hu[k * plane..(k + 1) * plane];
         [0, 1].map(|side| {
-            let lung = &lungs[side][k * plane..(k + 1) * plane];
+            let lung = walk_lung(k, side);
             families[side].iter().map(|f| walk_slice(f, cols, spacing_mm[2], hu, lung, mid[k])).collect()
         })
     });
@@ -237,7 +250,7 @@ pub fn refine(
     let fills: Vec<[Vec<u32>; 2]> = per_slice(slices, |k| {
         let hu = &hu[k * plane..(k + 1) * plane];
         [0, 1].map(|side| {
-            let lung = &lungs[side][k * plane..(k + 1) * plane];
+            let lung = walk_lung(k, side);
             let other = &lungs[1 - side][k * plane..(k + 1) * plane];
             fill_slice(&geometry, k, &families[side], &walks, side, hu, lung, other, mid[k])
         })
@@ -295,10 +308,8 @@ pub fn refine(
             };
             let mut region: Vec<u32> = sub_region.iter().map(|&i| i + offset as u32).collect();
             let mut added = added;
-            // 4. a layer recognisable as consolidation or fluid is carried down into the
-            // posterior recess (an airless dense layer may be an organ seen through a gap: the
-            // stomach's gas taken for lung, the spleen behind it)
-            if kind != DenseKind::Indeterminate {
+            // 5. the region is carried down into the posterior recess, as what it was called
+            {
                 let carried = carry_down(&region, hu, shape, spacing_mm, &lungs);
                 let (this, that) = if side == 0 {
                     ([&out.left_lung, &out.effusion_left], [&out.right_lung, &out.effusion_right])
@@ -418,9 +429,9 @@ fn grow_ground_glass(out: &mut Refined, hu: &[f32], shape: [usize; 3], spacing_m
 /// line starts from the lung): a slice takes the voxels of the layer's footprint in the slice
 /// above (the recess narrows from one slice to the next, and a wider reach runs into the chest
 /// wall and the organs under the dome) whose in-plane 5 x 5 mean HU (air left out: the image's
-/// noise is as wide as the band) lies within [`CARRY_HU_TOLERANCE`] of the layer's median (the liver or spleen under the dome is denser
-/// than fluid, and usually than consolidation), never lung, bone or fat, for at most
-/// [`CARRY_MM`] below the last slice whose walks found the layer.
+/// noise is as wide as the band) lies within [`CARRY_HU_TOLERANCE`] of the layer's median (the
+/// liver or spleen under the dome is denser than fluid, and usually than consolidation), never
+/// lung, bone or fat, for at most [`CARRY_MM`] below the last slice whose walks found the layer.
 fn carry_down(region: &[u32], hu: &[f32], shape: [usize; 3], spacing_mm: [f64; 3], lungs: &[&[u8]; 2]) -> Vec<u32> {
     let [slices, rows, cols] = shape;
     let plane = rows * cols;
@@ -502,6 +513,55 @@ fn carry_down(region: &[u32], hu: &[f32], shape: [usize; 3], spacing_mm: [f64; 3
         fills[k].extend(added);
     }
     carried
+}
+
+/// The lung mask of one slice (`[rows, cols]`) without its in-plane connected parts whose median
+/// HU is below [`GAS_HU`]: gas (the stomach's bubble under the dome, bowel), not lung
+/// parenchyma, which the model may take for lung; no walk starts from it. `None` when there is
+/// none (the usual case: no copy).
+fn without_gas(lung: &[u8], hu: &[f32], rows: usize, cols: usize) -> Option<Vec<u8>> {
+    let mut seen = vec![false; lung.len()];
+    let mut out: Option<Vec<u8>> = None;
+    let mut stack = Vec::new();
+    for start in 0..lung.len() {
+        if lung[start] == 0 || seen[start] {
+            continue;
+        }
+        seen[start] = true;
+        stack.push(start);
+        let mut part = Vec::new();
+        while let Some(p) = stack.pop() {
+            part.push(p);
+            let (r, c) = (p / cols, p % cols);
+            let mut visit = |q: usize| {
+                if lung[q] != 0 && !seen[q] {
+                    seen[q] = true;
+                    stack.push(q);
+                }
+            };
+            if c > 0 {
+                visit(p - 1);
+            }
+            if c + 1 < cols {
+                visit(p + 1);
+            }
+            if r > 0 {
+                visit(p - cols);
+            }
+            if r + 1 < rows {
+                visit(p + cols);
+            }
+        }
+        let mut values: Vec<f32> = part.iter().map(|&p| hu[p]).collect();
+        let mid = values.len() / 2;
+        if *values.select_nth_unstable_by(mid, f32::total_cmp).1 < GAS_HU {
+            let cleaned = out.get_or_insert_with(|| lung.to_vec());
+            for p in part {
+                cleaned[p] = 0;
+            }
+        }
+    }
+    out
 }
 
 /// In-plane mean of the non-air voxels (>= -400 HU) within `radius` of each pixel of the box
@@ -1306,11 +1366,37 @@ mod tests {
             below * per_slice
         );
         assert!(r.regions.iter().all(|g| g.kind == DenseKind::Consolidation), "{:?}", r.regions);
-        // an airless dense layer (an organ seen through a gap is one) is not carried
-        let (hu, [left, right], _) = recess(45.0, false, below);
+        // an airless dense layer is carried as what it was called: indeterminate
+        let (hu, [left, right], per_slice) = recess(45.0, false, below);
         let r = refine(&hu, SHAPE, SPACING, &left, &right, &none).expect("refine");
-        assert_eq!(added_below(&r), 0, "{:?}", r.regions);
+        let carried = added_below(&r);
+        assert!(carried as f64 >= 0.6 * (below * per_slice) as f64, "{carried} voxels carried");
+        assert!(count(&r.indeterminate[..below * plane]) == carried, "{:?}", r.regions);
         assert!(r.regions.iter().all(|g| g.kind == DenseKind::Indeterminate), "{:?}", r.regions);
+        // fluid is carried as effusion, never lung
+        let (hu, [left, right], per_slice) = recess(8.0, false, below);
+        let r = refine(&hu, SHAPE, SPACING, &left, &right, &none).expect("refine");
+        assert_eq!(added_below(&r), 0);
+        let fluid = count(&r.effusion_left[..below * plane]) + count(&r.effusion_right[..below * plane]);
+        assert!(fluid as f64 >= 0.6 * (below * per_slice) as f64, "{fluid} voxels of effusion carried");
+    }
+
+    #[test]
+    fn no_walk_starts_from_gas_the_model_took_for_lung() {
+        // dense airless tissue behind the lungs: an indeterminate region behind each
+        let (mut hu, [left, right], _) = chest(20, 40.0, false);
+        let none = vec![0u8; hu.len()];
+        let r = refine(&hu, SHAPE, SPACING, &left, &right, &none).expect("refine");
+        assert!(r.regions.iter().any(|g| g.side == Lung::Left), "{:?}", r.regions);
+        // the left "lung" is gas (-1000 HU: the stomach's bubble): nothing is found behind it
+        for (v, &l) in hu.iter_mut().zip(&left) {
+            if l != 0 {
+                *v = -1000.0;
+            }
+        }
+        let r = refine(&hu, SHAPE, SPACING, &left, &right, &none).expect("refine");
+        assert!(r.regions.iter().all(|g| g.side == Lung::Right), "{:?}", r.regions);
+        assert_eq!(count(&r.left_lung), count(&left));
     }
 
     #[test]
