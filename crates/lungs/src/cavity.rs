@@ -50,8 +50,8 @@
 //!    - indeterminate otherwise (e.g. denser fluid, atelectasis without air bronchograms, an
 //!      effusion with consolidation against it): counted as lung and opacity, and reported as
 //!      "dense dependent region: effusion or consolidation".
-//! 5. Carried down ([`CARRY_MM`], [`CARRY_HU_TOLERANCE`]): each region continues, as what it
-//!    was called, into the slices below where no aerated lung lies in front of it (the
+//! 5. Carried down ([`CARRY_MM`], [`CARRY_HU_TOLERANCE`]): each region (an indeterminate one
+//!    of at least [`MIN_CARRIED_ML`]) continues, as what it was called, into the slices below where no aerated lung lies in front of it (the
 //!    posterior recess behind the diaphragm dome, where no line starts), within the footprint
 //!    of the slice above and its HU band.
 //! 6. Ground glass in front of an added consolidation is opacity ([`GROUND_GLASS_REACH_MM`]):
@@ -121,6 +121,10 @@ pub const EFFUSION_MAX_HU: f64 = 22.0;
 pub const CARRY_MM: f64 = 32.0;
 /// How far a carried voxel's HU may be from the layer's median above (HU).
 pub const CARRY_HU_TOLERANCE: f32 = 18.0;
+/// Smallest indeterminate region carried into the recess (mL): a layer the walks found over a
+/// few slices, not a piece of the liver or spleen at the dome that a few walks crossed.
+/// Consolidation and fluid are carried whatever their size.
+pub const MIN_CARRIED_ML: f64 = 10.0;
 /// How far ground glass in front of an added consolidation is followed (mm).
 pub const GROUND_GLASS_REACH_MM: f64 = 15.0;
 /// Regions whose filled part is smaller than this are left out (mL).
@@ -308,8 +312,9 @@ pub fn refine(
             };
             let mut region: Vec<u32> = sub_region.iter().map(|&i| i + offset as u32).collect();
             let mut added = added;
-            // 5. the region is carried down into the posterior recess, as what it was called
-            {
+            // 5. the region is carried down into the posterior recess, as what it was called (a
+            // small airless dense one is as likely the edge of an organ a few walks crossed)
+            if kind != DenseKind::Indeterminate || region.len() as f64 * voxel_ml >= MIN_CARRIED_ML {
                 let carried = carry_down(&region, hu, shape, spacing_mm, &lungs);
                 let (this, that) = if side == 0 {
                     ([&out.left_lung, &out.effusion_left], [&out.right_lung, &out.effusion_right])
