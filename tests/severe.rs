@@ -216,7 +216,7 @@ fn masses_against_the_mediastinum_and_the_chest_wall_are_inside_the_lung() {
         // the issue asks 90 % of each; 0.2.0 reaches it for neither (README): the posterior
         // wall's is bounded from below, the mediastinal one is the model's known gap and is
         // only required to be reported by the focal-lesion rule when it is found at all
-        if against == Against::PosteriorWall && (pi < 65.0 || pc < 30.0) {
+        if against == Against::PosteriorWall && (pi < 72.0 || pc < 52.0) {
             failures.push(format!("{name}: {pi:.1} % inside, {pc:.1} % opacity"));
         }
     }

@@ -40,7 +40,9 @@
 //!    lung borders the heart and the mediastinum, which no density rule tells apart from
 //!    consolidation.
 //! 4. Each 3-D connected region of filled voxels, with the dense (> -300 HU) model opacity
-//!    touching it, is called:
+//!    touching it and the solid tissue inside the lung's mask continuing it ([`SOLID_HU`],
+//!    opened like the fill: the part of a lesion against the wall that the model kept as lung
+//!    without calling it opacity), is called:
 //!    - consolidation when at least [`AIR_BRONCHOGRAM_MIN`] of it is air (air bronchograms:
 //!      short runs of lung beyond the lung's edge, and the holes the region encloses in-plane):
 //!      lung and opacity;
@@ -125,6 +127,10 @@ pub const CARRY_HU_TOLERANCE: f32 = 18.0;
 /// few slices, not a piece of the liver or spleen at the dome that a few walks crossed.
 /// Consolidation and fluid are carried whatever their size.
 pub const MIN_CARRIED_ML: f64 = 10.0;
+/// Soft tissue (HU) inside a lung's mask taken as the solid part of a lesion next to the fill.
+pub const SOLID_HU: f32 = -100.0;
+/// How far from a slice's fill solid tissue inside the lung's mask is looked for (mm).
+pub const SOLID_REACH_MM: f64 = 40.0;
 /// How far ground glass in front of an added consolidation is followed (mm).
 pub const GROUND_GLASS_REACH_MM: f64 = 15.0;
 /// Regions whose filled part is smaller than this are left out (mL).
@@ -295,8 +301,11 @@ pub fn refine(
         }
         let lung = &lungs[side][offset..offset + len];
         let (sub_hu, sub_opacity) = (&hu[offset..offset + len], &opacity[offset..offset + len]);
-        // candidates: filled voxels and the dense model opacity of this lung
-        let candidate = |i: usize| filled.get(i) || (lung[i] != 0 && sub_opacity[i] != 0 && sub_hu[i] > DENSE_HU);
+        let solid = solid_in_lung(&fills[k0..=k1], side, sub_hu, lung, sub_opacity, [rows, cols], spacing_mm);
+        // candidates: filled voxels, the dense model opacity of this lung, and the solid tissue
+        // inside its mask next to the fill (the part of a lesion the model kept as lung)
+        let candidate =
+            |i: usize| filled.get(i) || solid.get(i) || (lung[i] != 0 && sub_opacity[i] != 0 && sub_hu[i] > DENSE_HU);
         for sub_region in components(&candidate, sub_shape, &seeds) {
             let added = sub_region.iter().filter(|&&i| filled.get(i as usize) && lung[i as usize] == 0).count();
             if added as f64 * voxel_ml < MIN_REGION_ML {
@@ -381,6 +390,54 @@ pub fn refine(
         }
     }
     Ok(out)
+}
+
+/// Solid tissue (> [`SOLID_HU`]) inside a lung's mask that the model did not call opacity, in
+/// the slices `fills` covers (`[slices, rows, cols]` sub-volume), near the fill of the slice or
+/// its neighbours ([`SOLID_REACH_MM`]), after an in-plane opening ([`OPENING_MM`]) that removes
+/// vessels and bronchial walls: the part of a dense lesion against the wall (a mass, a
+/// consolidated segment) that the model's mask kept as lung while leaving it out of its
+/// opacity. It joins a region only where it touches the fill.
+fn solid_in_lung(
+    fills: &[[Vec<u32>; 2]],
+    side: usize,
+    hu: &[f32],
+    lung: &[u8],
+    opacity: &[u8],
+    [rows, cols]: [usize; 2],
+    spacing_mm: [f64; 3],
+) -> Bits {
+    let plane = rows * cols;
+    let mut solid = Bits::new(fills.len() * plane);
+    let radius = (OPENING_MM / spacing_mm[1].min(spacing_mm[2])).ceil().max(1.0) as usize;
+    let reach = (SOLID_REACH_MM / spacing_mm[1].min(spacing_mm[2])).ceil() as usize;
+    for k in 0..fills.len() {
+        // the fill of this slice and its neighbours (a lesion continues through the slices)
+        let near = &fills[k.saturating_sub(1)..(k + 2).min(fills.len())];
+        let (mut r0, mut r1, mut c0, mut c1) = (rows, 0, cols, 0);
+        for &p in near.iter().flat_map(|f| &f[side]) {
+            let (r, c) = (p as usize / cols, p as usize % cols);
+            (r0, r1, c0, c1) = (r0.min(r), r1.max(r), c0.min(c), c1.max(c));
+        }
+        if r0 > r1 {
+            continue;
+        }
+        let (r0, c0) = (r0.saturating_sub(reach), c0.saturating_sub(reach));
+        let (r1, c1) = ((r1 + reach).min(rows - 1), (c1 + reach).min(cols - 1));
+        let (bw, bh) = (c1 - c0 + 1, r1 - r0 + 1);
+        let dense: Vec<bool> = (0..bw * bh)
+            .map(|q| {
+                let i = k * plane + (r0 + q / bw) * cols + c0 + q % bw;
+                lung[i] != 0 && opacity[i] == 0 && hu[i] > SOLID_HU
+            })
+            .collect();
+        for (q, v) in open(&dense, bw, bh, radius).into_iter().enumerate() {
+            if v {
+                solid.set(k * plane + (r0 + q / bw) * cols + c0 + q % bw);
+            }
+        }
+    }
+    solid
 }
 
 /// Ground glass in front of an added dense region: the model leaves out opacity at its lung
@@ -1384,6 +1441,31 @@ mod tests {
         assert_eq!(added_below(&r), 0);
         let fluid = count(&r.effusion_left[..below * plane]) + count(&r.effusion_right[..below * plane]);
         assert!(fluid as f64 >= 0.6 * (below * per_slice) as f64, "{fluid} voxels of effusion carried");
+    }
+
+    #[test]
+    fn a_lesion_the_model_kept_as_lung_is_opacity_where_it_continues_the_fill() {
+        let (hu, mut lungs, layer) = chest(20, 35.0, false);
+        // the model's masks take in the front 8 mm of the dense layer, without calling it opacity
+        let [s, rows, cols] = SHAPE;
+        for k in 0..s {
+            for c in 0..cols {
+                let mask = &mut lungs[usize::from(c < 100)]; // low columns: the right lung
+                let at = |r: usize| (k * rows + r) * cols + c;
+                let Some(last) = (0..rows).rev().find(|&r| mask[at(r)] != 0) else { continue };
+                for r in last + 1..(last + 9).min(rows) {
+                    if hu[at(r)] == 35.0 {
+                        mask[at(r)] = 1;
+                    }
+                }
+            }
+        }
+        let [left, right] = lungs;
+        let none = vec![0u8; hu.len()];
+        let r = refine(&hu, SHAPE, SPACING, &left, &right, &none).expect("refine");
+        let dense_opacity = r.opacity.iter().zip(&hu).filter(|(o, v)| **o != 0 && **v == 35.0).count();
+        let total = layer[0] + layer[1];
+        assert!(dense_opacity as f64 >= 0.7 * total as f64, "{dense_opacity} of {total} layer voxels are opacity");
     }
 
     #[test]
