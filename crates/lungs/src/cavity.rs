@@ -490,7 +490,7 @@ fn grow_ground_glass(out: &mut Refined, hu: &[f32], shape: [usize; 3], spacing_m
 /// it (the consolidated or fluid-filled posterior recess behind the diaphragm dome, where no
 /// line starts from the lung): a slice takes the voxels of the layer's footprint in the slice
 /// above (the recess narrows from one slice to the next, and a wider reach runs into the chest
-/// wall and the organs under the dome) whose in-plane 5 x 5 mean HU (air left out: the image's
+/// wall and the organs under the dome) whose in-plane 5 x 5 median HU (air left out: the image's
 /// noise is as wide as the band) lies within [`CARRY_HU_TOLERANCE`] of the layer's median (the
 /// liver or spleen under the dome is denser than fluid, and usually than consolidation), never
 /// lung, bone or fat, for at most [`CARRY_MM`] below the last slice whose walks found the layer.
@@ -546,7 +546,7 @@ fn carry_down(region: &[u32], hu: &[f32], shape: [usize; 3], spacing_mm: [f64; 3
             footprint[(r - r0) * bw + c - c0] = true;
         }
         let slice = &hu[k * plane..(k + 1) * plane];
-        let mean = box_mean(slice, cols, (r0, c0, bw, bh), 2);
+        let mut window = Vec::with_capacity(25);
         let mut added = Vec::new();
         for q in 0..bw * bh {
             if !footprint[q] {
@@ -559,7 +559,7 @@ fn carry_down(region: &[u32], hu: &[f32], shape: [usize; 3], spacing_mm: [f64; 3
                 || lungs[1][i] != 0
                 || !(AIR_HU..BONE_HU).contains(&v)
                 || (FAT_HU[0]..=FAT_HU[1]).contains(&v)
-                || (mean[q] - median).abs() > CARRY_HU_TOLERANCE
+                || (median_around(slice, [rows, cols], p, &mut window) - median).abs() > CARRY_HU_TOLERANCE
             {
                 continue;
             }
@@ -626,40 +626,26 @@ fn without_gas(lung: &[u8], hu: &[f32], rows: usize, cols: usize) -> Option<Vec<
     out
 }
 
-/// In-plane mean of the non-air voxels (>= -400 HU) within `radius` of each pixel of the box
-/// `(row, col, width, height)` of a slice (`cols` wide), by summed-area tables; the pixel's own
-/// value where the window holds no such voxel. Indexed like the box.
-fn box_mean(slice: &[f32], cols: usize, (r0, c0, bw, bh): (usize, usize, usize, usize), radius: usize) -> Vec<f32> {
-    let rows = slice.len() / cols;
-    // the tables cover the box widened by the radius, clipped to the slice
-    let (wr0, wc0) = (r0.saturating_sub(radius), c0.saturating_sub(radius));
-    let (wr1, wc1) = ((r0 + bh + radius).min(rows), (c0 + bw + radius).min(cols));
-    let (w, h) = (wc1 - wc0, wr1 - wr0);
-    let mut sum = vec![0.0f64; (w + 1) * (h + 1)];
-    let mut count = vec![0i64; (w + 1) * (h + 1)];
-    for y in 0..h {
-        for x in 0..w {
-            let v = slice[(wr0 + y) * cols + wc0 + x];
-            let (s, n) = if v >= AIR_HU { (f64::from(v), 1) } else { (0.0, 0) };
-            let (i, up, left, diag) =
-                ((y + 1) * (w + 1) + x + 1, y * (w + 1) + x + 1, (y + 1) * (w + 1) + x, y * (w + 1) + x);
-            sum[i] = s + sum[up] + sum[left] - sum[diag];
-            count[i] = n + count[up] + count[left] - count[diag];
+/// In-plane median of the non-air voxels (>= -400 HU) of the 5 x 5 window around pixel `p` of
+/// a slice (`[rows, cols]`), clipped at the edges; the pixel's own value where the window holds
+/// none. A median, not a mean: at the layer's edge the window is up to half wall or organ, and a
+/// mean would drop the edge pixels of each carried slice, thinning the layer slice by slice.
+fn median_around(slice: &[f32], [rows, cols]: [usize; 2], p: usize, window: &mut Vec<f32>) -> f32 {
+    let (r, c) = (p / cols, p % cols);
+    window.clear();
+    for rr in r.saturating_sub(2)..=(r + 2).min(rows - 1) {
+        for cc in c.saturating_sub(2)..=(c + 2).min(cols - 1) {
+            let v = slice[rr * cols + cc];
+            if v >= AIR_HU {
+                window.push(v);
+            }
         }
     }
-    let mut out = vec![0.0f32; bw * bh];
-    for y in 0..bh {
-        for x in 0..bw {
-            let (r, c) = (r0 + y, c0 + x);
-            let (ya, yb) = (r.saturating_sub(radius) - wr0, (r + radius + 1).min(wr1) - wr0);
-            let (xa, xb) = (c.saturating_sub(radius) - wc0, (c + radius + 1).min(wc1) - wc0);
-            let at = |yy: usize, xx: usize| yy * (w + 1) + xx;
-            let s = sum[at(yb, xb)] - sum[at(ya, xb)] - sum[at(yb, xa)] + sum[at(ya, xa)];
-            let n = count[at(yb, xb)] - count[at(ya, xb)] - count[at(yb, xa)] + count[at(ya, xa)];
-            out[y * bw + x] = if n > 0 { (s / n as f64) as f32 } else { slice[r * cols + c] };
-        }
+    if window.is_empty() {
+        return slice[p];
     }
-    out
+    let mid = window.len() / 2;
+    *window.select_nth_unstable_by(mid, f32::total_cmp).1
 }
 
 /// The volume's geometry.
