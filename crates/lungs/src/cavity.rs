@@ -548,10 +548,7 @@ fn carry_down(region: &[u32], hu: &[f32], shape: [usize; 3], spacing_mm: [f64; 3
         let slice = &hu[k * plane..(k + 1) * plane];
         let mut window = Vec::with_capacity(25);
         let mut added = Vec::new();
-        for q in 0..bw * bh {
-            if !footprint[q] {
-                continue;
-            }
+        for (q, _) in footprint.iter().enumerate().filter(|(_, &f)| f) {
             let p = (r0 + q / bw) * cols + c0 + q % bw;
             let (i, v) = (k * plane + p, slice[p]);
             if own_px.binary_search(&(p as u32)).is_ok()
