@@ -160,18 +160,18 @@ fn dependent_consolidation_is_lung_and_opacity() {
         let (m, tr) = (measured(&r), truth(&t));
         eprintln!("{}", line(&name, &m, &tr));
         regions(&r);
-        // What model 0.2.0 achieves (the model README's validation table): the lung within 5 %
-        // (the issue's target, met); opacity within 15 % is met at 40 mm on both sides, not
-        // yet for thinner layers or one side (-39 to -17 %): these floors catch a regression.
+        // The lung within 5 % (the issue's target, met in every case). Opacity within 15 % is
+        // the target, met except for the bilateral 10 mm layer (-28 and -17 %, README): this
+        // floor catches a regression.
         for i in 0..2 {
             if rel(m[i][0], tr[i][0]).abs() > 0.05 {
                 failures.push(format!("{name}: lung {i} {:.0} mL vs {:.0}", m[i][0], tr[i][0]));
             }
-            if tr[i][1] > 5.0 && m[i][1] < 0.58 * tr[i][1] {
+            if tr[i][1] > 5.0 && m[i][1] < 0.7 * tr[i][1] {
                 failures.push(format!("{name}: opacity {i} {:.1} mL vs {:.1}", m[i][1], tr[i][1]));
             }
             // the healthy side: what the phantom's apex and the stomach's wall at the dome let
-            // through today, 26 mL (1.4 %; the real sample: 0 mL)
+            // through today, 32 mL (1.8 %; the real sample: 0 mL)
             if tr[i][1] == 0.0 && m[i][1] > 35.0 {
                 failures.push(format!("{name}: healthy side {i} reads {:.1} mL of opacity", m[i][1]));
             }
@@ -185,7 +185,7 @@ fn dependent_consolidation_is_lung_and_opacity() {
             f.severity_score,
             f.total.involvement_pct
         );
-        if f.total.involvement_pct < 0.6 * pct {
+        if f.total.involvement_pct < 0.7 * pct {
             failures.push(format!("{name}: involvement {:.1} % vs {pct:.1} %", f.total.involvement_pct));
         }
     }
@@ -216,7 +216,7 @@ fn masses_against_the_mediastinum_and_the_chest_wall_are_inside_the_lung() {
         // the issue asks 90 % of each; 0.2.0 reaches it for neither (README): the posterior
         // wall's is bounded from below, the mediastinal one is the model's known gap and is
         // only required to be reported by the focal-lesion rule when it is found at all
-        if against == Against::PosteriorWall && (pi < 72.0 || pc < 52.0) {
+        if against == Against::PosteriorWall && (pi < 78.0 || pc < 57.0) {
             failures.push(format!("{name}: {pi:.1} % inside, {pc:.1} % opacity"));
         }
     }
@@ -237,10 +237,8 @@ fn effusion_is_reported_and_not_counted_as_opacity() {
         eprintln!("{}", line(&name, &m, &tr));
         regions(&r);
         let i = side.index();
-        // the issue asks 20 %; 0.2.0 finds 86-92 % of the 40 mm effusions and 74 % of the
-        // 20 mm one (the base of the meniscus behind the diaphragm dome, more than 32 mm below
-        // the last slice a walk found it in, is missed; README)
-        if m[i][2] < 0.7 * tr[i][2] || m[i][2] > 1.2 * tr[i][2] {
+        // the issue's target: within 20 % (today -17 to -1 %)
+        if m[i][2] < 0.8 * tr[i][2] || m[i][2] > 1.2 * tr[i][2] {
             failures.push(format!("{name}: effusion {:.1} mL vs {:.1}", m[i][2], tr[i][2]));
         }
         let grown = m[i][1] - base[i][1];
@@ -346,9 +344,9 @@ fn severe_pneumonia_written_into_the_real_sample() {
     }
     for (name, side, written, grown, lung_before, lung_after) in rows {
         if written > 0.0 {
-            // the side written: 83-87 % of the written opacity is found today (the issue asks
-            // 85 %; README): bounded from below
-            assert!(grown >= 0.8 * written, "{name} {side:?}: opacity grew {grown:.1} mL for {written:.1} mL written");
+            // the side written: the written volume within 15 % (the issue's target; today 91-93
+            // %, a few mL of it leaking into the spleen's edge below the dome, README)
+            assert!(grown >= 0.85 * written && grown <= 1.15 * written, "{name} {side:?}: opacity grew {grown:.1} mL for {written:.1} mL written");
             // its lung shrinks by what is not found (-8 % today), never by all of it
             assert!(lung_after >= 0.88 * lung_before, "{name} {side:?}: lung {lung_before:.0} -> {lung_after:.0} mL");
         } else {
