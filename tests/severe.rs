@@ -346,7 +346,10 @@ fn severe_pneumonia_written_into_the_real_sample() {
         if written > 0.0 {
             // the side written: the written volume within 15 % (the target; today 91-93
             // %, a few mL of it leaking into the spleen's edge below the dome, README)
-            assert!(grown >= 0.85 * written && grown <= 1.15 * written, "{name} {side:?}: opacity grew {grown:.1} mL for {written:.1} mL written");
+            assert!(
+                grown >= 0.85 * written && grown <= 1.15 * written,
+                "{name} {side:?}: opacity grew {grown:.1} mL for {written:.1} mL written"
+            );
             // its lung shrinks by what is not found (-8 % today), never by all of it
             assert!(lung_after >= 0.88 * lung_before, "{name} {side:?}: lung {lung_before:.0} -> {lung_after:.0} mL");
         } else {

@@ -1125,16 +1125,26 @@ fn open(m: &[bool], w: usize, h: usize, radius: usize) -> Vec<bool> {
 
 /// Separable box erosion (`all`) or dilation (any); outside the box counts as false.
 fn box_filter(m: &[bool], w: usize, h: usize, radius: usize, all: bool) -> Vec<bool> {
+    // one line at a time (a row, or a column), with a running count of the set pixels in the
+    // window: O(1) per pixel whatever the radius
     let pass = |src: &[bool], horizontal: bool| -> Vec<bool> {
         let mut dst = vec![false; w * h];
-        for y in 0..h {
-            for x in 0..w {
-                let (pos, len) = if horizontal { (x, w) } else { (y, h) };
-                let lo = pos.saturating_sub(radius);
-                let hi = (pos + radius).min(len - 1);
-                let get = |p: usize| if horizontal { src[y * w + p] } else { src[p * w + x] };
-                dst[y * w + x] =
-                    if all { pos >= radius && pos + radius < len && (lo..=hi).all(get) } else { (lo..=hi).any(get) };
+        let (lines, len) = if horizontal { (h, w) } else { (w, h) };
+        let at = |line: usize, pos: usize| if horizontal { line * w + pos } else { pos * w + line };
+        for line in 0..lines {
+            // set pixels in [pos - radius, pos + radius] clipped to the line
+            let mut count = (0..=radius.min(len - 1)).filter(|&p| src[at(line, p)]).count();
+            for pos in 0..len {
+                if pos > 0 {
+                    if pos + radius < len && src[at(line, pos + radius)] {
+                        count += 1;
+                    }
+                    if pos > radius && src[at(line, pos - radius - 1)] {
+                        count -= 1;
+                    }
+                }
+                dst[at(line, pos)] =
+                    if all { pos >= radius && pos + radius < len && count == 2 * radius + 1 } else { count > 0 };
             }
         }
         dst
@@ -1449,6 +1459,38 @@ mod tests {
         let dense_opacity = r.opacity.iter().zip(&hu).filter(|(o, v)| **o != 0 && **v == 35.0).count();
         let total = layer[0] + layer[1];
         assert!(dense_opacity as f64 >= 0.7 * total as f64, "{dense_opacity} of {total} layer voxels are opacity");
+    }
+
+    #[test]
+    fn the_box_filter_matches_its_definition() {
+        // a pseudo-random mask, against erosion / dilation by a square computed pixel by pixel
+        let (w, h) = (23, 17);
+        let mut x = 12345u64;
+        let m: Vec<bool> = (0..w * h)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                !(x >> 33).is_multiple_of(3)
+            })
+            .collect();
+        for radius in 0..4 {
+            for all in [true, false] {
+                let got = box_filter(&m, w, h, radius, all);
+                for y in 0..h {
+                    for xx in 0..w {
+                        let inside = |p: usize, len: usize| p >= radius && p + radius < len;
+                        let window = (y.saturating_sub(radius)..=(y + radius).min(h - 1)).flat_map(|yy| {
+                            (xx.saturating_sub(radius)..=(xx + radius).min(w - 1)).map(move |x2| (yy, x2))
+                        });
+                        let want = if all {
+                            inside(xx, w) && inside(y, h) && window.clone().all(|(yy, x2)| m[yy * w + x2])
+                        } else {
+                            window.clone().any(|(yy, x2)| m[yy * w + x2])
+                        };
+                        assert_eq!(got[y * w + xx], want, "radius {radius}, erosion {all}, ({y}, {xx})");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
