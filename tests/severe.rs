@@ -202,6 +202,7 @@ fn masses_against_the_mediastinum_and_the_chest_wall_are_inside_the_lung() {
         let spec = ThoraxSpec::standard(SHAPE, SPACING).with(Disease::Mass { side, against, diameter_mm: 40.0 });
         let t = thorax(&spec);
         let r = read(&model, &t, &format!("mass {name}"));
+        regions(&r);
         let mass = &t.truth.mass_mask;
         let lung = &r.segmentation.channels[side.index()];
         let opacity = &r.segmentation.channels[2];
@@ -216,7 +217,7 @@ fn masses_against_the_mediastinum_and_the_chest_wall_are_inside_the_lung() {
         // the issue asks 90 % of each; 0.2.0 reaches it for neither (README): the posterior
         // wall's is bounded from below, the mediastinal one is the model's known gap and is
         // only required to be reported by the focal-lesion rule when it is found at all
-        if against == Against::PosteriorWall && (pi < 78.0 || pc < 57.0) {
+        if against == Against::PosteriorWall && (pi < 78.0 || pc < 62.0) {
             failures.push(format!("{name}: {pi:.1} % inside, {pc:.1} % opacity"));
         }
     }
@@ -344,7 +345,7 @@ fn severe_pneumonia_written_into_the_real_sample() {
     }
     for (name, side, written, grown, lung_before, lung_after) in rows {
         if written > 0.0 {
-            // the side written: the written volume within 15 % (the issue's target; today 91-93
+            // the side written: the written volume within 15 % (the issue's target; today 91-94
             // %, a few mL of it leaking into the spleen's edge below the dome, README)
             assert!(
                 grown >= 0.85 * written && grown <= 1.15 * written,

@@ -431,8 +431,15 @@ fn solid_in_lung(
                 lung[i] != 0 && opacity[i] == 0 && hu[i] > SOLID_HU
             })
             .collect();
-        for (q, v) in open(&dense, bw, bh, radius).into_iter().enumerate() {
-            if v {
+        // the opening judges the solid tissue together with this slice's fill: a lesion's thin
+        // rim inside the mask stays where it continues the fill, a vessel stays out
+        let mut body = dense.clone();
+        for &p in &fills[k][side] {
+            let (r, c) = (p as usize / cols, p as usize % cols);
+            body[(r - r0) * bw + c - c0] = true;
+        }
+        for (q, v) in open(&body, bw, bh, radius).into_iter().enumerate() {
+            if v && dense[q] {
                 solid.set(k * plane + (r0 + q / bw) * cols + c0 + q % bw);
             }
         }
