@@ -394,8 +394,9 @@ pub fn refine(
 
 /// Solid tissue (> [`SOLID_HU`]) inside a lung's mask that the model did not call opacity, in
 /// the slices `fills` covers (`[slices, rows, cols]` sub-volume), near the fill of the slice or
-/// its neighbours ([`SOLID_REACH_MM`]), after an in-plane opening ([`OPENING_MM`]) that removes
-/// vessels and bronchial walls: the part of a dense lesion against the wall (a mass, a
+/// its neighbours ([`SOLID_REACH_MM`]), after an in-plane opening ([`OPENING_MM`]) of it
+/// together with the slice's fill, which removes vessels and bronchial walls and keeps a
+/// lesion's thin rim where it continues the fill: the part of a dense lesion against the wall (a mass, a
 /// consolidated segment) that the model's mask kept as lung while leaving it out of its
 /// opacity. It joins a region only where it touches the fill.
 fn solid_in_lung(
