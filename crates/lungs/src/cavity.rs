@@ -53,9 +53,10 @@
 //!      effusion with consolidation against it): counted as lung and opacity, and reported as
 //!      "dense dependent region: effusion or consolidation".
 //! 5. Carried down ([`CARRY_MM`], [`CARRY_HU_TOLERANCE`]): each region (an indeterminate one
-//!    of at least [`MIN_CARRIED_ML`]) continues, as what it was called, into the slices below where no aerated lung lies in front of it (the
-//!    posterior recess behind the diaphragm dome, where no line starts), within the footprint
-//!    of the slice above and its HU band.
+//!    of at least [`MIN_CARRIED_ML`]) continues, as what it was called, into the slices below
+//!    (the posterior recess behind the diaphragm dome, where no line starts from the lung):
+//!    within the footprint of the slice above and its HU band, never into lung, bone, fat or
+//!    another region.
 //! 6. Ground glass in front of an added consolidation is opacity ([`GROUND_GLASS_REACH_MM`]):
 //!    the model leaves out opacity at its mask's edge, and that edge was the consolidation.
 //!
@@ -95,7 +96,7 @@ pub const OUTLIER_MM: f64 = 4.0;
 pub const ENVELOPE_SLOPE: f64 = 0.5;
 /// Neighbouring slices within this distance bound a slice's cage (mm).
 pub const ENVELOPE_Z_MM: f64 = 10.0;
-/// The envelopes use the hits within this distance across the lines (mm).
+/// The depth envelopes use the hits within this distance across the lines (mm).
 pub const SMOOTH_WINDOW_MM: f64 = 40.0;
 /// A slice bounds its own and its neighbours' cage also by its rib hits' positions on the lines
 /// within this distance (mm): farther, the cage's curve (the lateral wall seen by a posterior
@@ -121,7 +122,8 @@ pub const EFFUSION_MAX_AIR: f64 = 0.003;
 pub const EFFUSION_MAX_HU: f64 = 22.0;
 /// How far below the last slice that found it a dependent layer is carried down (mm).
 pub const CARRY_MM: f64 = 32.0;
-/// How far a carried voxel's HU may be from the layer's median above (HU).
+/// How far a carried voxel's HU (the median of its 5 x 5 window) may be from the layer's median
+/// above (HU).
 pub const CARRY_HU_TOLERANCE: f32 = 18.0;
 /// Smallest indeterminate region carried into the recess (mL): a layer the walks found over a
 /// few slices, not a piece of the liver or spleen at the dome that a few walks crossed.
@@ -173,7 +175,8 @@ pub struct DenseRegion {
     pub side: Lung,
     /// What it was called.
     pub kind: DenseKind,
-    /// Volume of the region (mL): filled voxels and the dense model opacity touching them.
+    /// Volume of the region (mL): filled voxels, the dense model opacity and the solid tissue
+    /// inside the lung's mask touching them, and what was carried down into the recess.
     pub volume_ml: f64,
     /// Of which added by this step (mL).
     pub added_ml: f64,
@@ -198,7 +201,8 @@ pub struct Refined {
     pub effusion_left: Vec<u8>,
     /// Right pleural effusion.
     pub effusion_right: Vec<u8>,
-    /// Dense dependent regions called indeterminate (subset of the lungs and the opacity).
+    /// Dense dependent regions called indeterminate (subset of the lungs; their voxels above
+    /// -700 HU are opacity, air bronchograms are not).
     pub indeterminate: Vec<u8>,
     /// The regions, largest first.
     pub regions: Vec<DenseRegion>,
@@ -330,7 +334,12 @@ pub fn refine(
                 } else {
                     ([&out.right_lung, &out.effusion_right], [&out.left_lung, &out.effusion_left])
                 };
-                let free = |i: usize| this.iter().chain(that.iter()).all(|m| m[i] == 0);
+                // never into another region: one already written, or a candidate of one still to
+                // come (a voxel stays in one mask)
+                let free = |i: usize| {
+                    this.iter().chain(that.iter()).all(|m| m[i] == 0)
+                        && !((offset..offset + len).contains(&i) && candidate(i - offset))
+                };
                 let before = region.len();
                 region.extend(carried.into_iter().filter(|&i| free(i as usize)));
                 added += region.len() - before;
@@ -415,14 +424,9 @@ fn solid_in_lung(
     for k in 0..fills.len() {
         // the fill of this slice and its neighbours (a lesion continues through the slices)
         let near = &fills[k.saturating_sub(1)..(k + 2).min(fills.len())];
-        let (mut r0, mut r1, mut c0, mut c1) = (rows, 0, cols, 0);
-        for &p in near.iter().flat_map(|f| &f[side]) {
-            let (r, c) = (p as usize / cols, p as usize % cols);
-            (r0, r1, c0, c1) = (r0.min(r), r1.max(r), c0.min(c), c1.max(c));
-        }
-        if r0 > r1 {
+        let Some((r0, r1, c0, c1)) = pixel_box(near.iter().flat_map(|f| &f[side]).map(|&p| p as usize), cols) else {
             continue;
-        }
+        };
         let (r0, c0) = (r0.saturating_sub(reach), c0.saturating_sub(reach));
         let (r1, c1) = ((r1 + reach).min(rows - 1), (c1 + reach).min(cols - 1));
         let (bw, bh) = (c1 - c0 + 1, r1 - r0 + 1);
@@ -529,11 +533,8 @@ fn carry_down(region: &[u32], hu: &[f32], shape: [usize; 3], spacing_mm: [f64; 3
             _ => {
                 let mut values: Vec<f32> =
                     above.iter().map(|&p| above_hu[p as usize]).filter(|&v| v >= AIR_HU).collect();
-                if values.is_empty() {
-                    continue;
-                }
-                let mid = values.len() / 2;
-                (*values.select_nth_unstable_by(mid, f32::total_cmp).1, spacing_mm[0])
+                let Some(median) = median(&mut values) else { continue };
+                (median, spacing_mm[0])
             }
         };
         if below_mm > CARRY_MM {
@@ -541,12 +542,7 @@ fn carry_down(region: &[u32], hu: &[f32], shape: [usize; 3], spacing_mm: [f64; 3
             continue;
         }
         // the layer above, within its bounding box
-        let (mut r0, mut r1, mut c0, mut c1) = (rows, 0, cols, 0);
-        for &p in above {
-            let (r, c) = (p as usize / cols, p as usize % cols);
-            (r0, r1, c0, c1) = (r0.min(r), r1.max(r), c0.min(c), c1.max(c));
-        }
-        let (r1, c1) = (r1.min(rows - 1), c1.min(cols - 1));
+        let Some((r0, r1, c0, c1)) = pixel_box(above.iter().map(|&p| p as usize), cols) else { continue };
         let (bw, bh) = (c1 - c0 + 1, r1 - r0 + 1);
         let mut footprint = vec![false; bw * bh];
         for &p in above {
@@ -620,8 +616,7 @@ fn without_gas(lung: &[u8], hu: &[f32], rows: usize, cols: usize) -> Option<Vec<
             }
         }
         let mut values: Vec<f32> = part.iter().map(|&p| hu[p]).collect();
-        let mid = values.len() / 2;
-        if *values.select_nth_unstable_by(mid, f32::total_cmp).1 < GAS_HU {
+        if median(&mut values).is_some_and(|m| m < GAS_HU) {
             let cleaned = out.get_or_insert_with(|| lung.to_vec());
             for p in part {
                 cleaned[p] = 0;
@@ -646,11 +641,27 @@ fn median_around(slice: &[f32], [rows, cols]: [usize; 2], p: usize, window: &mut
             }
         }
     }
-    if window.is_empty() {
-        return slice[p];
+    median(window).unwrap_or(slice[p])
+}
+
+/// The median of `values` (reordered), `None` when empty.
+fn median<T: Copy + PartialOrd>(values: &mut [T]) -> Option<T> {
+    let mid = values.len() / 2;
+    if values.is_empty() {
+        return None;
     }
-    let mid = window.len() / 2;
-    *window.select_nth_unstable_by(mid, f32::total_cmp).1
+    Some(*values.select_nth_unstable_by(mid, |a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal)).1)
+}
+
+/// The bounding box `(first row, last row, first column, last column)` of pixel indices of a
+/// slice `cols` wide; `None` when there are none.
+fn pixel_box(pixels: impl IntoIterator<Item = usize>, cols: usize) -> Option<(usize, usize, usize, usize)> {
+    pixels.into_iter().fold(None, |b, p| {
+        let (r, c) = (p / cols, p % cols);
+        Some(b.map_or((r, r, c, c), |(r0, r1, c0, c1): (usize, usize, usize, usize)| {
+            (r0.min(r), r1.max(r), c0.min(c), c1.max(c))
+        }))
+    })
 }
 
 /// The volume's geometry.
@@ -683,12 +694,7 @@ fn midlines(lungs: &[&[u8]; 2], shape: [usize; 3]) -> Vec<f64> {
         }
     });
     let mut known: Vec<f64> = found.iter().flatten().copied().collect();
-    let fallback = if known.is_empty() {
-        cols as f64 / 2.0
-    } else {
-        let mid = known.len() / 2;
-        *known.select_nth_unstable_by(mid, f64::total_cmp).1
-    };
+    let fallback = median(&mut known).unwrap_or(cols as f64 / 2.0);
     found.into_iter().map(|m| m.unwrap_or(fallback)).collect()
 }
 
@@ -1050,6 +1056,11 @@ fn fill_direction(
         neighbours
             .iter()
             .map(|(dz, w)| {
+                // the looser of the two: where a slice has no rib hit within
+                // NEIGHBOUR_WINDOW_MM of these lines (infinite position bound), it does not bound
+                // them at all; its depths, from hits up to SMOOTH_WINDOW_MM away, would carry
+                // the lung's edge of elsewhere (measured: a depth cap there cut dependent layers
+                // and let organ pieces grow into regions)
                 let by_depth = w.depth_envelope[j] + ENVELOPE_SLOPE * dz + OUTLIER_MM;
                 by_depth.max(w.position_near[j] - exit_mm + ENVELOPE_SLOPE * dz + OUTLIER_MM)
             })
@@ -1133,6 +1144,9 @@ fn open(m: &[bool], w: usize, h: usize, radius: usize) -> Vec<bool> {
 
 /// Separable box erosion (`all`) or dilation (any); outside the box counts as false.
 fn box_filter(m: &[bool], w: usize, h: usize, radius: usize, all: bool) -> Vec<bool> {
+    if w == 0 || h == 0 {
+        return Vec::new();
+    }
     // one line at a time (a row, or a column), with a running count of the set pixels in the
     // window: O(1) per pixel whatever the radius
     let pass = |src: &[bool], horizontal: bool| -> Vec<bool> {
@@ -1245,11 +1259,7 @@ fn region_stats(region: &[u32], hu: &[f32], shape: [usize; 3], candidate: &dyn F
         }
     }
     for (k, pixels) in by_slice {
-        let (mut r0, mut r1, mut c0, mut c1) = (usize::MAX, 0, usize::MAX, 0);
-        for &p in &pixels {
-            let (r, c) = (p / cols, p % cols);
-            (r0, r1, c0, c1) = (r0.min(r), r1.max(r), c0.min(c), c1.max(c));
-        }
+        let Some((r0, r1, c0, c1)) = pixel_box(pixels.iter().copied(), cols) else { continue };
         // flood the complement from the border of the box (1 pixel larger)
         let (w, h) = (c1 - c0 + 3, r1 - r0 + 3);
         let mut inside = vec![false; w * h];
@@ -1297,12 +1307,7 @@ fn region_stats(region: &[u32], hu: &[f32], shape: [usize; 3], candidate: &dyn F
     }
     RegionStats {
         mean_dense_hu: if dense > 0 { dense_sum / dense as f64 } else { 0.0 },
-        median_soft_hu: if soft.is_empty() {
-            0.0
-        } else {
-            let mid = soft.len() / 2;
-            f64::from(*soft.select_nth_unstable_by(mid, f32::total_cmp).1)
-        },
+        median_soft_hu: median(&mut soft).map_or(0.0, f64::from),
         air_fraction: if total > 0 { air as f64 / total as f64 } else { 0.0 },
     }
 }
