@@ -217,7 +217,7 @@ fn masses_against_the_mediastinum_and_the_chest_wall_are_inside_the_lung() {
         // the issue asks 90 % of each; 0.2.0 reaches it for neither (README): the posterior
         // wall's is bounded from below, the mediastinal one is the model's known gap and is
         // only required to be reported by the focal-lesion rule when it is found at all
-        if against == Against::PosteriorWall && (pi < 78.0 || pc < 62.0) {
+        if against == Against::PosteriorWall && (pi < 85.0 || pc < 68.0) {
             failures.push(format!("{name}: {pi:.1} % inside, {pc:.1} % opacity"));
         }
     }
@@ -359,6 +359,82 @@ fn severe_pneumonia_written_into_the_real_sample() {
             assert!((lung_after - lung_before).abs() <= 0.02 * lung_before, "{name} {side:?}: lung changed");
         }
     }
+}
+
+/// The sample's HU resampled to `spacing_z` mm slices by linear interpolation along z (thin
+/// slices, as most chest CT is read; the sample itself is 8 mm).
+fn thin_slices(v: &firstread_volume::Volume, spacing_z: f64) -> (Vec<f32>, [usize; 3], [f64; 3]) {
+    let [slices, rows, cols] = v.shape;
+    let plane = rows * cols;
+    let extent = (slices - 1) as f64 * v.spacing_mm[0];
+    let n = (extent / spacing_z).floor() as usize + 1;
+    let mut hu = vec![0f32; n * plane];
+    for k in 0..n {
+        let z = k as f64 * spacing_z / v.spacing_mm[0];
+        let lo = (z.floor() as usize).min(slices - 1);
+        let hi = (lo + 1).min(slices - 1);
+        let t = (z - lo as f64) as f32;
+        for p in 0..plane {
+            hu[k * plane + p] = v.hu[lo * plane + p] * (1.0 - t) + v.hu[hi * plane + p] * t;
+        }
+    }
+    (hu, [n, rows, cols], [spacing_z, v.spacing_mm[1], v.spacing_mm[2]])
+}
+
+/// The severe pattern written into the sample resampled to 2 mm slices: the opacity found per
+/// side (the pleural cavity's mm constants were first measured on 8 mm real and 5 mm phantom
+/// slices).
+#[test]
+fn severe_pneumonia_on_thin_slices() {
+    let model = model();
+    let manifest = model.lock().expect("model").manifest.clone();
+    let v = sample_volume("lung-dx-a0002-b40f");
+    let (hu, shape, spacing) = thin_slices(&v, 2.0);
+    let before = read_volume(&model, &manifest, &hu, shape, spacing).expect("pipeline");
+    regions(&before);
+    let ins = firstread_e2e::inserted::severe_covid(&hu, shape, spacing, 7);
+    let after = read_volume(&model, &manifest, &ins.hu, shape, spacing).expect("pipeline");
+    regions(&after);
+    if let Ok(dir) = std::env::var("SEVERE_DUMP") {
+        let dir = format!("{dir}/thin");
+        std::fs::create_dir_all(&dir).expect("dump dir");
+        std::fs::write(format!("{dir}/changed.u8"), &ins.changed_mask).expect("dump");
+        let ch = &after.segmentation.channels;
+        let pred: Vec<u8> =
+            (0..ch[0].len()).map(|i| u8::from(ch[0][i] != 0 || ch[1][i] != 0) + 2 * u8::from(ch[2][i] != 0)).collect();
+        std::fs::write(format!("{dir}/pred.u8"), pred).expect("dump");
+        let bytes: Vec<u8> = ins.hu.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(format!("{dir}/hu.f32"), bytes).expect("dump");
+        std::fs::write(format!("{dir}/shape.txt"), format!("{} {} {}", shape[0], shape[1], shape[2])).expect("dump");
+    }
+    let (b, a) = (lungs_of(&before), lungs_of(&after));
+    for side in [Side::Left, Side::Right] {
+        let i = side.index();
+        let written = ins.ml(ins.opacity(side));
+        let grown = a[i].opacity_ml - b[i].opacity_ml;
+        eprintln!(
+            "| 2 mm slices | {side:?} | written {written:.1} mL | opacity {:.1} -> {:.1} mL, grew {grown:.1} mL ({:.0} %) | lung {:.0} -> {:.0} mL |",
+            b[i].opacity_ml,
+            a[i].opacity_ml,
+            100.0 * grown / written,
+            b[i].lung_ml,
+            a[i].lung_ml
+        );
+        // left 94 %; right 49 %: on 2 mm slices the sample's own tumour in the right lower lung
+        // is no longer enclosed by aerated lung once the layer behind it is consolidated, the
+        // model leaves it out, and the walks through it (tumour + layer) find no cage within
+        // reach: the tumour's opacity and the layer behind it are lost (README). Floors only.
+        let floor = if side == Side::Left { 0.85 } else { 0.45 };
+        assert!(grown >= floor * written, "{side:?}: opacity grew {grown:.1} mL for {written:.1} mL written");
+    }
+    eprintln!(
+        "| 2 mm slices | total | involvement {:.1} % -> {:.1} % | {} -> {} |",
+        before.findings.total.involvement_pct,
+        after.findings.total.involvement_pct,
+        before.findings.extent_class.label(),
+        after.findings.extent_class.label()
+    );
+    assert_ne!(after.findings.extent_class, ExtentClass::NoneOrMinimal);
 }
 
 /// The same acquisition reconstructed with a soft (B40f) and a sharp (B70f) kernel: lung and

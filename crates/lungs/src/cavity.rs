@@ -59,6 +59,9 @@
 //!    another region.
 //! 6. Ground glass in front of an added consolidation is opacity ([`GROUND_GLASS_REACH_MM`]):
 //!    the model leaves out opacity at its mask's edge, and that edge was the consolidation.
+//! 7. What the refined lung encloses in-plane, in the slices where this step added lung, is
+//!    lung (and opacity above -700 HU), as in the model's own masks: a lesion that the added
+//!    layer closed in, no longer enclosed by aerated lung alone.
 //!
 //! What it cannot do (measured in the model README): a lung with no aerated part in a slice
 //! starts no walk there (a completely white lung; the base of a consolidated lobe more than
@@ -385,6 +388,7 @@ pub fn refine(
         }
     }
     grow_ground_glass(&mut out, hu, shape, spacing_mm, &fills);
+    enclose(&mut out, hu, shape, &lungs);
     out.regions.sort_by(|a, b| b.volume_ml.total_cmp(&a.volume_ml));
     let volumes =
         [out.left_lung.iter(), out.right_lung.iter()].map(|m| m.filter(|&&v| v != 0).count() as f64 * voxel_ml);
@@ -450,6 +454,79 @@ fn solid_in_lung(
         }
     }
     solid
+}
+
+/// What the refined lungs enclose in-plane is lung, as the model's own masks are "aerated lung
+/// and what it encloses": where an added layer closes the lung around a lesion (a mass between
+/// the aerated lung and a consolidated layer, no longer enclosed by aerated lung alone, so left
+/// out of the model's mask), the lesion is lung again, and opacity above -700 HU. Only in slices
+/// where this step added lung; never effusion, never the other lung.
+fn enclose(out: &mut Refined, hu: &[f32], shape: [usize; 3], model: &[&[u8]; 2]) {
+    let [slices, rows, cols] = shape;
+    let plane = rows * cols;
+    for (side, model) in model.iter().enumerate() {
+        for k in 0..slices {
+            let range = k * plane..(k + 1) * plane;
+            let (lung, other, effusion) = if side == 0 {
+                (&out.left_lung[range.clone()], &out.right_lung[range.clone()], &out.effusion_left[range.clone()])
+            } else {
+                (&out.right_lung[range.clone()], &out.left_lung[range.clone()], &out.effusion_right[range.clone()])
+            };
+            // only where this step added lung
+            if lung.iter().zip(&model[range.clone()]).all(|(&a, &b)| (a != 0) == (b != 0)) {
+                continue;
+            }
+            let Some((r0, r1, c0, c1)) = pixel_box((0..plane).filter(|&p| lung[p] != 0), cols) else { continue };
+            // flood what is not lung from the box's border (one pixel wider)
+            let (w, h) = (c1 - c0 + 3, r1 - r0 + 3);
+            let inside = |q: usize| -> bool {
+                let (y, x) = (q / w, q % w);
+                if y == 0 || x == 0 || y == h - 1 || x == w - 1 {
+                    return false;
+                }
+                lung[(y - 1 + r0) * cols + x - 1 + c0] != 0
+            };
+            let mut outside = vec![false; w * h];
+            let mut stack: Vec<usize> = (0..w)
+                .chain((0..h).map(|y| y * w))
+                .chain((0..h).map(|y| y * w + w - 1))
+                .chain((0..w).map(|x| (h - 1) * w + x))
+                .collect();
+            while let Some(q) = stack.pop() {
+                if outside[q] || inside(q) {
+                    continue;
+                }
+                outside[q] = true;
+                let (y, x) = (q / w, q % w);
+                if x > 0 {
+                    stack.push(q - 1);
+                }
+                if x + 1 < w {
+                    stack.push(q + 1);
+                }
+                if y > 0 {
+                    stack.push(q - w);
+                }
+                if y + 1 < h {
+                    stack.push(q + w);
+                }
+            }
+            let holes: Vec<usize> = (0..w * h)
+                .filter(|&q| !outside[q] && !inside(q))
+                .map(|q| (q / w - 1 + r0) * cols + q % w - 1 + c0)
+                .filter(|&p| other[p] == 0 && effusion[p] == 0)
+                .collect();
+            let (lung_out, base) = (if side == 0 { &mut out.left_lung } else { &mut out.right_lung }, k * plane);
+            for &p in &holes {
+                lung_out[base + p] = 1;
+            }
+            for p in holes {
+                if hu[base + p] > OPACITY_LOW_HU {
+                    out.opacity[base + p] = 1;
+                }
+            }
+        }
+    }
 }
 
 /// Ground glass in front of an added dense region: the model leaves out opacity at its lung
