@@ -486,31 +486,7 @@ fn enclose(out: &mut Refined, hu: &[f32], shape: [usize; 3], model: &[&[u8]; 2])
                 }
                 lung[(y - 1 + r0) * cols + x - 1 + c0] != 0
             };
-            let mut outside = vec![false; w * h];
-            let mut stack: Vec<usize> = (0..w)
-                .chain((0..h).map(|y| y * w))
-                .chain((0..h).map(|y| y * w + w - 1))
-                .chain((0..w).map(|x| (h - 1) * w + x))
-                .collect();
-            while let Some(q) = stack.pop() {
-                if outside[q] || inside(q) {
-                    continue;
-                }
-                outside[q] = true;
-                let (y, x) = (q / w, q % w);
-                if x > 0 {
-                    stack.push(q - 1);
-                }
-                if x + 1 < w {
-                    stack.push(q + 1);
-                }
-                if y > 0 {
-                    stack.push(q - w);
-                }
-                if y + 1 < h {
-                    stack.push(q + w);
-                }
-            }
+            let outside = outside_of(inside, w, h);
             let holes: Vec<usize> = (0..w * h)
                 .filter(|&q| !outside[q] && !inside(q))
                 .map(|q| (q / w - 1 + r0) * cols + q % w - 1 + c0)
@@ -527,6 +503,35 @@ fn enclose(out: &mut Refined, hu: &[f32], shape: [usize; 3], model: &[&[u8]; 2])
             }
         }
     }
+}
+
+/// What of a `w` x `h` box whose border row and column hold nothing `inside` is reachable from
+/// that border without crossing `inside` (4-connected): the complement of `inside` and the holes
+/// it encloses.
+fn outside_of(inside: impl Fn(usize) -> bool, w: usize, h: usize) -> Vec<bool> {
+    let mut outside = vec![false; w * h];
+    // the border is never inside: starting from its top row and left column reaches all of it
+    let mut stack: Vec<usize> = (0..w).chain((0..h).map(|y| y * w)).collect();
+    while let Some(q) = stack.pop() {
+        if outside[q] || inside(q) {
+            continue;
+        }
+        outside[q] = true;
+        let (y, x) = (q / w, q % w);
+        if x > 0 {
+            stack.push(q - 1);
+        }
+        if x + 1 < w {
+            stack.push(q + 1);
+        }
+        if y > 0 {
+            stack.push(q - w);
+        }
+        if y + 1 < h {
+            stack.push(q + w);
+        }
+    }
+    outside
 }
 
 /// Ground glass in front of an added dense region: the model leaves out opacity at its lung
@@ -1343,27 +1348,7 @@ fn region_stats(region: &[u32], hu: &[f32], shape: [usize; 3], candidate: &dyn F
         for &p in &pixels {
             inside[(p / cols - r0 + 1) * w + (p % cols - c0 + 1)] = true;
         }
-        let mut outside = vec![false; w * h];
-        let mut stack: Vec<usize> = (0..w).chain((0..h).map(|y| y * w)).collect();
-        while let Some(q) = stack.pop() {
-            if outside[q] || inside[q] {
-                continue;
-            }
-            outside[q] = true;
-            let (y, x) = (q / w, q % w);
-            if x > 0 {
-                stack.push(q - 1);
-            }
-            if x + 1 < w {
-                stack.push(q + 1);
-            }
-            if y > 0 {
-                stack.push(q - w);
-            }
-            if y + 1 < h {
-                stack.push(q + w);
-            }
-        }
+        let outside = outside_of(|q| inside[q], w, h);
         for y in 1..h - 1 {
             for x in 1..w - 1 {
                 let q = y * w + x;
