@@ -61,6 +61,25 @@ fn dump_to(dir: &str, r: &Read, t: &Thorax) {
     }
 }
 
+/// With `SEVERE_DUMP` set, writes into `$SEVERE_DUMP/<case>` what `dump_to` writes, plus the
+/// voxels the generator changed (`changed.u8`) and the read's lung (bit 0) and opacity (bit 1)
+/// (`pred.u8`).
+fn dump_inserted(case: &str, ins: &firstread_e2e::inserted::Inserted, r: &Read, shape: [usize; 3], spacing: [f64; 3]) {
+    let Ok(dir) = std::env::var("SEVERE_DUMP") else { return };
+    let dir = format!("{dir}/{}", case.replace(' ', "-"));
+    std::fs::create_dir_all(&dir).expect("dump dir");
+    std::fs::write(format!("{dir}/changed.u8"), &ins.changed_mask).expect("dump");
+    let ch = &r.segmentation.channels;
+    let pred: Vec<u8> =
+        (0..ch[0].len()).map(|i| u8::from(ch[0][i] != 0 || ch[1][i] != 0) + 2 * u8::from(ch[2][i] != 0)).collect();
+    std::fs::write(format!("{dir}/pred.u8"), pred).expect("dump");
+    let truth = firstread_e2e::phantom::Truth {
+        lung_mask: [0, 1].map(|s| ins.lung_mask.iter().map(|&l| u8::from(usize::from(l) == s + 1)).collect()),
+        ..Default::default()
+    };
+    dump_to(&dir, r, &Thorax { hu: ins.hu.clone(), shape, spacing, labels: Vec::new(), truth });
+}
+
 /// Prints the dense dependent regions the pleural-cavity step found.
 fn regions(r: &Read) {
     for g in &r.dense_regions {
@@ -293,25 +312,7 @@ fn severe_pneumonia_written_into_the_real_sample() {
             7,
         );
         let after = read_volume(&model, &manifest, &ins.hu, v.shape, v.spacing_mm).expect("pipeline");
-        if std::env::var("SEVERE_DUMP").is_ok() {
-            let truth = firstread_e2e::phantom::Truth {
-                lung_mask: [0, 1].map(|s| ins.lung_mask.iter().map(|&l| u8::from(usize::from(l) == s + 1)).collect()),
-                ..Default::default()
-            };
-            let dir = format!("{}/{}", std::env::var("SEVERE_DUMP").unwrap_or_default(), name.replace(' ', "-"));
-            std::fs::create_dir_all(&dir).expect("dump dir");
-            std::fs::write(format!("{dir}/changed.u8"), &ins.changed_mask).expect("dump");
-            let ch = &after.segmentation.channels;
-            let pred: Vec<u8> = (0..ch[0].len())
-                .map(|i| u8::from(ch[0][i] != 0 || ch[1][i] != 0) + 2 * u8::from(ch[2][i] != 0))
-                .collect();
-            std::fs::write(format!("{dir}/pred.u8"), pred).expect("dump");
-            dump_to(
-                &dir,
-                &after,
-                &Thorax { hu: ins.hu.clone(), shape: v.shape, spacing: v.spacing_mm, labels: Vec::new(), truth },
-            );
-        }
+        dump_inserted(name, &ins, &after, v.shape, v.spacing_mm);
         regions(&after);
         let (b, a) = (lungs_of(&before), lungs_of(&after));
         for side in [Side::Left, Side::Right] {
@@ -395,18 +396,7 @@ fn severe_pneumonia_on_thin_slices() {
     let ins = firstread_e2e::inserted::severe_covid(&hu, shape, spacing, 7);
     let after = read_volume(&model, &manifest, &ins.hu, shape, spacing).expect("pipeline");
     regions(&after);
-    if let Ok(dir) = std::env::var("SEVERE_DUMP") {
-        let dir = format!("{dir}/thin");
-        std::fs::create_dir_all(&dir).expect("dump dir");
-        std::fs::write(format!("{dir}/changed.u8"), &ins.changed_mask).expect("dump");
-        let ch = &after.segmentation.channels;
-        let pred: Vec<u8> =
-            (0..ch[0].len()).map(|i| u8::from(ch[0][i] != 0 || ch[1][i] != 0) + 2 * u8::from(ch[2][i] != 0)).collect();
-        std::fs::write(format!("{dir}/pred.u8"), pred).expect("dump");
-        let bytes: Vec<u8> = ins.hu.iter().flat_map(|v| v.to_le_bytes()).collect();
-        std::fs::write(format!("{dir}/hu.f32"), bytes).expect("dump");
-        std::fs::write(format!("{dir}/shape.txt"), format!("{} {} {}", shape[0], shape[1], shape[2])).expect("dump");
-    }
+    dump_inserted("thin", &ins, &after, shape, spacing);
     let (b, a) = (lungs_of(&before), lungs_of(&after));
     for side in [Side::Left, Side::Right] {
         let i = side.index();

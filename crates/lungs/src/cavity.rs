@@ -985,16 +985,12 @@ fn walk_slice(family: &Family, cols: usize, col_mm: f64, hu: &[f32], lung: &[u8]
     let per_line = ENVELOPE_SLOPE * family.pitch_mm;
     let window = (SMOOTH_WINDOW_MM / family.pitch_mm).round() as usize;
     let depth_envelope = lower_envelope(rib_depth.iter().copied(), per_line, window);
-    let position_envelope = lower_envelope(
-        walks.iter().zip(&rib_depth).map(|(w, d)| Some(w.exit? as f64 * family.step_mm + (*d)?)),
-        per_line,
-        window,
-    );
-    let position_near = lower_envelope(
-        walks.iter().zip(&rib_depth).map(|(w, d)| Some(w.exit? as f64 * family.step_mm + (*d)?)),
-        per_line,
-        (NEIGHBOUR_WINDOW_MM / family.pitch_mm).round() as usize,
-    );
+    // the rib hits' positions along the lines (mm from the line's start)
+    let positions: Vec<Option<f64>> =
+        walks.iter().zip(&rib_depth).map(|(w, d)| Some(w.exit? as f64 * family.step_mm + (*d)?)).collect();
+    let position_envelope = lower_envelope(positions.iter().copied(), per_line, window);
+    let position_near =
+        lower_envelope(positions.into_iter(), per_line, (NEIGHBOUR_WINDOW_MM / family.pitch_mm).round() as usize);
     SliceWalks { walks, rib_depth, depth_envelope, position_envelope, position_near }
 }
 
