@@ -200,8 +200,8 @@ pub struct KeySlice {
     pub opacity_mean_hu: f64,
 }
 
-/// SFR extent class of lung involvement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// SFR extent class of lung involvement, ordered from none to critical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExtentClass {
     /// < 10 %.
@@ -217,6 +217,15 @@ pub enum ExtentClass {
 }
 
 impl ExtentClass {
+    /// Every class, from none to critical.
+    pub const ALL: [ExtentClass; 5] = [
+        ExtentClass::NoneOrMinimal,
+        ExtentClass::Moderate,
+        ExtentClass::Extensive,
+        ExtentClass::Severe,
+        ExtentClass::Critical,
+    ];
+
     /// The class for a total involvement in %.
     pub fn from_pct(pct: f64) -> Self {
         match pct {

@@ -7,7 +7,7 @@
 //! private coding scheme [`LOCAL_SCHEME`] (declared by the SR in its Coding Scheme Identification
 //! Sequence). Code values fit SH (16 characters), meanings LO (64).
 
-use crate::{Level, Side};
+use crate::{ExtentClass, Findings, Level, Pattern, Side};
 
 /// Coding Scheme Designator of firstread's private codes ("99" prefix: private or local, PS3.3 8.2).
 pub const LOCAL_SCHEME: &str = "99FIRSTREAD";
@@ -42,6 +42,8 @@ pub const MM: Unit = Unit { ucum: "mm", meaning: "millimeter", symbol: "mm" };
 pub const HU: Unit = Unit { ucum: "[hnsf'U]", meaning: "Hounsfield unit", symbol: "HU" };
 /// Percent.
 pub const PERCENT: Unit = Unit { ucum: "%", meaning: "percent", symbol: "%" };
+/// A score (UCUM annotation `{score}`).
+pub const SCORE: Unit = Unit { ucum: "{score}", meaning: "score", symbol: "points" };
 
 /// A named finding or measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,8 +152,93 @@ pub const CAUTION: Term = Term {
     label: "caution",
 };
 
+// --- the read's headline measurements ---
+
+/// Lung involvement: opacity volume / lung volume (%), per lung and both lungs.
+pub const INVOLVEMENT: Term = Term {
+    key: "involvement_pct",
+    code: Code { value: "INVOLVEMENT", scheme: LOCAL_SCHEME, meaning: "Lung involvement by opacity" },
+    meaning: "opacity volume / lung volume x 100",
+    unit: Some(PERCENT),
+    label: "lung involvement",
+};
+
+/// Opacity volume (mL), per lung.
+pub const OPACITY_VOLUME: Term = Term {
+    key: "opacity_ml",
+    code: Code { value: "OPACITY-VOLUME", scheme: LOCAL_SCHEME, meaning: "Lung opacity volume" },
+    meaning: "volume of the lung's ground-glass and consolidation voxels",
+    unit: Some(ML),
+    label: "opacity volume",
+};
+
+/// CT severity score 0-30 (Francone et al., Eur Radiol 2020): the sum of six zone scores.
+pub const SEVERITY_SCORE: Term = Term {
+    key: "severity_score",
+    code: Code { value: "SEVERITY-SCORE", scheme: LOCAL_SCHEME, meaning: "CT severity score (0-30)" },
+    meaning: "sum of the six zone scores 0-5 (Francone 2020)",
+    unit: Some(SCORE),
+    label: "CT severity score",
+};
+
+/// Zone score 0-5 (Francone 2020).
+pub const ZONE_SCORE: Term = Term {
+    key: "score",
+    code: Code { value: "ZONE-SCORE", scheme: LOCAL_SCHEME, meaning: "Zone CT severity score (0-5)" },
+    meaning: "0: none; 1: < 5 %; 2: 5-25 %; 3: 26-50 %; 4: 51-75 %; 5: > 75 % of the zone",
+    unit: Some(SCORE),
+    label: "zone score",
+};
+
+/// SFR extent class of the involvement (coded by [`extent_code`]).
+pub const EXTENT_CLASS: Term = Term {
+    key: "extent_class",
+    code: Code { value: "EXTENT-CLASS", scheme: LOCAL_SCHEME, meaning: "SFR extent class" },
+    meaning: "Societe Francaise de Radiologie extent class of the total involvement",
+    unit: None,
+    label: "extent class",
+};
+
+/// The suggested RSNA consensus category (Simpson et al. 2020; coded by [`pattern_code`]).
+pub const RSNA_SUGGESTION: Term = Term {
+    key: "pattern",
+    code: Code { value: "RSNA-SUGGESTION", scheme: LOCAL_SCHEME, meaning: "Suggested RSNA CT category" },
+    meaning: "RSNA consensus category the distribution suggests (a suggestion, not a diagnosis)",
+    unit: None,
+    label: "suggested RSNA category",
+};
+
+/// Private code of an SFR extent class.
+pub fn extent_code(class: ExtentClass) -> Code {
+    let value = match class {
+        ExtentClass::NoneOrMinimal => "SFR-MINIMAL",
+        ExtentClass::Moderate => "SFR-MODERATE",
+        ExtentClass::Extensive => "SFR-EXTENSIVE",
+        ExtentClass::Severe => "SFR-SEVERE",
+        ExtentClass::Critical => "SFR-CRITICAL",
+    };
+    Code { value, scheme: LOCAL_SCHEME, meaning: class.label() }
+}
+
+/// Private code of an RSNA consensus category (Simpson et al. 2020).
+pub fn pattern_code(pattern: Pattern) -> Code {
+    let value = match pattern {
+        Pattern::Typical => "RSNA-TYPICAL",
+        Pattern::Indeterminate => "RSNA-INDETERM",
+        Pattern::Atypical => "RSNA-ATYPICAL",
+        Pattern::Negative => "RSNA-NEGATIVE",
+    };
+    Code { value, scheme: LOCAL_SCHEME, meaning: pattern.label() }
+}
+
 /// Every term, for checks and listings.
-pub const ALL: [Term; 9] = [
+pub const ALL: [Term; 15] = [
+    INVOLVEMENT,
+    OPACITY_VOLUME,
+    SEVERITY_SCORE,
+    ZONE_SCORE,
+    EXTENT_CLASS,
+    RSNA_SUGGESTION,
     PLEURAL_EFFUSION,
     INDETERMINATE_DENSE,
     FOCAL_OPACITY,
@@ -220,6 +307,161 @@ pub fn focal_text(side: Side, level: Level, volume_ml: f64, isolated: bool) -> S
     if isolated {
         text.push_str("; ");
         text.push_str(NOT_TYPICAL_OF_PNEUMONIA);
+    }
+    text
+}
+
+/// A reported value: a number with its unit, a code, or text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReportedValue {
+    /// A number, shown with `decimals` decimals.
+    Number {
+        /// The value.
+        value: f64,
+        /// Its unit.
+        unit: Unit,
+        /// Decimals shown.
+        decimals: usize,
+    },
+    /// A coded value.
+    Coded(Code),
+    /// Text.
+    Text(String),
+}
+
+/// One line of the result as messages carry it (an HL7 OBX, a FHIR Observation, a row of the
+/// webhook's `measurements`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reported {
+    /// What it is.
+    pub term: Term,
+    /// The lung it is about, where it is per side.
+    pub side: Option<Side>,
+    /// Its value.
+    pub value: ReportedValue,
+    /// Outside its normal range (`Some(true)`), within it, or no normal range defined (`None`).
+    pub abnormal: Option<bool>,
+    /// The normal range as text, where one is defined.
+    pub reference_range: Option<&'static str>,
+}
+
+/// The involvement below which the SFR class is "none or minimal": the normal range of the
+/// involvement and the extent class in messages.
+pub const INVOLVEMENT_NORMAL_BELOW_PCT: f64 = 10.0;
+
+/// The result's headline measurements and findings, in the order messages list them: extent
+/// class, severity score, involvement (both lungs, then each), opacity volume per lung, pleural
+/// effusion per side, indeterminate dense regions, focal opacities, suggested RSNA category.
+///
+/// Flags: the involvement and the extent class are abnormal from the SFR class "moderate"
+/// (>= [`INVOLVEMENT_NORMAL_BELOW_PCT`]); an effusion, a dense dependent region or a focal
+/// opacity is abnormal whenever reported; volumes and the score carry no range.
+pub fn reported(f: &Findings) -> Vec<Reported> {
+    let number = |value: f64, unit: Unit, decimals: usize| ReportedValue::Number { value, unit, decimals };
+    let pct_range = Some("<10");
+    let pct_flag = |p: f64| Some(p >= INVOLVEMENT_NORMAL_BELOW_PCT);
+    let mut out = vec![
+        Reported {
+            term: EXTENT_CLASS,
+            side: None,
+            value: ReportedValue::Coded(extent_code(f.extent_class)),
+            abnormal: Some(f.extent_class > ExtentClass::NoneOrMinimal),
+            reference_range: None,
+        },
+        Reported {
+            term: SEVERITY_SCORE,
+            side: None,
+            value: number(f64::from(f.severity_score), SCORE, 0),
+            abnormal: None,
+            reference_range: None,
+        },
+        Reported {
+            term: INVOLVEMENT,
+            side: None,
+            value: number(f.total.involvement_pct, PERCENT, 1),
+            abnormal: pct_flag(f.total.involvement_pct),
+            reference_range: pct_range,
+        },
+    ];
+    for lung in &f.lungs {
+        out.push(Reported {
+            term: INVOLVEMENT,
+            side: Some(lung.side),
+            value: number(lung.involvement.involvement_pct, PERCENT, 1),
+            abnormal: pct_flag(lung.involvement.involvement_pct),
+            reference_range: pct_range,
+        });
+    }
+    for lung in &f.lungs {
+        out.push(Reported {
+            term: OPACITY_VOLUME,
+            side: Some(lung.side),
+            value: number(lung.involvement.opacity_ml, ML, 1),
+            abnormal: None,
+            reference_range: None,
+        });
+    }
+    for e in &f.effusions {
+        out.push(Reported {
+            term: PLEURAL_EFFUSION,
+            side: Some(e.side),
+            value: number(e.volume_ml, ML, 1),
+            abnormal: Some(e.volume_ml > 0.0),
+            reference_range: None,
+        });
+    }
+    for d in &f.indeterminate_dense {
+        out.push(Reported {
+            term: INDETERMINATE_DENSE,
+            side: Some(d.side),
+            value: number(d.volume_ml, ML, 1),
+            abnormal: Some(true),
+            reference_range: None,
+        });
+    }
+    for l in &f.focal_lesions {
+        out.push(Reported {
+            term: FOCAL_OPACITY,
+            side: Some(l.side),
+            value: ReportedValue::Text(l.text.clone()),
+            abnormal: Some(true),
+            reference_range: None,
+        });
+    }
+    out.push(Reported {
+        term: RSNA_SUGGESTION,
+        side: None,
+        value: ReportedValue::Coded(pattern_code(f.pattern)),
+        abnormal: None,
+        reference_range: None,
+    });
+    out
+}
+
+/// One line a person reads first: "Lung involvement 22.4 %, extent class moderate (10-25 %),
+/// CT severity score 12/30; right pleural effusion, 80.0 mL, ...; focal opacity, ...".
+pub fn summary_text(f: &Findings) -> String {
+    let mut text = format!(
+        "{} {:.1} {}, {} {}, {} {}/30",
+        capitalised(INVOLVEMENT.label),
+        f.total.involvement_pct,
+        PERCENT.symbol,
+        EXTENT_CLASS.label,
+        f.extent_class.label(),
+        SEVERITY_SCORE.label,
+        f.severity_score
+    );
+    for e in f.effusions.iter().filter(|e| e.volume_ml > 0.0) {
+        text.push_str("; ");
+        text.push_str(&e.text);
+    }
+    for d in &f.indeterminate_dense {
+        text.push_str("; ");
+        text.push_str(&sided(d.side, &d.text));
+    }
+    for l in &f.focal_lesions {
+        text.push_str("; ");
+        text.push_str(&l.text);
     }
     text
 }

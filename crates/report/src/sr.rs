@@ -165,16 +165,16 @@ const MM: Cd = ucum(vocabulary::MM);
 const ML: Cd = ucum(vocabulary::ML);
 const PERCENT: Cd = ucum(vocabulary::PERCENT);
 const HU: Cd = ucum(vocabulary::HU);
-const SCORE: Cd = ("{score}", "UCUM", "score");
+const SCORE: Cd = ucum(vocabulary::SCORE);
 const PIXELS: Cd = ("{pixels}", "UCUM", "pixels");
 
 // --- firstread's private codes (LOCAL_SCHEME) ---
-const INVOLVEMENT: Cd = ("INVOLVEMENT", LOCAL_SCHEME, "Lung involvement by opacity");
-const OPACITY_VOLUME: Cd = ("OPACITY-VOLUME", LOCAL_SCHEME, "Lung opacity volume");
-const SEVERITY_SCORE: Cd = ("SEVERITY-SCORE", LOCAL_SCHEME, "CT severity score (0-30)");
-const ZONE_SCORE: Cd = ("ZONE-SCORE", LOCAL_SCHEME, "Zone CT severity score (0-5)");
-const EXTENT_CLASS: Cd = ("EXTENT-CLASS", LOCAL_SCHEME, "SFR extent class");
-const RSNA_SUGGESTION: Cd = ("RSNA-SUGGESTION", LOCAL_SCHEME, "Suggested RSNA CT category");
+const INVOLVEMENT: Cd = term(vocabulary::INVOLVEMENT);
+const OPACITY_VOLUME: Cd = term(vocabulary::OPACITY_VOLUME);
+const SEVERITY_SCORE: Cd = term(vocabulary::SEVERITY_SCORE);
+const ZONE_SCORE: Cd = term(vocabulary::ZONE_SCORE);
+const EXTENT_CLASS: Cd = term(vocabulary::EXTENT_CLASS);
+const RSNA_SUGGESTION: Cd = term(vocabulary::RSNA_SUGGESTION);
 const SUGGESTION_BASIS: Cd = ("SUGGEST-BASIS", LOCAL_SCHEME, "Basis of the suggested category");
 const METHOD_AND_LIMITS: Cd = ("METHOD-LIMITS", LOCAL_SCHEME, "Method and limits");
 
@@ -1024,27 +1024,12 @@ fn zone_code(level: Level) -> Cd {
     }
 }
 
-/// Private code of an SFR extent class (meaning: the class and its band).
 fn extent_code(class: ExtentClass) -> Cd {
-    let value = match class {
-        ExtentClass::NoneOrMinimal => "SFR-MINIMAL",
-        ExtentClass::Moderate => "SFR-MODERATE",
-        ExtentClass::Extensive => "SFR-EXTENSIVE",
-        ExtentClass::Severe => "SFR-SEVERE",
-        ExtentClass::Critical => "SFR-CRITICAL",
-    };
-    (value, LOCAL_SCHEME, class.label())
+    cd(vocabulary::extent_code(class))
 }
 
-/// Private code of an RSNA consensus category (Simpson et al. 2020).
 fn pattern_code(pattern: Pattern) -> Cd {
-    let value = match pattern {
-        Pattern::Typical => "RSNA-TYPICAL",
-        Pattern::Indeterminate => "RSNA-INDETERM",
-        Pattern::Atypical => "RSNA-ATYPICAL",
-        Pattern::Negative => "RSNA-NEGATIVE",
-    };
-    (value, LOCAL_SCHEME, pattern.label())
+    cd(vocabulary::pattern_code(pattern))
 }
 
 #[cfg(test)]

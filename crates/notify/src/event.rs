@@ -1,0 +1,282 @@
+//! What a notification says: one [`Event`] per (study version, model), built when the analysis
+//! ends, stored as the delivery job's payload, and rendered by each channel (webhook JSON, HL7
+//! OBX segments, FHIR Observations). Every measurement carries its code, unit and display label
+//! from `firstread_findings::vocabulary`, the same as the SR's.
+
+use chrono::{DateTime, Utc};
+use firstread_findings::vocabulary::{self, Reported, ReportedValue};
+use firstread_findings::{ExtentClass, Findings, Side};
+use serde::{Deserialize, Serialize};
+
+/// The notice every message carries.
+pub const PRE_READ_NOTICE: &str =
+    "Automated pre-read aid for triage, not a diagnosis: to be confirmed by a radiologist on the images.";
+
+/// What happened to the study.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The model read the study.
+    FirstRead,
+    /// The model refused the study (with a reason).
+    Refused,
+}
+
+/// Whether this message is the first for the study on this (rule, channel), or replaces one
+/// sent for an earlier study version (late images, re-analysis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultStatus {
+    /// First result for this study on this channel (HL7 `F`, FHIR `final`).
+    Final,
+    /// Replaces the result of an earlier study version (HL7 `C`, FHIR `corrected`).
+    Corrected,
+}
+
+/// The study the result is about (from the index; Patient and Study modules of the images).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Study {
+    /// Study Instance UID.
+    pub study_instance_uid: String,
+    /// Study version (1, then +1 per accepted late arrival).
+    pub study_version: i32,
+    /// Accession Number.
+    pub accession_number: Option<String>,
+    /// Patient ID.
+    pub patient_id: Option<String>,
+    /// Patient's Name, DICOM PN (`Family^Given^Middle^Prefix^Suffix`).
+    pub patient_name: Option<String>,
+    /// Patient's Birth Date (DA, YYYYMMDD).
+    pub patient_birth_date: Option<String>,
+    /// Patient's Sex (M, F, O).
+    pub patient_sex: Option<String>,
+    /// Study Date (DA) and Study Time (TM).
+    pub study_date: Option<String>,
+    /// Study Time (TM).
+    pub study_time: Option<String>,
+    /// Study Description.
+    pub study_description: Option<String>,
+    /// Calling AE title of the association that sent the study (the sending site).
+    pub sender: String,
+}
+
+/// The model that produced the result.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Model {
+    /// Package name.
+    pub name: String,
+    /// Package version.
+    pub version: String,
+}
+
+/// A coded concept (code value, coding scheme designator, meaning), as in the SR.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coded {
+    /// Code Value.
+    pub code: String,
+    /// Coding Scheme Designator (`SCT`, `DCM`, `99FIRSTREAD`).
+    pub scheme: String,
+    /// Code Meaning.
+    pub meaning: String,
+}
+
+impl From<vocabulary::Code> for Coded {
+    fn from(c: vocabulary::Code) -> Self {
+        Coded { code: c.value.into(), scheme: c.scheme.into(), meaning: c.meaning.into() }
+    }
+}
+
+/// A measurement's value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Value {
+    /// A number with its unit (UCUM code and display symbol).
+    Numeric {
+        /// The value, rounded to `decimals`.
+        value: f64,
+        /// UCUM code.
+        ucum: String,
+        /// Display symbol.
+        unit: String,
+    },
+    /// A coded value (an extent class, a suggested category).
+    Code(Coded),
+    /// Free text.
+    Text {
+        /// The text.
+        text: String,
+    },
+}
+
+/// One measurement or finding of the result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    /// Its name in the findings JSON (with the side where it has one, e.g. `involvement_pct.left`).
+    pub key: String,
+    /// Its concept.
+    pub concept: Coded,
+    /// Display label (e.g. "lung involvement, left").
+    pub label: String,
+    /// The value.
+    pub value: Value,
+    /// Which lung, where it is per side.
+    pub laterality: Option<Side>,
+    /// Outside its normal range (`Some(true)`), within it (`Some(false)`), or no range (`None`).
+    pub abnormal: Option<bool>,
+    /// The normal range as text (HL7 OBX-7), where there is one.
+    pub reference_range: Option<String>,
+}
+
+impl From<Reported> for Measurement {
+    fn from(r: Reported) -> Self {
+        let value = match r.value {
+            ReportedValue::Number { value, unit, decimals } => {
+                let scale = 10f64.powi(i32::try_from(decimals).unwrap_or(2));
+                Value::Numeric {
+                    value: (value * scale).round() / scale,
+                    ucum: unit.ucum.into(),
+                    unit: unit.symbol.into(),
+                }
+            }
+            ReportedValue::Coded(c) => Value::Code(c.into()),
+            ReportedValue::Text(text) => Value::Text { text },
+        };
+        let key = match r.side {
+            Some(side) => format!("{}.{}", r.term.key, side.name()),
+            None => r.term.key.to_owned(),
+        };
+        let label = match r.side {
+            Some(side) => format!("{}, {}", r.term.label, side.name()),
+            None => r.term.label.to_owned(),
+        };
+        Measurement {
+            key,
+            concept: r.term.code.into(),
+            label,
+            value,
+            laterality: r.side,
+            abnormal: r.abnormal,
+            reference_range: r.reference_range.map(str::to_owned),
+        }
+    }
+}
+
+/// The SR that holds the result, for a link from the message to the viewer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultObject {
+    /// Series Instance UID of the SR.
+    pub series_instance_uid: String,
+    /// SOP Instance UID of the SR.
+    pub sop_instance_uid: String,
+}
+
+/// One notification's content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// First or replacing message.
+    pub status: ResultStatus,
+    /// The study version whose message this one replaces.
+    pub supersedes_study_version: Option<i32>,
+    /// The rule that sent it.
+    pub rule: String,
+    /// The study.
+    pub study: Study,
+    /// The model.
+    pub model: Model,
+    /// SFR extent class of lung involvement (coded), when read.
+    pub extent_class: Option<Coded>,
+    /// CT severity score 0-30 (Francone 2020), when read.
+    pub severity_score: Option<u8>,
+    /// Lung involvement, both lungs (%), when read.
+    pub involvement_pct: Option<f64>,
+    /// One line a person reads first.
+    pub summary: String,
+    /// Why the study was refused.
+    pub refusal_reason: Option<String>,
+    /// Every reported measurement and finding.
+    pub measurements: Vec<Measurement>,
+    /// What the reader must know about this result.
+    pub cautions: Vec<String>,
+    /// The first-read SR, when written.
+    pub sr: Option<ResultObject>,
+    /// When the last image of the study version was received.
+    pub last_image_at: DateTime<Utc>,
+    /// When the result was ready.
+    pub result_at: DateTime<Utc>,
+    /// [`PRE_READ_NOTICE`].
+    pub notice: String,
+}
+
+/// What the analysis produced.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome<'a> {
+    /// Read, with its findings and SR.
+    Read(&'a Findings, Option<&'a ResultObject>),
+    /// Refused, with the reason.
+    Refused(&'a str),
+}
+
+impl Event {
+    /// The event for `outcome` of `model` on `study`. `status` and `supersedes_study_version`
+    /// start as a first message; [`Event::correcting`] turns it into a correction.
+    pub fn new(
+        rule: &str,
+        study: Study,
+        model: Model,
+        outcome: Outcome<'_>,
+        last_image_at: DateTime<Utc>,
+        result_at: DateTime<Utc>,
+    ) -> Self {
+        let mut event = Event {
+            kind: EventKind::FirstRead,
+            status: ResultStatus::Final,
+            supersedes_study_version: None,
+            rule: rule.to_owned(),
+            study,
+            model,
+            extent_class: None,
+            severity_score: None,
+            involvement_pct: None,
+            summary: String::new(),
+            refusal_reason: None,
+            measurements: Vec::new(),
+            cautions: Vec::new(),
+            sr: None,
+            last_image_at,
+            result_at,
+            notice: PRE_READ_NOTICE.to_owned(),
+        };
+        match outcome {
+            Outcome::Read(f, sr) => {
+                event.extent_class = Some(vocabulary::extent_code(f.extent_class).into());
+                event.severity_score = Some(f.severity_score);
+                event.involvement_pct = Some((f.total.involvement_pct * 10.0).round() / 10.0);
+                event.measurements = vocabulary::reported(f).into_iter().map(Measurement::from).collect();
+                event.cautions.clone_from(&f.cautions);
+                event.summary = vocabulary::summary_text(f);
+                event.sr = sr.cloned();
+            }
+            Outcome::Refused(reason) => {
+                event.kind = EventKind::Refused;
+                event.refusal_reason = Some(reason.to_owned());
+                event.summary = format!("Not analysed: {reason}");
+            }
+        }
+        event
+    }
+
+    /// This event as the correction of what was sent for `earlier` study version.
+    pub fn correcting(mut self, earlier: i32) -> Self {
+        self.status = ResultStatus::Corrected;
+        self.supersedes_study_version = Some(earlier);
+        self
+    }
+
+    /// The extent class, decoded.
+    pub fn extent(&self) -> Option<ExtentClass> {
+        let code = self.extent_class.as_ref()?;
+        ExtentClass::ALL.into_iter().find(|c| vocabulary::extent_code(*c).value == code.code)
+    }
+}

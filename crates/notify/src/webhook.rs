@@ -1,0 +1,88 @@
+//! Webhook: the [`Event`] as JSON, POSTed with
+//! - `X-Firstread-Signature: sha256=<hex>`: HMAC-SHA256 (RFC 2104) of the exact body bytes with
+//!   the channel's secret, the scheme GitHub and Stripe use, so receivers verify before parsing;
+//! - `X-Firstread-Delivery: <uuid>`: the same on every attempt of one delivery (drop repeats);
+//! - `X-Firstread-Event: first_read | refused`.
+//!
+//! 2xx is delivered; 408, 425, 429 and 5xx are retried; any other answer (a 401 for a signature
+//! the receiver rejects) is permanent.
+
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use sha2::Sha256;
+
+use crate::config::Channel;
+use crate::event::{Event, EventKind};
+use crate::DeliveryError;
+
+/// The JSON body: the delivery id and the event.
+#[derive(Debug, Serialize)]
+pub struct Body<'a> {
+    /// Same as `X-Firstread-Delivery`.
+    pub delivery_id: &'a str,
+    /// The notification.
+    #[serde(flatten)]
+    pub event: &'a Event,
+}
+
+/// `sha256=<lowercase hex of HMAC-SHA256(secret, body)>`.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    // HMAC takes keys of any length (RFC 2104 2.); new_from_slice cannot fail for it.
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(secret) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC accepts keys of any length"),
+    };
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// POSTs `body` (the serialised [`Body`]; `event_name` from [`event_name`]) to the channel's URL once.
+///
+/// # Errors
+/// [`DeliveryError`] by the rules of this module.
+pub async fn post(
+    http: &reqwest::Client,
+    channel: &Channel,
+    delivery_id: &str,
+    event_name: &str,
+    body: &[u8],
+) -> Result<String, DeliveryError> {
+    let url = channel.url.as_deref().ok_or_else(|| DeliveryError::Permanent("webhook without url".into()))?;
+    let secret = channel.secret.as_deref().ok_or_else(|| DeliveryError::Permanent("webhook without secret".into()))?;
+    let response = http
+        .post(url)
+        .timeout(channel.timeout)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header("X-Firstread-Signature", signature(secret.as_bytes(), body))
+        .header("X-Firstread-Delivery", delivery_id)
+        .header("X-Firstread-Event", event_name)
+        .body(body.to_vec())
+        .send()
+        .await
+        .map_err(|e| crate::http_error(url, &e))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    crate::http_outcome(status, &text)
+}
+
+/// The `X-Firstread-Event` value of an event.
+pub fn event_name(event: &Event) -> &'static str {
+    match event.kind {
+        EventKind::FirstRead => "first_read",
+        EventKind::Refused => "refused",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 4231 test case 2 (key "Jefe").
+    #[test]
+    fn signature_is_rfc_4231_hmac_sha256() {
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}
