@@ -32,7 +32,7 @@ PLAYWRIGHT_CORE_VERSION="1.65.1"
 VIEWER_DIR="$CACHE/viewer-ohif-${OHIF_VERSION}"
 VIEWER_STAMP="firstread-viewer v1 ohif=${OHIF_VERSION} playwright-core=${PLAYWRIGHT_CORE_VERSION}"
 # module:pip-spec
-PY_PACKAGES=("pydicom:pydicom==3.0.2" "pynetdicom:pynetdicom==3.0.4" "dicomweb_client:dicomweb-client==0.61.2" "prometheus_client:prometheus-client==0.26.0")
+PY_PACKAGES=("pydicom:pydicom==3.0.2" "pynetdicom:pynetdicom==3.0.4" "dicomweb_client:dicomweb-client==0.61.2" "prometheus_client:prometheus-client==0.26.0" "hl7:hl7==0.4.5" "fhir.resources:fhir.resources==8.3.0")
 
 SUMMARY=()
 note() { SUMMARY+=("$*"); }

@@ -485,6 +485,25 @@ impl Drop for Peer {
     }
 }
 
+/// A notification receiver of `tests/peers/receivers.py` (`webhook`, `hl7` or `fhir`) on
+/// 127.0.0.1:`port`, appending what it receives to `out` as JSON lines.
+pub fn receiver(kind: &str, port: u16, out: &Path, extra: &[&str]) -> Peer {
+    let mut cmd = Command::new("python3");
+    cmd.arg(repo_root().join("tests/peers/receivers.py"))
+        .args([kind, "--port", &port.to_string(), "--out"])
+        .arg(out)
+        .args(extra)
+        .stdout(std::process::Stdio::null());
+    let peer = Peer(cmd.spawn().expect("receivers.py"));
+    wait_listening(port, kind);
+    peer
+}
+
+/// The JSON lines a receiver wrote so far.
+pub fn received(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
 /// Waits until something accepts TCP connections on 127.0.0.1:`port` (30 s at most).
 pub fn wait_listening(port: u16, what: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

@@ -20,13 +20,14 @@ use firstread_findings::vocabulary::roles::{LEFT_PLEURAL_EFFUSION, RIGHT_PLEURAL
 use firstread_findings::{Grid, Masks};
 use firstread_inference::{Manifest, Model};
 use firstread_queue::assembly::is_analysable_class;
-use firstread_queue::{Job, JobHandler};
+use firstread_queue::{Job, JobError, JobHandler};
 use firstread_store::{Arrival, Index, Provenance, Storage};
 use firstread_volume::{Refusal, StudyVolume, VolumeContract};
 use serde_json::{json, Value};
 use tracing::info;
 
 use crate::config::ExportConfig;
+use crate::notify::{sr_of, Notifications};
 use crate::results;
 
 /// The analysis handler, holding the loaded models.
@@ -38,6 +39,8 @@ pub struct Analysis {
     export: Arc<ExportConfig>,
     /// Our AE title, recorded as the source of indexed result objects.
     ae_title: String,
+    /// Notification rules (none: nothing is notified).
+    notifications: Option<Notifications>,
 }
 
 impl std::fmt::Debug for Analysis {
@@ -91,7 +94,14 @@ impl Analysis {
             models: Arc::new(models),
             export: Arc::new(export),
             ae_title: ae_title.to_owned(),
+            notifications: None,
         })
+    }
+
+    /// Queues notifications of each result by these rules.
+    pub fn with_notifications(mut self, notifications: Notifications) -> Self {
+        self.notifications = Some(notifications);
+        self
     }
 
     /// Runs the whole pipeline on a list of instance files (blocking: call from a blocking thread).
@@ -257,7 +267,7 @@ impl Analysis {
 }
 
 impl JobHandler for Analysis {
-    async fn handle(&self, job: &Job) -> Result<Value, String> {
+    async fn handle(&self, job: &Job) -> Result<Value, JobError> {
         let model =
             self.models.get(&job.model).cloned().ok_or_else(|| format!("model {} not loaded here", job.model))?;
         let files = self.files_of(&job.study_instance_uid).await?;
@@ -265,20 +275,22 @@ impl JobHandler for Analysis {
         let predecessor = self.predecessor(job, &manifest).await?;
         let root = self.storage.root().to_path_buf();
         let job_for_results = job.clone();
+        let (manifest_name, manifest_version) = (manifest.name.clone(), manifest.version.clone());
         let waited = (job.started_at - job.created_at).to_std().unwrap_or_default();
         metrics::histogram!("firstread_stage_seconds", "stage" => "queue_pickup").record(waited.as_secs_f64());
-        let (mut result, written) =
-            tokio::task::spawn_blocking(move || -> Result<(Value, Vec<results::Written>), String> {
+        let (mut result, written, findings) = tokio::task::spawn_blocking(
+            move || -> Result<(Value, Vec<results::Written>, Option<firstread_findings::Findings>), String> {
                 let outcome = Analysis::analyse_files(&model, &files)?;
-                let Some(analysed) = &outcome.analysed else { return Ok((outcome.result, Vec::new())) };
+                let Some(analysed) = &outcome.analysed else { return Ok((outcome.result, Vec::new(), None)) };
                 let started = Instant::now();
                 let written = results::write(&root, &job_for_results, &manifest, analysed, predecessor)?;
                 metrics::histogram!("firstread_stage_seconds", "stage" => "reporting")
                     .record(started.elapsed().as_secs_f64());
-                Ok((outcome.result, written))
-            })
-            .await
-            .map_err(|e| format!("analysis task: {e}"))??;
+                Ok((outcome.result, written, Some(analysed.findings.clone())))
+            },
+        )
+        .await
+        .map_err(|e| format!("analysis task: {e}"))??;
         let paths: Vec<String> = written.iter().map(|w| w.path.clone()).collect();
         if let Some(obj) = result.as_object_mut() {
             obj.insert("study_version".into(), json!(job.study_version));
@@ -290,6 +302,17 @@ impl JobHandler for Analysis {
             self.index_results(&written).await?;
             info!(objects = written.len(), "first read ready");
             self.enqueue_exports(job, &paths).await?;
+        }
+        if let Some(notifications) = &self.notifications {
+            let model = firstread_notify::event::Model { name: manifest_name, version: manifest_version };
+            let sr = sr_of(&job.study_instance_uid, &model.name, &model.version, job.study_version);
+            let reason = result["reason"].as_str().unwrap_or("not analysed").to_owned();
+            let outcome = match (&findings, written.is_empty()) {
+                (Some(f), false) => firstread_notify::event::Outcome::Read(f, Some(&sr)),
+                (Some(f), true) => firstread_notify::event::Outcome::Read(f, None),
+                (None, _) => firstread_notify::event::Outcome::Refused(&reason),
+            };
+            notifications.enqueue(self.index.pool(), job, model, outcome).await?;
         }
         Ok(result)
     }

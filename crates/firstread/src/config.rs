@@ -29,6 +29,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// Where result objects are sent.
     pub export: ExportConfig,
+    /// Who is told about which results (rules and channels: webhook, HL7 v2, FHIR).
+    pub notify: firstread_notify::NotifyConfig,
     /// DICOMweb (STOW-RS, QIDO-RS, WADO-RS), health, metrics and the viewer over HTTP.
     pub http: firstread_dicomweb::HttpConfig,
     /// Log output.

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use firstread_dimse::{store_all, Instance, ScuConfig};
-use firstread_queue::{Job, JobHandler};
+use firstread_queue::{Job, JobError, JobHandler};
 use firstread_store::Storage;
 use serde_json::{json, Value};
 use tracing::info;
@@ -30,7 +30,7 @@ impl Export {
 }
 
 impl JobHandler for Export {
-    async fn handle(&self, job: &Job) -> Result<Value, String> {
+    async fn handle(&self, job: &Job) -> Result<Value, JobError> {
         let dest = self
             .config
             .destination(&job.destination)
@@ -58,7 +58,9 @@ impl JobHandler for Export {
             .collect();
         if !failed.is_empty() {
             metrics::counter!("firstread_export_failures_total", "destination" => dest.ae_title.clone()).increment(1);
-            return Err(format!("{} of {} refused by {}: {}", failed.len(), results.len(), dest, failed.join("; ")));
+            return Err(
+                format!("{} of {} refused by {}: {}", failed.len(), results.len(), dest, failed.join("; ")).into()
+            );
         }
         let warnings = results.iter().filter(|r| r.status != 0).count();
         info!(destination = %dest, sent = results.len(), warnings, "results sent");

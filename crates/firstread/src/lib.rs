@@ -13,6 +13,7 @@ pub mod export;
 pub mod http;
 pub mod ingest;
 pub mod node;
+pub mod notify;
 pub mod results;
 pub mod send;
 pub mod status;

@@ -19,6 +19,7 @@ use crate::analysis::Analysis;
 use crate::config::Config;
 use crate::export::Export;
 use crate::ingest::Ingest;
+use crate::notify::{Deliveries, Notifications};
 
 /// Which parts of the node run in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,14 +114,19 @@ impl Node {
         if roles.work {
             let queue = Arc::new(PgQueue::new(index.pool().clone()));
             firstread_inference::set_threads(config.worker.threads);
-            let handler = Arc::new(Analysis::load(
-                index.clone(),
-                storage.clone(),
-                &config.worker.models_dir,
-                &config.worker.models,
-                config.export.clone(),
-                &config.node.ae_title,
-            )?);
+            let notify = Arc::new(config.notify.clone().resolve()?);
+            let handler = Arc::new(
+                Analysis::load(
+                    index.clone(),
+                    storage.clone(),
+                    &config.worker.models_dir,
+                    &config.worker.models,
+                    config.export.clone(),
+                    &config.node.ae_title,
+                )?
+                .with_notifications(Notifications::new(notify.clone())),
+            );
+            let deliveries = Arc::new(Deliveries::new(notify.clone())?);
             let exporter = Arc::new(Export::new(storage.clone(), config.export.clone(), &config.node.ae_title));
             let wake = Arc::new(Notify::new());
             tasks.spawn(listen(index.pool().clone(), wake.clone(), shutdown.clone()));
@@ -143,6 +149,14 @@ impl Node {
             workers.spawn(config.worker.concurrency, &analysis, &handler);
             let workers = Workers { tasks: &mut tasks, queue: &queue, wake: &wake, shutdown: &shutdown };
             workers.spawn(config.export.concurrency, &export, &exporter);
+            let deliver = WorkerConfig {
+                kind: JobKind::Notify,
+                worker_id: format!("{node_id}/notify"),
+                backoff: Backoff { base: notify.backoff_base, max: notify.backoff_max },
+                ..export.clone()
+            };
+            let workers = Workers { tasks: &mut tasks, queue: &queue, wake: &wake, shutdown: &shutdown };
+            workers.spawn(notify.concurrency, &deliver, &deliveries);
         }
         info!(node_id = %node_id, listen = roles.listen, work = roles.work, http = ?http_addr, "node started");
         Ok(Node { dimse_addr, http_addr, index, storage, node_id, shutdown, tasks })

@@ -20,6 +20,8 @@ pub enum JobKind {
     Analysis,
     /// Send a result object set to a destination.
     Export,
+    /// Deliver a notification of a result on one channel (destination `<rule>/<channel>`).
+    Notify,
 }
 
 impl JobKind {
@@ -28,6 +30,7 @@ impl JobKind {
         match self {
             JobKind::Analysis => "analysis",
             JobKind::Export => "export",
+            JobKind::Notify => "notify",
         }
     }
 }
@@ -107,13 +110,15 @@ pub trait JobQueue: Send + Sync + 'static {
         worker: &str,
         result: &serde_json::Value,
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
-    /// Records a failed attempt: queued again after the backoff, or dead after the last attempt.
+    /// Records a failed attempt: queued again after the backoff, or dead after the last attempt
+    /// or at once when `permanent`.
     fn fail(
         &self,
         job: &Job,
         worker: &str,
         error: &str,
         backoff: Backoff,
+        permanent: bool,
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
@@ -251,12 +256,19 @@ impl JobQueue for PgQueue {
         close_attempt(tx, n, job, worker, "done", None).await
     }
 
-    async fn fail(&self, job: &Job, worker: &str, error: &str, backoff: Backoff) -> Result<(), QueueError> {
+    async fn fail(
+        &self,
+        job: &Job,
+        worker: &str,
+        error: &str,
+        backoff: Backoff,
+        permanent: bool,
+    ) -> Result<(), QueueError> {
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
-            "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, \
+            "UPDATE jobs SET state = CASE WHEN attempts >= max_attempts OR $6 THEN 'dead' ELSE 'queued' END, \
                  run_after = now() + make_interval(secs => $4), last_error = $3, lease_owner = NULL, lease_expires_at = NULL, \
-                 finished_at = CASE WHEN attempts >= max_attempts THEN now() END \
+                 finished_at = CASE WHEN attempts >= max_attempts OR $6 THEN now() END \
              WHERE id = $1 AND lease_owner = $2 AND state = 'running' AND attempts = $5",
         )
         .bind(job.id)
@@ -264,6 +276,7 @@ impl JobQueue for PgQueue {
         .bind(error)
         .bind(backoff.delay(job.attempt).as_secs_f64())
         .bind(job.attempt)
+        .bind(permanent)
         .execute(&mut *tx)
         .await?
         .rows_affected();

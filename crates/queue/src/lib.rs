@@ -14,4 +14,4 @@ pub mod worker;
 
 pub use assembly::{Assembly, AssemblyConfig, SeriesGeometry};
 pub use jobs::{Backoff, Job, JobKind, JobQueue, NewJob, PgQueue, QueueError};
-pub use worker::{JobHandler, WorkerConfig};
+pub use worker::{JobError, JobHandler, WorkerConfig};

@@ -13,11 +13,29 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::jobs::{Backoff, Job, JobKind, JobQueue, QueueError};
 
+/// Why an attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// Worth another attempt after the backoff (the job is dead after its last attempt).
+    #[error("{0}")]
+    Retry(String),
+    /// Will fail the same way every time: the job is dead now, with this reason.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<String> for JobError {
+    fn from(message: String) -> Self {
+        JobError::Retry(message)
+    }
+}
+
 /// What runs a job. `Ok` is the job's result (stored as JSON; an analysis that refuses a study
-/// with a reason is an `Ok` result too); `Err` is a failed attempt, retried with backoff.
+/// with a reason is an `Ok` result too); `Err` is a failed attempt: retried with backoff, or
+/// dead at once when [`JobError::Permanent`].
 pub trait JobHandler: Send + Sync + 'static {
     /// Runs `job`.
-    fn handle(&self, job: &Job) -> impl Future<Output = Result<serde_json::Value, String>> + Send;
+    fn handle(&self, job: &Job) -> impl Future<Output = Result<serde_json::Value, JobError>> + Send;
 }
 
 /// Worker settings.
@@ -102,10 +120,12 @@ async fn run_one<Q: JobQueue, H: JobHandler>(queue: &Q, handler: &H, config: &Wo
     };
     let recorded = match &outcome {
         Ok(result) => queue.complete(&job, &config.worker_id, result).await,
-        Err(error) => queue.fail(&job, &config.worker_id, error, config.backoff).await,
+        Err(JobError::Retry(error)) => queue.fail(&job, &config.worker_id, error, config.backoff, false).await,
+        Err(JobError::Permanent(error)) => queue.fail(&job, &config.worker_id, error, config.backoff, true).await,
     };
     match (recorded, outcome) {
         (Ok(()), Ok(_)) => info!(elapsed_ms = (chrono::Utc::now() - job.started_at).num_milliseconds(), "job done"),
+        (Ok(()), Err(JobError::Permanent(e))) => warn!(error = %e, "job failed for good: dead"),
         (Ok(()), Err(e)) if job.attempt >= job.max_attempts => {
             warn!(error = %e, "job failed on its last attempt: dead")
         }

@@ -237,11 +237,12 @@ WITH ins AS (
 ), study AS (
     INSERT INTO studies (study_instance_uid, patient_id, patient_name, patient_birth_date, patient_sex,
         study_date, study_time, accession_number, study_description, study_id, referring_physician_name,
-        specific_character_set, calling_ae_title, called_ae_title, peer_address, stable_at, analysable)
+        specific_character_set, calling_ae_title, called_ae_title, peer_address, stable_at, analysable, last_image_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-        now() + make_interval(secs => $38), $40)
+        now() + make_interval(secs => $38), $40, CASE WHEN $40 THEN now() END)
     ON CONFLICT (study_instance_uid) DO UPDATE SET
         last_received_at = now(),
+        last_image_at = CASE WHEN $40 THEN now() ELSE studies.last_image_at END,
         stable_at = CASE WHEN $42 THEN studies.stable_at
                          ELSE GREATEST(studies.stable_at, now() + make_interval(secs => $38)) END,
         analysable = studies.analysable OR $40,
