@@ -577,3 +577,89 @@ pub fn serve_with_http(db: &TestDb, root: &Path) -> (Process, u16, u16) {
     ));
     (Process::start(&["serve"], &env), dimse, http)
 }
+
+/// Who a study made by [`sample_study`] is for.
+#[derive(Debug, Clone)]
+pub struct Patient<'a> {
+    /// Patient's Name (PN).
+    pub name: &'a str,
+    /// Patient ID.
+    pub id: &'a str,
+    /// Accession Number.
+    pub accession: &'a str,
+}
+
+/// Writes the sample series into `out` as a new study (new Study, Series and SOP Instance UIDs,
+/// `patient`), with ground glass where `ground_glass(z, x)` holds: aerated voxels (below -500 HU)
+/// are raised by 300 HU, into the opacity band. `z` is the slice's rank from the lowest (0) to the
+/// highest (1), `x` the column from the image's left (the patient's right, 0) to its right (1).
+/// Returns the Study Instance UID and the files.
+pub fn sample_study(
+    out: &Path,
+    patient: &Patient<'_>,
+    ground_glass: impl Fn(f64, f64) -> bool,
+) -> (String, Vec<PathBuf>) {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let mut src: Vec<(f64, dicom_object::DefaultDicomObject)> = sample_series("")
+        .iter()
+        .map(|p| {
+            let obj = dicom_object::open_file(p).expect("sample");
+            let z = obj.element(tags::IMAGE_POSITION_PATIENT).expect("position").to_multi_float64().expect("ds")[2];
+            (z, obj)
+        })
+        .collect();
+    src.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let uid = || format!("2.25.{}", uuid::Uuid::new_v4().as_u128());
+    let (study, series) = (uid(), uid());
+    std::fs::create_dir_all(out).expect("out");
+    let n = src.len();
+    let mut files = Vec::with_capacity(n);
+    for (k, (_, mut obj)) in src.into_iter().enumerate() {
+        let number = |tag| obj.element(tag).ok().and_then(|e| e.to_float64().ok());
+        let (slope, intercept) =
+            (number(tags::RESCALE_SLOPE).unwrap_or(1.0), number(tags::RESCALE_INTERCEPT).unwrap_or(0.0));
+        let cols = obj.element(tags::COLUMNS).expect("columns").to_int::<usize>().expect("columns");
+        let signed = obj.element(tags::PIXEL_REPRESENTATION).ok().and_then(|e| e.to_int::<u16>().ok()) == Some(1);
+        let bytes = obj.element(tags::PIXEL_DATA).expect("pixels").to_bytes().expect("native pixels").to_vec();
+        let z = k as f64 / (n - 1).max(1) as f64;
+        let data: Vec<u8> = bytes
+            .chunks_exact(2)
+            .enumerate()
+            .flat_map(|(i, c)| {
+                let stored = if signed {
+                    f64::from(i16::from_le_bytes([c[0], c[1]]))
+                } else {
+                    f64::from(u16::from_le_bytes([c[0], c[1]]))
+                };
+                let hu = stored * slope + intercept;
+                let x = (i % cols) as f64 / cols as f64;
+                let hu = if hu < -500.0 && ground_glass(z, x) { hu + 300.0 } else { hu };
+                let v = ((hu - intercept) / slope).round();
+                if signed {
+                    (v as i16).to_le_bytes()
+                } else {
+                    (v.max(0.0) as u16).to_le_bytes()
+                }
+            })
+            .collect();
+        let sop = uid();
+        for (tag, vr, value) in [
+            (tags::STUDY_INSTANCE_UID, VR::UI, study.as_str()),
+            (tags::SERIES_INSTANCE_UID, VR::UI, series.as_str()),
+            (tags::SOP_INSTANCE_UID, VR::UI, sop.as_str()),
+            (tags::PATIENT_NAME, VR::PN, patient.name),
+            (tags::PATIENT_ID, VR::LO, patient.id),
+            (tags::ACCESSION_NUMBER, VR::SH, patient.accession),
+        ] {
+            obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+        }
+        obj.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::from(data)));
+        obj.meta_mut().media_storage_sop_instance_uid = sop;
+        obj.meta_mut().update_information_group_length();
+        let path = out.join(format!("{:04}.dcm", k + 1));
+        obj.write_to_file(&path).expect("write");
+        files.push(path);
+    }
+    (study, files)
+}

@@ -61,14 +61,24 @@ pub async fn start(
         refresh: Some(Arc::new(DatabaseGauges { pool: index.pool().clone() })),
         viewer: viewer.map(Arc::new),
     };
+    let auth = state.auth.clone();
     let app = firstread_dicomweb::router(state, &config.http);
+    let (changes, _) = tokio::sync::broadcast::channel(256);
+    tasks.spawn(firstread_pages::listen(index.pool().clone(), changes.clone(), shutdown.clone()));
+    let pages = firstread_pages::PagesState {
+        pool: index.pool().clone(),
+        storage_root: storage.root().to_path_buf(),
+        auth,
+        changes,
+    };
+    let app = app.merge(firstread_pages::router(pages));
     let token = shutdown.clone();
     tasks.spawn(async move {
         if let Err(e) = firstread_dicomweb::serve(listener, app, token).await {
             warn!(error = %e, "HTTP server stopped");
         }
     });
-    info!(%addr, "DICOMweb listening (root /dicom-web, viewer /viewer)");
+    info!(%addr, "HTTP listening (DICOMweb /dicom-web, viewer /viewer, triage /triage)");
     Ok(addr)
 }
 
@@ -127,7 +137,7 @@ impl DatabaseGauges {
             let state: String = row.try_get("state")?;
             metrics::gauge!("firstread_studies", "state" => state).set(row.try_get::<i64, _>("n")? as f64);
         }
-        for kind in ["analysis", "export"] {
+        for kind in ["analysis", "export", "notify"] {
             for state in ["queued", "running", "done", "dead"] {
                 metrics::gauge!("firstread_jobs", "kind" => kind, "state" => state).set(0.0);
             }

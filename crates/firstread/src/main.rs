@@ -38,6 +38,11 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
+    /// Radiologist feedback on first reads.
+    Feedback {
+        #[command(subcommand)]
+        what: FeedbackCommand,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Print the effective configuration (file + environment) as TOML and exit.
@@ -85,6 +90,26 @@ enum Command {
         #[command(subcommand)]
         what: Bench,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum FeedbackCommand {
+    /// Every statement (agree / disagree with the class given / not assessable), oldest first,
+    /// with the model's class and score, to stdout or --out.
+    Export {
+        /// csv (RFC 4180, header row) or json.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: ExportFormat,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Csv,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,6 +198,19 @@ async fn run() -> anyhow::Result<()> {
         Command::Status { limit } => {
             let index = firstread_store::Index::connect(&config.database.url, 2).await.context("connecting")?;
             print!("{}", firstread::status::render(index.pool(), limit).await?);
+            Ok(())
+        }
+        Command::Feedback { what: FeedbackCommand::Export { format, out } } => {
+            let index = firstread_store::Index::connect(&config.database.url, 2).await.context("connecting")?;
+            let format = match format {
+                ExportFormat::Csv => firstread_pages::feedback::Format::Csv,
+                ExportFormat::Json => firstread_pages::feedback::Format::Json,
+            };
+            let text = firstread_pages::feedback::export(index.pool(), format).await?;
+            match out {
+                Some(path) => std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{text}"),
+            }
             Ok(())
         }
         Command::Migrate => {

@@ -1,0 +1,245 @@
+//! Radiologist feedback on a first read: agree, disagree (with the SFR extent class the
+//! radiologist would give) or not assessable, and a comment; appended with who and when, never
+//! updated (the latest statement counts). Exported as CSV or JSON, the reference against which
+//! later model versions are judged.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Row as _};
+
+/// The verdicts.
+pub const VERDICTS: [&str; 3] = ["agree", "disagree", "not_assessable"];
+
+/// A statement as posted (`POST /triage/api/feedback`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewFeedback {
+    /// Study Instance UID.
+    pub study_instance_uid: String,
+    /// Study version.
+    pub study_version: i32,
+    /// One of [`VERDICTS`].
+    pub verdict: String,
+    /// With `disagree`: the class the radiologist would give (`none_or_minimal` ... `critical`).
+    #[serde(default)]
+    pub extent_class: Option<String>,
+    /// Free text (at most 2000 characters).
+    #[serde(default)]
+    pub comment: String,
+    /// Who (at most 128 characters).
+    pub author: String,
+}
+
+/// A stored statement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Feedback {
+    /// Row id.
+    pub id: i64,
+    /// Study Instance UID.
+    pub study_instance_uid: String,
+    /// Study version.
+    pub study_version: i32,
+    /// Model name.
+    pub model: String,
+    /// Model version.
+    pub model_version: String,
+    /// The model's extent class (what the radiologist judged).
+    pub model_extent_class: Option<String>,
+    /// The model's CT severity score.
+    pub model_severity_score: Option<i32>,
+    /// The verdict.
+    pub verdict: String,
+    /// The radiologist's class (with `disagree`).
+    pub extent_class: Option<String>,
+    /// Comment.
+    pub comment: String,
+    /// Who.
+    pub author: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Why a statement was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedbackError {
+    /// The statement itself is wrong (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// No read of that study version exists (404).
+    #[error("no first read of that study version")]
+    NotFound,
+    /// The database failed (500).
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Records `f`; returns the stored row.
+///
+/// # Errors
+/// [`FeedbackError`].
+pub async fn record(pool: &PgPool, f: &NewFeedback) -> Result<Feedback, FeedbackError> {
+    let invalid = |m: &str| Err(FeedbackError::Invalid(m.to_owned()));
+    if !VERDICTS.contains(&f.verdict.as_str()) {
+        return invalid("verdict must be agree, disagree or not_assessable");
+    }
+    let class = f.extent_class.as_deref().map(str::trim).filter(|c| !c.is_empty());
+    match (f.verdict.as_str(), class) {
+        ("disagree", None) => return invalid("disagree needs the extent class you would give"),
+        ("disagree", Some(c)) if crate::worklist::extent_label(c).is_none() => {
+            return invalid("extent_class must be none_or_minimal, moderate, extensive, severe or critical")
+        }
+        (v, Some(_)) if v != "disagree" => return invalid("an extent class goes with disagree only"),
+        _ => {}
+    }
+    let author = f.author.trim();
+    if author.is_empty() || author.chars().count() > 128 {
+        return invalid("author: 1 to 128 characters");
+    }
+    if f.comment.chars().count() > 2000 {
+        return invalid("comment: at most 2000 characters");
+    }
+    let read = sqlx::query(
+        "SELECT model, coalesce(result->'model'->>'version', '') FROM jobs WHERE kind = 'analysis' \
+         AND study_instance_uid = $1 AND study_version = $2 AND state = 'done' ORDER BY id LIMIT 1",
+    )
+    .bind(&f.study_instance_uid)
+    .bind(f.study_version)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(FeedbackError::NotFound)?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO feedback (study_instance_uid, study_version, model, model_version, verdict, extent_class, comment, author) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+    )
+    .bind(&f.study_instance_uid)
+    .bind(f.study_version)
+    .bind(read.try_get::<String, _>(0)?)
+    .bind(read.try_get::<String, _>(1)?)
+    .bind(&f.verdict)
+    .bind(class)
+    .bind(f.comment.trim())
+    .bind(author)
+    .fetch_one(pool)
+    .await?;
+    let mut all = list(pool, Some(id)).await?;
+    all.pop().ok_or(FeedbackError::NotFound)
+}
+
+/// Every statement (or the one with `id`), oldest first, with the model's class and score.
+///
+/// # Errors
+/// Database errors.
+pub async fn list(pool: &PgPool, id: Option<i64>) -> Result<Vec<Feedback>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT f.id, f.study_instance_uid, f.study_version, f.model, f.model_version, \
+                j.result->'findings'->>'extent_class', (j.result->'findings'->>'severity_score')::int, \
+                f.verdict, f.extent_class, f.comment, f.author, f.created_at \
+         FROM feedback f LEFT JOIN jobs j ON j.kind = 'analysis' AND j.study_instance_uid = f.study_instance_uid \
+              AND j.study_version = f.study_version AND j.model = f.model \
+         WHERE $1::bigint IS NULL OR f.id = $1 ORDER BY f.id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Feedback {
+                id: r.try_get(0)?,
+                study_instance_uid: r.try_get(1)?,
+                study_version: r.try_get(2)?,
+                model: r.try_get(3)?,
+                model_version: r.try_get(4)?,
+                model_extent_class: r.try_get(5)?,
+                model_severity_score: r.try_get(6)?,
+                verdict: r.try_get(7)?,
+                extent_class: r.try_get(8)?,
+                comment: r.try_get(9)?,
+                author: r.try_get(10)?,
+                created_at: r.try_get(11)?,
+            })
+        })
+        .collect()
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// RFC 4180 CSV with a header row.
+    Csv,
+    /// A JSON array.
+    Json,
+}
+
+/// The CSV columns (the fields of [`Feedback`]).
+pub const CSV_HEADER: [&str; 12] = [
+    "id",
+    "study_instance_uid",
+    "study_version",
+    "model",
+    "model_version",
+    "model_extent_class",
+    "model_severity_score",
+    "verdict",
+    "extent_class",
+    "comment",
+    "author",
+    "created_at",
+];
+
+/// `rows` as CSV (RFC 4180, header row; the `csv` crate quotes what needs quoting).
+pub fn to_csv(rows: &[Feedback]) -> String {
+    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(Vec::new());
+    if rows.is_empty() {
+        let _ = w.write_record(CSV_HEADER);
+    }
+    for r in rows {
+        // a Vec<u8> sink cannot fail; a row that does not serialise is left out
+        let _ = w.serialize(r);
+    }
+    let bytes = w.into_inner().unwrap_or_default();
+    String::from_utf8(bytes).unwrap_or_default()
+}
+
+/// Every statement in `format`.
+///
+/// # Errors
+/// Database errors.
+pub async fn export(pool: &PgPool, format: Format) -> Result<String, sqlx::Error> {
+    let rows = list(pool, None).await?;
+    Ok(match format {
+        Format::Csv => to_csv(&rows),
+        Format::Json => serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".into()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        let row = Feedback {
+            id: 1,
+            study_instance_uid: "1.2.3".into(),
+            study_version: 1,
+            model: "m".into(),
+            model_version: "0.2.0".into(),
+            model_extent_class: Some("moderate".into()),
+            model_severity_score: Some(9),
+            verdict: "disagree".into(),
+            extent_class: Some("severe".into()),
+            comment: "dense, \"posterior\"\nlayer".into(),
+            author: "Dr A".into(),
+            created_at: DateTime::<Utc>::from_timestamp(0, 0).unwrap_or_default(),
+        };
+        let csv = to_csv(&[row]);
+        let mut lines = csv.split("\r\n");
+        assert_eq!(lines.next(), Some(CSV_HEADER.join(",").as_str()));
+        assert_eq!(to_csv(&[]), format!("{}\r\n", CSV_HEADER.join(",")), "the header even without rows");
+        assert_eq!(
+            lines.next(),
+            Some("1,1.2.3,1,m,0.2.0,moderate,9,disagree,severe,\"dense, \"\"posterior\"\"\nlayer\",Dr A,1970-01-01T00:00:00Z")
+        );
+    }
+}

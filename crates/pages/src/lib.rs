@@ -1,0 +1,193 @@
+//! The node's pages beside DICOMweb (same HTTP server and authentication, none of its code):
+//! the triage worklist at `/triage` and radiologist feedback.
+//!
+//! - `GET /triage`: the page (HTML, CSS and JavaScript shipped in the binary; nothing fetched at
+//!   run time), or a redirect to the sign-in form (`/triage/sign-in`) when the request is not
+//!   authenticated;
+//! - `GET /triage/api/studies?site=&status=&class=&from=&to=&limit=&offset=`: a page of the
+//!   worklist as JSON ([`worklist`]);
+//! - `GET /triage/events`: server-sent events, one `changed` event (data: the Study Instance UID)
+//!   per PostgreSQL `NOTIFY firstread_triage` (a study appears or gets a version, a job changes
+//!   state, feedback is given) and a `tick` every 5 s so that time-based states move on;
+//! - `POST /triage/api/feedback` (JSON [`feedback::NewFeedback`]); `GET /triage/api/feedback?format=csv|json`;
+//! - `GET /triage/studies/{study}/{version}/key-image.png`: the key image thumbnail.
+
+pub mod feedback;
+pub mod thumbnail;
+pub mod worklist;
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use firstread_dicomweb::Auth;
+use futures_util::stream::{self, Stream, StreamExt};
+use sqlx::postgres::{PgListener, PgPool};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::{BroadcastStream, IntervalStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// The PostgreSQL channel the triggers of `schemas/0004_triage_notify.sql` notify.
+pub const CHANNEL: &str = "firstread_triage";
+
+/// What the pages need.
+#[derive(Clone)]
+pub struct PagesState {
+    /// The index and queue database.
+    pub pool: PgPool,
+    /// The storage root (result files for thumbnails).
+    pub storage_root: PathBuf,
+    /// The same authentication as DICOMweb.
+    pub auth: Arc<Auth>,
+    /// Study changes, fed by [`listen`].
+    pub changes: broadcast::Sender<String>,
+}
+
+impl std::fmt::Debug for PagesState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PagesState").field("storage_root", &self.storage_root).finish_non_exhaustive()
+    }
+}
+
+/// The pages' routes (to merge into the node's HTTP application).
+pub fn router(state: PagesState) -> Router {
+    let api = Router::new()
+        .route("/triage/api/studies", get(studies))
+        .route("/triage/api/feedback", post(give_feedback).get(export_feedback))
+        .route("/triage/events", get(events))
+        .route("/triage/studies/{study}/{version}/key-image.png", get(key_image))
+        .route_layer(axum::middleware::from_fn_with_state(state.auth.clone(), firstread_dicomweb::auth::require));
+    Router::new()
+        .route("/triage", get(page))
+        .route("/triage/sign-in", get(|| async { Html(SIGN_IN_HTML) }))
+        .route("/triage/assets/triage.js", get(|| asset("text/javascript; charset=utf-8", TRIAGE_JS)))
+        .route("/triage/assets/triage.css", get(|| asset("text/css; charset=utf-8", TRIAGE_CSS)))
+        .merge(api)
+        .with_state(state)
+}
+
+const TRIAGE_HTML: &str = include_str!("assets/triage.html");
+const SIGN_IN_HTML: &str = include_str!("assets/sign-in.html");
+const TRIAGE_JS: &str = include_str!("assets/triage.js");
+const TRIAGE_CSS: &str = include_str!("assets/triage.css");
+
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+}
+
+/// `GET /triage`: the page, or a redirect to the sign-in form without a valid token or session.
+async fn page(State(state): State<PagesState>, headers: HeaderMap) -> Response {
+    if state.auth.allows(&headers) {
+        Html(TRIAGE_HTML).into_response()
+    } else {
+        Redirect::to("/triage/sign-in").into_response()
+    }
+}
+
+fn server_error(e: impl std::fmt::Display) -> Response {
+    warn!(error = %e, "triage page request failed");
+    (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+}
+
+async fn studies(State(state): State<PagesState>, Query(filter): Query<worklist::Filter>) -> Response {
+    if let Some(s) = filter.status.as_deref().filter(|s| !s.is_empty() && !worklist::STATUSES.contains(s)) {
+        return (StatusCode::BAD_REQUEST, format!("unknown status {s:?}\n")).into_response();
+    }
+    match worklist::page(&state.pool, &filter).await {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => server_error(e),
+    }
+}
+
+async fn give_feedback(State(state): State<PagesState>, Json(f): Json<feedback::NewFeedback>) -> Response {
+    match feedback::record(&state.pool, &f).await {
+        Ok(row) => (StatusCode::CREATED, Json(row)).into_response(),
+        Err(feedback::FeedbackError::Invalid(m)) => (StatusCode::BAD_REQUEST, format!("{m}\n")).into_response(),
+        Err(feedback::FeedbackError::NotFound) => {
+            (StatusCode::NOT_FOUND, "no first read of that study version\n").into_response()
+        }
+        Err(e) => server_error(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ExportQuery {
+    format: Option<feedback::Format>,
+}
+
+async fn export_feedback(State(state): State<PagesState>, Query(q): Query<ExportQuery>) -> Response {
+    let format = q.format.unwrap_or(feedback::Format::Json);
+    match feedback::export(&state.pool, format).await {
+        Ok(body) => {
+            let (ctype, name) = match format {
+                feedback::Format::Csv => ("text/csv; charset=utf-8", "feedback.csv"),
+                feedback::Format::Json => ("application/json", "feedback.json"),
+            };
+            let disposition = format!("attachment; filename=\"{name}\"");
+            ([(header::CONTENT_TYPE, ctype.to_owned()), (header::CONTENT_DISPOSITION, disposition)], body)
+                .into_response()
+        }
+        Err(e) => server_error(e),
+    }
+}
+
+async fn key_image(State(state): State<PagesState>, Path((study, version)): Path<(String, i32)>) -> Response {
+    match thumbnail::key_image_png(&state.pool, &state.storage_root, &study, version).await {
+        Ok(png) => ([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "private, max-age=3600")], png)
+            .into_response(),
+        Err(thumbnail::ThumbnailError::NotFound) => (StatusCode::NOT_FOUND, "no key image\n").into_response(),
+        Err(e) => server_error(e),
+    }
+}
+
+/// `GET /triage/events`.
+async fn events(State(state): State<PagesState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let changes = BroadcastStream::new(state.changes.subscribe()).map(|m| {
+        Ok(match m {
+            Ok(study) => Event::default().event("changed").data(study),
+            // lagged behind: everything may have changed
+            Err(_) => Event::default().event("changed").data("*"),
+        })
+    });
+    let ticks = IntervalStream::new(tokio::time::interval(Duration::from_secs(5)))
+        .map(|_| Ok(Event::default().event("tick").data("tick")));
+    let hello = stream::once(async { Ok(Event::default().event("hello").data("hello")) });
+    Sse::new(hello.chain(stream::select(changes, ticks))).keep_alive(KeepAlive::default())
+}
+
+/// Listens on [`CHANNEL`] and forwards each notification's payload to `changes` until
+/// `shutdown`; reconnects after database restarts and then reports a change of everything.
+pub async fn listen(pool: PgPool, changes: broadcast::Sender<String>, shutdown: CancellationToken) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                debug!(error = %e, "triage LISTEN connection failed");
+                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(1)) => continue }
+            }
+        };
+        if let Err(e) = listener.listen(CHANNEL).await {
+            debug!(error = %e, "triage LISTEN failed");
+            tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(1)) => continue }
+        }
+        let _ = changes.send("*".into());
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                n = listener.try_recv() => match n {
+                    Ok(Some(n)) => { let _ = changes.send(n.payload().to_owned()); }
+                    Ok(None) => { let _ = changes.send("*".into()); }
+                    Err(e) => { debug!(error = %e, "triage LISTEN connection broke"); break; }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The triage worklist: one row per study version (and model), ranked by criticality: SFR extent
+//! class (critical first), then CT severity score, then waiting time (the longest wait first);
+//! versions without a result yet come after the read ones, longest wait first.
+//!
+//! Status of a study version, from the index and the queue:
+//! `receiving` (images still arriving: stability time not reached), `waiting` (stable, not yet
+//! queued: an association still open), `queued`, `analysing`, `done`, `refused` (the model's
+//! reason), `failed` (dead after its attempts, with the last error), `superseded` (a later
+//! version of the study exists).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Row as _};
+
+/// Filters and paging (query string of `GET /triage/api/studies`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Filter {
+    /// Sending site (calling AE title), exact.
+    pub site: Option<String>,
+    /// One status (see the module documentation).
+    pub status: Option<String>,
+    /// SFR extent class JSON name (`none_or_minimal` ... `critical`), exact.
+    pub class: Option<String>,
+    /// Last image on or after this date (YYYY-MM-DD, UTC).
+    pub from: Option<chrono::NaiveDate>,
+    /// Last image on or before this date (YYYY-MM-DD, UTC).
+    pub to: Option<chrono::NaiveDate>,
+    /// Rows per page (1-500, default 100).
+    pub limit: Option<i64>,
+    /// Rows skipped.
+    pub offset: Option<i64>,
+}
+
+/// The latest feedback on a study version.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatestFeedback {
+    /// `agree`, `disagree`, `not_assessable`.
+    pub verdict: String,
+    /// The class the radiologist would give (with `disagree`).
+    pub extent_class: Option<String>,
+    /// Free text.
+    pub comment: String,
+    /// Who.
+    pub author: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// One row.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Study Instance UID.
+    pub study_instance_uid: String,
+    /// Study version.
+    pub study_version: i32,
+    /// Model that read it (empty before a job exists).
+    pub model: String,
+    /// Model version, once read.
+    pub model_version: Option<String>,
+    /// See the module documentation.
+    pub status: String,
+    /// Why refused or failed.
+    pub reason: Option<String>,
+    /// Sending site (calling AE title).
+    pub site: String,
+    /// Patient's Name (DICOM PN).
+    pub patient_name: Option<String>,
+    /// Patient ID.
+    pub patient_id: Option<String>,
+    /// Accession Number.
+    pub accession_number: Option<String>,
+    /// Study Description.
+    pub study_description: Option<String>,
+    /// When the last analysable image arrived.
+    pub last_image_at: Option<DateTime<Utc>>,
+    /// When the result was ready.
+    pub result_at: Option<DateTime<Utc>>,
+    /// Last image -> result, seconds (the latest version only).
+    pub time_to_result_s: Option<f64>,
+    /// SFR extent class JSON name.
+    pub extent_class: Option<String>,
+    /// Its display label (from the findings' vocabulary).
+    pub extent_label: Option<String>,
+    /// CT severity score 0-30.
+    pub severity_score: Option<i32>,
+    /// Lung involvement, both lungs (%).
+    pub involvement_pct: Option<f64>,
+    /// The CT series the model read (for the viewer link).
+    pub series_instance_uid: Option<String>,
+    /// Whether a key image exists (`/triage/studies/{study}/{version}/key-image.png`).
+    pub key_image: bool,
+    /// The latest feedback.
+    pub feedback: Option<LatestFeedback>,
+}
+
+/// A page of rows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page {
+    /// Rows matching the filter (all pages).
+    pub total: i64,
+    /// This page.
+    pub rows: Vec<Row>,
+    /// The server's clock, for relative times.
+    pub now: DateTime<Utc>,
+}
+
+/// The statuses, in the order of a study's life.
+pub const STATUSES: [&str; 8] =
+    ["receiving", "waiting", "queued", "analysing", "done", "refused", "failed", "superseded"];
+
+const QUERY: &str = r#"
+WITH versions AS (
+    SELECT s.study_instance_uid, v.version, s.version AS latest, s.queued_version, s.stable_at,
+           s.calling_ae_title, s.patient_name, s.patient_id, s.accession_number, s.study_description,
+           s.last_image_at, j.model, j.state, j.last_error, j.finished_at, j.result
+    FROM studies s
+    CROSS JOIN LATERAL generate_series(1, greatest(s.version, 1)) AS v(version)
+    LEFT JOIN LATERAL (
+        SELECT j.model, j.state, j.last_error, j.finished_at, j.result FROM jobs j
+        WHERE j.kind = 'analysis' AND j.study_instance_uid = s.study_instance_uid AND j.study_version = v.version
+        ORDER BY j.id LIMIT 1
+    ) j ON true
+    WHERE s.analysable
+      AND ($1::text IS NULL OR s.calling_ae_title = $1)
+      AND ($4::date IS NULL OR s.last_image_at >= $4::date)
+      AND ($5::date IS NULL OR s.last_image_at < $5::date + 1)
+), rows AS (
+    SELECT *,
+        CASE
+            WHEN version < latest THEN 'superseded'
+            WHEN state IS NULL AND stable_at > now() THEN 'receiving'
+            WHEN state IS NULL THEN 'waiting'
+            WHEN state = 'queued' THEN 'queued'
+            WHEN state = 'running' THEN 'analysing'
+            WHEN state = 'dead' THEN 'failed'
+            WHEN result->>'status' = 'refused' THEN 'refused'
+            ELSE 'done'
+        END AS status,
+        result->'findings'->>'extent_class' AS extent_class,
+        CASE result->'findings'->>'extent_class'
+            WHEN 'critical' THEN 5 WHEN 'severe' THEN 4 WHEN 'extensive' THEN 3
+            WHEN 'moderate' THEN 2 WHEN 'none_or_minimal' THEN 1 END AS class_rank,
+        (result->'findings'->>'severity_score')::int AS severity_score
+    FROM versions
+)
+SELECT r.study_instance_uid, r.version, coalesce(r.model, ''), r.result->'model'->>'version', r.status,
+       CASE r.status WHEN 'refused' THEN r.result->>'reason' WHEN 'failed' THEN r.last_error END,
+       r.calling_ae_title, r.patient_name, r.patient_id, r.accession_number, r.study_description,
+       r.last_image_at, r.finished_at,
+       CASE WHEN r.version = r.latest AND r.status IN ('done', 'refused')
+            THEN extract(epoch FROM r.finished_at - r.last_image_at)::float8 END,
+       r.extent_class, r.severity_score,
+       (r.result->'findings'->'total'->>'involvement_pct')::float8,
+       r.result->'volume'->>'series_instance_uid',
+       coalesce(jsonb_path_exists(r.result->'result_files', '$[*] ? (@ like_regex "-sc\\.dcm$")'), false),
+       f.verdict, f.extent_class, f.comment, f.author, f.created_at,
+       count(*) OVER ()
+FROM rows r
+LEFT JOIN LATERAL (
+    SELECT verdict, extent_class, comment, author, created_at FROM feedback f
+    WHERE f.study_instance_uid = r.study_instance_uid AND f.study_version = r.version
+    ORDER BY f.id DESC LIMIT 1
+) f ON true
+WHERE ($2::text IS NULL OR r.status = $2) AND ($3::text IS NULL OR r.extent_class = $3)
+ORDER BY r.class_rank DESC NULLS LAST, r.severity_score DESC NULLS LAST, r.last_image_at ASC NULLS LAST,
+         r.study_instance_uid, r.version DESC
+LIMIT $6 OFFSET $7
+"#;
+
+/// One page of the worklist.
+///
+/// # Errors
+/// Database errors.
+pub async fn page(pool: &PgPool, filter: &Filter) -> Result<Page, sqlx::Error> {
+    let non_empty = |o: &Option<String>| o.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+    let limit = filter.limit.unwrap_or(100).clamp(1, 500);
+    let offset = filter.offset.unwrap_or(0).max(0);
+    let rows = sqlx::query(QUERY)
+        .bind(non_empty(&filter.site))
+        .bind(non_empty(&filter.status))
+        .bind(non_empty(&filter.class))
+        .bind(filter.from)
+        .bind(filter.to)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(pool)
+        .await?;
+    let mut total = 0;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        total = r.try_get(24)?;
+        let extent_class: Option<String> = r.try_get(14)?;
+        let extent_label = extent_class.as_deref().and_then(extent_label);
+        let verdict: Option<String> = r.try_get(19)?;
+        let feedback = match verdict {
+            Some(verdict) => Some(LatestFeedback {
+                verdict,
+                extent_class: r.try_get(20)?,
+                comment: r.try_get(21)?,
+                author: r.try_get(22)?,
+                at: r.try_get(23)?,
+            }),
+            None => None,
+        };
+        out.push(Row {
+            study_instance_uid: r.try_get(0)?,
+            study_version: r.try_get(1)?,
+            model: r.try_get(2)?,
+            model_version: r.try_get(3)?,
+            status: r.try_get(4)?,
+            reason: r.try_get(5)?,
+            site: r.try_get(6)?,
+            patient_name: r.try_get(7)?,
+            patient_id: r.try_get(8)?,
+            accession_number: r.try_get(9)?,
+            study_description: r.try_get(10)?,
+            last_image_at: r.try_get(11)?,
+            result_at: r.try_get(12)?,
+            time_to_result_s: r.try_get(13)?,
+            extent_class,
+            extent_label,
+            severity_score: r.try_get(15)?,
+            involvement_pct: r.try_get(16)?,
+            series_instance_uid: r.try_get(17)?,
+            key_image: r.try_get(18)?,
+            feedback,
+        });
+    }
+    Ok(Page { total, rows: out, now: Utc::now() })
+}
+
+/// The display label of an extent class JSON name.
+pub fn extent_label(name: &str) -> Option<String> {
+    let class: firstread_findings::ExtentClass = serde_json::from_value(serde_json::Value::String(name.into())).ok()?;
+    Some(class.label().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_come_from_the_vocabulary() {
+        assert_eq!(extent_label("severe").as_deref(), Some("severe (50-75 %)"));
+        assert_eq!(extent_label("bogus"), None);
+    }
+}

@@ -1,0 +1,167 @@
+//! The triage page in headless Chromium (`tests/browser/triage.mjs`, playwright-core): three
+//! studies of different severity made from the sample and sent over DIMSE appear on `/triage`
+//! ranked by criticality without a reload, passing through their statuses; feedback given on the
+//! page is in the database, in `GET /triage/api/feedback` and in `firstread feedback export`; the
+//! row opens the viewer on its study.
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use firstread_e2e::*;
+use serde_json::Value;
+
+fn storescu(port: u16, files: &[std::path::PathBuf]) {
+    let mut cmd = dcmtk("storescu");
+    cmd.args(["-aec", "FIRSTREAD", "-aet", "CT_ER_2", "127.0.0.1", &port.to_string()]).args(files);
+    assert!(run(cmd).status.success(), "study sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_studies_rank_by_criticality_live_and_take_feedback() {
+    let node = TestNode::start(|c| {
+        c.assembly.stable_after = Duration::from_secs(1);
+    })
+    .await;
+    let http = node.node.http_addr.expect("http");
+    let base = format!("http://{http}");
+    let dir = tempfile::tempdir().expect("dir");
+    // none or minimal: the sample; ground glass over the right lower half; ground glass everywhere
+    let (minimal, minimal_files) =
+        sample_study(&dir.path().join("a"), &Patient { name: "Alpha^Ann", id: "P-A", accession: "ACC-A" }, |_, _| {
+            false
+        });
+    let (lower, lower_files) =
+        sample_study(&dir.path().join("b"), &Patient { name: "Beta^Bob", id: "P-B", accession: "ACC-B" }, |z, x| {
+            z < 0.5 && x < 0.5
+        });
+    let (everywhere, everywhere_files) =
+        sample_study(&dir.path().join("c"), &Patient { name: "Gamma^Gus", id: "P-C", accession: "ACC-C" }, |_, _| true);
+
+    let shots = repo_root().join("target/triage-screenshots");
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let mut browser = Command::new("node")
+        .arg(repo_root().join("tests/browser/triage.mjs"))
+        .args(["--base", &base, "--token", TEST_TOKEN, "--expect", "3", "--timeout-ms", "300000", "--out"])
+        .arg(&shots)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node");
+    let mut lines = std::io::BufReader::new(browser.stdout.take().expect("stdout")).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(first, "ready", "the page opened and went live");
+
+    // sent one after the other while the page watches
+    let port = node.port();
+    for files in [&minimal_files, &everywhere_files, &lower_files] {
+        let files = files.clone();
+        tokio::task::spawn_blocking(move || storescu(port, &files)).await.expect("send");
+    }
+    let summary_line = tokio::task::spawn_blocking(move || {
+        let line = lines.next().and_then(Result::ok).unwrap_or_default();
+        let _ = browser.wait();
+        line
+    })
+    .await
+    .expect("browser");
+    let summary: Value = serde_json::from_str(&summary_line)
+        .unwrap_or_else(|e| panic!("triage.mjs printed no JSON ({e}): {summary_line}"));
+    assert_eq!(summary["ok"], true, "{summary:#}");
+    assert_eq!(summary["sign_in_url"], format!("{base}/triage/sign-in"), "the page asks for sign-in without a session");
+    assert_eq!(summary["navigations"], 0, "no reload: {summary:#}");
+    assert_eq!(summary["console_errors"], serde_json::json!([]), "{summary:#}");
+    assert_eq!(summary["failed_requests"], serde_json::json!([]), "{summary:#}");
+
+    // the order on the page: critical first, by class then score
+    let class_of = |study: &str| -> String {
+        let row = summary["order"].as_array().and_then(|o| o.iter().find(|r| r["study"] == study)).cloned();
+        row.and_then(|r| r["class"].as_str().map(str::to_owned)).unwrap_or_default()
+    };
+    let order: Vec<&str> =
+        summary["order"].as_array().expect("order").iter().filter_map(|r| r["study"].as_str()).collect();
+    assert_eq!(order, vec![everywhere.as_str(), lower.as_str(), minimal.as_str()], "{summary:#}");
+    let classes = [class_of(&everywhere), class_of(&lower), class_of(&minimal)];
+    assert_eq!(classes[2], "none_or_minimal", "{classes:?}");
+    assert!(matches!(classes[0].as_str(), "severe" | "critical"), "{classes:?}");
+    assert!(matches!(classes[1].as_str(), "moderate" | "extensive"), "{classes:?}");
+    // the page's classes are the analyses'
+    for (study, class) in [(&everywhere, &classes[0]), (&lower, &classes[1]), (&minimal, &classes[2])] {
+        let db: String = sqlx::query_scalar(
+            "SELECT result->'findings'->>'extent_class' FROM jobs WHERE kind = 'analysis' AND study_instance_uid = $1",
+        )
+        .bind(study)
+        .fetch_one(&node.pool)
+        .await
+        .expect("analysis");
+        assert_eq!(&db, class);
+    }
+    // statuses as they progressed: in life order, ending done; some seen before done
+    let life = ["receiving", "waiting", "queued", "analysing", "done"];
+    let mut before_done = 0;
+    for study in [&minimal, &lower, &everywhere] {
+        let seen: Vec<&str> =
+            summary["seen"][study.as_str()].as_array().expect("seen").iter().filter_map(Value::as_str).collect();
+        let ranks: Vec<usize> = seen.iter().map(|s| life.iter().position(|l| l == s).expect("known status")).collect();
+        assert!(ranks.windows(2).all(|w| w[0] < w[1]), "{study}: {seen:?}");
+        assert_eq!(seen.last(), Some(&"done"));
+        before_done += seen.len() - 1;
+    }
+    assert!(before_done >= 3, "the page showed the studies before they were done: {:#}", summary["seen"]);
+
+    // the row opens the viewer on its study
+    assert_eq!(summary["viewer_status"], 200, "{summary:#}");
+    let url = summary["viewer_url"].as_str().unwrap_or_default();
+    assert!(url.contains("/viewer/viewer?") && url.contains(&format!("StudyInstanceUIDs={everywhere}")), "{url}");
+
+    // feedback: in the database, over HTTP and from the CLI
+    let rows: Vec<(String, i32, String, Option<String>, String, String)> = sqlx::query_as(
+        "SELECT study_instance_uid, study_version, verdict, extent_class, comment, author FROM feedback ORDER BY id",
+    )
+    .fetch_all(&node.pool)
+    .await
+    .expect("feedback");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        rows[0],
+        (
+            everywhere.clone(),
+            1,
+            "disagree".into(),
+            Some("severe".into()),
+            "dense posterior consolidation under-read".into(),
+            "Dr Test Reader".into()
+        )
+    );
+    assert_eq!((rows[1].0.as_str(), rows[1].2.as_str(), rows[1].3.as_deref()), (lower.as_str(), "agree", None));
+    let shown = summary["feedback_shown"].as_array().expect("shown");
+    assert!(shown[0].as_str().is_some_and(|s| s.contains("disagree") && s.contains("severe")), "{shown:?}");
+
+    let client = reqwest::Client::new();
+    let json: Value = client
+        .get(format!("{base}/triage/api/feedback?format=json"))
+        .bearer_auth(TEST_TOKEN)
+        .send()
+        .await
+        .expect("export")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(json.as_array().map(Vec::len), Some(2));
+    assert_eq!(json[0]["verdict"], "disagree");
+    assert_eq!(json[0]["model_extent_class"].as_str(), Some(classes[0].as_str()));
+    let unauthenticated = client.get(format!("{base}/triage/api/feedback")).send().await.expect("export");
+    assert_eq!(unauthenticated.status().as_u16(), 401);
+
+    let out = run({
+        let mut c = Command::new(firstread_bin());
+        c.args(["feedback", "export", "--format", "csv"]).env("FIRSTREAD_DATABASE__URL", &node.db.url);
+        c
+    });
+    let csv = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "header + 2: {csv}");
+    assert!(lines[0].starts_with("id,study_instance_uid,study_version,model,model_version"), "{csv}");
+    assert!(lines[1].contains(&everywhere) && lines[1].contains(",disagree,severe,"), "{csv}");
+    assert!(lines[2].contains(&lower) && lines[2].contains(",agree,"), "{csv}");
+}
