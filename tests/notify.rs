@@ -240,4 +240,24 @@ async fn each_channel_gets_one_message_per_study_version_and_a_correction_for_th
     wait_state(&node, "old-integration/stale", 2, "dead", Duration::from_secs(30)).await;
     let n = node.count("SELECT count(*) FROM jobs WHERE kind = 'notify'").await;
     assert_eq!(n, 8, "4 deliveries per study version");
+
+    // metrics: sent and failed by channel, last image -> delivered
+    let metrics = reqwest::Client::new()
+        .get(format!("http://{}/metrics", node.node.http_addr.expect("http")))
+        .bearer_auth(TEST_TOKEN)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for needle in [
+        "firstread_notifications_total{channel=\"hl7\",outcome=\"sent\"}",
+        "firstread_notifications_total{channel=\"hl7\",outcome=\"failed\"}",
+        "firstread_notifications_total{channel=\"webhook\",outcome=\"failed\"}",
+        "firstread_last_image_to_notification_seconds_count{channel=\"fhir\"}",
+        "firstread_jobs{kind=\"notify\",state=\"dead\"} 2",
+    ] {
+        assert!(metrics.contains(needle), "{needle} in\n{metrics}");
+    }
 }

@@ -92,6 +92,83 @@ pub fn resampled_series(sample: &[PathBuf], slices: usize, out: &Path) -> anyhow
     Ok(files)
 }
 
+/// An in-process webhook receiver for the benchmark: checks each delivery's HMAC and records
+/// when the notification of each study arrived (this process's wall clock, like the SCU's).
+pub struct WebhookClock {
+    addr: std::net::SocketAddr,
+    arrivals: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, chrono::DateTime<chrono::Utc>>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+const BENCH_WEBHOOK_SECRET: &str = "bench-secret";
+
+impl WebhookClock {
+    /// Listens on 127.0.0.1 (any port).
+    ///
+    /// # Errors
+    /// No free port.
+    pub async fn start() -> anyhow::Result<WebhookClock> {
+        use axum::body::Bytes;
+        use axum::http::{HeaderMap, StatusCode};
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let arrivals: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<_, _>>> = Default::default();
+        let seen = arrivals.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let seen = seen.clone();
+                async move {
+                    let at = chrono::Utc::now();
+                    let expected = firstread_notify::webhook::signature(BENCH_WEBHOOK_SECRET.as_bytes(), &body);
+                    let given = headers.get("X-Firstread-Signature").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    if given != expected {
+                        return StatusCode::UNAUTHORIZED;
+                    }
+                    let study = serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["study"]["study_instance_uid"].as_str().map(str::to_owned));
+                    if let (Some(study), Ok(mut map)) = (study, seen.lock()) {
+                        map.entry(study).or_insert(at);
+                    }
+                    StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(WebhookClock { addr, arrivals, _task: task })
+    }
+
+    /// A webhook channel to this receiver and a rule that sends it every read.
+    ///
+    /// # Errors
+    /// None in practice (the TOML is ours); kept as an error rather than a panic.
+    pub fn notify_config(&self) -> anyhow::Result<firstread_notify::NotifyConfig> {
+        let toml_text = format!(
+            "[[channels]]\nname = \"bench\"\nkind = \"webhook\"\nurl = \"http://{}/hook\"\nsecret = \"{BENCH_WEBHOOK_SECRET}\"\n\n\
+             [[rules]]\nname = \"every-read\"\nchannels = [\"bench\"]\n",
+            self.addr
+        );
+        Ok(toml::from_str(&toml_text)?)
+    }
+
+    /// When the notification of `study` arrived, waiting up to `timeout`.
+    pub async fn wait_for(&self, study: &str, timeout: Duration) -> Option<chrono::DateTime<chrono::Utc>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(at) = self.arrivals.lock().ok().and_then(|m| m.get(study).copied()) {
+                return Some(at);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 /// Runs the analysis benchmark and returns the Markdown report.
 ///
 /// # Errors
@@ -146,6 +223,8 @@ pub fn analysis(models_dir: &Path, model: &str, sample: &[PathBuf], repeats: usi
 pub struct TimeToResultRun {
     /// Slices sent.
     pub slices: usize,
+    /// Last C-STORE-RSP -> the webhook notification received (its HMAC checked), s.
+    pub webhook_s: Option<f64>,
     /// Seconds from the association request to the last C-STORE-RSP (not part of the total).
     pub send_s: f64,
     /// The split.
@@ -169,10 +248,13 @@ pub async fn time_to_result(
     runs: usize,
     stable_after: Duration,
 ) -> anyhow::Result<Vec<(usize, Vec<TimeToResultRun>)>> {
+    let hook = WebhookClock::start().await?;
+    let mut base = base.clone();
+    base.notify = hook.notify_config()?;
     let mut out = Vec::new();
     for &slices in cases {
         let db = TempDatabase::create(postgres).await?;
-        let measured = time_to_result_case(base, &db.url, sample, slices, runs, stable_after).await;
+        let measured = time_to_result_case(&base, &db.url, sample, slices, runs, stable_after, &hook).await;
         let name = db.name.clone();
         if let Err(e) = db.drop_database().await {
             eprintln!("warning: could not drop the temporary database {name}: {e:#}");
@@ -189,6 +271,7 @@ async fn time_to_result_case(
     slices: usize,
     runs: usize,
     stable_after: Duration,
+    hook: &WebhookClock,
 ) -> anyhow::Result<Vec<TimeToResultRun>> {
     let session = Session::start(base, database_url, stable_after, None).await?;
     let measured = async {
@@ -205,15 +288,21 @@ async fn time_to_result_case(
             let sent = session.send(&files, &hidden).await?;
             let delivered = session.wait_for_results(&sent, Duration::from_secs(600), &hidden).await?;
             let s = delivered.stages;
+            let webhook_s = hook
+                .wait_for(&sent.study_instance_uid, Duration::from_secs(60))
+                .await
+                .map(|at| (at - sent.last_response_at).num_microseconds().unwrap_or(0) as f64 / 1e6);
             eprintln!(
-                "{slices} slices, run {run}{}: sent in {:.2} s; last C-STORE-RSP -> SR acknowledged {:.2} s ({})",
+                "{slices} slices, run {run}{}: sent in {:.2} s; last C-STORE-RSP -> SR acknowledged {:.2} s ({}); \
+                 -> webhook received {}",
                 if run == 0 { " (warm-up, not counted)" } else { "" },
                 sent.duration.as_secs_f64(),
                 s.total_s,
-                s.named().iter().map(|(n, v)| format!("{n} {v:.2}")).collect::<Vec<_>>().join(", ")
+                s.named().iter().map(|(n, v)| format!("{n} {v:.2}")).collect::<Vec<_>>().join(", "),
+                webhook_s.map_or("never".into(), |w| format!("{w:.2} s")),
             );
             if run > 0 {
-                measured.push(TimeToResultRun { slices, send_s: sent.duration.as_secs_f64(), stages: s });
+                measured.push(TimeToResultRun { slices, webhook_s, send_s: sent.duration.as_secs_f64(), stages: s });
             }
             std::fs::remove_dir_all(&dir)?;
         }
@@ -231,10 +320,10 @@ pub fn time_to_result_table(cases: &[(usize, Vec<TimeToResultRun>)]) -> String {
     let names = Stages::default().named().map(|(n, _)| n);
     let _ = writeln!(
         out,
-        "| study | runs | {} | **last C-STORE-RSP -> SR acknowledged s** | min-max s | send s |",
+        "| study | runs | {} | **last C-STORE-RSP -> SR acknowledged s** | min-max s | **last C-STORE-RSP -> webhook received s** (median) | send s |",
         names.iter().map(|n| format!("{n} s")).collect::<Vec<_>>().join(" | ")
     );
-    let _ = writeln!(out, "|---|---:|{}---:|---:|---:|", "---:|".repeat(names.len()));
+    let _ = writeln!(out, "|---|---:|{}---:|---:|---:|---:|", "---:|".repeat(names.len()));
     for (slices, runs) in cases {
         let mut sorted = runs.clone();
         sorted.sort_by(|a, b| a.stages.total_s.total_cmp(&b.stages.total_s));
@@ -245,9 +334,16 @@ pub fn time_to_result_table(cases: &[(usize, Vec<TimeToResultRun>)]) -> String {
         } else {
             format!("{slices} x 512 x 512 made from the sample")
         };
+        let mut hooks: Vec<f64> = runs.iter().filter_map(|r| r.webhook_s).collect();
+        hooks.sort_by(f64::total_cmp);
+        let hook = match hooks.get(hooks.len() / 2) {
+            Some(h) if hooks.len() == runs.len() => format!("**{h:.2}**"),
+            Some(h) => format!("**{h:.2}** ({} of {} received)", hooks.len(), runs.len()),
+            None => "not received".into(),
+        };
         let _ = writeln!(
             out,
-            "| {study} | {} | {} | **{:.2}** | {min:.2}-{max:.2} | {:.2} |",
+            "| {study} | {} | {} | **{:.2}** | {min:.2}-{max:.2} | {hook} | {:.2} |",
             runs.len(),
             median.stages.named().iter().map(|(_, v)| format!("{v:.2}")).collect::<Vec<_>>().join(" | "),
             median.stages.total_s,

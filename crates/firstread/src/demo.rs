@@ -503,7 +503,7 @@ pub struct Session {
 impl Session {
     /// Starts a receiving AE ([`DEMO_AE_TITLE`], files under `out` when given) and a node on
     /// `database_url` with a temporary storage folder. From `base` only the worker settings
-    /// (models, threads) are taken; everything else is the default with the DIMSE listener on
+    /// (models, threads) and the notifications are taken; everything else is the default with the DIMSE listener on
     /// 127.0.0.1 (any free port), the given `stable_after`, and the receiving AE as the only
     /// export destination.
     ///
@@ -739,6 +739,7 @@ fn session_config(
     config.export.max_attempts = 4;
     config.export.backoff_base = Duration::from_millis(500);
     config.export.backoff_max = Duration::from_secs(4);
+    config.notify = base.notify.clone();
     config
 }
 
@@ -931,9 +932,16 @@ impl DemoReport {
             };
             let _ = writeln!(o, "  {:<12} {:>12} {:>12}", level, cell("right"), cell("left"));
         }
-        let _ = writeln!(o, "  CT severity score   {}/{} (Francone 2020)", f.severity_score, self.severity_score_max);
-        let _ = writeln!(o, "  extent class        {} (SFR)", self.extent_class_label);
-        let _ = writeln!(o, "  pattern suggestion  {} (RSNA): {}", self.pattern_label, f.pattern_rationale);
+        let label = |t: vocabulary::Term| format!("{:<19}", t.label);
+        let _ = writeln!(
+            o,
+            "  {} {}/{} (Francone 2020)",
+            label(vocabulary::SEVERITY_SCORE),
+            f.severity_score,
+            self.severity_score_max
+        );
+        let _ = writeln!(o, "  {} {} (SFR)", label(vocabulary::EXTENT_CLASS), self.extent_class_label);
+        let _ = writeln!(o, "  {} {}: {}", label(vocabulary::RSNA_SUGGESTION), self.pattern_label, f.pattern_rationale);
         for line in other_findings(f) {
             let _ = writeln!(o, "  {line}");
         }

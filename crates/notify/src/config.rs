@@ -216,3 +216,49 @@ impl NotifyConfig {
         self.channels.iter().find(|c| c.name == name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<NotifyConfig, ConfigError> {
+        toml::from_str::<NotifyConfig>(text).map_err(|e| ConfigError::Invalid(e.to_string()))?.resolve()
+    }
+
+    const CHANNELS: &str = r#"
+        [[channels]]
+        name = "ward"
+        kind = "webhook"
+        url = "https://ward.example/hook"
+        secret = "k"
+        [[channels]]
+        name = "ris"
+        kind = "hl7"
+        address = "ris.example:2575"
+        timeout = "3s"
+    "#;
+
+    #[test]
+    fn a_full_configuration_resolves() {
+        let c = parse(&format!(
+            "{CHANNELS}\n[[rules]]\nname = \"critical\"\nchannels = [\"ward\", \"ris\"]\nextent_class_at_least = \"extensive\"\nrefused = true"
+        ))
+        .expect("valid");
+        assert_eq!(c.rules[0].extent_class_at_least, Some(ExtentClass::Extensive));
+        assert_eq!(c.channel("ris").map(|c| c.timeout), Some(Duration::from_secs(3)));
+        assert_eq!(c.channel("ris").map(|c| c.receiving_application.as_str()), Some("RIS"));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = |text: &str| parse(text).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(&format!("{CHANNELS}\n[[rules]]\nname = \"r\"\nchannels = [\"pager\"]")).contains("\"pager\""));
+        assert!(err("[[channels]]\nname = \"w\"\nkind = \"webhook\"\nurl = \"http://x\"").contains("secret"));
+        assert!(err("[[channels]]\nname = \"h\"\nkind = \"hl7\"").contains("address"));
+        assert!(err(&format!("{CHANNELS}\n[[rules]]\nname = \"a/b\"\nchannels = [\"ward\"]")).contains("rule name"));
+        assert!(err(
+            "[[channels]]\nname = \"w\"\nkind = \"webhook\"\nurl = \"http://x\"\nsecret_file = \"/nonexistent/s\""
+        )
+        .contains("/nonexistent/s"));
+    }
+}

@@ -92,6 +92,8 @@ pub struct Row {
     pub key_image: bool,
     /// The latest feedback.
     pub feedback: Option<LatestFeedback>,
+    /// Notification deliveries of this version: `[{destination, state, attempts, error}]`.
+    pub notifications: serde_json::Value,
 }
 
 /// A page of rows.
@@ -155,7 +157,11 @@ SELECT r.study_instance_uid, r.version, coalesce(r.model, ''), r.result->'model'
        r.result->'volume'->>'series_instance_uid',
        coalesce(jsonb_path_exists(r.result->'result_files', '$[*] ? (@ like_regex "-sc\\.dcm$")'), false),
        f.verdict, f.extent_class, f.comment, f.author, f.created_at,
-       count(*) OVER ()
+       count(*) OVER (),
+       (SELECT coalesce(json_agg(json_build_object('destination', n.destination, 'state', n.state,
+                'attempts', n.attempts, 'error', n.last_error) ORDER BY n.id), '[]'::json)
+        FROM jobs n WHERE n.kind = 'notify' AND n.study_instance_uid = r.study_instance_uid
+          AND n.study_version = r.version)
 FROM rows r
 LEFT JOIN LATERAL (
     SELECT verdict, extent_class, comment, author, created_at FROM feedback f
@@ -225,6 +231,7 @@ pub async fn page(pool: &PgPool, filter: &Filter) -> Result<Page, sqlx::Error> {
             series_instance_uid: r.try_get(17)?,
             key_image: r.try_get(18)?,
             feedback,
+            notifications: r.try_get(25)?,
         });
     }
     Ok(Page { total, rows: out, now: Utc::now() })

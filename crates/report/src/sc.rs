@@ -535,13 +535,17 @@ fn draw_legend(img: &mut Canvas, input: &ResultInput, key: &KeyImage, index: usi
         bottom_text.push("No opacity | this slice 0.0 %".to_owned());
     }
     bottom_text.push(format!(
-        "Involvement {:.1} % | severity score {}/30 | SFR: {}",
+        "{} {:.1} {} | {} {}/30 | {}: {}",
+        capitalised(vocabulary::INVOLVEMENT.label),
         f.total.involvement_pct,
+        vocabulary::PERCENT.symbol,
+        vocabulary::SEVERITY_SCORE.label,
         f.severity_score,
+        vocabulary::EXTENT_CLASS.label,
         f.extent_class.label()
     ));
     bottom_text.extend(other_findings(f));
-    bottom_text.push(format!("Pattern suggestion (RSNA): {}", f.pattern.label()));
+    bottom_text.push(format!("{}: {}", capitalised(vocabulary::RSNA_SUGGESTION.label), f.pattern.label()));
     let bottom: Vec<String> = bottom_text.iter().flat_map(|t| wrap(t, max_chars)).collect();
 
     // Top band: title, key image line(s), colour key; bottom band: the numbers.

@@ -159,7 +159,11 @@ function render(rows) {
       el('div', { class: 'sub', text: `${row.study_description || ''}${row.study_version > 1 ? ` · version ${row.study_version}` : ''}` })),
     resultCell(row),
     el('td', {}, el('div', { class: `status ${row.status}`, text: row.status }),
-      row.reason ? el('div', { class: 'reason', text: row.reason }) : null),
+      row.reason ? el('div', { class: 'reason', text: row.reason }) : null,
+      ...(row.notifications || []).map((n) => el('div', {
+        class: `notification ${n.state}`, title: n.error || '',
+        text: `${n.destination}: ${n.state === 'done' ? 'sent' : n.state}${n.state === 'dead' && n.error ? ` (${n.error})` : ''}`,
+      }))),
     el('td', { class: 'site', text: row.site }),
     el('td', {}, el('div', { class: 'ago', 'data-at': row.last_image_at || '', text: ago(row.last_image_at) }),
       row.time_to_result_s != null ? el('div', { class: 'sub', text: `result in ${row.time_to_result_s.toFixed(1)} s` }) : null),
