@@ -10,6 +10,11 @@ ALTER TABLE jobs DROP CONSTRAINT jobs_kind_check;
 ALTER TABLE jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('analysis', 'export', 'notify'));
 -- the triage page's per-study job lookups and the latest analysis of each study
 CREATE INDEX jobs_study_idx ON jobs (study_instance_uid, kind, study_version);
+-- the triage order, readable without opening the result document of every analysis
+ALTER TABLE jobs
+    ADD COLUMN result_status text GENERATED ALWAYS AS (result->>'status') STORED,
+    ADD COLUMN extent_class text GENERATED ALWAYS AS (result->'findings'->>'extent_class') STORED,
+    ADD COLUMN severity_score integer GENERATED ALWAYS AS ((result->'findings'->>'severity_score')::integer) STORED;
 
 -- Radiologist feedback on a first read: one row per statement (the latest counts); never updated.
 CREATE TABLE feedback (

@@ -126,6 +126,21 @@ enum Bench {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The triage worklist's query on many synthetic studies (a temporary database).
+    Triage {
+        /// Studies.
+        #[arg(long, default_value_t = 10_000)]
+        studies: i64,
+        /// Runs per request (the median is reported).
+        #[arg(long, default_value_t = 9)]
+        runs: usize,
+        /// PostgreSQL server on which the temporary database is created.
+        #[arg(long, default_value = DEFAULT_POSTGRES)]
+        postgres: String,
+        /// Write the table here (and print it).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Last C-STORE-RSP to SR acknowledged by the receiving AE on a warm in-process node, split
     /// into stages, for the sample and a 300-slice study made from it.
     TimeToResult {
@@ -260,6 +275,15 @@ async fn run() -> anyhow::Result<()> {
                 firstread::bench::time_to_result(&config, &postgres, &files, &slices, runs.max(1), stable_after)
                     .await?;
             let report = firstread::bench::time_to_result_report(&cases, stable_after);
+            print!("{report}");
+            if let Some(out) = out {
+                std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+            }
+            Ok(())
+        }
+        Command::Bench { what: Bench::Triage { studies, runs, postgres, out } } => {
+            let timings = firstread::bench::triage(&postgres, studies, runs).await?;
+            let report = firstread::bench::triage_report(studies, runs, &timings);
             print!("{report}");
             if let Some(out) = out {
                 std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;

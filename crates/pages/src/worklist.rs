@@ -113,13 +113,26 @@ pub const STATUSES: [&str; 8] =
 
 const QUERY: &str = r#"
 WITH versions AS (
-    SELECT s.study_instance_uid, v.version, s.version AS latest, s.queued_version, s.stable_at,
-           s.calling_ae_title, s.patient_name, s.patient_id, s.accession_number, s.study_description,
-           s.last_image_at, j.model, j.state, j.last_error, j.finished_at, j.result
+    SELECT s.study_instance_uid, v.version, s.version AS latest, s.last_image_at, j.id AS job_id,
+        CASE
+            WHEN v.version < s.version THEN 'superseded'
+            WHEN j.state IS NULL AND s.stable_at > now() THEN 'receiving'
+            WHEN j.state IS NULL THEN 'waiting'
+            WHEN j.state = 'queued' THEN 'queued'
+            WHEN j.state = 'running' THEN 'analysing'
+            WHEN j.state = 'dead' THEN 'failed'
+            WHEN j.result_status = 'refused' THEN 'refused'
+            ELSE 'done'
+        END AS status,
+        j.extent_class,
+        CASE j.extent_class
+            WHEN 'critical' THEN 5 WHEN 'severe' THEN 4 WHEN 'extensive' THEN 3
+            WHEN 'moderate' THEN 2 WHEN 'none_or_minimal' THEN 1 END AS class_rank,
+        j.severity_score
     FROM studies s
     CROSS JOIN LATERAL generate_series(1, greatest(s.version, 1)) AS v(version)
     LEFT JOIN LATERAL (
-        SELECT j.model, j.state, j.last_error, j.finished_at, j.result FROM jobs j
+        SELECT j.id, j.state, j.result_status, j.extent_class, j.severity_score FROM jobs j
         WHERE j.kind = 'analysis' AND j.study_instance_uid = s.study_instance_uid AND j.study_version = v.version
         ORDER BY j.id LIMIT 1
     ) j ON true
@@ -127,51 +140,39 @@ WITH versions AS (
       AND ($1::text IS NULL OR s.calling_ae_title = $1)
       AND ($4::date IS NULL OR s.last_image_at >= $4::date)
       AND ($5::date IS NULL OR s.last_image_at < $5::date + 1)
-), rows AS (
-    SELECT *,
-        CASE
-            WHEN version < latest THEN 'superseded'
-            WHEN state IS NULL AND stable_at > now() THEN 'receiving'
-            WHEN state IS NULL THEN 'waiting'
-            WHEN state = 'queued' THEN 'queued'
-            WHEN state = 'running' THEN 'analysing'
-            WHEN state = 'dead' THEN 'failed'
-            WHEN result->>'status' = 'refused' THEN 'refused'
-            ELSE 'done'
-        END AS status,
-        result->'findings'->>'extent_class' AS extent_class,
-        CASE result->'findings'->>'extent_class'
-            WHEN 'critical' THEN 5 WHEN 'severe' THEN 4 WHEN 'extensive' THEN 3
-            WHEN 'moderate' THEN 2 WHEN 'none_or_minimal' THEN 1 END AS class_rank,
-        (result->'findings'->>'severity_score')::int AS severity_score
-    FROM versions
+), page AS (
+    SELECT *, count(*) OVER () AS total FROM versions
+    WHERE ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR extent_class = $3)
+    ORDER BY class_rank DESC NULLS LAST, severity_score DESC NULLS LAST, last_image_at ASC NULLS LAST,
+             study_instance_uid, version DESC
+    LIMIT $6 OFFSET $7
 )
-SELECT r.study_instance_uid, r.version, coalesce(r.model, ''), r.result->'model'->>'version', r.status,
-       CASE r.status WHEN 'refused' THEN r.result->>'reason' WHEN 'failed' THEN r.last_error END,
-       r.calling_ae_title, r.patient_name, r.patient_id, r.accession_number, r.study_description,
-       r.last_image_at, r.finished_at,
-       CASE WHEN r.version = r.latest AND r.status IN ('done', 'refused')
-            THEN extract(epoch FROM r.finished_at - r.last_image_at)::float8 END,
-       r.extent_class, r.severity_score,
-       (r.result->'findings'->'total'->>'involvement_pct')::float8,
-       r.result->'volume'->>'series_instance_uid',
-       coalesce(jsonb_path_exists(r.result->'result_files', '$[*] ? (@ like_regex "-sc\\.dcm$")'), false),
+SELECT p.study_instance_uid, p.version, coalesce(j.model, ''), j.result->'model'->>'version', p.status,
+       CASE p.status WHEN 'refused' THEN j.result->>'reason' WHEN 'failed' THEN j.last_error END,
+       s.calling_ae_title, s.patient_name, s.patient_id, s.accession_number, s.study_description,
+       s.last_image_at, j.finished_at,
+       CASE WHEN p.version = p.latest AND p.status IN ('done', 'refused')
+            THEN extract(epoch FROM j.finished_at - s.last_image_at)::float8 END,
+       p.extent_class, p.severity_score,
+       (j.result->'findings'->'total'->>'involvement_pct')::float8,
+       j.result->'volume'->>'series_instance_uid',
+       coalesce(jsonb_path_exists(j.result->'result_files', '$[*] ? (@ like_regex "-sc\\.dcm$")'), false),
        f.verdict, f.extent_class, f.comment, f.author, f.created_at,
-       count(*) OVER (),
+       p.total,
        (SELECT coalesce(json_agg(json_build_object('destination', n.destination, 'state', n.state,
                 'attempts', n.attempts, 'error', n.last_error) ORDER BY n.id), '[]'::json)
-        FROM jobs n WHERE n.kind = 'notify' AND n.study_instance_uid = r.study_instance_uid
-          AND n.study_version = r.version)
-FROM rows r
+        FROM jobs n WHERE n.kind = 'notify' AND n.study_instance_uid = p.study_instance_uid
+          AND n.study_version = p.version)
+FROM page p
+JOIN studies s ON s.study_instance_uid = p.study_instance_uid
+LEFT JOIN jobs j ON j.id = p.job_id
 LEFT JOIN LATERAL (
     SELECT verdict, extent_class, comment, author, created_at FROM feedback f
-    WHERE f.study_instance_uid = r.study_instance_uid AND f.study_version = r.version
+    WHERE f.study_instance_uid = p.study_instance_uid AND f.study_version = p.version
     ORDER BY f.id DESC LIMIT 1
 ) f ON true
-WHERE ($2::text IS NULL OR r.status = $2) AND ($3::text IS NULL OR r.extent_class = $3)
-ORDER BY r.class_rank DESC NULLS LAST, r.severity_score DESC NULLS LAST, r.last_image_at ASC NULLS LAST,
-         r.study_instance_uid, r.version DESC
-LIMIT $6 OFFSET $7
+ORDER BY p.class_rank DESC NULLS LAST, p.severity_score DESC NULLS LAST, p.last_image_at ASC NULLS LAST,
+         p.study_instance_uid, p.version DESC
 "#;
 
 /// One page of the worklist.
@@ -182,6 +183,10 @@ pub async fn page(pool: &PgPool, filter: &Filter) -> Result<Page, sqlx::Error> {
     let non_empty = |o: &Option<String>| o.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
     let limit = filter.limit.unwrap_or(100).clamp(1, 500);
     let offset = filter.offset.unwrap_or(0).max(0);
+    // generate_series over the study versions is estimated at 1000 rows a study, which makes
+    // PostgreSQL JIT-compile the statement: about 0.9 s of 1.0 s at 10,000 studies (64 ms without)
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
     let rows = sqlx::query(QUERY)
         .bind(non_empty(&filter.site))
         .bind(non_empty(&filter.status))
@@ -190,8 +195,9 @@ pub async fn page(pool: &PgPool, filter: &Filter) -> Result<Page, sqlx::Error> {
         .bind(filter.to)
         .bind(limit)
         .bind(offset)
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await?;
+    tx.commit().await?;
     let mut total = 0;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
