@@ -114,6 +114,7 @@ async fn each_channel_gets_one_message_per_study_version_and_a_correction_for_th
                 extent_class_at_least: Some(firstread_findings::ExtentClass::Severe),
                 ..rule("critical", &["ward"])
             },
+            Rule { refused: true, ..rule("not-read", &["ward"]) },
         ];
     })
     .await;
@@ -240,6 +241,21 @@ async fn each_channel_gets_one_message_per_study_version_and_a_correction_for_th
     wait_state(&node, "old-integration/stale", 2, "dead", Duration::from_secs(30)).await;
     let n = node.count("SELECT count(*) FROM jobs WHERE kind = 'notify'").await;
     assert_eq!(n, 8, "4 deliveries per study version");
+    let dead = node.count("SELECT count(*) FROM jobs WHERE kind = 'notify' AND state = 'dead'").await;
+
+    // a study the model refuses (three tiny slices) goes to the rule for refusals only
+    send_tiny_series(node.addr(), "1.2.826.0.1.3680043.8.498.77.2", "1.2.826.0.1.3680043.8.498.77.3", 0..3).await;
+    wait_state(&node, "not-read/ward", 1, "done", Duration::from_secs(60)).await;
+    let refused: Vec<Value> = lines_with(&hook_out, "event", &Value::String("refused".into()));
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let body = &refused[0]["body"];
+    assert_eq!(body["kind"], "refused");
+    assert!(body["refusal_reason"].as_str().is_some_and(|r| !r.is_empty()), "{body}");
+    assert!(body["extent_class"].is_null() && body["measurements"] == serde_json::json!([]), "{body}");
+    let tiny = "1.2.826.0.1.3680043.8.498.77.2";
+    let others =
+        node.count(&format!("SELECT count(*) FROM jobs WHERE kind = 'notify' AND study_instance_uid = '{tiny}'")).await;
+    assert_eq!(others, 1, "a refusal matches no read rule");
 
     // metrics: sent and failed by channel, last image -> delivered
     let metrics = reqwest::Client::new()
@@ -251,12 +267,13 @@ async fn each_channel_gets_one_message_per_study_version_and_a_correction_for_th
         .text()
         .await
         .expect("text");
+    let dead_gauge = format!("firstread_jobs{{kind=\"notify\",state=\"dead\"}} {dead}");
     for needle in [
         "firstread_notifications_total{channel=\"hl7\",outcome=\"sent\"}",
         "firstread_notifications_total{channel=\"hl7\",outcome=\"failed\"}",
         "firstread_notifications_total{channel=\"webhook\",outcome=\"failed\"}",
         "firstread_last_image_to_notification_seconds_count{channel=\"fhir\"}",
-        "firstread_jobs{kind=\"notify\",state=\"dead\"} 2",
+        dead_gauge.as_str(),
     ] {
         assert!(metrics.contains(needle), "{needle} in\n{metrics}");
     }
