@@ -82,7 +82,7 @@ pub async fn require(State(auth): State<Arc<Auth>>, request: Request, next: Next
 pub async fn login(State(state): State<AppState>, Query(query): Query<HashMap<String, String>>) -> Response {
     let next = query
         .get("next")
-        .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
+        .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && !n.chars().any(char::is_control))
         .map_or("/viewer/", String::as_str);
     let given = query.get("token").map(String::as_str).unwrap_or_default();
     let mut headers = HeaderMap::new();

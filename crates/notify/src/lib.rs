@@ -72,12 +72,15 @@ pub async fn deliver(
 }
 
 /// The HTTP client the webhook and FHIR channels share (rustls; connect timeout of 5 s, the
-/// channel's own timeout per request).
+/// channel's own timeout per request). Redirects are not followed: a receiver could otherwise
+/// turn the signed POST into a GET of any URL the node reaches, and a 2xx there would count as
+/// delivered; a 3xx is a failed delivery naming the new location.
 ///
 /// # Errors
 /// The TLS back-end could not be set up.
 pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
         .user_agent(concat!("firstread/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -85,10 +88,15 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
 
 /// Maps an HTTP answer to a delivery outcome: 2xx delivered; 408, 425, 429 and 5xx retried;
 /// any other status is permanent (a 401 from a receiver that rejects the signature will not
-/// change by sending again).
+/// change by sending again; a 3xx means the configured URL is not the receiver's).
 pub(crate) fn http_outcome(status: reqwest::StatusCode, body: &str) -> Result<String, DeliveryError> {
     if status.is_success() {
         return Ok(status.as_u16().to_string());
+    }
+    if status.is_redirection() {
+        return Err(DeliveryError::Permanent(format!(
+            "receiver answered {status}: redirects are not followed; configure the URL that accepts the POST"
+        )));
     }
     let text: String = body.chars().take(200).collect();
     let message = format!("receiver answered {status}: {}", text.trim());
@@ -130,5 +138,9 @@ mod tests {
         };
         assert_eq!(m, "receiver answered 401 Unauthorized: bad signature");
         assert!(matches!(http_outcome(S::NOT_FOUND, ""), Err(DeliveryError::Permanent(_))));
+        let Err(DeliveryError::Permanent(m)) = http_outcome(S::FOUND, "secret page") else {
+            panic!("302 is permanent")
+        };
+        assert!(!m.contains("secret page"), "a redirect's body is not kept: {m}");
     }
 }

@@ -5,7 +5,7 @@
 //! - `X-Firstread-Event: first_read | refused`.
 //!
 //! 2xx is delivered; 408, 425, 429 and 5xx are retried; any other answer (a 401 for a signature
-//! the receiver rejects) is permanent.
+//! the receiver rejects, a redirect: never followed) is permanent.
 
 use hmac::{Hmac, Mac};
 use serde::Serialize;
@@ -84,5 +84,52 @@ mod tests {
             signature(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+}
+
+#[cfg(test)]
+mod redirect_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::config::{Channel, ChannelKind};
+    use crate::DeliveryError;
+
+    /// A receiver that redirects every request: the POST is not turned into a GET elsewhere,
+    /// and the delivery fails for good instead of counting a redirect target's 200.
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut buf = vec![0u8; 65536];
+                let _ = s.read(&mut buf).await;
+                let answer =
+                    format!("HTTP/1.1 302 Found\r\nLocation: http://{addr}/elsewhere\r\nContent-Length: 0\r\n\r\n");
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        let channel = Channel {
+            name: "w".into(),
+            kind: ChannelKind::Webhook,
+            url: Some(format!("http://{addr}/hook")),
+            address: None,
+            secret: Some("k".into()),
+            secret_file: None,
+            bearer_token: None,
+            receiving_application: String::new(),
+            receiving_facility: String::new(),
+            timeout: std::time::Duration::from_secs(5),
+        };
+        let http = crate::http_client().expect("client");
+        let outcome = super::post(&http, &channel, "d", "first_read", b"{}").await;
+        assert!(matches!(&outcome, Err(DeliveryError::Permanent(m)) if m.contains("302")), "{outcome:?}");
+        assert_eq!(requests.load(Ordering::SeqCst), 1, "one request, no second one to the Location");
     }
 }

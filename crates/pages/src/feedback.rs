@@ -73,6 +73,16 @@ pub enum FeedbackError {
     Database(#[from] sqlx::Error),
 }
 
+/// Text without control characters (line breaks and tabs allowed where `multiline`) and without
+/// the bidirectional overrides and isolates (U+202A-U+202E, U+2066-U+2069) that let a name show
+/// as something else.
+pub fn plain_text(text: &str, multiline: bool) -> bool {
+    text.chars().all(|c| {
+        let allowed_control = multiline && matches!(c, '\n' | '\r' | '\t');
+        (!c.is_control() || allowed_control) && !matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    })
+}
+
 /// Records `f`; returns the stored row.
 ///
 /// # Errors
@@ -95,8 +105,12 @@ pub async fn record(pool: &PgPool, f: &NewFeedback) -> Result<Feedback, Feedback
     if author.is_empty() || author.chars().count() > 128 {
         return invalid("author: 1 to 128 characters");
     }
-    if f.comment.chars().count() > 2000 {
+    let comment = f.comment.trim();
+    if comment.chars().count() > 2000 {
         return invalid("comment: at most 2000 characters");
+    }
+    if !plain_text(author, false) || !plain_text(comment, true) || !plain_text(&f.study_instance_uid, false) {
+        return invalid("control characters and bidirectional overrides are not accepted");
     }
     let read = sqlx::query(
         "SELECT model, coalesce(result->'model'->>'version', '') FROM jobs WHERE kind = 'analysis' \
@@ -117,7 +131,7 @@ pub async fn record(pool: &PgPool, f: &NewFeedback) -> Result<Feedback, Feedback
     .bind(read.try_get::<String, _>(1)?)
     .bind(&f.verdict)
     .bind(class)
-    .bind(f.comment.trim())
+    .bind(comment)
     .bind(author)
     .fetch_one(pool)
     .await?;
@@ -187,15 +201,38 @@ pub const CSV_HEADER: [&str; 12] = [
     "created_at",
 ];
 
-/// `rows` as CSV (RFC 4180, header row; the `csv` crate quotes what needs quoting).
+/// A cell a spreadsheet would not run as a formula: text starting with `=`, `+`, `-`, `@`, tab
+/// or carriage return gets a leading apostrophe (OWASP "CSV injection").
+fn inert(cell: &str) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}")
+    } else {
+        cell.to_owned()
+    }
+}
+
+/// `rows` as CSV (RFC 4180, header row, CRLF; the `csv` crate quotes what needs quoting; free
+/// text made inert for spreadsheets).
 pub fn to_csv(rows: &[Feedback]) -> String {
     let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(Vec::new());
-    if rows.is_empty() {
-        let _ = w.write_record(CSV_HEADER);
-    }
+    let _ = w.write_record(CSV_HEADER);
     for r in rows {
-        // a Vec<u8> sink cannot fail; a row that does not serialise is left out
-        let _ = w.serialize(r);
+        let record = [
+            r.id.to_string(),
+            inert(&r.study_instance_uid),
+            r.study_version.to_string(),
+            inert(&r.model),
+            inert(&r.model_version),
+            r.model_extent_class.clone().unwrap_or_default(),
+            r.model_severity_score.map(|s| s.to_string()).unwrap_or_default(),
+            r.verdict.clone(),
+            r.extent_class.clone().unwrap_or_default(),
+            inert(&r.comment),
+            inert(&r.author),
+            r.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        ];
+        // a Vec<u8> sink cannot fail
+        let _ = w.write_record(&record);
     }
     let bytes = w.into_inner().unwrap_or_default();
     String::from_utf8(bytes).unwrap_or_default()
@@ -233,13 +270,26 @@ mod tests {
             author: "Dr A".into(),
             created_at: DateTime::<Utc>::from_timestamp(0, 0).unwrap_or_default(),
         };
-        let csv = to_csv(&[row]);
+        let formula = Feedback { comment: "=cmd|' /C calc'!A0".into(), author: "+SUM(1+1)".into(), ..row.clone() };
+        let csv = to_csv(&[row, formula]);
         let mut lines = csv.split("\r\n");
         assert_eq!(lines.next(), Some(CSV_HEADER.join(",").as_str()));
         assert_eq!(to_csv(&[]), format!("{}\r\n", CSV_HEADER.join(",")), "the header even without rows");
         assert_eq!(
             lines.next(),
-            Some("1,1.2.3,1,m,0.2.0,moderate,9,disagree,severe,\"dense, \"\"posterior\"\"\nlayer\",Dr A,1970-01-01T00:00:00Z")
+            Some("1,1.2.3,1,m,0.2.0,moderate,9,disagree,severe,\"dense, \"\"posterior\"\"\nlayer\",Dr A,1970-01-01T00:00:00.000000Z")
         );
+        let next = lines.next().unwrap_or_default();
+        assert!(next.ends_with(",'=cmd|' /C calc'!A0,'+SUM(1+1),1970-01-01T00:00:00.000000Z"), "{next}");
+    }
+
+    #[test]
+    fn plain_text_refuses_controls_and_overrides() {
+        assert!(plain_text("Dr Émile Zoë 山田", false));
+        assert!(plain_text("line 1\nline 2", true));
+        assert!(!plain_text("line 1\nline 2", false));
+        assert!(!plain_text("a\0b", true));
+        assert!(!plain_text("\u{202E}evil", false));
+        assert!(!plain_text("x\u{1b}[31m", true));
     }
 }

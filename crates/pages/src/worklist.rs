@@ -175,6 +175,31 @@ ORDER BY p.class_rank DESC NULLS LAST, p.severity_score DESC NULLS LAST, p.last_
          p.study_instance_uid, p.version DESC
 "#;
 
+/// The SFR extent classes by their JSON names.
+pub const CLASSES: [&str; 5] = ["none_or_minimal", "moderate", "extensive", "severe", "critical"];
+
+impl Filter {
+    /// Why this filter cannot be answered (a 400), if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        let given = |o: &Option<String>| o.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+        if let Some(s) = given(&self.status).filter(|s| !STATUSES.contains(&s.as_str())) {
+            return Some(format!("unknown status {s:?}; one of {}", STATUSES.join(", ")));
+        }
+        if let Some(c) = given(&self.class).filter(|c| !CLASSES.contains(&c.as_str())) {
+            return Some(format!("unknown class {c:?}; one of {}", CLASSES.join(", ")));
+        }
+        if given(&self.site).is_some_and(|s| s.chars().any(char::is_control)) {
+            return Some("site: control characters are not accepted".into());
+        }
+        for (name, date) in [("from", self.from), ("to", self.to)] {
+            if date.is_some_and(|d| !(1..=9999).contains(&chrono::Datelike::year(&d))) {
+                return Some(format!("{name}: a date between the years 1 and 9999"));
+            }
+        }
+        None
+    }
+}
+
 /// One page of the worklist.
 ///
 /// # Errors
@@ -197,6 +222,22 @@ pub async fn page(pool: &PgPool, filter: &Filter) -> Result<Page, sqlx::Error> {
         .bind(offset)
         .fetch_all(&mut *tx)
         .await?;
+    if rows.is_empty() && offset > 0 {
+        // past the end: the window count came with no row
+        let count =
+            format!("SELECT count(*) FROM ({}) AS all_rows", QUERY.replace("LIMIT $6 OFFSET $7", "LIMIT $6 OFFSET 0"));
+        let n: i64 = sqlx::query_scalar(&count)
+            .bind(non_empty(&filter.site))
+            .bind(non_empty(&filter.status))
+            .bind(non_empty(&filter.class))
+            .bind(filter.from)
+            .bind(filter.to)
+            .bind(i64::MAX)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        return Ok(Page { total: n, rows: Vec::new(), now: Utc::now() });
+    }
     tx.commit().await?;
     let mut total = 0;
     let mut out = Vec::with_capacity(rows.len());

@@ -30,11 +30,14 @@ function el(tag, attrs = {}, ...children) {
   return e;
 }
 
-// DICOM PN "Family^Given^Middle^Prefix^Suffix" (alphabetic group) -> "FAMILY, Given Middle"
+// DICOM PN "Family^Given^Middle^Prefix^Suffix", in the first non-empty of its alphabetic,
+// ideographic and phonetic groups (PS3.5 6.2.1) -> "FAMILY, Given Middle"
 function personName(pn) {
-  if (!pn) return '(no name)';
-  const [family = '', given = '', middle = ''] = pn.split('=')[0].split('^');
+  const group = (pn || '').split('=').find((g) => g.replace(/\^/g, '').trim());
+  if (!group) return '(no name)';
+  const [family = '', given = '', middle = ''] = group.split('^').map((p) => p.trim());
   const rest = [given, middle].filter(Boolean).join(' ');
+  if (!family) return rest || '(no name)';
   return rest ? `${family.toUpperCase()}, ${rest}` : family.toUpperCase();
 }
 
