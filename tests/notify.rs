@@ -257,6 +257,39 @@ async fn each_channel_gets_one_message_per_study_version_and_a_correction_for_th
         node.count(&format!("SELECT count(*) FROM jobs WHERE kind = 'notify' AND study_instance_uid = '{tiny}'")).await;
     assert_eq!(others, 1, "a refusal matches no read rule");
 
+    // an operator queues the dead delivery again: it is attempted once more (and dies again)
+    let id: i64 =
+        sqlx::query_scalar("SELECT id FROM jobs WHERE destination = 'old-integration/stale' AND study_version = 1")
+            .fetch_one(&node.pool)
+            .await
+            .expect("id");
+    let cli = |args: &[&str]| {
+        let mut c = std::process::Command::new(firstread_bin());
+        c.args(args).env("FIRSTREAD_DATABASE__URL", &node.db.url);
+        c.output().expect("firstread")
+    };
+    let runs = |node: &TestNode| {
+        let pool = node.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM job_runs WHERE job_id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .expect("runs")
+        }
+    };
+    let before = runs(&node).await;
+    let out = cli(&["jobs", "retry", &id.to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let again = eventually_async(Duration::from_secs(30), || async {
+        runs(&node).await == before + 1 && job(&node, "old-integration/stale", 1).await.is_some_and(|j| j.0 == "dead")
+    })
+    .await;
+    assert!(again, "retried once more: {:?}", job(&node, "old-integration/stale", 1).await);
+    let out = cli(&["jobs", "cancel", &id.to_string()]);
+    assert!(!out.status.success(), "a dead job cannot be cancelled");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("no queued or running job {id}")));
+
     // metrics: sent and failed by channel, last image -> delivered
     let metrics = reqwest::Client::new()
         .get(format!("http://{}/metrics", node.node.http_addr.expect("http")))

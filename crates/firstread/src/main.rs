@@ -38,6 +38,11 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
+    /// Operator actions on jobs (analysis, export, notify); `firstread status` lists them.
+    Jobs {
+        #[command(subcommand)]
+        what: JobsCommand,
+    },
     /// Radiologist feedback on first reads.
     Feedback {
         #[command(subcommand)]
@@ -89,6 +94,27 @@ enum Command {
     Bench {
         #[command(subcommand)]
         what: Bench,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JobsCommand {
+    /// Queue a dead job again now (attempts counted from zero), or every dead job with --dead.
+    Retry {
+        /// The job id (`firstread status`).
+        #[arg(required_unless_present = "dead", conflicts_with = "dead")]
+        id: Option<i64>,
+        /// Every dead job (of --kind when given).
+        #[arg(long)]
+        dead: bool,
+        /// With --dead: only this kind (analysis, export, notify).
+        #[arg(long, requires = "dead", value_parser = ["analysis", "export", "notify"])]
+        kind: Option<String>,
+    },
+    /// End a queued or running job as dead ("cancelled by an operator").
+    Cancel {
+        /// The job id.
+        id: i64,
     },
 }
 
@@ -213,6 +239,29 @@ async fn run() -> anyhow::Result<()> {
         Command::Status { limit } => {
             let index = firstread_store::Index::connect(&config.database.url, 2).await.context("connecting")?;
             print!("{}", firstread::status::render(index.pool(), limit).await?);
+            Ok(())
+        }
+        Command::Jobs { what } => {
+            let index = firstread_store::Index::connect(&config.database.url, 2).await.context("connecting")?;
+            let queue = firstread_queue::PgQueue::new(index.pool().clone());
+            match what {
+                JobsCommand::Retry { id: Some(id), .. } => {
+                    anyhow::ensure!(queue.retry(id).await?, "no dead job {id}");
+                    println!("job {id} queued again");
+                }
+                JobsCommand::Retry { id: None, kind, .. } => {
+                    let kind = kind.as_deref().map(|k| match k {
+                        "analysis" => firstread_queue::JobKind::Analysis,
+                        "export" => firstread_queue::JobKind::Export,
+                        _ => firstread_queue::JobKind::Notify,
+                    });
+                    println!("{} dead job(s) queued again", queue.retry_dead(kind).await?);
+                }
+                JobsCommand::Cancel { id } => {
+                    anyhow::ensure!(queue.cancel(id).await?, "no queued or running job {id}");
+                    println!("job {id} cancelled");
+                }
+            }
             Ok(())
         }
         Command::Feedback { what: FeedbackCommand::Export { format, out } } => {

@@ -161,6 +161,60 @@ impl PgQueue {
     }
 }
 
+/// Operator actions (`firstread jobs retry|cancel`).
+impl PgQueue {
+    /// Queues dead job `id` again now, with its attempts counted from zero; its last error is
+    /// kept until the next attempt. `Ok(false)` when no dead job has that id.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn retry(&self, id: i64) -> Result<bool, QueueError> {
+        let n = sqlx::query(
+            "UPDATE jobs SET state = 'queued', attempts = 0, run_after = now(), finished_at = NULL \
+             WHERE id = $1 AND state = 'dead'",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Queues every dead job (of `kind` when given) again; returns how many.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn retry_dead(&self, kind: Option<JobKind>) -> Result<u64, QueueError> {
+        Ok(sqlx::query(
+            "UPDATE jobs SET state = 'queued', attempts = 0, run_after = now(), finished_at = NULL \
+             WHERE state = 'dead' AND ($1::text IS NULL OR kind = $1)",
+        )
+        .bind(kind.map(JobKind::as_str))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// Ends queued or running job `id` as dead with "cancelled by an operator" (a worker that
+    /// holds it loses its lease: its outcome is not recorded). `Ok(false)` when no queued or
+    /// running job has that id.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn cancel(&self, id: i64) -> Result<bool, QueueError> {
+        let n = sqlx::query(
+            "UPDATE jobs SET state = 'dead', finished_at = now(), lease_owner = NULL, lease_expires_at = NULL, \
+                 last_error = 'cancelled by an operator' || coalesce(' (last error: ' || last_error || ')', '') \
+             WHERE id = $1 AND state IN ('queued', 'running')",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+}
+
 /// A job to enqueue.
 #[derive(Debug, Clone)]
 pub struct NewJob<'a> {

@@ -1077,29 +1077,13 @@ mod tests {
         }
     }
 
+    /// The SR's own codes (the vocabulary's are checked in `firstread-findings`).
     #[test]
     fn local_codes_fit_their_vrs() {
-        let all = [
-            INVOLVEMENT,
-            OPACITY_VOLUME,
-            SEVERITY_SCORE,
-            ZONE_SCORE,
-            EXTENT_CLASS,
-            RSNA_SUGGESTION,
-            SUGGESTION_BASIS,
-            METHOD_AND_LIMITS,
-            CRANIOCAUDAL_EXTENT,
-            EQUIVALENT_DIAMETER,
-            INDETERMINATE_DENSE,
-            FOCAL_OPACITY,
-            CAUTION,
-            zone_code(Level::Upper),
-            zone_code(Level::Middle),
-            zone_code(Level::Lower),
-            extent_code(ExtentClass::NoneOrMinimal),
-            extent_code(ExtentClass::Extensive),
-            pattern_code(Pattern::Indeterminate),
-        ];
+        let mut all = vec![SUGGESTION_BASIS, METHOD_AND_LIMITS];
+        all.extend([Level::Upper, Level::Middle, Level::Lower].map(zone_code));
+        all.extend(ExtentClass::ALL.map(extent_code));
+        all.extend([Pattern::Typical, Pattern::Indeterminate, Pattern::Atypical, Pattern::Negative].map(pattern_code));
         for (value, scheme, meaning) in all {
             assert!(value.len() <= 16 && scheme.len() <= 16 && meaning.chars().count() <= 64, "{value}");
         }
