@@ -111,7 +111,7 @@ impl Analysis {
     pub fn analyse_files(model: &Mutex<Model>, files: &[PathBuf]) -> Result<Outcome, String> {
         let started = Instant::now();
         let (manifest, contract) = {
-            let m = model.lock().map_err(|_| "model lock poisoned".to_owned())?;
+            let m = model.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             (m.manifest.clone(), volume_contract(&m.manifest))
         };
         let model_json = json!({ "name": manifest.name, "version": manifest.version, "kind": manifest.kind });
@@ -271,7 +271,7 @@ impl JobHandler for Analysis {
         let model =
             self.models.get(&job.model).cloned().ok_or_else(|| format!("model {} not loaded here", job.model))?;
         let files = self.files_of(&job.study_instance_uid).await?;
-        let manifest = model.lock().map_err(|_| "model lock poisoned".to_owned())?.manifest.clone();
+        let manifest = model.lock().unwrap_or_else(std::sync::PoisonError::into_inner).manifest.clone();
         let predecessor = self.predecessor(job, &manifest).await?;
         let root = self.storage.root().to_path_buf();
         let job_for_results = job.clone();
@@ -366,8 +366,13 @@ pub fn read_volume(
     };
     let hu: &[f32] = smoothed.as_deref().unwrap_or(hu);
     let mut segmentation = {
-        let m = model.lock().map_err(|_| "model lock poisoned".to_owned())?;
-        m.segment(hu, shape, spacing_mm).map_err(|e| e.to_string())?
+        // libtorch reports some failures (out of memory in an op outside forward) as panics:
+        // caught here, while the lock is held, so the lock is not poisoned and the next analysis
+        // runs; this one is a failed attempt, retried
+        let m = model.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.segment(hu, shape, spacing_mm)))
+            .map_err(|panic| format!("the model failed: {}", panic_text(panic.as_ref())))?
+            .map_err(|e| e.to_string())?
     };
     let model_time = started.elapsed();
     let refined = match manifest.pipeline.refine.as_deref() {
@@ -393,6 +398,15 @@ pub fn read_volume(
     // the reader sees them in the SR and the text, not only in the job record
     findings.cautions.clone_from(&warnings);
     Ok(Read { segmentation, findings, hu: smoothed, denoise, dense_regions, warnings, model_time, refine_time })
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "panic without a message".into())
 }
 
 /// Runs the pleural-cavity step on the model's masks: the lung and opacity channels are
@@ -482,5 +496,20 @@ fn refused(model: &Value, reason: &str, series: Value) -> Outcome {
     Outcome {
         result: json!({ "status": "refused", "reason": reason, "model": model, "series": series }),
         analysed: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panics_become_messages() {
+        let text = std::panic::catch_unwind(|| panic!("Torch error: CUDA out of memory ({} MiB)", 512))
+            .map_err(|p| panic_text(p.as_ref()))
+            .err();
+        assert_eq!(text.as_deref(), Some("Torch error: CUDA out of memory (512 MiB)"));
+        let text = std::panic::catch_unwind(|| std::panic::panic_any(7u8)).map_err(|p| panic_text(p.as_ref())).err();
+        assert_eq!(text.as_deref(), Some("panic without a message"));
     }
 }
