@@ -241,7 +241,6 @@ async fn each_channel_gets_one_message_per_study_version_and_a_correction_for_th
     wait_state(&node, "old-integration/stale", 2, "dead", Duration::from_secs(30)).await;
     let n = node.count("SELECT count(*) FROM jobs WHERE kind = 'notify'").await;
     assert_eq!(n, 8, "4 deliveries per study version");
-    let dead = node.count("SELECT count(*) FROM jobs WHERE kind = 'notify' AND state = 'dead'").await;
 
     // a study the model refuses (three tiny slices) goes to the rule for refusals only
     send_tiny_series(node.addr(), "1.2.826.0.1.3680043.8.498.77.2", "1.2.826.0.1.3680043.8.498.77.3", 0..3).await;
@@ -289,8 +288,24 @@ async fn each_channel_gets_one_message_per_study_version_and_a_correction_for_th
     let out = cli(&["jobs", "cancel", &id.to_string()]);
     assert!(!out.status.success(), "a dead job cannot be cancelled");
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("no queued or running job {id}")));
+    let later: i64 = sqlx::query_scalar(
+        "INSERT INTO jobs (kind, study_instance_uid, study_version, model, destination, max_attempts, run_after) \
+         VALUES ('notify', '1.2.3.4', 1, 'covid19-lung-ct', 'every-read/ward', 3, now() + interval '1 hour') RETURNING id",
+    )
+    .fetch_one(&node.pool)
+    .await
+    .expect("insert");
+    let out = cli(&["jobs", "cancel", &later.to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (state, error): (String, Option<String>) = sqlx::query_as("SELECT state, last_error FROM jobs WHERE id = $1")
+        .bind(later)
+        .fetch_one(&node.pool)
+        .await
+        .expect("job");
+    assert_eq!((state.as_str(), error.as_deref()), ("dead", Some("cancelled by an operator")));
 
     // metrics: sent and failed by channel, last image -> delivered
+    let dead = node.count("SELECT count(*) FROM jobs WHERE kind = 'notify' AND state = 'dead'").await;
     let metrics = reqwest::Client::new()
         .get(format!("http://{}/metrics", node.node.http_addr.expect("http")))
         .bearer_auth(TEST_TOKEN)
