@@ -205,7 +205,7 @@ pub const RSNA_SUGGESTION: Term = Term {
     code: Code { value: "RSNA-SUGGESTION", scheme: LOCAL_SCHEME, meaning: "Suggested RSNA CT category" },
     meaning: "RSNA consensus category the distribution suggests (a suggestion, not a diagnosis)",
     unit: None,
-    label: "suggested RSNA category",
+    label: "pattern suggestion",
 };
 
 /// Private code of an SFR extent class.

@@ -941,7 +941,13 @@ impl DemoReport {
             self.severity_score_max
         );
         let _ = writeln!(o, "  {} {} (SFR)", label(vocabulary::EXTENT_CLASS), self.extent_class_label);
-        let _ = writeln!(o, "  {} {}: {}", label(vocabulary::RSNA_SUGGESTION), self.pattern_label, f.pattern_rationale);
+        let _ = writeln!(
+            o,
+            "  {} {} (RSNA): {}",
+            label(vocabulary::RSNA_SUGGESTION),
+            self.pattern_label,
+            f.pattern_rationale
+        );
         for line in other_findings(f) {
             let _ = writeln!(o, "  {line}");
         }

@@ -545,7 +545,7 @@ fn draw_legend(img: &mut Canvas, input: &ResultInput, key: &KeyImage, index: usi
         f.extent_class.label()
     ));
     bottom_text.extend(other_findings(f));
-    bottom_text.push(format!("{}: {}", capitalised(vocabulary::RSNA_SUGGESTION.label), f.pattern.label()));
+    bottom_text.push(format!("{} (RSNA): {}", capitalised(vocabulary::RSNA_SUGGESTION.label), f.pattern.label()));
     let bottom: Vec<String> = bottom_text.iter().flat_map(|t| wrap(t, max_chars)).collect();
 
     // Top band: title, key image line(s), colour key; bottom band: the numbers.
