@@ -169,14 +169,20 @@ step_python() {
   command -v python3 >/dev/null 2>&1 || apt_install python3
   local missing=() entry mod spec absent
   # one interpreter start, no real imports (find_spec) -> fast when all present
-  absent=" $(python3 -c 'import sys, importlib.util as u; print(" ".join(m for m in sys.argv[1:] if u.find_spec(m) is None))' \
-    "${PY_PACKAGES[@]%%:*}") "
+  # (find_spec of a dotted name imports its parent: a missing parent package means absent too)
+  absent=" $(python3 -c 'import sys, importlib.util as u
+def absent(m):
+    try:
+        return u.find_spec(m) is None
+    except ModuleNotFoundError:
+        return True
+print(" ".join(m for m in sys.argv[1:] if absent(m)))' "${PY_PACKAGES[@]%%:*}") "
   for entry in "${PY_PACKAGES[@]}"; do
     mod=${entry%%:*}; spec=${entry#*:}
     [[ "$absent" == *" $mod "* ]] && missing+=("$spec")
   done
   if [[ ${#missing[@]} -eq 0 ]]; then
-    note "python: pydicom/pynetdicom/dicomweb-client importable (skipped)"
+    note "python: test peers importable (skipped)"
     return 0
   fi
   pip_setup
