@@ -302,7 +302,28 @@ impl Default for LogConfig {
     }
 }
 
+/// What replaces a secret in [`Config::redacted`].
+pub const REDACTED: &str = "<redacted>";
+
 impl Config {
+    /// This configuration without its secrets (HTTP token, webhook secrets, FHIR bearer tokens,
+    /// the database password), for `firstread config` and logs.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        c.database.url = crate::demo::redacted(&c.database.url);
+        if c.http.token.is_some() {
+            c.http.token = Some(REDACTED.into());
+        }
+        for ch in &mut c.notify.channels {
+            for secret in [&mut ch.secret, &mut ch.bearer_token] {
+                if secret.is_some() {
+                    *secret = Some(REDACTED.into());
+                }
+            }
+        }
+        c
+    }
+
     /// Loads defaults, then the TOML file (if given), then `FIRSTREAD_*` environment variables.
     ///
     /// # Errors

@@ -50,7 +50,7 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
-    /// Print the effective configuration (file + environment) as TOML and exit.
+    /// Print the effective configuration (file + environment) as TOML, secrets redacted, and exit.
     Config,
     /// Send DICOM files with C-STORE over one association, like dcmtk storescu (folders are
     /// walked recursively; files that are not DICOM Part 10 are skipped with a note).
@@ -386,5 +386,5 @@ async fn shutdown_signal() {
 }
 
 fn toml_of(config: &Config) -> anyhow::Result<String> {
-    toml::to_string_pretty(config).context("serializing the configuration")
+    toml::to_string_pretty(&config.redacted()).context("serializing the configuration")
 }
