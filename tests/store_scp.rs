@@ -258,6 +258,25 @@ async fn failures_answer_the_right_status() {
     // The association survives failures: a good instance is still stored.
     let (status, _) = scu.store(4, CT, &sample.sop_instance_uid, &sample.dataset).await;
     assert_eq!(status, 0x0000);
+    // A NUL inside the Patient's Name (invalid, and PostgreSQL text cannot hold it): stored, the
+    // index keeps the name without it; not a transient A700 that a sender would retry for ever.
+    let mut obj = dicom_object::open_file(&sample_series("")[2]).expect("sample").into_inner();
+    obj.put(DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from("Doe\0^Jane")));
+    obj.put(DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.826.0.1.3680043.8.498.99")));
+    let sop: String =
+        obj.element(tags::SOP_INSTANCE_UID).expect("sop").to_str().expect("sop").trim_end_matches('\0').to_owned();
+    let mut nul = Vec::new();
+    obj.write_dataset_with_ts(&mut nul, &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased())
+        .expect("encode");
+    let (status, comment) = scu.store(6, CT, &sop, &nul).await;
+    assert_eq!(status, 0x0000, "{comment:?}");
+    let name: Option<String> = sqlx::query_scalar(
+        "SELECT patient_name FROM studies WHERE study_instance_uid = '1.2.826.0.1.3680043.8.498.99'",
+    )
+    .fetch_one(&node.pool)
+    .await
+    .expect("study");
+    assert_eq!(name.as_deref(), Some("Doe^Jane"));
     // Storage failing (incoming/ replaced by a file): A700, and nothing indexed.
     let incoming = node.dir.path().join("incoming");
     std::fs::remove_dir_all(&incoming).expect("rm incoming");
@@ -265,7 +284,7 @@ async fn failures_answer_the_right_status() {
     let second = read_part10(&sample_series("")[1]);
     let (status, comment) = scu.store(5, CT, &second.sop_instance_uid, &second.dataset).await;
     assert_eq!((status, comment.as_deref()), (0xA700, Some("storage unavailable")));
-    assert_eq!(node.count("SELECT count(*) FROM instances").await, 1);
+    assert_eq!(node.count("SELECT count(*) FROM instances").await, 2);
     scu.release().await;
 }
 

@@ -195,8 +195,10 @@ pub fn trim(s: &str) -> &str {
 
 /// The element's value as text with each value trimmed; multiple values joined with `\`;
 /// empty as `None`. UN elements are decoded as text when the tag's dictionary VR is textual.
+/// NULs inside a value (never valid in a text VR; PostgreSQL text cannot hold them) are dropped:
+/// the stored file keeps the bytes as received.
 pub fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    let raw = raw_text(obj, tag)?;
+    let raw = raw_text(obj, tag)?.replace('\0', "");
     let joined = raw.split('\\').map(trim).collect::<Vec<_>>().join("\\");
     if joined.chars().all(|c| c == '\\') {
         None
