@@ -307,10 +307,9 @@ impl JobHandler for Analysis {
             let model = firstread_notify::event::Model { name: manifest_name, version: manifest_version };
             let sr = sr_of(&job.study_instance_uid, &model.name, &model.version, job.study_version);
             let reason = result["reason"].as_str().unwrap_or("not analysed").to_owned();
-            let outcome = match (&findings, written.is_empty()) {
-                (Some(f), false) => firstread_notify::event::Outcome::Read(f, Some(&sr)),
-                (Some(f), true) => firstread_notify::event::Outcome::Read(f, None),
-                (None, _) => firstread_notify::event::Outcome::Refused(&reason),
+            let outcome = match &findings {
+                Some(f) => firstread_notify::event::Outcome::Read(f, (!written.is_empty()).then_some(&sr)),
+                None => firstread_notify::event::Outcome::Refused(&reason),
             };
             notifications.enqueue(self.index.pool(), job, model, outcome).await?;
         }

@@ -302,6 +302,17 @@ impl Default for LogConfig {
     }
 }
 
+/// `url` with any password replaced by `***`, for messages.
+pub fn redacted_url(url: &str) -> String {
+    let authority = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let rest = &url[authority..];
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..end].rfind('@').and_then(|at| rest[..at].find(':').map(|colon| (colon, at))) {
+        Some((colon, at)) => format!("{}{}:***{}", &url[..authority], &rest[..colon], &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
 /// What replaces a secret in [`Config::redacted`].
 pub const REDACTED: &str = "<redacted>";
 
@@ -310,7 +321,7 @@ impl Config {
     /// the database password), for `firstread config` and logs.
     pub fn redacted(&self) -> Config {
         let mut c = self.clone();
-        c.database.url = crate::demo::redacted(&c.database.url);
+        c.database.url = redacted_url(&c.database.url);
         if c.http.token.is_some() {
             c.http.token = Some(REDACTED.into());
         }

@@ -126,7 +126,6 @@ impl Node {
                 )?
                 .with_notifications(Notifications::new(notify.clone())),
             );
-            let deliveries = Arc::new(Deliveries::new(notify.clone())?);
             let exporter = Arc::new(Export::new(storage.clone(), config.export.clone(), &config.node.ae_title));
             let wake = Arc::new(Notify::new());
             tasks.spawn(listen(index.pool().clone(), wake.clone(), shutdown.clone()));
@@ -149,14 +148,18 @@ impl Node {
             workers.spawn(config.worker.concurrency, &analysis, &handler);
             let workers = Workers { tasks: &mut tasks, queue: &queue, wake: &wake, shutdown: &shutdown };
             workers.spawn(config.export.concurrency, &export, &exporter);
-            let deliver = WorkerConfig {
-                kind: JobKind::Notify,
-                worker_id: format!("{node_id}/notify"),
-                backoff: Backoff { base: notify.backoff_base, max: notify.backoff_max },
-                ..export.clone()
-            };
-            let workers = Workers { tasks: &mut tasks, queue: &queue, wake: &wake, shutdown: &shutdown };
-            workers.spawn(notify.concurrency, &deliver, &deliveries);
+            // no channel, no delivery: no workers polling for them
+            if !notify.channels.is_empty() {
+                let deliveries = Arc::new(Deliveries::new(notify.clone())?);
+                let deliver = WorkerConfig {
+                    kind: JobKind::Notify,
+                    worker_id: format!("{node_id}/notify"),
+                    backoff: Backoff { base: notify.backoff_base, max: notify.backoff_max },
+                    ..export.clone()
+                };
+                let workers = Workers { tasks: &mut tasks, queue: &queue, wake: &wake, shutdown: &shutdown };
+                workers.spawn(notify.concurrency, &deliver, &deliveries);
+            }
         }
         info!(node_id = %node_id, listen = roles.listen, work = roles.work, http = ?http_addr, "node started");
         Ok(Node { dimse_addr, http_addr, index, storage, node_id, shutdown, tasks })

@@ -40,21 +40,24 @@ impl Notifications {
         let (study, last_image_at) = study_of(pool, &job.study_instance_uid, job.study_version).await?;
         let base = Event::new("", study, model, outcome, last_image_at, Utc::now());
         let queue = PgQueue::new(pool.clone());
+        // the latest earlier study version notified, per destination (one query for all rules)
+        let earlier_by_destination: std::collections::HashMap<String, i32> = sqlx::query_as(
+            "SELECT destination, max(study_version) FROM jobs WHERE kind = 'notify' AND study_instance_uid = $1 \
+             AND model = $2 AND study_version < $3 GROUP BY destination",
+        )
+        .bind(&job.study_instance_uid)
+        .bind(&job.model)
+        .bind(job.study_version)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
         for rule in &self.config.rules {
             let matches = rule.matches(&base);
             for channel in &rule.channels {
                 let destination = rules::destination(&rule.name, channel);
-                let earlier: Option<i32> = sqlx::query_scalar(
-                    "SELECT max(study_version) FROM jobs WHERE kind = 'notify' AND study_instance_uid = $1 \
-                     AND model = $2 AND destination = $3 AND study_version < $4",
-                )
-                .bind(&job.study_instance_uid)
-                .bind(&job.model)
-                .bind(&destination)
-                .bind(job.study_version)
-                .fetch_one(pool)
-                .await
-                .map_err(|e| e.to_string())?;
+                let earlier = earlier_by_destination.get(&destination).copied();
                 if !matches && earlier.is_none() {
                     continue;
                 }

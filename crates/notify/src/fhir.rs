@@ -198,10 +198,7 @@ pub async fn post(http: &reqwest::Client, channel: &Channel, bundle: &Json) -> R
     if let Some(token) = &channel.bearer_token {
         request = request.bearer_auth(token);
     }
-    let response = request.body(body).send().await.map_err(|e| crate::http_error(url, &e))?;
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    crate::http_outcome(status, &text)
+    crate::send(request.body(body), url).await
 }
 
 #[cfg(test)]

@@ -172,15 +172,20 @@ fn format_number(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-/// Sends `message` framed by MLLP to the channel's address and waits for its acknowledgement.
+/// Sends `message` (whose MSH-10 is `control`) framed by MLLP to the channel's address and waits
+/// for its acknowledgement.
 ///
 /// # Errors
 /// [`DeliveryError::Retry`] for every failure but a missing address: the RIS may be down, busy,
 /// or reject what a later attempt (after its configuration is fixed) will deliver.
-pub async fn send_mllp(channel: &Channel, message: &str, timeout: Duration) -> Result<String, DeliveryError> {
+pub async fn send_mllp(
+    channel: &Channel,
+    message: &str,
+    control: &str,
+    timeout: Duration,
+) -> Result<String, DeliveryError> {
     let address =
         channel.address.as_deref().ok_or_else(|| DeliveryError::Permanent("hl7 channel without address".into()))?;
-    let control = message.split('\r').next().and_then(|msh| msh.split('|').nth(9)).unwrap_or("").to_owned();
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(address)
             .await
@@ -213,7 +218,7 @@ pub async fn send_mllp(channel: &Channel, message: &str, timeout: Duration) -> R
     let ack = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| DeliveryError::Retry(format!("no acknowledgement from {address} within {timeout:?}")))??;
-    acknowledgement(&String::from_utf8_lossy(&ack), &control)
+    acknowledgement(&String::from_utf8_lossy(&ack), control)
 }
 
 /// Reads an MLLP-framed ACK: `Ok(code)` for AA / CA acknowledging `control`, else why not.

@@ -61,7 +61,7 @@ pub async fn deliver(
         }
         ChannelKind::Hl7 => {
             let message = hl7::oru_r01(event, channel, delivery_id, chrono::Utc::now());
-            hl7::send_mllp(channel, &message, channel.timeout).await?
+            hl7::send_mllp(channel, &message, &hl7::control_id(delivery_id), channel.timeout).await?
         }
         ChannelKind::Fhir => {
             let bundle = fhir::bundle(event, delivery_id);
@@ -84,6 +84,14 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
         .connect_timeout(Duration::from_secs(5))
         .user_agent(concat!("firstread/", env!("CARGO_PKG_VERSION")))
         .build()
+}
+
+/// Sends `request` (to `url`) once and maps the answer with [`http_outcome`].
+pub(crate) async fn send(request: reqwest::RequestBuilder, url: &str) -> Result<String, DeliveryError> {
+    let response = request.send().await.map_err(|e| http_error(url, &e))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    http_outcome(status, &text)
 }
 
 /// Maps an HTTP answer to a delivery outcome: 2xx delivered; 408, 425, 429 and 5xx retried;

@@ -49,20 +49,15 @@ pub async fn post(
 ) -> Result<String, DeliveryError> {
     let url = channel.url.as_deref().ok_or_else(|| DeliveryError::Permanent("webhook without url".into()))?;
     let secret = channel.secret.as_deref().ok_or_else(|| DeliveryError::Permanent("webhook without secret".into()))?;
-    let response = http
+    let request = http
         .post(url)
         .timeout(channel.timeout)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header("X-Firstread-Signature", signature(secret.as_bytes(), body))
         .header("X-Firstread-Delivery", delivery_id)
         .header("X-Firstread-Event", event_name)
-        .body(body.to_vec())
-        .send()
-        .await
-        .map_err(|e| crate::http_error(url, &e))?;
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    crate::http_outcome(status, &text)
+        .body(body.to_vec());
+    crate::send(request, url).await
 }
 
 /// The `X-Firstread-Event` value of an event.

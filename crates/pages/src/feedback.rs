@@ -95,7 +95,7 @@ pub async fn record(pool: &PgPool, f: &NewFeedback) -> Result<Feedback, Feedback
     let class = f.extent_class.as_deref().map(str::trim).filter(|c| !c.is_empty());
     match (f.verdict.as_str(), class) {
         ("disagree", None) => return invalid("disagree needs the extent class you would give"),
-        ("disagree", Some(c)) if crate::worklist::extent_label(c).is_none() => {
+        ("disagree", Some(c)) if !crate::worklist::CLASSES.contains(&c) => {
             return invalid("extent_class must be none_or_minimal, moderate, extensive, severe or critical")
         }
         (v, Some(_)) if v != "disagree" => return invalid("an extent class goes with disagree only"),

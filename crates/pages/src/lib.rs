@@ -29,11 +29,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use firstread_dicomweb::Auth;
 use futures_util::stream::{self, Stream, StreamExt};
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::postgres::PgPool;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::{BroadcastStream, IntervalStream};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::warn;
 
 /// The PostgreSQL channel the triggers of `schemas/0004_triage_notify.sql` notify.
 pub const CHANNEL: &str = "firstread_triage";
@@ -178,31 +178,11 @@ async fn events(State(state): State<PagesState>) -> Sse<impl Stream<Item = Resul
     Sse::new(hello.chain(stream::select(changes, ticks))).keep_alive(KeepAlive::default())
 }
 
-/// Listens on [`CHANNEL`] and forwards each notification's payload to `changes` until
-/// `shutdown`; reconnects after database restarts and then reports a change of everything.
+/// Listens on [`CHANNEL`] and forwards each notification's payload (a Study Instance UID) to
+/// `changes` until `shutdown`; `*` when one may have been missed (everything may have changed).
 pub async fn listen(pool: PgPool, changes: broadcast::Sender<String>, shutdown: CancellationToken) {
-    loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(e) => {
-                debug!(error = %e, "triage LISTEN connection failed");
-                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(1)) => continue }
-            }
-        };
-        if let Err(e) = listener.listen(CHANNEL).await {
-            debug!(error = %e, "triage LISTEN failed");
-            tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(1)) => continue }
-        }
-        let _ = changes.send("*".into());
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                n = listener.try_recv() => match n {
-                    Ok(Some(n)) => { let _ = changes.send(n.payload().to_owned()); }
-                    Ok(None) => { let _ = changes.send("*".into()); }
-                    Err(e) => { debug!(error = %e, "triage LISTEN connection broke"); break; }
-                }
-            }
-        }
-    }
+    let forward = |payload: Option<&str>| {
+        let _ = changes.send(payload.unwrap_or("*").to_owned());
+    };
+    firstread_queue::worker::listen_channel(pool, CHANNEL, forward, shutdown).await;
 }

@@ -135,30 +135,43 @@ async fn run_one<Q: JobQueue, H: JobHandler>(queue: &Q, handler: &H, config: &Wo
     }
 }
 
-/// Listens for `firstread_jobs` notifications and wakes workers; reconnects after database
-/// restarts (sqlx's listener does), and wakes everyone after a reconnect in case one was missed.
+/// Listens for `firstread_jobs` notifications and wakes workers; after a reconnect everyone is
+/// woken in case one was missed ([`listen_channel`]).
 pub async fn listen(pool: PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
+    listen_channel(pool, "firstread_jobs", |_| wake.notify_waiters(), shutdown).await;
+}
+
+/// Listens on the PostgreSQL notification `channel` until `shutdown`, calling `on` with each
+/// notification's payload, and with `None` whenever one may have been missed (connected or
+/// reconnected after a database restart, connection lost): the caller then assumes anything
+/// changed. Retries the connection every second meanwhile.
+pub async fn listen_channel(
+    pool: PgPool,
+    channel: &str,
+    mut on: impl FnMut(Option<&str>) + Send,
+    shutdown: CancellationToken,
+) {
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
             Err(e) => {
-                debug!(error = %e, "LISTEN connection failed; polling meanwhile");
+                debug!(error = %e, channel, "LISTEN connection failed; polling meanwhile");
                 tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(1)) => continue }
             }
         };
-        if let Err(e) = listener.listen("firstread_jobs").await {
-            debug!(error = %e, "LISTEN failed");
+        if let Err(e) = listener.listen(channel).await {
+            debug!(error = %e, channel, "LISTEN failed");
             tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(1)) => continue }
         }
-        wake.notify_waiters();
+        on(None);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 n = listener.try_recv() => match n {
-                    Ok(Some(_)) => wake.notify_waiters(),
-                    // connection lost: sqlx reconnects on the next call; wake in case we missed one
-                    Ok(None) => wake.notify_waiters(),
-                    Err(e) => { debug!(error = %e, "LISTEN connection broke"); break; }
+                    Ok(Some(n)) => on(Some(n.payload())),
+                    // connection lost: sqlx reconnects on the next call; one may have been missed
+                    Ok(None) => on(None),
+                    Err(e) => { debug!(error = %e, channel, "LISTEN connection broke"); break; }
                 }
             }
         }

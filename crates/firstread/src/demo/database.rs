@@ -48,7 +48,7 @@ async fn admin_pool(url: &str) -> anyhow::Result<PgPool> {
         .acquire_timeout(Duration::from_secs(10))
         .connect(url)
         .await
-        .with_context(|| format!("connecting to PostgreSQL at {}", redacted(url)))
+        .with_context(|| format!("connecting to PostgreSQL at {}", redacted_url(url)))
 }
 
 /// `url` with its database path replaced by `name` (query parameters kept).
@@ -68,17 +68,6 @@ pub fn with_database(url: &str, name: &str) -> String {
     }
 }
 
-/// `url` with any password replaced by `***`, for messages.
-pub fn redacted(url: &str) -> String {
-    let authority = url.find("://").map(|i| i + 3).unwrap_or(0);
-    let rest = &url[authority..];
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..end].rfind('@').and_then(|at| rest[..at].find(':').map(|colon| (colon, at))) {
-        Some((colon, at)) => format!("{}{}:***{}", &url[..authority], &rest[..colon], &rest[at..]),
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,8 +78,8 @@ mod tests {
         assert_eq!(with_database(admin, "x"), "postgres://postgres@127.0.0.1:5432/x");
         assert_eq!(with_database("postgres://u@h:1", "x"), "postgres://u@h:1/x");
         assert_eq!(with_database("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
-        assert_eq!(redacted("postgres://u:secret@h:1/db"), "postgres://u:***@h:1/db");
-        assert_eq!(redacted(admin), admin);
-        assert_eq!(redacted("postgres://h:5432/db"), "postgres://h:5432/db");
+        assert_eq!(redacted_url("postgres://u:secret@h:1/db"), "postgres://u:***@h:1/db");
+        assert_eq!(redacted_url(admin), admin);
+        assert_eq!(redacted_url("postgres://h:5432/db"), "postgres://h:5432/db");
     }
 }

@@ -51,7 +51,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::config::Config;
+use crate::config::{redacted_url, Config};
 use crate::node::{Node, Roles};
 
 /// AE title of the demo's receiving AE (the "modality" the results go back to).
@@ -122,7 +122,7 @@ pub async fn run(opts: &DemoOptions, base: &Config) -> anyhow::Result<DemoReport
         format!(
             "creating a temporary database on {} (is PostgreSQL running? scripts/bootstrap.sh sets one up; \
              --postgres chooses another server)",
-            redacted(&opts.postgres)
+            redacted_url(&opts.postgres)
         )
     })?;
     let outcome = tokio::select! {
