@@ -73,11 +73,9 @@ async fn early_readiness_for_a_released_contiguous_series_but_not_for_a_gap() {
     .await;
     let gap_study = "1.2.826.0.1.3680043.10.543.2";
     send_tiny_series(node.addr(), STUDY, &format!("{STUDY}.1"), 0..10).await;
-    // slices 0..4 and 6..10: a missing slice (gap 2x the spacing)
-    send_tiny_series(node.addr(), gap_study, &format!("{gap_study}.1"), 0..4).await;
-    let mut scu_range = 6..10;
-    send_tiny_series(node.addr(), gap_study, &format!("{gap_study}.1"), scu_range.clone()).await;
-    scu_range.next();
+    // Slices 0..4 and 6..10 in one association: a missing slice (a gap of twice the spacing). Sent over two
+    // associations, the first half alone would be a released contiguous series and rightly start early.
+    send_tiny_series(node.addr(), gap_study, &format!("{gap_study}.1"), (0..4).chain(6..10)).await;
     let jobs = wait_jobs(&node, STUDY, 1, Duration::from_secs(10)).await;
     assert_eq!(jobs, vec![(1, "done".to_owned())], "ready well before stable_after (30 s)");
     assert!(jobs_of(&node, gap_study).await.is_empty(), "a series with a gap waits for stable_after");

@@ -56,6 +56,9 @@ fn dump_to(dir: &str, r: &Read, t: &Thorax) {
             })
             .collect();
         std::fs::write(format!("{dir}/lab.u8"), lab).expect("dump");
+        if t.truth.mass_mask.contains(&1) {
+            std::fs::write(format!("{dir}/mass.u8"), &t.truth.mass_mask).expect("dump");
+        }
         std::fs::write(format!("{dir}/shape.txt"), format!("{} {} {}", t.shape[0], t.shape[1], t.shape[2]))
             .expect("dump");
     }
@@ -229,14 +232,21 @@ fn masses_against_the_mediastinum_and_the_chest_wall_are_inside_the_lung() {
         let inside = mass.iter().zip(lung).filter(|(m, l)| **m != 0 && **l != 0).count();
         let counted = mass.iter().zip(opacity).filter(|(m, o)| **m != 0 && **o != 0).count();
         let (pi, pc) = (100.0 * inside as f64 / n as f64, 100.0 * counted as f64 / n as f64);
+        // said as a focal lesion (10 mm or more), and the lung not grown beyond it
+        let focal = r.findings.focal_lesions.iter().map(|l| l.volume_ml).fold(0.0, f64::max);
+        let m = measured(&r);
+        let tr = truth(&t);
+        let lung_error = 100.0 * rel(m[side.index()][0], tr[side.index()][0]);
         eprintln!(
-            "| mass against the {name} | {:.1} mL | {pi:.1} % in the lung mask | {pc:.1} % counted as opacity |",
+            "| mass against the {name} | {:.1} mL | {pi:.1} % in the lung mask | {pc:.1} % counted as opacity | \
+             focal lesion {focal:.1} mL | lung {lung_error:+.1} % |",
             t.truth.ml(n)
         );
-        // the issue asks 90 % of each; 0.2.0 reaches it for neither (README): the posterior
-        // wall's is bounded from below, the mediastinal one is the model's known gap and is
-        // only required to be reported by the focal-lesion rule when it is found at all
-        if against == Against::PosteriorWall && (pi < 85.0 || pc < 68.0) {
+        if focal < 0.5 || lung_error.abs() > 5.0 {
+            failures.push(format!("{name}: focal lesion {focal:.1} mL, lung {lung_error:+.1} %"));
+        }
+        // the issue asks 90 % of each (0.2.0 before the bays step: 88 / 72 % and 5 / 0 %)
+        if pi < 90.0 || pc < 90.0 {
             failures.push(format!("{name}: {pi:.1} % inside, {pc:.1} % opacity"));
         }
     }

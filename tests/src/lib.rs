@@ -374,7 +374,12 @@ pub fn tiny_ct(study: &str, series: &str, sop: &str, z: f64) -> Vec<u8> {
 
 /// Sends `slices` tiny CT instances of one series over one association; returns when all were
 /// acknowledged with Success.
-pub async fn send_tiny_series(addr: std::net::SocketAddr, study: &str, series: &str, slices: std::ops::Range<u32>) {
+pub async fn send_tiny_series(
+    addr: std::net::SocketAddr,
+    study: &str,
+    series: &str,
+    slices: impl IntoIterator<Item = u32>,
+) {
     let ct = "1.2.840.10008.5.1.4.1.1.2";
     let mut scu = RawScu::connect(addr, "FIRSTREAD", &[(ct, "1.2.840.10008.1.2.1")]).await.expect("associate");
     for i in slices {

@@ -70,6 +70,8 @@
 
 use serde::Serialize;
 
+use crate::bays::BayLesions;
+
 /// Bone (HU, after denoising): ribs, spine, sternum.
 pub const BONE_HU: f32 = 200.0;
 /// Fat band (HU).
@@ -211,6 +213,8 @@ pub struct Refined {
     pub regions: Vec<DenseRegion>,
     /// What the reader must know (e.g. one lung much smaller than the other).
     pub warnings: Vec<String>,
+    /// Dense lesions taken in from bays of the lungs' outline, and lesion caps ([`crate::bays`]).
+    pub bay_lesions: BayLesions,
 }
 
 /// The inputs do not have `shape` elements.
@@ -281,6 +285,7 @@ pub fn refine(
         indeterminate: vec![0; n],
         regions: Vec::new(),
         warnings: Vec::new(),
+        bay_lesions: BayLesions::default(),
     };
     let voxel_ml = spacing_mm.iter().product::<f64>() / 1000.0;
 
@@ -389,6 +394,7 @@ pub fn refine(
     }
     grow_ground_glass(&mut out, hu, shape, spacing_mm, &fills);
     enclose(&mut out, hu, shape, &lungs);
+    out.bay_lesions = crate::bays::close_bays(&mut out, hu, shape, spacing_mm);
     out.regions.sort_by(|a, b| b.volume_ml.total_cmp(&a.volume_ml));
     let volumes =
         [out.left_lung.iter(), out.right_lung.iter()].map(|m| m.filter(|&&v| v != 0).count() as f64 * voxel_ml);
@@ -891,7 +897,7 @@ fn lower_envelope(values: impl Iterator<Item = Option<f64>>, slope: f64, window:
 }
 
 /// Runs `f` for every slice, the slices shared among the available cores, in slice order.
-fn per_slice<T: Send>(slices: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+pub(crate) fn per_slice<T: Send>(slices: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).clamp(1, 8);
     let per = slices.div_ceil(threads).max(1);
     let f = &f;
@@ -1272,7 +1278,7 @@ impl Bits {
 
 /// 26-connected components of the voxels for which `candidate` holds that contain at least one
 /// of `seeds` (voxel indices, each component sorted).
-fn components(candidate: &dyn Fn(usize) -> bool, shape: [usize; 3], seeds: &[usize]) -> Vec<Vec<u32>> {
+pub(crate) fn components(candidate: &dyn Fn(usize) -> bool, shape: [usize; 3], seeds: &[usize]) -> Vec<Vec<u32>> {
     let [s, r, c] = shape;
     let mut visited = Bits::new(s * r * c);
     let mut comps: Vec<Vec<u32>> = Vec::new();

@@ -18,6 +18,7 @@
 //! contract: axis 0 inferior -> superior, axis 1 anterior -> posterior, axis 2 patient right ->
 //! left. Spacing is `[slice, row, col]` in mm. HU are Hounsfield units.
 
+pub mod bays;
 pub mod cavity;
 pub mod denoise;
 
