@@ -434,6 +434,14 @@ fn severe_pneumonia_on_thin_slices() {
         before.findings.extent_class.label(),
         after.findings.extent_class.label()
     );
+    eprintln!(
+        "| 2 mm slices | {} x {} x {} | model {:.2} s | pleural cavity, bays and caps {:.2} s (test build, for orientation) |",
+        shape[0],
+        shape[1],
+        shape[2],
+        after.model_time.as_secs_f64(),
+        after.refine_time.as_secs_f64()
+    );
     assert_ne!(after.findings.extent_class, ExtentClass::NoneOrMinimal);
 }
 
