@@ -459,17 +459,7 @@ mod tests {
             }
         }
         let right: Vec<u8> = hu.iter().map(|&h| u8::from(h < -400.0 && h > -950.0)).collect();
-        let refined = Refined {
-            left_lung: vec![0; n],
-            right_lung: right,
-            opacity: vec![0; n],
-            effusion_left: vec![0; n],
-            effusion_right: vec![0; n],
-            indeterminate: vec![0; n],
-            regions: Vec::new(),
-            warnings: Vec::new(),
-            bay_lesions: BayLesions::default(),
-        };
+        let refined = Refined::of_model(&vec![0; n], &right, &vec![0; n]);
         (hu, refined, truth, shape, spacing)
     }
 

@@ -217,6 +217,26 @@ pub struct Refined {
     pub bay_lesions: BayLesions,
 }
 
+impl Refined {
+    /// The model's masks (non-zero = inside, each `[slices, rows, cols]`) as 0/1, with nothing
+    /// found yet.
+    pub(crate) fn of_model(left: &[u8], right: &[u8], opacity: &[u8]) -> Self {
+        let binary = |m: &[u8]| m.iter().map(|&v| u8::from(v != 0)).collect::<Vec<u8>>();
+        let n = left.len();
+        Refined {
+            left_lung: binary(left),
+            right_lung: binary(right),
+            opacity: binary(opacity),
+            effusion_left: vec![0; n],
+            effusion_right: vec![0; n],
+            indeterminate: vec![0; n],
+            regions: Vec::new(),
+            warnings: Vec::new(),
+            bay_lesions: BayLesions::default(),
+        }
+    }
+}
+
 /// The inputs do not have `shape` elements.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("masks and volume differ in size")]
@@ -276,17 +296,7 @@ pub fn refine(
             fill_slice(&geometry, k, &families[side], &walks, side, hu, lung, other, mid[k])
         })
     });
-    let mut out = Refined {
-        left_lung: left.iter().map(|&v| u8::from(v != 0)).collect(),
-        right_lung: right.iter().map(|&v| u8::from(v != 0)).collect(),
-        opacity: opacity.iter().map(|&v| u8::from(v != 0)).collect(),
-        effusion_left: vec![0; n],
-        effusion_right: vec![0; n],
-        indeterminate: vec![0; n],
-        regions: Vec::new(),
-        warnings: Vec::new(),
-        bay_lesions: BayLesions::default(),
-    };
+    let mut out = Refined::of_model(left, right, opacity);
     let voxel_ml = spacing_mm.iter().product::<f64>() / 1000.0;
 
     // 4: regions per side, within the slices that have a fill (and one more each way)
