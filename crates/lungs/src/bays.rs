@@ -41,7 +41,7 @@
 //! and is left out. On a scan without contrast the aortic arch and the heart's edges have the
 //! density of a mass; only the caps rule tells them apart.
 
-use crate::cavity::{components, per_slice, Refined, FAT_HU};
+use crate::cavity::{components, per_slice, pixel_box, Refined, FAT_HU};
 
 /// Radius of the disc that closes the lung's outline (mm): bays up to about twice as wide are
 /// closed.
@@ -143,22 +143,16 @@ fn envelope(f: &[f64], out: &mut Vec<f64>) {
     }
 }
 
-/// The bays of one slice's lung (`[rows, cols]`, non-zero = lung): pixels in the closing of the
-/// lung with a disc of `radius_mm`, computed on a grid of `factor` x `factor` pixels (a cell is
-/// lung where any of its pixels is). Returns the cells' closing per pixel (row-major), `None`
-/// when the slice holds no lung.
-fn closing(lung: &[u8], [rows, cols]: [usize; 2], pixel_mm: f64, factor: usize, radius_mm: f64) -> Option<Vec<bool>> {
-    let (mut r0, mut r1, mut c0, mut c1) = (usize::MAX, 0, usize::MAX, 0);
-    for (p, _) in lung.iter().enumerate().filter(|(_, &v)| v != 0) {
-        let (r, c) = (p / cols, p % cols);
-        (r0, r1, c0, c1) = (r0.min(r), r1.max(r), c0.min(c), c1.max(c));
-    }
-    if r0 > r1 {
-        return None;
-    }
+/// The closing of one slice's lung (`[rows, cols]`, non-zero = lung) with a disc of
+/// `radius_mm`, computed on a grid of `factor` x `factor` pixels (a cell is lung where any of its
+/// pixels is): the pixel indices it holds, in order (the lung's own among them); `None` when the
+/// slice holds no lung.
+fn closing(lung: &[u8], [rows, cols]: [usize; 2], pixel_mm: f64, factor: usize, radius_mm: f64) -> Option<Vec<u32>> {
+    let (r0, r1, c0, c1) = pixel_box(lung.iter().enumerate().filter(|(_, &v)| v != 0).map(|(p, _)| p), cols)?;
     let radius = radius_mm / (pixel_mm * factor as f64);
     let pad = radius.ceil() as usize + 2;
-    // the grid: the lung's box in cells, padded
+    // the grid: the lung's box in cells, padded by `pad` cells (cell (y, x) is at pixel cell
+    // (y + cr0 - pad, x + cc0 - pad))
     let (cr0, cc0) = (r0 / factor, c0 / factor);
     let (h, w) = (r1 / factor - cr0 + 1 + 2 * pad, c1 / factor - cc0 + 1 + 2 * pad);
     let mut cells = vec![false; w * h];
@@ -167,18 +161,18 @@ fn closing(lung: &[u8], [rows, cols]: [usize; 2], pixel_mm: f64, factor: usize, 
         cells[y * w + x] = true;
     }
     let r2 = radius * radius;
-    let dilated: Vec<bool> = distance_sq(&cells, w, h).into_iter().map(|d| d <= r2).collect();
-    let outside: Vec<bool> = dilated.iter().map(|&v| !v).collect();
+    let outside: Vec<bool> = distance_sq(&cells, w, h).into_iter().map(|d| d > r2).collect();
     let closed: Vec<bool> = distance_sq(&outside, w, h).into_iter().map(|d| d > r2).collect();
-    let mut out = vec![false; rows * cols];
-    for (p, o) in out.iter_mut().enumerate() {
-        let (r, c) = (p / cols / factor, p % cols / factor);
-        if r + pad < cr0 || c + pad < cc0 {
-            continue;
-        }
-        let (y, x) = (r + pad - cr0, c + pad - cc0);
-        if y < h && x < w {
-            *o = closed[y * w + x];
+    // only cells within the dilation can be closed: the pixels of the padded box
+    let (pr0, pc0) = ((cr0 * factor).saturating_sub(pad * factor), (cc0 * factor).saturating_sub(pad * factor));
+    let (pr1, pc1) = (((cr0 + h - pad) * factor).min(rows), ((cc0 + w - pad) * factor).min(cols));
+    let mut out = Vec::new();
+    for r in pr0..pr1 {
+        for c in pc0..pc1 {
+            let (y, x) = (r / factor + pad - cr0, c / factor + pad - cc0);
+            if closed[y * w + x] {
+                out.push((r * cols + c) as u32);
+            }
         }
     }
     Some(out)
@@ -205,36 +199,25 @@ pub(crate) fn close_bays(out: &mut Refined, hu: &[f32], shape: [usize; 3], spaci
     let mut found = BayLesions::default();
     for side in 0..2 {
         // 1. bays per slice
-        let (lung, other) =
-            if side == 0 { (&out.left_lung, &out.right_lung) } else { (&out.right_lung, &out.left_lung) };
+        let lung = if side == 0 { &out.left_lung } else { &out.right_lung };
         let (el, er) = (&out.effusion_left, &out.effusion_right);
-        let open: Vec<Vec<bool>> = per_slice(slices, |k| {
+        let free = |i: usize| out.left_lung[i] == 0 && out.right_lung[i] == 0 && el[i] == 0 && er[i] == 0;
+        // each slice's open bays: pixel indices, in order
+        let open: Vec<Vec<u32>> = per_slice(slices, |k| {
             let range = k * plane..(k + 1) * plane;
-            let Some(closed) = closing(&lung[range], [rows, cols], pixel_mm, factor, BAY_RADIUS_MM) else {
-                return Vec::new();
-            };
-            let base = k * plane;
-            closed
-                .into_iter()
-                .enumerate()
-                .map(|(p, c)| {
-                    let i = base + p;
-                    c && lung[i] == 0 && other[i] == 0 && el[i] == 0 && er[i] == 0
-                })
-                .collect()
+            let closed = closing(&lung[range], [rows, cols], pixel_mm, factor, BAY_RADIUS_MM).unwrap_or_default();
+            closed.into_iter().filter(|&p| free(k * plane + p as usize)).collect()
         });
-        let in_open = |k: usize, p: usize| open[k].get(p).copied().unwrap_or(false);
+        let in_open = |k: usize, p: usize| open[k].binary_search(&(p as u32)).is_ok();
         // ... kept where, going up and going down through bays, this lung is reached within
         // [`CAP_REACH_MM`]
         let reach = (CAP_REACH_MM / spacing_mm[0]).round().max(1.0) as usize;
         let capped = |k: usize, p: usize, up: bool| -> bool {
             let mut kk = k;
             for _ in 0..reach {
-                kk = match (up, kk.checked_sub(1)) {
-                    (true, _) if kk + 1 < slices => kk + 1,
-                    (false, Some(below)) => below,
-                    _ => return false,
-                };
+                let next = if up { Some(kk + 1).filter(|&n| n < slices) } else { kk.checked_sub(1) };
+                let Some(next) = next else { return false };
+                kk = next;
                 if lung[kk * plane + p] != 0 {
                     return true;
                 }
@@ -248,19 +231,21 @@ pub(crate) fn close_bays(out: &mut Refined, hu: &[f32], shape: [usize; 3], spaci
         // regions, labelled from 1), then their solid voxels joined in 3-D
         let solid_hu = |i: usize| (SOLID_HU[0]..SOLID_HU[1]).contains(&hu[i]);
         let regions: Vec<(Vec<u32>, Vec<Vec<u32>>)> = per_slice(slices, |k| {
-            if open[k].is_empty() {
+            let seeds: Vec<usize> =
+                open[k].iter().map(|&p| p as usize).filter(|&p| capped(k, p, true) && capped(k, p, false)).collect();
+            if seeds.is_empty() {
                 return (Vec::new(), Vec::new());
             }
-            let bay: Vec<bool> = (0..plane).map(|p| open[k][p] && capped(k, p, true) && capped(k, p, false)).collect();
+            let mut bay = vec![false; plane];
+            for &p in &seeds {
+                bay[p] = true;
+            }
             let base = k * plane;
             let mut label = vec![0u32; plane];
             let mut kept = Vec::new();
-            let seeds: Vec<usize> = (0..plane).filter(|&p| bay[p]).collect();
             for region in components(&|p: usize| bay[p], [1, rows, cols], &seeds) {
-                let share = |f: &dyn Fn(usize) -> bool| {
-                    region.iter().filter(|&&p| f(p as usize)).count() as f64 / region.len() as f64
-                };
-                if share(&|p| solid_hu(base + p)) >= MIN_SOLID_SHARE {
+                let solid = region.iter().filter(|&&p| solid_hu(base + p as usize)).count();
+                if solid as f64 >= MIN_SOLID_SHARE * region.len() as f64 {
                     kept.push(region);
                     let id = kept.len() as u32;
                     for &p in &kept[kept.len() - 1] {
@@ -274,7 +259,13 @@ pub(crate) fn close_bays(out: &mut Refined, hu: &[f32], shape: [usize; 3], spaci
         let in_solid_bay = |i: usize| label(i) != 0 && solid_hu(i);
         // a bay's solid voxels, with the dense opacity of this lung they continue
         let part = |i: usize| in_solid_bay(i) || (lung[i] != 0 && out.opacity[i] != 0 && hu[i] > DENSE_HU);
-        let seeds: Vec<usize> = (0..slices * plane).filter(|&i| in_solid_bay(i)).collect();
+        let seeds: Vec<usize> = regions
+            .iter()
+            .enumerate()
+            .flat_map(|(k, (_, kept))| kept.iter().flatten().map(move |&p| k * plane + p as usize))
+            .filter(|&i| solid_hu(i))
+            .collect();
+        let mut lesions = Vec::new();
         for whole in components(&part, shape, &seeds) {
             let lesion: Vec<u32> = whole.iter().copied().filter(|&i| in_solid_bay(i as usize)).collect();
             let n = lesion.len() as f64;
@@ -305,18 +296,19 @@ pub(crate) fn close_bays(out: &mut Refined, hu: &[f32], shape: [usize; 3], spaci
                     .iter()
                     .filter(|&&i| i / plane == end)
                     .map(|&i| beyond * plane + i % plane)
-                    .filter(|&j| {
-                        solid_hu(j) && out.left_lung[j] == 0 && out.right_lung[j] == 0 && el[j] == 0 && er[j] == 0
-                    })
+                    .filter(|&j| solid_hu(j) && free(j))
                     .collect();
                 voxels.extend(cap);
             }
             // the mouth of the bay, which the disc enters: solid tissue within [`MOUTH_MM`]
             let mouth = grow_in_plane(&voxels, [rows, cols], (MOUTH_MM / pixel_mm).round() as usize, |j| {
-                solid_hu(j) && out.left_lung[j] == 0 && out.right_lung[j] == 0 && el[j] == 0 && er[j] == 0
+                solid_hu(j) && free(j)
             });
             voxels.extend(mouth);
-            let lung_out = if side == 0 { &mut out.left_lung } else { &mut out.right_lung };
+            lesions.push(voxels);
+        }
+        let lung_out = if side == 0 { &mut out.left_lung } else { &mut out.right_lung };
+        for voxels in lesions {
             for &i in &voxels {
                 lung_out[i] = 1;
                 if hu[i] > OPACITY_LOW_HU {
@@ -501,9 +493,10 @@ mod tests {
             }
         }
         let closed = closing(&lung, [rows, cols], 1.0, 2, BAY_RADIUS_MM).expect("lung");
-        assert!(closed[80 * cols + 45], "narrow notch closed");
-        assert!(closed[80 * cols + 40], "narrow notch closed up to its mouth (a disc enters the mouth by 5 mm)");
-        assert!(!closed[80 * cols + 115], "wide notch open");
-        assert!(!closed[10 * cols + 10], "outside stays outside");
+        let closed = |r: usize, c: usize| closed.binary_search(&((r * cols + c) as u32)).is_ok();
+        assert!(closed(80, 45), "narrow notch closed");
+        assert!(closed(80, 40), "narrow notch closed up to its mouth (a disc enters the mouth by 5 mm)");
+        assert!(!closed(80, 115), "wide notch open");
+        assert!(!closed(10, 10), "outside stays outside");
     }
 }

@@ -70,8 +70,6 @@
 
 use serde::Serialize;
 
-use crate::bays::BayLesions;
-
 /// Bone (HU, after denoising): ribs, spine, sternum.
 pub const BONE_HU: f32 = 200.0;
 /// Fat band (HU).
@@ -213,8 +211,6 @@ pub struct Refined {
     pub regions: Vec<DenseRegion>,
     /// What the reader must know (e.g. one lung much smaller than the other).
     pub warnings: Vec<String>,
-    /// Dense lesions taken in from bays of the lungs' outline, and lesion caps ([`crate::bays`]).
-    pub bay_lesions: BayLesions,
 }
 
 impl Refined {
@@ -232,7 +228,6 @@ impl Refined {
             indeterminate: vec![0; n],
             regions: Vec::new(),
             warnings: Vec::new(),
-            bay_lesions: BayLesions::default(),
         }
     }
 }
@@ -404,7 +399,7 @@ pub fn refine(
     }
     grow_ground_glass(&mut out, hu, shape, spacing_mm, &fills);
     enclose(&mut out, hu, shape, &lungs);
-    out.bay_lesions = crate::bays::close_bays(&mut out, hu, shape, spacing_mm);
+    crate::bays::close_bays(&mut out, hu, shape, spacing_mm);
     out.regions.sort_by(|a, b| b.volume_ml.total_cmp(&a.volume_ml));
     let volumes =
         [out.left_lung.iter(), out.right_lung.iter()].map(|m| m.filter(|&&v| v != 0).count() as f64 * voxel_ml);
@@ -753,7 +748,7 @@ fn median<T: Copy + PartialOrd>(values: &mut [T]) -> Option<T> {
 
 /// The bounding box `(first row, last row, first column, last column)` of pixel indices of a
 /// slice `cols` wide; `None` when there are none.
-fn pixel_box(pixels: impl IntoIterator<Item = usize>, cols: usize) -> Option<(usize, usize, usize, usize)> {
+pub(crate) fn pixel_box(pixels: impl IntoIterator<Item = usize>, cols: usize) -> Option<(usize, usize, usize, usize)> {
     pixels.into_iter().fold(None, |b, p| {
         let (r, c) = (p / cols, p % cols);
         Some(b.map_or((r, r, c, c), |(r0, r1, c0, c1): (usize, usize, usize, usize)| {
