@@ -49,7 +49,8 @@ CREATE TRIGGER studies_triage_insert AFTER INSERT ON studies
 CREATE TRIGGER studies_triage_version AFTER UPDATE ON studies
     FOR EACH ROW WHEN (OLD.version IS DISTINCT FROM NEW.version OR OLD.queued_version IS DISTINCT FROM NEW.queued_version)
     EXECUTE FUNCTION firstread_triage_changed();
+-- the page shows analysis and notification jobs, not exports
 CREATE TRIGGER jobs_triage AFTER INSERT OR UPDATE OF state ON jobs
-    FOR EACH ROW EXECUTE FUNCTION firstread_triage_changed();
+    FOR EACH ROW WHEN (NEW.kind <> 'export') EXECUTE FUNCTION firstread_triage_changed();
 CREATE TRIGGER feedback_triage AFTER INSERT ON feedback
     FOR EACH ROW EXECUTE FUNCTION firstread_triage_changed();

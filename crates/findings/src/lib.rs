@@ -226,6 +226,22 @@ impl ExtentClass {
         ExtentClass::Critical,
     ];
 
+    /// JSON name: "none_or_minimal", "moderate", "extensive", "severe", "critical".
+    pub fn name(self) -> &'static str {
+        match self {
+            ExtentClass::NoneOrMinimal => "none_or_minimal",
+            ExtentClass::Moderate => "moderate",
+            ExtentClass::Extensive => "extensive",
+            ExtentClass::Severe => "severe",
+            ExtentClass::Critical => "critical",
+        }
+    }
+
+    /// The class of a JSON name ([`ExtentClass::name`]), `None` for any other text.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
     /// The class for a total involvement in %.
     pub fn from_pct(pct: f64) -> Self {
         match pct {
@@ -669,6 +685,15 @@ fn thirds(extent: Option<(usize, usize)>) -> [(Level, Option<std::ops::Range<usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extent_class_names_are_their_json_names() {
+        for c in ExtentClass::ALL {
+            assert_eq!(serde_json::to_value(c).expect("serializes"), serde_json::Value::from(c.name()));
+            assert_eq!(ExtentClass::from_name(c.name()), Some(c));
+        }
+        assert_eq!(ExtentClass::from_name("bogus"), None);
+    }
 
     #[test]
     fn francone_bands() {

@@ -358,83 +358,47 @@ pub const INVOLVEMENT_NORMAL_BELOW_PCT: f64 = 10.0;
 /// opacity is abnormal whenever reported; volumes and the score carry no range.
 pub fn reported(f: &Findings) -> Vec<Reported> {
     let number = |value: f64, unit: Unit, decimals: usize| ReportedValue::Number { value, unit, decimals };
-    let pct_range = Some("<10");
-    let pct_flag = |p: f64| Some(p >= INVOLVEMENT_NORMAL_BELOW_PCT);
-    let mut out = vec![
-        Reported {
-            term: EXTENT_CLASS,
-            side: None,
-            value: ReportedValue::Coded(extent_code(f.extent_class)),
-            abnormal: Some(f.extent_class > ExtentClass::NoneOrMinimal),
-            reference_range: None,
-        },
-        Reported {
-            term: SEVERITY_SCORE,
-            side: None,
-            value: number(f64::from(f.severity_score), SCORE, 0),
-            abnormal: None,
-            reference_range: None,
-        },
-        Reported {
-            term: INVOLVEMENT,
-            side: None,
-            value: number(f.total.involvement_pct, PERCENT, 1),
-            abnormal: pct_flag(f.total.involvement_pct),
-            reference_range: pct_range,
-        },
-    ];
-    for lung in &f.lungs {
-        out.push(Reported {
-            term: INVOLVEMENT,
-            side: Some(lung.side),
-            value: number(lung.involvement.involvement_pct, PERCENT, 1),
-            abnormal: pct_flag(lung.involvement.involvement_pct),
-            reference_range: pct_range,
-        });
-    }
-    for lung in &f.lungs {
-        out.push(Reported {
-            term: OPACITY_VOLUME,
-            side: Some(lung.side),
-            value: number(lung.involvement.opacity_ml, ML, 1),
-            abnormal: None,
-            reference_range: None,
-        });
-    }
-    for e in &f.effusions {
-        out.push(Reported {
-            term: PLEURAL_EFFUSION,
-            side: Some(e.side),
-            value: number(e.volume_ml, ML, 1),
-            abnormal: Some(e.volume_ml > 0.0),
-            reference_range: None,
-        });
-    }
-    for d in &f.indeterminate_dense {
-        out.push(Reported {
-            term: INDETERMINATE_DENSE,
-            side: Some(d.side),
-            value: number(d.volume_ml, ML, 1),
-            abnormal: Some(true),
-            reference_range: None,
-        });
-    }
-    for l in &f.focal_lesions {
-        out.push(Reported {
-            term: FOCAL_OPACITY,
-            side: Some(l.side),
-            value: ReportedValue::Text(l.text.clone()),
-            abnormal: Some(true),
-            reference_range: None,
-        });
-    }
-    out.push(Reported {
-        term: RSNA_SUGGESTION,
-        side: None,
-        value: ReportedValue::Coded(pattern_code(f.pattern)),
-        abnormal: None,
+    let line = |term: Term, side: Option<Side>, value: ReportedValue, abnormal: Option<bool>| Reported {
+        term,
+        side,
+        value,
+        abnormal,
         reference_range: None,
-    });
+    };
+    let involvement = |side: Option<Side>, pct: f64| Reported {
+        reference_range: Some("<10"),
+        ..line(INVOLVEMENT, side, number(pct, PERCENT, 1), Some(pct >= INVOLVEMENT_NORMAL_BELOW_PCT))
+    };
+    let mut out = vec![
+        line(
+            EXTENT_CLASS,
+            None,
+            ReportedValue::Coded(extent_code(f.extent_class)),
+            Some(f.extent_class > ExtentClass::NoneOrMinimal),
+        ),
+        line(SEVERITY_SCORE, None, number(f64::from(f.severity_score), SCORE, 0), None),
+        involvement(None, f.total.involvement_pct),
+    ];
+    out.extend(f.lungs.iter().map(|l| involvement(Some(l.side), l.involvement.involvement_pct)));
+    out.extend(
+        f.lungs.iter().map(|l| line(OPACITY_VOLUME, Some(l.side), number(l.involvement.opacity_ml, ML, 1), None)),
+    );
+    out.extend(
+        f.effusions
+            .iter()
+            .map(|e| line(PLEURAL_EFFUSION, Some(e.side), number(e.volume_ml, ML, 1), Some(e.volume_ml > 0.0))),
+    );
+    out.extend(
+        f.indeterminate_dense
+            .iter()
+            .map(|d| line(INDETERMINATE_DENSE, Some(d.side), number(d.volume_ml, ML, 1), Some(true))),
+    );
+    out.extend(
+        f.focal_lesions
+            .iter()
+            .map(|l| line(FOCAL_OPACITY, Some(l.side), ReportedValue::Text(l.text.clone()), Some(true))),
+    );
+    out.push(line(RSNA_SUGGESTION, None, ReportedValue::Coded(pattern_code(f.pattern)), None));
     out
 }
 

@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use tracing::info;
 
 use crate::config::ExportConfig;
-use crate::notify::{sr_of, Notifications};
+use crate::notify::Notifications;
 use crate::results;
 
 /// The analysis handler, holding the loaded models.
@@ -305,10 +305,14 @@ impl JobHandler for Analysis {
         }
         if let Some(notifications) = &self.notifications {
             let model = firstread_notify::event::Model { name: manifest_name, version: manifest_version };
-            let sr = sr_of(&job.study_instance_uid, &model.name, &model.version, job.study_version);
+            // the SR (written first), for the message's link
+            let sr = written.first().map(|w| firstread_notify::event::ResultObject {
+                series_instance_uid: w.attributes.series_instance_uid.clone(),
+                sop_instance_uid: w.attributes.sop_instance_uid.clone(),
+            });
             let reason = result["reason"].as_str().unwrap_or("not analysed").to_owned();
             let outcome = match &findings {
-                Some(f) => firstread_notify::event::Outcome::Read(f, (!written.is_empty()).then_some(&sr)),
+                Some(f) => firstread_notify::event::Outcome::Read(f, sr.as_ref()),
                 None => firstread_notify::event::Outcome::Refused(&reason),
             };
             notifications.enqueue(self.index.pool(), job, model, outcome).await?;

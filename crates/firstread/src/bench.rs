@@ -97,7 +97,14 @@ pub fn resampled_series(sample: &[PathBuf], slices: usize, out: &Path) -> anyhow
 pub struct WebhookClock {
     addr: std::net::SocketAddr,
     arrivals: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, chrono::DateTime<chrono::Utc>>>>,
-    _task: tokio::task::JoinHandle<()>,
+    /// The receiver's task: stopped when the clock is dropped.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for WebhookClock {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 const BENCH_WEBHOOK_SECRET: &str = "bench-secret";
@@ -138,7 +145,7 @@ impl WebhookClock {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(WebhookClock { addr, arrivals, _task: task })
+        Ok(WebhookClock { addr, arrivals, task })
     }
 
     /// A webhook channel to this receiver and a rule that sends it every read.
@@ -255,10 +262,7 @@ pub async fn time_to_result(
     for &slices in cases {
         let db = TempDatabase::create(postgres).await?;
         let measured = time_to_result_case(&base, &db.url, sample, slices, runs, stable_after, &hook).await;
-        let name = db.name.clone();
-        if let Err(e) = db.drop_database().await {
-            eprintln!("warning: could not drop the temporary database {name}: {e:#}");
-        }
+        db.drop_database().await;
         out.push((slices, measured?));
     }
     Ok(out)
@@ -606,10 +610,7 @@ pub async fn triage(postgres: &str, studies: i64, runs: usize) -> anyhow::Result
         Ok::<_, anyhow::Error>(out)
     }
     .await;
-    let name = db.name.clone();
-    if let Err(e) = db.drop_database().await {
-        eprintln!("warning: could not drop the temporary database {name}: {e:#}");
-    }
+    db.drop_database().await;
     measured
 }
 

@@ -314,7 +314,7 @@ pub fn redacted_url(url: &str) -> String {
 }
 
 /// What replaces a secret in [`Config::redacted`].
-pub const REDACTED: &str = "<redacted>";
+const REDACTED: &str = "<redacted>";
 
 impl Config {
     /// This configuration without its secrets (HTTP token, webhook secrets, FHIR bearer tokens,
@@ -325,13 +325,7 @@ impl Config {
         if c.http.token.is_some() {
             c.http.token = Some(REDACTED.into());
         }
-        for ch in &mut c.notify.channels {
-            for secret in [&mut ch.secret, &mut ch.bearer_token] {
-                if secret.is_some() {
-                    *secret = Some(REDACTED.into());
-                }
-            }
-        }
+        c.notify.redact(REDACTED);
         c
     }
 

@@ -137,7 +137,7 @@ impl DatabaseGauges {
             let state: String = row.try_get("state")?;
             metrics::gauge!("firstread_studies", "state" => state).set(row.try_get::<i64, _>("n")? as f64);
         }
-        for kind in ["analysis", "export", "notify"] {
+        for kind in firstread_queue::JobKind::ALL.map(firstread_queue::JobKind::as_str) {
             for state in ["queued", "running", "done", "dead"] {
                 metrics::gauge!("firstread_jobs", "kind" => kind, "state" => state).set(0.0);
             }

@@ -108,7 +108,7 @@ enum JobsCommand {
         #[arg(long)]
         dead: bool,
         /// With --dead: only this kind (analysis, export, notify).
-        #[arg(long, requires = "dead", value_parser = ["analysis", "export", "notify"])]
+        #[arg(long, requires = "dead", value_parser = firstread_queue::JobKind::ALL.map(firstread_queue::JobKind::as_str))]
         kind: Option<String>,
     },
     /// End a queued or running job as dead ("cancelled by an operator").
@@ -237,12 +237,12 @@ async fn run() -> anyhow::Result<()> {
         Command::Listen => serve(&config, Roles { listen: true, work: false }).await,
         Command::Work => serve(&config, Roles { listen: false, work: true }).await,
         Command::Status { limit } => {
-            let index = firstread_store::Index::connect(&config.database.url, 2).await.context("connecting")?;
+            let index = connect(&config).await?;
             print!("{}", firstread::status::render(index.pool(), limit).await?);
             Ok(())
         }
         Command::Jobs { what } => {
-            let index = firstread_store::Index::connect(&config.database.url, 2).await.context("connecting")?;
+            let index = connect(&config).await?;
             let queue = firstread_queue::PgQueue::new(index.pool().clone());
             match what {
                 JobsCommand::Retry { id: Some(id), .. } => {
@@ -250,11 +250,10 @@ async fn run() -> anyhow::Result<()> {
                     println!("job {id} queued again");
                 }
                 JobsCommand::Retry { id: None, kind, .. } => {
-                    let kind = kind.as_deref().map(|k| match k {
-                        "analysis" => firstread_queue::JobKind::Analysis,
-                        "export" => firstread_queue::JobKind::Export,
-                        _ => firstread_queue::JobKind::Notify,
-                    });
+                    let kind = kind
+                        .as_deref()
+                        .map(|k| firstread_queue::JobKind::parse(k).with_context(|| format!("unknown job kind {k}")))
+                        .transpose()?;
                     println!("{} dead job(s) queued again", queue.retry_dead(kind).await?);
                 }
                 JobsCommand::Cancel { id } => {
@@ -265,7 +264,7 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Feedback { what: FeedbackCommand::Export { format, out } } => {
-            let index = firstread_store::Index::connect(&config.database.url, 2).await.context("connecting")?;
+            let index = connect(&config).await?;
             let format = match format {
                 ExportFormat::Csv => firstread_pages::feedback::Format::Csv,
                 ExportFormat::Json => firstread_pages::feedback::Format::Json,
@@ -278,7 +277,7 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => {
-            let index = firstread_store::Index::connect(&config.database.url, 2).await.context("connecting")?;
+            let index = connect(&config).await?;
             index.migrate().await.context("migrating")?;
             info!("database migrated");
             Ok(())
@@ -302,11 +301,7 @@ async fn run() -> anyhow::Result<()> {
                  libtorch on CPU. Peak RSS is the process's high-water mark after the case.\n\n{table}",
                 std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
             );
-            print!("{report}");
-            if let Some(out) = out {
-                std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
-            }
-            Ok(())
+            emit(&report, out.as_deref())
         }
         Command::Demo { sample, out, postgres, stable_after, timeout, json } => {
             let opts = DemoOptions { sample, out, postgres, stable_after, timeout };
@@ -324,20 +319,12 @@ async fn run() -> anyhow::Result<()> {
                 firstread::bench::time_to_result(&config, &postgres, &files, &slices, runs.max(1), stable_after)
                     .await?;
             let report = firstread::bench::time_to_result_report(&cases, stable_after);
-            print!("{report}");
-            if let Some(out) = out {
-                std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
-            }
-            Ok(())
+            emit(&report, out.as_deref())
         }
         Command::Bench { what: Bench::Triage { studies, runs, postgres, out } } => {
             let timings = firstread::bench::triage(&postgres, studies, runs).await?;
             let report = firstread::bench::triage_report(studies, runs, &timings);
-            print!("{report}");
-            if let Some(out) = out {
-                std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
-            }
-            Ok(())
+            emit(&report, out.as_deref())
         }
         Command::Send { paths, to, calling_ae } => {
             let scu = firstread_dimse::ScuConfig {
@@ -387,4 +374,18 @@ async fn shutdown_signal() {
 
 fn toml_of(config: &Config) -> anyhow::Result<String> {
     toml::to_string_pretty(&config.redacted()).context("serializing the configuration")
+}
+
+/// The index of the configured database, for the one-shot commands (two connections).
+async fn connect(config: &Config) -> anyhow::Result<firstread_store::Index> {
+    firstread_store::Index::connect(&config.database.url, 2).await.context("connecting")
+}
+
+/// Prints a benchmark report, and writes it to `out` when given.
+fn emit(report: &str, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    print!("{report}");
+    if let Some(out) = out {
+        std::fs::write(out, report).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
 }

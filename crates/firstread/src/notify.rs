@@ -10,9 +10,10 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use firstread_notify::event::{Model, Outcome, ResultObject, Study};
+use firstread_notify::event::{Model, Outcome, Study};
 use firstread_notify::{rules, DeliveryError, Event, NotifyConfig};
 use firstread_queue::{Job, JobError, JobHandler, JobKind, NewJob, PgQueue};
+use serde::Deserialize as _;
 use serde_json::{json, Value};
 use sqlx::{PgPool, Row};
 use tracing::info;
@@ -40,19 +41,23 @@ impl Notifications {
         let (study, last_image_at) = study_of(pool, &job.study_instance_uid, job.study_version).await?;
         let base = Event::new("", study, model, outcome, last_image_at, Utc::now());
         let queue = PgQueue::new(pool.clone());
-        // the latest earlier study version notified, per destination (one query for all rules)
-        let earlier_by_destination: std::collections::HashMap<String, i32> = sqlx::query_as(
-            "SELECT destination, max(study_version) FROM jobs WHERE kind = 'notify' AND study_instance_uid = $1 \
+        // the latest earlier study version notified, per destination (one query for all rules;
+        // none before the second version)
+        let mut earlier_by_destination = std::collections::HashMap::<String, i32>::new();
+        if job.study_version > 1 {
+            earlier_by_destination = sqlx::query_as(
+                "SELECT destination, max(study_version) FROM jobs WHERE kind = 'notify' AND study_instance_uid = $1 \
              AND model = $2 AND study_version < $3 GROUP BY destination",
-        )
-        .bind(&job.study_instance_uid)
-        .bind(&job.model)
-        .bind(job.study_version)
-        .fetch_all(pool)
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .collect();
+            )
+            .bind(&job.study_instance_uid)
+            .bind(&job.model)
+            .bind(job.study_version)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .collect();
+        }
         for rule in &self.config.rules {
             let matches = rule.matches(&base);
             for channel in &rule.channels {
@@ -99,10 +104,8 @@ async fn study_of(pool: &PgPool, study: &str, version: i32) -> Result<(Study, Da
     .fetch_one(pool)
     .await
     .map_err(|e| e.to_string())?;
-    let text = |i: usize| -> Result<Option<String>, String> {
-        let v: Option<String> = row.try_get(i).map_err(|e| e.to_string())?;
-        Ok(v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()))
-    };
+    // the index stores text trimmed, empty as NULL
+    let text = |i: usize| row.try_get::<Option<String>, _>(i).map_err(|e| e.to_string());
     let s = Study {
         study_instance_uid: study.to_owned(),
         study_version: version,
@@ -118,12 +121,6 @@ async fn study_of(pool: &PgPool, study: &str, version: i32) -> Result<(Study, Da
     };
     let last: DateTime<Utc> = row.try_get(9).map_err(|e| e.to_string())?;
     Ok((s, last))
-}
-
-/// The SR of a result set, for the message's link.
-pub fn sr_of(study: &str, model: &str, model_version: &str, study_version: i32) -> ResultObject {
-    let uids = firstread_report::ResultUids::derive(study, model, model_version, study_version);
-    ResultObject { series_instance_uid: uids.sr_series, sop_instance_uid: uids.sr_instance }
 }
 
 /// The delivery job handler.
@@ -157,8 +154,8 @@ impl JobHandler for Deliveries {
         let Some(channel) = self.config.channel(channel_name) else {
             return Err(JobError::Permanent(format!("channel {channel_name} is not configured")));
         };
-        let event: Event = serde_json::from_value(job.payload.clone())
-            .map_err(|e| JobError::Permanent(format!("notification payload: {e}")))?;
+        let event =
+            Event::deserialize(&job.payload).map_err(|e| JobError::Permanent(format!("notification payload: {e}")))?;
         let id = delivery_id(job);
         let kind = channel.kind.as_str();
         match firstread_notify::deliver(&self.http, channel, &event, &id).await {

@@ -160,6 +160,17 @@ pub enum ConfigError {
 }
 
 impl NotifyConfig {
+    /// Replaces every secret (webhook secrets, FHIR bearer tokens) by `mask`, for printing.
+    pub fn redact(&mut self, mask: &str) {
+        for ch in &mut self.channels {
+            for secret in [&mut ch.secret, &mut ch.bearer_token] {
+                if secret.is_some() {
+                    *secret = Some(mask.into());
+                }
+            }
+        }
+    }
+
     /// Checks names, references and per-kind settings, and reads secret files.
     ///
     /// # Errors

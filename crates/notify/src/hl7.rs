@@ -13,7 +13,6 @@
 //!   the summary and the pre-read notice as `TX`.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -178,12 +177,8 @@ fn format_number(v: f64) -> String {
 /// # Errors
 /// [`DeliveryError::Retry`] for every failure but a missing address: the RIS may be down, busy,
 /// or reject what a later attempt (after its configuration is fixed) will deliver.
-pub async fn send_mllp(
-    channel: &Channel,
-    message: &str,
-    control: &str,
-    timeout: Duration,
-) -> Result<String, DeliveryError> {
+pub async fn send_mllp(channel: &Channel, message: &str, control: &str) -> Result<String, DeliveryError> {
+    let timeout = channel.timeout;
     let address =
         channel.address.as_deref().ok_or_else(|| DeliveryError::Permanent("hl7 channel without address".into()))?;
     let exchange = async {

@@ -57,11 +57,11 @@ pub async fn deliver(
         ChannelKind::Webhook => {
             let body = serde_json::to_vec(&webhook::Body { delivery_id, event })
                 .map_err(|e| DeliveryError::Permanent(format!("event not serialisable: {e}")))?;
-            webhook::post(http, channel, delivery_id, webhook::event_name(event), &body).await?
+            webhook::post(http, channel, delivery_id, webhook::event_name(event), body).await?
         }
         ChannelKind::Hl7 => {
             let message = hl7::oru_r01(event, channel, delivery_id, chrono::Utc::now());
-            hl7::send_mllp(channel, &message, &hl7::control_id(delivery_id), channel.timeout).await?
+            hl7::send_mllp(channel, &message, &hl7::control_id(delivery_id)).await?
         }
         ChannelKind::Fhir => {
             let bundle = fhir::bundle(event, delivery_id);

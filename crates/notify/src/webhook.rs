@@ -45,7 +45,7 @@ pub async fn post(
     channel: &Channel,
     delivery_id: &str,
     event_name: &str,
-    body: &[u8],
+    body: Vec<u8>,
 ) -> Result<String, DeliveryError> {
     let url = channel.url.as_deref().ok_or_else(|| DeliveryError::Permanent("webhook without url".into()))?;
     let secret = channel.secret.as_deref().ok_or_else(|| DeliveryError::Permanent("webhook without secret".into()))?;
@@ -53,10 +53,10 @@ pub async fn post(
         .post(url)
         .timeout(channel.timeout)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header("X-Firstread-Signature", signature(secret.as_bytes(), body))
+        .header("X-Firstread-Signature", signature(secret.as_bytes(), &body))
         .header("X-Firstread-Delivery", delivery_id)
         .header("X-Firstread-Event", event_name)
-        .body(body.to_vec());
+        .body(body);
     crate::send(request, url).await
 }
 
@@ -123,7 +123,7 @@ mod redirect_tests {
             timeout: std::time::Duration::from_secs(5),
         };
         let http = crate::http_client().expect("client");
-        let outcome = super::post(&http, &channel, "d", "first_read", b"{}").await;
+        let outcome = super::post(&http, &channel, "d", "first_read", b"{}".to_vec()).await;
         assert!(matches!(&outcome, Err(DeliveryError::Permanent(m)) if m.contains("302")), "{outcome:?}");
         assert_eq!(requests.load(Ordering::SeqCst), 1, "one request, no second one to the Location");
     }

@@ -95,7 +95,7 @@ pub async fn record(pool: &PgPool, f: &NewFeedback) -> Result<Feedback, Feedback
     let class = f.extent_class.as_deref().map(str::trim).filter(|c| !c.is_empty());
     match (f.verdict.as_str(), class) {
         ("disagree", None) => return invalid("disagree needs the extent class you would give"),
-        ("disagree", Some(c)) if !crate::worklist::CLASSES.contains(&c) => {
+        ("disagree", Some(c)) if firstread_findings::ExtentClass::from_name(c).is_none() => {
             return invalid("extent_class must be none_or_minimal, moderate, extensive, severe or critical")
         }
         (v, Some(_)) if v != "disagree" => return invalid("an extent class goes with disagree only"),
@@ -112,29 +112,22 @@ pub async fn record(pool: &PgPool, f: &NewFeedback) -> Result<Feedback, Feedback
     if !plain_text(author, false) || !plain_text(comment, true) || !plain_text(&f.study_instance_uid, false) {
         return invalid("control characters and bidirectional overrides are not accepted");
     }
-    let read = sqlx::query(
-        "SELECT model, coalesce(result->'model'->>'version', '') FROM jobs WHERE kind = 'analysis' \
-         AND study_instance_uid = $1 AND study_version = $2 AND state = 'done' ORDER BY id LIMIT 1",
-    )
-    .bind(&f.study_instance_uid)
-    .bind(f.study_version)
-    .fetch_optional(pool)
-    .await?
-    .ok_or(FeedbackError::NotFound)?;
+    // the statement refers to the done read of that study version (its model and version)
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO feedback (study_instance_uid, study_version, model, model_version, verdict, extent_class, comment, author) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+         SELECT study_instance_uid, study_version, model, coalesce(result->'model'->>'version', ''), $3, $4, $5, $6 \
+         FROM jobs WHERE kind = 'analysis' AND study_instance_uid = $1 AND study_version = $2 AND state = 'done' \
+         ORDER BY id LIMIT 1 RETURNING id",
     )
     .bind(&f.study_instance_uid)
     .bind(f.study_version)
-    .bind(read.try_get::<String, _>(0)?)
-    .bind(read.try_get::<String, _>(1)?)
     .bind(&f.verdict)
     .bind(class)
     .bind(comment)
     .bind(author)
-    .fetch_one(pool)
-    .await?;
+    .fetch_optional(pool)
+    .await?
+    .ok_or(FeedbackError::NotFound)?;
     let mut all = list(pool, Some(id)).await?;
     all.pop().ok_or(FeedbackError::NotFound)
 }
@@ -146,7 +139,7 @@ pub async fn record(pool: &PgPool, f: &NewFeedback) -> Result<Feedback, Feedback
 pub async fn list(pool: &PgPool, id: Option<i64>) -> Result<Vec<Feedback>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT f.id, f.study_instance_uid, f.study_version, f.model, f.model_version, \
-                j.result->'findings'->>'extent_class', (j.result->'findings'->>'severity_score')::int, \
+                j.extent_class, j.severity_score, \
                 f.verdict, f.extent_class, f.comment, f.author, f.created_at \
          FROM feedback f LEFT JOIN jobs j ON j.kind = 'analysis' AND j.study_instance_uid = f.study_instance_uid \
               AND j.study_version = f.study_version AND j.model = f.model \

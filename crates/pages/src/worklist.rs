@@ -9,6 +9,7 @@
 //! version of the study exists).
 
 use chrono::{DateTime, Utc};
+use firstread_findings::ExtentClass;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Row as _};
 
@@ -175,18 +176,19 @@ ORDER BY p.class_rank DESC NULLS LAST, p.severity_score DESC NULLS LAST, p.last_
          p.study_instance_uid, p.version DESC
 "#;
 
-/// The SFR extent classes by their JSON names.
-pub const CLASSES: [&str; 5] = ["none_or_minimal", "moderate", "extensive", "severe", "critical"];
+/// A filter's text, trimmed; `None` when absent or empty.
+fn given(o: &Option<String>) -> Option<String> {
+    o.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
+}
 
 impl Filter {
     /// Why this filter cannot be answered (a 400), if it cannot.
     pub fn problem(&self) -> Option<String> {
-        let given = |o: &Option<String>| o.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
         if let Some(s) = given(&self.status).filter(|s| !STATUSES.contains(&s.as_str())) {
             return Some(format!("unknown status {s:?}; one of {}", STATUSES.join(", ")));
         }
-        if let Some(c) = given(&self.class).filter(|c| !CLASSES.contains(&c.as_str())) {
-            return Some(format!("unknown class {c:?}; one of {}", CLASSES.join(", ")));
+        if let Some(c) = given(&self.class).filter(|c| ExtentClass::from_name(c).is_none()) {
+            return Some(format!("unknown class {c:?}; one of {}", ExtentClass::ALL.map(ExtentClass::name).join(", ")));
         }
         if given(&self.site).is_some_and(|s| s.chars().any(char::is_control)) {
             return Some("site: control characters are not accepted".into());
@@ -205,7 +207,6 @@ impl Filter {
 /// # Errors
 /// Database errors.
 pub async fn page(pool: &PgPool, filter: &Filter) -> Result<Page, sqlx::Error> {
-    let non_empty = |o: &Option<String>| o.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
     let limit = filter.limit.unwrap_or(100).clamp(1, 500);
     let offset = filter.offset.unwrap_or(0).max(0);
     // generate_series over the study versions is estimated at 1000 rows a study, which makes
@@ -214,9 +215,9 @@ pub async fn page(pool: &PgPool, filter: &Filter) -> Result<Page, sqlx::Error> {
     sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
     let fetch = |limit: i64, offset: i64| {
         sqlx::query(QUERY)
-            .bind(non_empty(&filter.site))
-            .bind(non_empty(&filter.status))
-            .bind(non_empty(&filter.class))
+            .bind(given(&filter.site))
+            .bind(given(&filter.status))
+            .bind(given(&filter.class))
             .bind(filter.from)
             .bind(filter.to)
             .bind(limit)
@@ -278,8 +279,7 @@ pub async fn page(pool: &PgPool, filter: &Filter) -> Result<Page, sqlx::Error> {
 
 /// The display label of an extent class JSON name.
 pub fn extent_label(name: &str) -> Option<String> {
-    let class: firstread_findings::ExtentClass = serde_json::from_value(serde_json::Value::String(name.into())).ok()?;
-    Some(class.label().to_owned())
+    ExtentClass::from_name(name).map(|c| c.label().to_owned())
 }
 
 #[cfg(test)]

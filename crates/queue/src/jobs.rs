@@ -25,6 +25,14 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    /// Every kind.
+    pub const ALL: [JobKind; 3] = [JobKind::Analysis, JobKind::Export, JobKind::Notify];
+
+    /// The kind stored as `name` in `jobs.kind` ([`JobKind::as_str`]); `None` for any other text.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// The name stored in `jobs.kind`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -28,17 +28,21 @@ impl TempDatabase {
         Ok(TempDatabase { url: with_database(admin_url, &name), name, admin_url: admin_url.to_owned() })
     }
 
-    /// Drops the database, closing any connection still open to it (`WITH (FORCE)`).
-    ///
-    /// # Errors
-    /// Server unreachable.
-    pub async fn drop_database(self) -> anyhow::Result<()> {
-        let admin = admin_pool(&self.admin_url).await?;
-        let dropped = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&admin).await;
-        admin.close().await;
-        dropped.with_context(|| format!("DROP DATABASE {}", self.name))?;
-        info!(database = %self.name, "temporary database dropped");
-        Ok(())
+    /// Drops the database, closing any connection still open to it (`WITH (FORCE)`); when that
+    /// fails (server unreachable), says so on stderr with the name, for the operator to drop it.
+    pub async fn drop_database(self) {
+        let dropped = async {
+            let admin = admin_pool(&self.admin_url).await?;
+            let dropped =
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&admin).await;
+            admin.close().await;
+            dropped.with_context(|| format!("DROP DATABASE {}", self.name))
+        }
+        .await;
+        match dropped {
+            Ok(_) => info!(database = %self.name, "temporary database dropped"),
+            Err(e) => eprintln!("warning: could not drop the temporary database {}: {e:#}", self.name),
+        }
     }
 }
 

@@ -129,10 +129,7 @@ pub async fn run(opts: &DemoOptions, base: &Config) -> anyhow::Result<DemoReport
         r = run_session(opts, base, &db, &files) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted (Ctrl-C); the temporary database and folder are removed")),
     };
-    let name = db.name.clone();
-    if let Err(e) = db.drop_database().await {
-        eprintln!("warning: could not drop the temporary database {name}: {e:#}");
-    }
+    db.drop_database().await;
     outcome
 }
 

@@ -226,18 +226,7 @@ fn involvement_row(i: &Involvement) -> String {
 
 /// Display name of an extent class by its JSON name (as `firstread-findings` writes it).
 pub(super) fn extent_label(json_name: &str) -> String {
-    let classes = [
-        ExtentClass::NoneOrMinimal,
-        ExtentClass::Moderate,
-        ExtentClass::Extensive,
-        ExtentClass::Severe,
-        ExtentClass::Critical,
-    ];
-    classes
-        .into_iter()
-        .find(|c| serde_json::to_value(c).ok().as_ref().and_then(Value::as_str) == Some(json_name))
-        .map(|c| c.label().to_owned())
-        .unwrap_or_else(|| json_name.replace('_', " "))
+    ExtentClass::from_name(json_name).map_or_else(|| json_name.replace('_', " "), |c| c.label().to_owned())
 }
 
 /// Display name of an RSNA category by its JSON name.
