@@ -52,16 +52,19 @@
 //!    - indeterminate otherwise (e.g. denser fluid, atelectasis without air bronchograms, an
 //!      effusion with consolidation against it): counted as lung and opacity, and reported as
 //!      "dense dependent region: effusion or consolidation".
-//! 5. Carried down ([`CARRY_MM`], [`CARRY_HU_TOLERANCE`]): each region (an indeterminate one
-//!    of at least [`MIN_CARRIED_ML`]) continues, as what it was called, into the slices below
-//!    (the posterior recess behind the diaphragm dome, where no line starts from the lung):
-//!    within the footprint of the slice above and its HU band, never into lung, bone, fat or
-//!    another region.
+//! 5. Carried through the slices ([`CARRY_HU_TOLERANCE`]): each region (an indeterminate one
+//!    of at least [`MIN_CARRIED_ML`]) continues, as what it was called, from one slice into the
+//!    next within the footprint of the slice before and its HU band, never into lung, bone, fat
+//!    or another region: up, only into the slices its walks found it in (behind a lesion lying in
+//!    front of the layer the walks find no cage); down, for at most [`CARRY_MM`] below them (the
+//!    posterior recess behind the diaphragm dome, where no line starts from the lung).
 //! 6. Ground glass in front of an added consolidation is opacity ([`GROUND_GLASS_REACH_MM`]):
 //!    the model leaves out opacity at its mask's edge, and that edge was the consolidation.
 //! 7. What the refined lung encloses in-plane, in the slices where this step added lung, is
 //!    lung (and opacity above -700 HU), as in the model's own masks: a lesion that the added
-//!    layer closed in, no longer enclosed by aerated lung alone.
+//!    layer closed in, no longer enclosed by aerated lung alone; a stack of such holes that rests
+//!    on neither lung nor hole below is the dome of an organ and is left out. The mass-like part
+//!    is then followed into the slices where it reaches the hilum or the wall ([`crate::follow`]).
 //!
 //! What it cannot do (measured in the model README): a lung with no aerated part in a slice
 //! starts no walk there (a completely white lung; the base of a consolidated lobe more than
@@ -341,7 +344,7 @@ pub fn refine(
             // 5. the region is carried down into the posterior recess, as what it was called (a
             // small airless dense one is as likely the edge of an organ a few walks crossed)
             if kind != DenseKind::Indeterminate || region.len() as f64 * voxel_ml >= MIN_CARRIED_ML {
-                let carried = carry_down(&region, hu, shape, spacing_mm, &lungs);
+                let carried = carry(&region, hu, shape, spacing_mm, &lungs);
                 let (this, that) = if side == 0 {
                     ([&out.left_lung, &out.effusion_left], [&out.right_lung, &out.effusion_right])
                 } else {
@@ -398,7 +401,8 @@ pub fn refine(
         }
     }
     grow_ground_glass(&mut out, hu, shape, spacing_mm, &fills);
-    enclose(&mut out, hu, shape, &lungs);
+    let enclosed = enclose(&mut out, hu, shape, &lungs);
+    crate::follow::follow_enclosed(&mut out, hu, shape, spacing_mm, &enclosed);
     crate::bays::close_bays(&mut out, hu, shape, spacing_mm);
     out.regions.sort_by(|a, b| b.volume_ml.total_cmp(&a.volume_ml));
     let volumes =
@@ -471,23 +475,32 @@ fn solid_in_lung(
 /// and what it encloses": where an added layer closes the lung around a lesion (a mass between
 /// the aerated lung and a consolidated layer, no longer enclosed by aerated lung alone, so left
 /// out of the model's mask), the lesion is lung again, and opacity above -700 HU. Only in slices
-/// where this step added lung; never effusion, never the other lung.
-fn enclose(out: &mut Refined, hu: &[f32], shape: [usize; 3], model: &[&[u8]; 2]) {
+/// where this step added lung; never effusion, never the other lung. As in the model
+/// (`enclosed_regions`), a 3-D stack of holes that is open below (at least half of its lower
+/// face on what is neither this lung nor a hole) is the dome of the liver or the spleen seen as
+/// an island inside the lung's base, not a lesion, and is left out. Returns the voxels added,
+/// per side.
+fn enclose(out: &mut Refined, hu: &[f32], shape: [usize; 3], model: &[&[u8]; 2]) -> [Vec<u32>; 2] {
     let [slices, rows, cols] = shape;
     let plane = rows * cols;
+    let mut enclosed = [Vec::new(), Vec::new()];
     for (side, model) in model.iter().enumerate() {
-        for k in 0..slices {
+        let (lung, other, effusion) = if side == 0 {
+            (&out.left_lung, &out.right_lung, &out.effusion_left)
+        } else {
+            (&out.right_lung, &out.left_lung, &out.effusion_right)
+        };
+        // per slice, the pixels the lung encloses
+        let holes: Vec<Vec<usize>> = per_slice(slices, |k| {
             let range = k * plane..(k + 1) * plane;
-            let (lung, other, effusion) = if side == 0 {
-                (&out.left_lung[range.clone()], &out.right_lung[range.clone()], &out.effusion_left[range.clone()])
-            } else {
-                (&out.right_lung[range.clone()], &out.left_lung[range.clone()], &out.effusion_right[range.clone()])
-            };
+            let (lung, other, effusion) = (&lung[range.clone()], &other[range.clone()], &effusion[range.clone()]);
             // only where this step added lung
-            if lung.iter().zip(&model[range.clone()]).all(|(&a, &b)| (a != 0) == (b != 0)) {
-                continue;
+            if lung.iter().zip(&model[range]).all(|(&a, &b)| (a != 0) == (b != 0)) {
+                return Vec::new();
             }
-            let Some((r0, r1, c0, c1)) = pixel_box((0..plane).filter(|&p| lung[p] != 0), cols) else { continue };
+            let Some((r0, r1, c0, c1)) = pixel_box((0..plane).filter(|&p| lung[p] != 0), cols) else {
+                return Vec::new();
+            };
             // flood what is not lung from the box's border (one pixel wider)
             let (w, h) = (c1 - c0 + 3, r1 - r0 + 3);
             let inside = |q: usize| -> bool {
@@ -498,22 +511,54 @@ fn enclose(out: &mut Refined, hu: &[f32], shape: [usize; 3], model: &[&[u8]; 2])
                 lung[(y - 1 + r0) * cols + x - 1 + c0] != 0
             };
             let outside = outside_of(inside, w, h);
-            let holes: Vec<usize> = (0..w * h)
+            (0..w * h)
                 .filter(|&q| !outside[q] && !inside(q))
                 .map(|q| (q / w - 1 + r0) * cols + q % w - 1 + c0)
                 .filter(|&p| other[p] == 0 && effusion[p] == 0)
-                .collect();
-            let (lung_out, base) = (if side == 0 { &mut out.left_lung } else { &mut out.right_lung }, k * plane);
-            for &p in &holes {
-                lung_out[base + p] = 1;
-            }
-            for p in holes {
-                if hu[base + p] > OPACITY_LOW_HU {
-                    out.opacity[base + p] = 1;
+                .map(|p| k * plane + p)
+                .collect()
+        });
+        let seeds: Vec<usize> = holes.iter().flatten().copied().collect();
+        if seeds.is_empty() {
+            continue;
+        }
+        let mut is_hole = Bits::new(slices * plane);
+        for &i in &seeds {
+            is_hole.set(i);
+        }
+        let candidate = |i: usize| is_hole.get(i);
+        let mut kept = Vec::new();
+        for stack in components(&candidate, shape, &seeds) {
+            // the lower face: hole voxels with no hole below; open where below is not lung either
+            let (mut face, mut open) = (0usize, 0usize);
+            for &i in &stack {
+                let i = i as usize;
+                let below = i.checked_sub(plane);
+                if below.is_some_and(|b| is_hole.get(b)) {
+                    continue;
+                }
+                face += 1;
+                if below.is_none_or(|b| lung[b] == 0) {
+                    open += 1;
                 }
             }
+            if 2 * open < face {
+                kept.extend(stack);
+            }
         }
+        // written before the other side looks (a voxel stays in one lung)
+        let lung_out = if side == 0 { &mut out.left_lung } else { &mut out.right_lung };
+        for &i in &kept {
+            lung_out[i as usize] = 1;
+        }
+        for &i in &kept {
+            if hu[i as usize] > OPACITY_LOW_HU {
+                out.opacity[i as usize] = 1;
+            }
+        }
+        enclosed[side] = kept;
     }
+    enclosed
 }
 
 /// What of a `w` x `h` box whose border row and column hold nothing `inside` is reachable from
@@ -591,84 +636,101 @@ fn grow_ground_glass(out: &mut Refined, hu: &[f32], shape: [usize; 3], spacing_m
     }
 }
 
-/// Carries a dependent layer down into the slices below where no aerated lung lies in front of
-/// it (the consolidated or fluid-filled posterior recess behind the diaphragm dome, where no
-/// line starts from the lung): a slice takes the voxels of the layer's footprint in the slice
-/// above (the recess narrows from one slice to the next, and a wider reach runs into the chest
-/// wall and the organs under the dome) whose in-plane 5 x 5 median HU (air left out: the image's
-/// noise is as wide as the band) lies within [`CARRY_HU_TOLERANCE`] of the layer's median (the
-/// liver or spleen under the dome is denser than fluid, and usually than consolidation), never
-/// lung, bone or fat, for at most [`CARRY_MM`] below the last slice whose walks found the layer.
-fn carry_down(region: &[u32], hu: &[f32], shape: [usize; 3], spacing_mm: [f64; 3], lungs: &[&[u8]; 2]) -> Vec<u32> {
-    let [slices, rows, cols] = shape;
-    let plane = rows * cols;
+/// Carries a dependent layer through the slices, each slice from its neighbour's footprint: a
+/// slice takes the voxels of the layer's footprint in the neighbouring slice (the layer narrows
+/// from one slice to the next, and a wider reach runs into the chest wall and the organs under
+/// the dome) whose in-plane 5 x 5 median HU (air left out: the image's noise is as wide as the
+/// band) lies within [`CARRY_HU_TOLERANCE`] of the layer's median there (the liver or spleen
+/// under the dome is denser than fluid, and usually than consolidation), never lung, bone or
+/// fat.
+///
+/// - Up, only into the slices whose walks found the layer: where a lesion lies in front of the
+///   layer (a mass the model left out once the lung behind it is consolidated), the walks find no
+///   cage behind it, and the layer continues from the slice below.
+/// - Down, for at most [`CARRY_MM`] below the last slice whose walks found it: the consolidated
+///   or fluid-filled posterior recess behind the diaphragm dome, where no line starts from the
+///   lung.
+fn carry(region: &[u32], hu: &[f32], shape: [usize; 3], spacing_mm: [f64; 3], lungs: &[&[u8]; 2]) -> Vec<u32> {
+    let [slices, _, _] = shape;
+    let plane = shape[1] * shape[2];
     // the region's pixels per slice, then what is carried into each
     let mut fills: Vec<Vec<u32>> = vec![Vec::new(); slices];
     for &i in region {
         fills[i as usize / plane].push((i as usize % plane) as u32);
     }
     let own: Vec<bool> = fills.iter().map(|f| !f.is_empty()).collect();
+    let up: Vec<(usize, usize)> = (1..slices).map(|k| (k - 1, k)).collect();
+    let down: Vec<(usize, usize)> = (0..slices.saturating_sub(1)).rev().map(|k| (k + 1, k)).collect();
     let mut carried = Vec::new();
-    // (median HU of the layer, mm below the last slice whose walks found it)
-    let mut layer: Option<(f32, f64)> = None;
-    for k in (0..slices.saturating_sub(1)).rev() {
-        let above = &fills[k + 1];
-        if above.is_empty() {
-            layer = None;
-            continue;
-        }
-        // what this slice holds of the region already
-        let mut own_px = fills[k].clone();
-        own_px.sort_unstable();
-        let above_hu = &hu[(k + 1) * plane..(k + 2) * plane];
-        let (median, below_mm) = match layer {
-            Some((m, d)) if !own[k + 1] => (m, d + spacing_mm[0]),
-            _ => {
-                let mut values: Vec<f32> =
-                    above.iter().map(|&p| above_hu[p as usize]).filter(|&v| v >= AIR_HU).collect();
-                let Some(median) = median(&mut values) else { continue };
-                (median, spacing_mm[0])
-            }
-        };
-        if below_mm > CARRY_MM {
-            layer = None;
-            continue;
-        }
-        // the layer above, within its bounding box
-        let Some((r0, r1, c0, c1)) = pixel_box(above.iter().map(|&p| p as usize), cols) else { continue };
-        let (bw, bh) = (c1 - c0 + 1, r1 - r0 + 1);
-        let mut footprint = vec![false; bw * bh];
-        for &p in above {
-            let (r, c) = (p as usize / cols, p as usize % cols);
-            footprint[(r - r0) * bw + c - c0] = true;
-        }
-        let slice = &hu[k * plane..(k + 1) * plane];
-        let mut window = Vec::with_capacity(25);
-        let mut added = Vec::new();
-        for (q, _) in footprint.iter().enumerate().filter(|(_, &f)| f) {
-            let p = (r0 + q / bw) * cols + c0 + q % bw;
-            let (i, v) = (k * plane + p, slice[p]);
-            if own_px.binary_search(&(p as u32)).is_ok()
-                || lungs[0][i] != 0
-                || lungs[1][i] != 0
-                || !(AIR_HU..BONE_HU).contains(&v)
-                || (FAT_HU[0]..=FAT_HU[1]).contains(&v)
-                || (median_around(slice, [rows, cols], p, &mut window) - median).abs() > CARRY_HU_TOLERANCE
-            {
+    for (pairs, beyond_mm) in [(up, 0.0), (down, CARRY_MM)] {
+        // (median HU of the layer, mm beyond the last slice whose walks found it)
+        let mut layer: Option<(f32, f64)> = None;
+        for (from, k) in pairs {
+            if fills[from].is_empty() {
+                layer = None;
                 continue;
             }
-            added.push(p as u32);
+            let (median, past_mm) = match layer {
+                Some((m, d)) if !own[from] => (m, d + spacing_mm[0]),
+                _ => {
+                    let from_hu = &hu[from * plane..(from + 1) * plane];
+                    let mut values: Vec<f32> =
+                        fills[from].iter().map(|&p| from_hu[p as usize]).filter(|&v| v >= AIR_HU).collect();
+                    let Some(median) = median(&mut values) else { continue };
+                    (median, spacing_mm[0])
+                }
+            };
+            if !own[k] && past_mm > beyond_mm {
+                layer = None;
+                continue;
+            }
+            let added = carry_slice(&fills[from], &fills[k], k, median, hu, shape, lungs);
+            if added.is_empty() {
+                layer = None;
+                continue;
+            }
+            // where the walks found a layer here too, the next slice's median is this slice's
+            layer = Some((median, past_mm));
+            carried.extend(added.iter().map(|&p| (k * plane + p as usize) as u32));
+            fills[k].extend(added);
         }
-        if added.is_empty() {
-            layer = None;
-            continue;
-        }
-        // where the walks found a layer here too, the next slice's median is this slice's
-        layer = Some((median, below_mm));
-        carried.extend(added.iter().map(|&p| (k * plane + p as usize) as u32));
-        fills[k].extend(added);
     }
     carried
+}
+
+/// The pixels of slice `k` (indices within the slice) under the footprint `from` of the
+/// neighbouring slice that the layer whose median is `median` continues into: not already in
+/// `own`, not lung, bone or fat, and within [`CARRY_HU_TOLERANCE`] of `median` on the 5 x 5
+/// median HU.
+fn carry_slice(
+    from: &[u32],
+    own: &[u32],
+    k: usize,
+    median: f32,
+    hu: &[f32],
+    [_, rows, cols]: [usize; 3],
+    lungs: &[&[u8]; 2],
+) -> Vec<u32> {
+    let plane = rows * cols;
+    let mut own = own.to_vec();
+    own.sort_unstable();
+    let slice = &hu[k * plane..(k + 1) * plane];
+    let mut window = Vec::with_capacity(25);
+    let mut footprint = from.to_vec();
+    footprint.sort_unstable();
+    footprint.dedup();
+    footprint
+        .into_iter()
+        .filter(|&p| {
+            let (i, v) = (k * plane + p as usize, slice[p as usize]);
+            own.binary_search(&p).is_err()
+                && lungs[0][i] == 0
+                && lungs[1][i] == 0
+                && (AIR_HU..BONE_HU).contains(&v)
+                && !(FAT_HU[0]..=FAT_HU[1]).contains(&v)
+                && (median_around(slice, [rows, cols], p as usize, &mut window) - median).abs() <= CARRY_HU_TOLERANCE
+        })
+        .collect()
 }
 
 /// The lung mask of one slice (`[rows, cols]`) without its in-plane connected parts whose median
@@ -1226,13 +1288,13 @@ fn fill_direction(
 }
 
 /// Binary opening with a square of half-width `radius` (erosion then dilation, separable).
-fn open(m: &[bool], w: usize, h: usize, radius: usize) -> Vec<bool> {
+pub(crate) fn open(m: &[bool], w: usize, h: usize, radius: usize) -> Vec<bool> {
     let eroded = box_filter(m, w, h, radius, true);
     box_filter(&eroded, w, h, radius, false)
 }
 
 /// Separable box erosion (`all`) or dilation (any); outside the box counts as false.
-fn box_filter(m: &[bool], w: usize, h: usize, radius: usize, all: bool) -> Vec<bool> {
+pub(crate) fn box_filter(m: &[bool], w: usize, h: usize, radius: usize, all: bool) -> Vec<bool> {
     if w == 0 || h == 0 {
         return Vec::new();
     }
@@ -1619,6 +1681,48 @@ mod tests {
         assert!(r.warnings[0].starts_with("the right lung measures "), "{}", r.warnings[0]);
         let r = refine(&hu, SHAPE, spacing, &left, &right, &none).expect("refine");
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    }
+
+    /// A ring of right lung around a dense disc in slices 2-4 (the refined lung differs from
+    /// the model's there by one isolated voxel, as where the step added lung); below it, in
+    /// slices 0-1, a disc of lung (`lung_below`) or dense tissue (the abdomen under a dome).
+    fn island(lung_below: bool) -> (Vec<f32>, Refined, [Vec<u8>; 2]) {
+        let [slices, rows, cols] = [6, 48, 48];
+        let n = slices * rows * cols;
+        let (mut hu, mut right) = (vec![40.0f32; n], vec![0u8; n]);
+        for k in 0..slices {
+            for r in 0..rows {
+                for c in 0..cols {
+                    let i = (k * rows + r) * cols + c;
+                    let d = ((r as f64 - 24.0).powi(2) + (c as f64 - 24.0).powi(2)).sqrt();
+                    let lung = d <= 18.0 && (k >= 2 || lung_below) && !((2..5).contains(&k) && d <= 6.0);
+                    if lung {
+                        hu[i] = -850.0;
+                        right[i] = 1;
+                    }
+                }
+            }
+        }
+        let empty = vec![0u8; n];
+        let mut out = Refined::of_model(&empty, &right, &empty);
+        for k in 2..5 {
+            out.right_lung[(k * rows + 1) * cols + 1] = 1;
+        }
+        (hu, out, [empty, right])
+    }
+
+    #[test]
+    fn an_island_resting_on_lung_is_enclosed_one_resting_on_the_abdomen_is_not() {
+        let shape = [6, 48, 48];
+        let (hu, mut out, model) = island(true);
+        let enclosed = enclose(&mut out, &hu, shape, &[&model[0], &model[1]]);
+        // the 13-pixel-wide disc in each of slices 2-4
+        assert_eq!(enclosed[1].len(), 3 * 113, "a lesion with lung below it");
+        assert!(enclosed[1].iter().all(|&i| out.right_lung[i as usize] != 0 && out.opacity[i as usize] != 0));
+        let (hu, mut out, model) = island(false);
+        let enclosed = enclose(&mut out, &hu, shape, &[&model[0], &model[1]]);
+        assert!(enclosed[1].is_empty(), "the dome of an organ: open below");
+        assert_eq!(count(&out.opacity), 0);
     }
 
     #[test]

@@ -12,9 +12,10 @@
 //!   lung, slice by slice, and takes the dense tissue between the aerated lung and the ribs on
 //!   the dependent (posterior) side as the content of the pleural cavity. Each such region is
 //!   then called consolidation (lung and opacity), pleural effusion (neither) or indeterminate
-//!   (counted as opacity, and said). Its last part ([`bays`]) takes dense lesions that leave a bay
-//!   in the lung's outline (a mass against the mediastinum or the wall) into the lung, and the
-//!   caps of dense lesions into the opacity.
+//!   (counted as opacity, and said). A mass the refined lung encloses again is followed into
+//!   the slices where it reaches the hilum or the wall ([`follow`]). Its last part ([`bays`])
+//!   takes dense lesions that leave a bay in the lung's outline (a mass against the mediastinum
+//!   or the wall) into the lung, and the caps of dense lesions into the opacity.
 //!
 //! Volumes are `[slices, rows, cols]` row-major in the canonical orientation of the model
 //! contract: axis 0 inferior -> superior, axis 1 anterior -> posterior, axis 2 patient right ->
@@ -23,6 +24,7 @@
 pub mod bays;
 pub mod cavity;
 pub mod denoise;
+pub mod follow;
 
 pub use cavity::{refine, DenseKind, DenseRegion, Refined};
 pub use denoise::{denoise, Denoised};
