@@ -81,8 +81,10 @@ impl Model {
         tch::jit::set_graph_executor_optimize(false);
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         let [lo, hi] = self.manifest.input.hu_clip;
-        let input =
-            Tensor::from_slice(hu).view(dims.as_slice()).clamp(f64::from(lo), f64::from(hi)).to_device(self.device);
+        // one copy into libtorch, then the clamp in place (on libtorch's threads)
+        let mut input = Tensor::from_slice(hu).view(dims.as_slice());
+        let _ = input.clamp_(f64::from(lo), f64::from(hi));
+        let input = input.to_device(self.device);
         let spacing = Tensor::from_slice(&spacing_mm.map(|v| v as f32)).to_device(self.device);
         let out = self.module.forward_ts(&[input, spacing])?;
         let channels = self.manifest.torchscript_channels();
