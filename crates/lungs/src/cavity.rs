@@ -619,13 +619,7 @@ fn grow_ground_glass(out: &mut Refined, hu: &[f32], shape: [usize; 3], spacing_m
         for _ in 0..steps {
             let mut next = Vec::new();
             for &p in &frontier {
-                let (r, c) = (p / cols, p % cols);
-                for (dr, dc) in [(-1isize, 0isize), (1, 0), (0, -1), (0, 1)] {
-                    let (rr, cc) = (r as isize + dr, c as isize + dc);
-                    if rr < 0 || cc < 0 || rr as usize >= rows || cc as usize >= cols {
-                        continue;
-                    }
-                    let q = rr as usize * cols + cc as usize;
+                for q in neighbours4(p, rows, cols) {
                     let i = base + q;
                     let lung = out.left_lung[i] != 0 || out.right_lung[i] != 0;
                     if lung && out.opacity[i] == 0 && in_band(hu[i]) {
@@ -984,6 +978,14 @@ pub(crate) fn per_slice<T: Send>(slices: usize, f: impl Fn(usize) -> T + Sync) -
     })
 }
 
+/// The 4-connected neighbours of pixel `p` of a `[rows, cols]` slice (row-major) inside it.
+fn neighbours4(p: usize, rows: usize, cols: usize) -> impl Iterator<Item = usize> {
+    let (r, c) = (p / cols, p % cols);
+    [(r > 0).then(|| p - cols), (r + 1 < rows).then(|| p + cols), (c > 0).then(|| p - 1), (c + 1 < cols).then(|| p + 1)]
+        .into_iter()
+        .flatten()
+}
+
 /// The pixels of a slice's lung (`[rows, cols]`) that belong to an in-plane connected part of
 /// at least [`MAIN_LUNG_MM2`]: the lung's body, whose runs along a line are where the lung ends
 /// however short (a thin crescent of lung over the dome), unlike the short runs of an air
@@ -1001,13 +1003,7 @@ fn main_lung(lung: &[u8], rows: usize, cols: usize, pixel_mm2: f64) -> Vec<bool>
         stack.push(start);
         while let Some(p) = stack.pop() {
             part.push(p);
-            let (r, c) = (p / cols, p % cols);
-            for (dr, dc) in [(-1isize, 0isize), (1, 0), (0, -1), (0, 1)] {
-                let (rr, cc) = (r as isize + dr, c as isize + dc);
-                if rr < 0 || cc < 0 || rr as usize >= rows || cc as usize >= cols {
-                    continue;
-                }
-                let q = rr as usize * cols + cc as usize;
+            for q in neighbours4(p, rows, cols) {
                 if lung[q] != 0 && !seen[q] {
                     seen[q] = true;
                     stack.push(q);
