@@ -93,9 +93,15 @@ impl Model {
             return Err(InferenceError::Contract(format!("shape {:?}, expected {expected:?}", out.size())));
         }
         let out = out.to_device(Device::Cpu).to_kind(Kind::Uint8).contiguous();
-        let plane: usize = shape.iter().product();
-        let flat: Vec<u8> = Vec::<u8>::try_from(out.view([-1]))?;
-        let channels = flat.chunks(plane).map(|c| c.iter().map(|&v| u8::from(v != 0)).collect()).collect();
+        // one copy per channel straight from the output (no copy of the whole output first:
+        // fresh memory is what costs), made 0/1 in place
+        let channels = (0..channels as i64)
+            .map(|c| {
+                let mut mask = Vec::<u8>::try_from(out.get(c).view([-1]))?;
+                mask.iter_mut().for_each(|v| *v = u8::from(*v != 0));
+                Ok(mask)
+            })
+            .collect::<Result<Vec<Vec<u8>>, InferenceError>>()?;
         Ok(Segmentation { channels, shape })
     }
 }
