@@ -178,7 +178,7 @@ fn closing(lung: &[u8], [rows, cols]: [usize; 2], pixel_mm: f64, factor: usize, 
     Some(out)
 }
 
-/// What [`close_bays`] took into the lungs.
+/// What the bays step (`close_bays`) took into the lungs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BayLesions {
     /// Lesions taken from bays of the outline, per side (left, right): their volumes (mL).

@@ -19,8 +19,9 @@
 //!    lung ends (the end of its last run of at least [`MIN_LUNG_RUN_MM`], or of any run of the
 //!    lung's body, an in-plane part of at least [`MAIN_LUNG_MM2`]; air bronchograms are shorter
 //!    and on their own; lung farther than the deepest layer behind an exit, such as the crescent
-//!    behind the diaphragm dome, gives a new exit), the first bone beyond (>= [`BONE_HU`]) and the first fat beyond (-180..-40 HU
-//!    over [`FAT_STOP_MM`]: extrapleural and mediastinal fat, which stops the fill).
+//!    behind the diaphragm dome, gives a new exit), the first bone beyond (>= [`BONE_HU`]) and
+//!    the first fat beyond (-180..-40 HU over [`FAT_STOP_MM`]: extrapleural and mediastinal
+//!    fat, which stops the fill).
 //! 2. The rib cage, as its depth behind the lung's edge: bone hits at least
 //!    [`RIB_MIN_LATERAL_MM`] from the midline (ribs, not the spine, the sternum or a
 //!    contrast-filled aorta); a hit farther than its neighbours on both sides allow
@@ -57,7 +58,7 @@
 //! 5. Carried through the slices ([`CARRY_HU_TOLERANCE`]): each region (an indeterminate one
 //!    of at least [`MIN_CARRIED_ML`]) continues, as what it was called, from one slice into the
 //!    next within the footprint of the slice before and its HU band, never into lung, bone, fat
-//!    or another region: up, only into the slices its walks found it in (behind a lesion lying in
+//!    or another region: up, only into the slices that hold part of it (behind a lesion lying in
 //!    front of the layer the walks find no cage); down, for at most [`CARRY_MM`] below them (the
 //!    posterior recess behind the diaphragm dome, where no line starts from the lung).
 //! 6. Ground glass in front of an added consolidation is opacity ([`GROUND_GLASS_REACH_MM`]):
@@ -347,8 +348,9 @@ pub fn refine(
             };
             let mut region: Vec<u32> = sub_region.iter().map(|&i| i + offset as u32).collect();
             let mut added = added;
-            // 5. the region is carried down into the posterior recess, as what it was called (a
-            // small airless dense one is as likely the edge of an organ a few walks crossed)
+            // 5. the region is carried through the slices and down into the posterior recess, as
+            // what it was called (a small airless dense one is as likely the edge of an organ a few
+            // walks crossed)
             if kind != DenseKind::Indeterminate || region.len() as f64 * voxel_ml >= MIN_CARRIED_ML {
                 let carried = carry(&region, hu, shape, spacing_mm, &lungs);
                 let (this, that) = if side == 0 {
@@ -644,15 +646,15 @@ fn grow_ground_glass(out: &mut Refined, hu: &[f32], shape: [usize; 3], spacing_m
 /// under the dome is denser than fluid, and usually than consolidation), never lung, bone or
 /// fat.
 ///
-/// - Up, only into the slices whose walks found the layer: where a lesion lies in front of the
+/// - Up, only into the slices that hold part of the region: where a lesion lies in front of the
 ///   layer (a mass the model left out once the lung behind it is consolidated), the walks find no
 ///   cage behind it, and the layer continues from the slice below.
-/// - Down, for at most [`CARRY_MM`] below the last slice whose walks found it: the consolidated
+/// - Down, for at most [`CARRY_MM`] below the last slice that holds part of it: the consolidated
 ///   or fluid-filled posterior recess behind the diaphragm dome, where no line starts from the
 ///   lung.
 fn carry(region: &[u32], hu: &[f32], shape: [usize; 3], spacing_mm: [f64; 3], lungs: &[&[u8]; 2]) -> Vec<u32> {
-    let [slices, _, _] = shape;
-    let plane = shape[1] * shape[2];
+    let [slices, rows, cols] = shape;
+    let plane = rows * cols;
     // the region's pixels per slice, then what is carried into each
     let mut fills: Vec<Vec<u32>> = vec![Vec::new(); slices];
     for &i in region {
