@@ -16,12 +16,11 @@
 //!    behind it is the spleen or the stomach's wall, not a layer of lung.
 //! 1. Walks along parallel lines in the dependent directions (posterior, and
 //!    posterior-lateral at 45 degrees), each from the lung's first voxel on the line: where the
-//!    lung ends (the end of its last run of at least [`MIN_LUNG_RUN_MM`], or of any run of the
-//!    lung's body, an in-plane part of at least [`MAIN_LUNG_MM2`]; air bronchograms are shorter
-//!    and on their own; lung farther than the deepest layer behind an exit, such as the crescent
-//!    behind the diaphragm dome, gives a new exit), the first bone beyond (>= [`BONE_HU`]) and
-//!    the first fat beyond (-180..-40 HU over [`FAT_STOP_MM`]: extrapleural and mediastinal
-//!    fat, which stops the fill).
+//!    lung ends (the end of its last run of at least [`MIN_LUNG_RUN_MM`]: air bronchograms are
+//!    shorter; lung farther than the deepest layer behind an exit, such as the crescent behind
+//!    the diaphragm dome past the spleen or the liver, gives a new exit), the first bone beyond
+//!    (>= [`BONE_HU`]) and the first fat beyond (-180..-40 HU over [`FAT_STOP_MM`]: extrapleural
+//!    and mediastinal fat, which stops the fill).
 //! 2. The rib cage, as its depth behind the lung's edge: bone hits at least
 //!    [`RIB_MIN_LATERAL_MM`] from the midline (ribs, not the spine, the sternum or a
 //!    contrast-filled aorta); a hit farther than its neighbours on both sides allow
@@ -82,9 +81,6 @@ pub const BONE_HU: f32 = 200.0;
 pub const FAT_HU: [f32; 2] = [-180.0, -40.0];
 /// A lung run along a ray shorter than this (mm) is an air bronchogram, not the lung's edge.
 pub const MIN_LUNG_RUN_MM: f64 = 10.0;
-/// In-plane area of a connected part of a slice's lung from which any run along a line is the
-/// lung's own (mm^2): a part this large is the lung's body, not an air bronchogram.
-pub const MAIN_LUNG_MM2: f64 = 200.0;
 /// Fat over this length (mm) beyond the lung's partial-volume rim stops a ray's fill.
 pub const FAT_STOP_MM: f64 = 2.0;
 /// Air (not this lung) over this length stops a walk's fill like fat (mm): wider than an air
@@ -288,8 +284,7 @@ pub fn refine(
         let hu = &hu[k * plane..(k + 1) * plane];
         [0, 1].map(|side| {
             let lung = walk_lung(k, side);
-            let main = main_lung(lung, rows, cols, spacing_mm[1] * spacing_mm[2]);
-            families[side].iter().map(|f| walk_slice(f, cols, spacing_mm[2], hu, lung, &main, mid[k])).collect()
+            families[side].iter().map(|f| walk_slice(f, cols, spacing_mm[2], hu, lung, mid[k])).collect()
         })
     });
     // 2-3. per slice and side, the filled pixels (indices within the slice)
@@ -859,7 +854,7 @@ fn midlines(lungs: &[&[u8]; 2], shape: [usize; 3]) -> Vec<f64> {
 #[derive(Debug, Clone, Copy, Default)]
 struct Walk {
     /// Position (index along the line) where the lung ends: its last run of at least
-    /// [`MIN_LUNG_RUN_MM`] or of the lung's body ([`MAIN_LUNG_MM2`]).
+    /// [`MIN_LUNG_RUN_MM`].
     exit: Option<usize>,
     /// First bone position beyond it.
     bone: Option<usize>,
@@ -988,51 +983,9 @@ fn neighbours4(p: usize, rows: usize, cols: usize) -> impl Iterator<Item = usize
         .flatten()
 }
 
-/// The pixels of a slice's lung (`[rows, cols]`) that belong to an in-plane connected part of
-/// at least [`MAIN_LUNG_MM2`]: the lung's body, whose runs along a line are where the lung ends
-/// however short (a thin crescent of lung over the dome), unlike the short runs of an air
-/// bronchogram, a part on its own inside a consolidated layer.
-fn main_lung(lung: &[u8], rows: usize, cols: usize, pixel_mm2: f64) -> Vec<bool> {
-    let mut main = vec![false; lung.len()];
-    let mut seen = vec![false; lung.len()];
-    let mut stack = Vec::new();
-    for start in 0..lung.len() {
-        if lung[start] == 0 || seen[start] {
-            continue;
-        }
-        let mut part = Vec::new();
-        seen[start] = true;
-        stack.push(start);
-        while let Some(p) = stack.pop() {
-            part.push(p);
-            for q in neighbours4(p, rows, cols) {
-                if lung[q] != 0 && !seen[q] {
-                    seen[q] = true;
-                    stack.push(q);
-                }
-            }
-        }
-        if part.len() as f64 * pixel_mm2 >= MAIN_LUNG_MM2 {
-            for p in part {
-                main[p] = true;
-            }
-        }
-    }
-    main
-}
-
 /// Walks every line of a family from the lung's first voxel: where the lung ends, the first
 /// bone and the first fat beyond it.
-#[allow(clippy::too_many_arguments)]
-fn walk_slice(
-    family: &Family,
-    cols: usize,
-    col_mm: f64,
-    hu: &[f32],
-    lung: &[u8],
-    main: &[bool],
-    midline: f64,
-) -> SliceWalks {
+fn walk_slice(family: &Family, cols: usize, col_mm: f64, hu: &[f32], lung: &[u8], midline: f64) -> SliceWalks {
     let mm = |steps: usize| steps as f64 * family.step_mm;
     let at = |(r, c): (usize, usize)| r * cols + c;
     // each line's first lung voxel, in one pass over the slice
@@ -1060,7 +1013,7 @@ fn walk_slice(
                     in_run = true;
                 } else if !is_lung && in_run {
                     in_run = false;
-                    if mm(j - run_start) >= MIN_LUNG_RUN_MM || run_start == first || main[at(line[run_start])] {
+                    if mm(j - run_start) >= MIN_LUNG_RUN_MM || run_start == first {
                         w = Walk { exit: Some(j), bone: None, fat: None };
                         (fat_run, air_run) = (None, None);
                     }
