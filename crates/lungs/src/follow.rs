@@ -11,7 +11,8 @@
 //! does: slice by slice, a voxel joins when it is dense, within [`REACH_MM`] of this lung and of
 //! the enclosed part's footprint, and within [`GROW_MM`] in-plane of the lesion in the previous
 //! slice; following stops in a direction where the cross-section falls below half of its largest
-//! so far (the lesion's tip, or a creep along the wall or the mediastinum).
+//! so far (the lesion's tip, or a creep along the wall or the mediastinum), and starts again at
+//! the next enclosed part of it; the way down starts from what the way up found.
 
 use crate::cavity::{box_filter, open, pixel_box, Refined};
 
@@ -115,7 +116,9 @@ pub(crate) fn follow_enclosed(
             let mut largest = 0usize;
             let mut previous: Option<Vec<bool>> = None;
             for k in order {
-                let mut cross = seeds[k].clone().unwrap_or_else(|| vec![false; w * h]);
+                // what is known of the lesion here (the seeds, and on the way down what the way up
+                // found, as in the model), grown from the slice before
+                let mut cross = lesion[k].clone().unwrap_or_else(|| vec![false; w * h]);
                 if let Some(prev) = &previous {
                     let reached = box_filter(prev, w, h, grow, false);
                     for ((c, r), a) in cross.iter_mut().zip(reached).zip(allowed(k)) {
@@ -132,7 +135,12 @@ pub(crate) fn follow_enclosed(
                     continue;
                 }
                 if seeds[k].is_none() && 2 * area < largest {
-                    break;
+                    // the lesion's tip, or a creep along the wall; a later seed starts again
+                    if !(first..=last).contains(&k) {
+                        break;
+                    }
+                    (previous, largest) = (None, 0);
+                    continue;
                 }
                 largest = largest.max(area);
                 match &mut lesion[k] {
