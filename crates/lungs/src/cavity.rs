@@ -553,8 +553,6 @@ fn enclose(out: &mut Refined, hu: &[f32], shape: [usize; 3], model: &[&[u8]; 2])
         let lung_out = if side == 0 { &mut out.left_lung } else { &mut out.right_lung };
         for &i in &kept {
             lung_out[i as usize] = 1;
-        }
-        for &i in &kept {
             if hu[i as usize] > OPACITY_LOW_HU {
                 out.opacity[i as usize] = 1;
             }

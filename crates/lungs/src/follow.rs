@@ -150,8 +150,7 @@ pub(crate) fn follow_enclosed(
                 previous = Some(cross);
             }
         }
-        let (lung_out, opacity) =
-            if side == 0 { (&mut out.left_lung, &mut out.opacity) } else { (&mut out.right_lung, &mut out.opacity) };
+        let lung_out = if side == 0 { &mut out.left_lung } else { &mut out.right_lung };
         for (k, l) in lesion.iter().enumerate() {
             let Some(l) = l else { continue };
             for q in (0..w * h).filter(|&q| l[q]) {
@@ -161,7 +160,7 @@ pub(crate) fn follow_enclosed(
                     lung_out[i] = 1;
                 }
                 if hu[i] > OPACITY_LOW_HU {
-                    opacity[i] = 1;
+                    out.opacity[i] = 1;
                 }
             }
         }
