@@ -612,8 +612,6 @@ struct Pixel {
     /// Interior: height of the diaphragm (z mm), the organ under it.
     diaphragm_z: f32,
     organ: u8,
-    /// Interior: normalised squared distance to this side's apex axis.
-    apex: f32,
 }
 
 /// Vertical scale of the thorax within the volume.
@@ -649,7 +647,7 @@ fn dome_u(x: f64, y: f64) -> f64 {
 }
 
 /// The in-plane precomputation: chest wall layers, spine, table, and for the interior the
-/// diaphragm height, organ and apex distance.
+/// diaphragm height and organ.
 fn pixels(frame: &Frame, lv: &Levels) -> Vec<Pixel> {
     let [_, rows, cols] = frame.shape;
     let mut out = vec![Pixel::default(); rows * cols];
@@ -745,11 +743,28 @@ fn pixels(frame: &Frame, lv: &Levels) -> Vec<Pixel> {
             } else {
                 ORG_OTHER
             };
-            let xc = if x > 0.0 { 50.0 } else { -50.0 };
-            p.apex = (((x - xc) / 80.0).powi(2) + ((y - 12.0) / 95.0).powi(2)) as f32;
         }
     }
     out
+}
+
+/// Whether (x, y) mm at height fraction `u` lies above the lung's apex. Above u 0.72 each lung
+/// narrows towards its apex at u 1: an ellipse 80 mm wide and 95 mm deep at u 0.72 shrinking to
+/// nothing, whose posterior edge stays where it was (behind the chest wall's inner surface), so
+/// that the upper lobe narrows from the front and the sides and keeps to the posterior ribs, as in
+/// a real thorax (the apex rises behind, against the necks of the first ribs; the bundled sample's
+/// top slices show it). Outside it: soft tissue of the thoracic inlet.
+fn above_apex(x: f64, y: f64, u: f64) -> bool {
+    if u <= 0.72 {
+        return false;
+    }
+    if u >= 1.0 {
+        return true;
+    }
+    let r = (1.0 - ((u - 0.72) / 0.28).powi(2)).max(0.0).sqrt();
+    let (xc, back) = (if x > 0.0 { 50.0 } else { -50.0 }, 12.0 + 95.0);
+    let yc = back - 95.0 * r;
+    ((x - xc) / 80.0).powi(2) + ((y - yc) / 95.0).powi(2) > r * r
 }
 
 /// A mediastinal structure: a tube (or an ellipsoid) with a fat margin.
@@ -866,7 +881,6 @@ pub fn thorax(spec: &ThoraxSpec) -> Thorax {
         let z = frame.z(k);
         let u = lv.u(z);
         let disc = ((z - lv.z0) / vert_pitch).rem_euclid(1.0) * vert_pitch < 5.0;
-        let apex_limit = if u > 0.72 { (1.0 - ((u - 0.72) / 0.28).powi(2)).max(0.0) as f32 } else { f32::INFINITY };
         for (j, p) in px.iter().enumerate() {
             let i = k * plane + j;
             hu[i] = match p.kind {
@@ -941,7 +955,7 @@ pub fn thorax(spec: &ThoraxSpec) -> Thorax {
                     } else if z <= zd {
                         lab[i] = W_ABDOMEN;
                         45.0
-                    } else if u >= 1.0 || p.apex > apex_limit {
+                    } else if above_apex(frame.x(j % cols), frame.y(j / cols), u) {
                         lab[i] = W_NECK;
                         30.0
                     } else {
@@ -1509,6 +1523,44 @@ mod tests {
 
     /// No air outside the pleural cavities (trachea, bronchi, stomach bubble, outside, table)
     /// touches the lung: a threshold cannot leak out of it.
+    /// Towards the apex the lungs narrow from the front and the sides and keep to the posterior
+    /// chest wall (as the bundled sample's top slices show), so that no soft tissue lies between
+    /// the upper lobes and the posterior ribs.
+    #[test]
+    fn phantom_apex_keeps_to_the_posterior_wall() {
+        let (shape, spacing) = SMALL;
+        let t = thorax(&ThoraxSpec::standard(shape, spacing));
+        let frame = Frame { shape, spacing };
+        let lv = Levels::new(&frame);
+        let [slices, rows, cols] = shape;
+        // per slice and side, the lung's most posterior row at x = +-50 mm and its area
+        let back = |k: usize, side: usize| {
+            let c = (0..cols).min_by(|&a, &b| {
+                let x = if side == 0 { 50.0 } else { -50.0 };
+                (frame.x(a) - x).abs().total_cmp(&(frame.x(b) - x).abs())
+            })?;
+            (0..rows).rev().find(|&r| t.truth.lung_mask[side][frame.index(k, r, c)] != 0)
+        };
+        let area = |k: usize, side: usize| {
+            (0..rows * cols).filter(|&p| t.truth.lung_mask[side][k * rows * cols + p] != 0).count()
+        };
+        let mid = (0..slices).find(|&k| lv.u(frame.z(k)) > 0.6).expect("mid slice");
+        let mut upper = 0;
+        for k in (0..slices).filter(|&k| (0.8..0.95).contains(&lv.u(frame.z(k)))) {
+            for side in 0..2 {
+                let (Some(b), Some(b0)) = (back(k, side), back(mid, side)) else { panic!("slice {k}: no lung") };
+                assert!(area(k, side) < area(mid, side), "slice {k}: the lung narrows towards the apex");
+                let gap_mm = (b0 as f64 - b as f64) * spacing[1];
+                assert!(
+                    gap_mm <= 6.0,
+                    "slice {k} side {side}: the apex lies {gap_mm} mm in front of the posterior wall"
+                );
+                upper += 1;
+            }
+        }
+        assert!(upper >= 2, "no slice through the upper lobes");
+    }
+
     #[test]
     fn phantom_lung_touches_no_other_air() {
         let (shape, spacing) = SMALL;
