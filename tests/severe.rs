@@ -193,11 +193,11 @@ fn dependent_consolidation_is_lung_and_opacity() {
         let (m, tr) = (measured(&r), truth(&t));
         eprintln!("{}", line(&name, &m, &tr));
         regions(&r);
-        // The lung within 5 % and the opacity within 15 % (the targets), met in every case
-        // but the thinnest bilateral layer: there the walks miss much of the layer where it fills
-        // the whole crescent of lung around the domes (-24 % left, -19 % right), held to 25 %
-        // here so that it cannot get worse unseen; its class is then one band low (8.2 % against
-        // a truth of 10.4 %). The model README says so.
+        // The lung within 5 % and the opacity within 15 % (the targets). The thinnest
+        // bilateral layer is on the edge (-6 % left, -15.0 % right: where the model's right lung
+        // takes in the ground glass and the front of the layer, the strip left behind is thinner
+        // than the fill's opening), held to 25 % so that it cannot get worse unseen; its class is
+        // one band low (9.3 % against a truth of 10.4 %). The model README says so.
         let thin_bilateral = sides.len() == 2 && depth_mm < 15.0;
         let opacity_tolerance = if thin_bilateral { 0.25 } else { 0.15 };
         for i in 0..2 {
@@ -207,8 +207,8 @@ fn dependent_consolidation_is_lung_and_opacity() {
             if tr[i][1] > 5.0 && rel(m[i][1], tr[i][1]).abs() > opacity_tolerance {
                 failures.push(format!("{name}: opacity {i} {:.1} mL vs {:.1}", m[i][1], tr[i][1]));
             }
-            // the healthy side: the stomach's wall at the left dome, 8.8 mL today
-            if tr[i][1] == 0.0 && m[i][1] > 12.0 {
+            // the healthy side: 5.9 mL today, 5.4 of it at the tip of the apex
+            if tr[i][1] == 0.0 && m[i][1] > 10.0 {
                 failures.push(format!("{name}: healthy side {i} reads {:.1} mL of opacity", m[i][1]));
             }
         }

@@ -17,10 +17,11 @@
 //! 1. Walks along parallel lines in the dependent directions (posterior, and
 //!    posterior-lateral at 45 degrees), each from the lung's first voxel on the line: where the
 //!    lung ends (the end of its last run of at least [`MIN_LUNG_RUN_MM`]: air bronchograms are
-//!    shorter; lung farther than the deepest layer behind an exit, such as the crescent behind
-//!    the diaphragm dome past the spleen or the liver, gives a new exit), the first bone beyond
-//!    (>= [`BONE_HU`]) and the first fat beyond (-180..-40 HU over [`FAT_STOP_MM`]: extrapleural
-//!    and mediastinal fat, which stops the fill).
+//!    shorter; lung farther than the deepest layer behind an exit, however thin, such as the
+//!    crescent behind the diaphragm dome past the spleen or the liver, gives a new exit), the first
+//!    bone beyond (>= [`BONE_HU`]) and the first fat beyond (-180..-40 HU over [`FAT_STOP_MM`] and
+//!    [`FAT_STOP_SAMPLES`]: extrapleural and mediastinal fat, which stops the fill; not the ramp
+//!    between ground glass and consolidation).
 //! 2. The rib cage, as its depth behind the lung's edge: bone hits at least
 //!    [`RIB_MIN_LATERAL_MM`] from the midline (ribs, not the spine, the sternum or a
 //!    contrast-filled aorta); a hit farther than its neighbours on both sides allow
@@ -83,6 +84,11 @@ pub const FAT_HU: [f32; 2] = [-180.0, -40.0];
 pub const MIN_LUNG_RUN_MM: f64 = 10.0;
 /// Fat over this length (mm) beyond the lung's partial-volume rim stops a ray's fill.
 pub const FAT_STOP_MM: f64 = 2.0;
+/// ... and over at least this many samples along the line: the partial-volume ramp between two
+/// tissues (ground glass and consolidation, -500 and +30 HU) crosses the fat band in one or two
+/// samples whatever their size, and with coarse pixels (or the diagonal lines' longer steps) those
+/// alone are FAT_STOP_MM long.
+pub const FAT_STOP_SAMPLES: usize = 3;
 /// Air (not this lung) over this length stops a walk's fill like fat (mm): wider than an air
 /// bronchogram (2-4 mm).
 pub const AIR_STOP_MM: f64 = 6.0;
@@ -1002,6 +1008,9 @@ fn walk_slice(family: &Family, cols: usize, col_mm: f64, hu: &[f32], lung: &[u8]
                 return w;
             }
             let (mut run_start, mut in_run) = (first, true);
+            // a run that starts beyond the deepest layer behind the current exit is no air
+            // bronchogram of that layer, however short: the thin crescent of lung behind the dome
+            let mut run_beyond = false;
             let (mut fat_run, mut air_run): (Option<usize>, Option<usize>) = (None, None);
             for (j, &p) in line.iter().enumerate().skip(first + 1) {
                 let i = at(p);
@@ -1009,9 +1018,10 @@ fn walk_slice(family: &Family, cols: usize, col_mm: f64, hu: &[f32], lung: &[u8]
                 if is_lung && !in_run {
                     run_start = j;
                     in_run = true;
+                    run_beyond = w.exit.is_some_and(|e| mm(j - e) > MAX_DEPTH_MM + 20.0);
                 } else if !is_lung && in_run {
                     in_run = false;
-                    if mm(j - run_start) >= MIN_LUNG_RUN_MM || run_start == first {
+                    if mm(j - run_start) >= MIN_LUNG_RUN_MM || run_start == first || run_beyond {
                         w = Walk { exit: Some(j), bone: None, fat: None };
                         (fat_run, air_run) = (None, None);
                     }
@@ -1030,7 +1040,7 @@ fn walk_slice(family: &Family, cols: usize, col_mm: f64, hu: &[f32], lung: &[u8]
                 }
                 if (FAT_HU[0]..=FAT_HU[1]).contains(&v) && mm(j - exit) > PARTIAL_VOLUME_MM {
                     let start = *fat_run.get_or_insert(j);
-                    if w.fat.is_none() && mm(j - start + 1) >= FAT_STOP_MM {
+                    if w.fat.is_none() && mm(j - start + 1) >= FAT_STOP_MM && j - start + 1 >= FAT_STOP_SAMPLES {
                         w.fat = Some(start);
                     }
                 } else {
@@ -1504,6 +1514,68 @@ mod tests {
 
     fn count(m: &[u8]) -> usize {
         m.iter().filter(|&&v| v != 0).count()
+    }
+
+    /// One posterior walk down column 5 of a 1-row-per-mm slice whose column holds `profile`
+    /// (HU and lung flag per row, from the top).
+    fn walk_column(profile: &[(f32, bool)]) -> Walk {
+        let (rows, cols) = (profile.len(), 10);
+        let family = Family::new(rows, cols, [5.0, 1.0, 1.0], (1, 0));
+        let mut hu = vec![40.0f32; rows * cols];
+        let mut lung = vec![0u8; rows * cols];
+        for (r, &(v, l)) in profile.iter().enumerate() {
+            hu[r * cols + 5] = v;
+            lung[r * cols + 5] = u8::from(l);
+        }
+        walk_slice(&family, cols, 1.0, &hu, &lung, 0.0).walks[5]
+    }
+
+    #[test]
+    fn a_thin_crescent_of_lung_far_behind_the_exit_is_a_new_exit_a_short_run_near_it_is_not() {
+        let run = |n: usize, v: f32, l: bool| std::iter::repeat_n((v, l), n);
+        // lung in front of the dome, 90 mm of liver, a 5 mm crescent, 10 mm of layer, a rib
+        let profile: Vec<(f32, bool)> = run(20, -850.0, true)
+            .chain(run(90, 60.0, false))
+            .chain(run(5, -850.0, true))
+            .chain(run(10, 30.0, false))
+            .chain(run(5, 600.0, false))
+            .collect();
+        let w = walk_column(&profile);
+        assert_eq!(w.exit, Some(115), "the crescent's end is the lung's edge: {w:?}");
+        assert_eq!(w.bone, Some(125));
+        // the same 5 mm of air 20 mm behind the lung's edge: an air bronchogram in the layer
+        let profile: Vec<(f32, bool)> = run(20, -850.0, true)
+            .chain(run(20, 30.0, false))
+            .chain(run(5, -850.0, true))
+            .chain(run(10, 30.0, false))
+            .chain(run(5, 600.0, false))
+            .collect();
+        let w = walk_column(&profile);
+        assert_eq!(w.exit, Some(20), "{w:?}");
+        assert_eq!(w.bone, Some(55));
+    }
+
+    #[test]
+    fn the_ramp_from_ground_glass_to_consolidation_does_not_stop_the_fill_fat_does() {
+        let run = |n: usize, v: f32, l: bool| std::iter::repeat_n((v, l), n);
+        // lung, 4 mm of ground glass outside the mask, two samples of the ramp in the fat band,
+        // consolidation, a rib
+        let ramp: Vec<(f32, bool)> = run(20, -850.0, true)
+            .chain(run(4, -520.0, false))
+            .chain([(-150.0, false), (-60.0, false)])
+            .chain(run(10, 30.0, false))
+            .chain(run(5, 600.0, false))
+            .collect();
+        let w = walk_column(&ramp);
+        assert_eq!((w.exit, w.fat, w.bone), (Some(20), None, Some(36)), "{w:?}");
+        // 3 mm of extrapleural fat behind the same layer stop it
+        let fat: Vec<(f32, bool)> = run(20, -850.0, true)
+            .chain(run(10, 30.0, false))
+            .chain(run(3, -100.0, false))
+            .chain(run(5, 600.0, false))
+            .collect();
+        let w = walk_column(&fat);
+        assert_eq!((w.exit, w.fat, w.bone), (Some(20), Some(30), Some(33)), "{w:?}");
     }
 
     #[test]
