@@ -38,7 +38,8 @@
 //!    partial-volume rim, never within [`MEDIAL_EXCLUSION_MM`] of the midline (spine, aorta,
 //!    oesophagus), only where the layer is [`MIN_DEPTH_MM`] to [`MAX_DEPTH_MM`] thick (deeper:
 //!    the wall seen is not this lung's, e.g. through the liver). An in-plane opening
-//!    ([`OPENING_MM`]) removes the rims a normal lung leaves; what no longer touches the lung
+//!    ([`OPENING_MM`]) removes the rims a normal lung leaves (it judges a layer together with
+//!    the dense front of it that the model's mask took in); what no longer touches the lung
 //!    lies beyond the wall and is dropped. Anterior and medial walks are not made: there the
 //!    lung borders the heart and the mediastinum, which no density rule tells apart from
 //!    consolidation.
@@ -1122,10 +1123,14 @@ fn fill_slice(
     let (r0, c0) = (r0.saturating_sub(2), c0.saturating_sub(2));
     let (r1, c1) = ((r1 + 2).min(rows - 1), (c1 + 2).min(cols - 1));
     let (bw, bh) = (c1 - c0 + 1, r1 - r0 + 1);
-    let fill: Vec<bool> = (0..bw * bh).map(|q| fill[(r0 + q / bw) * cols + c0 + q % bw]).collect();
-    // an opening removes the thin rims a normal lung leaves against the wall
+    let at = |q: usize| (r0 + q / bw) * cols + c0 + q % bw;
+    let fill: Vec<bool> = (0..bw * bh).map(|q| fill[at(q)]).collect();
+    // an opening removes the thin rims a normal lung leaves against the wall; it judges a layer
+    // with its front that the model's mask took in (dense tissue inside the mask), not only the
+    // strip left behind it
+    let with_front: Vec<bool> = (0..bw * bh).map(|q| fill[q] || (lung[at(q)] != 0 && hu[at(q)] > DENSE_HU)).collect();
     let radius = (OPENING_MM / sr.min(sc)).ceil().max(1.0) as usize;
-    let opened = open(&fill, bw, bh, radius);
+    let opened: Vec<bool> = open(&with_front, bw, bh, radius).into_iter().zip(&fill).map(|(o, &f)| o && f).collect();
     // only what touches the lung: a region cut off from it lies beyond the wall
     let mut out = Vec::new();
     let mut seen = vec![false; bw * bh];
@@ -1657,15 +1662,23 @@ mod tests {
 
     #[test]
     fn a_lesion_the_model_kept_as_lung_is_opacity_where_it_continues_the_fill() {
-        let (hu, mut lungs, layer) = chest(20, 35.0, false);
-        // the model's masks take in the front 8 mm of the dense layer, without calling it opacity
+        // a 20 mm layer whose front 8 mm the model kept, and a 10 mm one whose front 6 mm it kept:
+        // the 4 mm strip behind it is thinner than the opening, which judges the layer whole
+        for (layer_mm, kept_mm) in [(20, 8), (10, 6)] {
+            kept_layer_is_opacity(layer_mm, kept_mm);
+        }
+    }
+
+    fn kept_layer_is_opacity(layer_mm: usize, kept_mm: usize) {
+        let (hu, mut lungs, layer) = chest(layer_mm, 35.0, false);
+        // the model's masks take in the front of the dense layer, without calling it opacity
         let [s, rows, cols] = SHAPE;
         for k in 0..s {
             for c in 0..cols {
                 let mask = &mut lungs[usize::from(c < 100)]; // low columns: the right lung
                 let at = |r: usize| (k * rows + r) * cols + c;
                 let Some(last) = (0..rows).rev().find(|&r| mask[at(r)] != 0) else { continue };
-                for r in last + 1..(last + 9).min(rows) {
+                for r in last + 1..(last + 1 + kept_mm).min(rows) {
                     if hu[at(r)] == 35.0 {
                         mask[at(r)] = 1;
                     }
@@ -1677,7 +1690,10 @@ mod tests {
         let r = refine(&hu, SHAPE, SPACING, &left, &right, &none).expect("refine");
         let dense_opacity = r.opacity.iter().zip(&hu).filter(|(o, v)| **o != 0 && **v == 35.0).count();
         let total = layer[0] + layer[1];
-        assert!(dense_opacity as f64 >= 0.7 * total as f64, "{dense_opacity} of {total} layer voxels are opacity");
+        assert!(
+            dense_opacity as f64 >= 0.7 * total as f64,
+            "{layer_mm} mm layer, {kept_mm} mm kept: {dense_opacity} of {total} layer voxels are opacity"
+        );
     }
 
     #[test]
