@@ -12,7 +12,8 @@ use firstread_e2e::*;
 async fn node_exporting_to(port: u16) -> TestNode {
     TestNode::start(move |c| {
         c.assembly.stable_after = Duration::from_millis(500);
-        c.export.destinations = vec![Destination { ae_title: "MODALITY".into(), host: "127.0.0.1".into(), port }];
+        c.export.destinations =
+            vec![Destination { ae_title: "MODALITY".into(), host: "127.0.0.1".into(), port, tls: None }];
         c.export.backoff_base = Duration::from_millis(500);
         c.export.backoff_max = Duration::from_secs(2);
         c.export.max_attempts = 3;
@@ -125,7 +126,7 @@ async fn orthanc_files_the_results_under_the_same_patient_and_study() {
     let node = TestNode::start(move |c| {
         c.assembly.stable_after = Duration::from_millis(500);
         c.export.destinations =
-            vec![Destination { ae_title: "ORTHANC".into(), host: "127.0.0.1".into(), port: dicom_port }];
+            vec![Destination { ae_title: "ORTHANC".into(), host: "127.0.0.1".into(), port: dicom_port, tls: None }];
         c.export.always = vec!["ORTHANC".into()];
     })
     .await;

@@ -48,7 +48,7 @@ impl Storescp {
     }
 
     fn dest(&self) -> Destination {
-        Destination { ae_title: "STORESCP".into(), host: "127.0.0.1".into(), port: self.port }
+        Destination { ae_title: "STORESCP".into(), host: "127.0.0.1".into(), port: self.port, tls: None }
     }
 
     fn files(&self) -> Vec<PathBuf> {
@@ -95,7 +95,7 @@ impl PyScp {
     }
 
     fn dest(&self) -> Destination {
-        Destination { ae_title: "PYSCP".into(), host: "127.0.0.1".into(), port: self.port }
+        Destination { ae_title: "PYSCP".into(), host: "127.0.0.1".into(), port: self.port, tls: None }
     }
 
     /// The summary once `associations` associations have ended.
@@ -386,7 +386,7 @@ async fn wrong_called_ae_title_is_rejected_with_result_source_reason() {
 #[tokio::test]
 async fn nothing_listening_is_a_connection_error() {
     let port = free_port();
-    let dest = Destination { ae_title: "NOBODY".into(), host: "127.0.0.1".into(), port };
+    let dest = Destination { ae_title: "NOBODY".into(), host: "127.0.0.1".into(), port, tls: None };
     let started = Instant::now();
     let err = scu::store_all(&dest, &fast(), sample("").into_iter().take(1), |_| {}).await.expect_err("no peer");
     assert!(matches!(err, ScuError::Connect { .. }), "{err}");

@@ -6,6 +6,7 @@
 pub mod grid;
 pub mod inserted;
 pub mod phantom;
+pub mod pki;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -19,7 +19,7 @@ use dicom_ul::pdu::{
     PresentationContextResultReason,
 };
 use dicom_ul::Pdu;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,7 @@ use uuid::Uuid;
 
 use crate::command::{self, field, status, Command, Outcome};
 use crate::negotiation::{self, AePolicy, AllowedPeer, ACCEPTED_TRANSFER_SYNTAXES};
+use crate::tls::ServerTls;
 
 /// Largest command set accepted (bytes); real ones are a few hundred bytes.
 const MAX_COMMAND_SET: usize = 64 * 1024;
@@ -75,6 +76,8 @@ pub struct AssociationInfo {
     pub called_ae_title: String,
     /// Peer TCP address.
     pub peer: SocketAddr,
+    /// Whether the association runs over DICOM TLS (PS3.15 B.9).
+    pub tls: bool,
 }
 
 /// One C-STORE-RQ whose data set is about to arrive.
@@ -138,11 +141,18 @@ pub trait PendingInstance: Send + 'static {
     fn commit(self) -> impl Future<Output = Outcome> + Send;
 }
 
-/// The Store SCP server.
+/// The Store SCP server. Clones share the association limit and the store: one for the plain TCP
+/// listener, one for the DICOM TLS listener.
 pub struct StoreScp<S> {
     config: Arc<ScpConfig>,
     store: Arc<S>,
     slots: Arc<Semaphore>,
+}
+
+impl<S> Clone for StoreScp<S> {
+    fn clone(&self) -> Self {
+        StoreScp { config: self.config.clone(), store: self.store.clone(), slots: self.slots.clone() }
+    }
 }
 
 impl<S: InstanceStore> StoreScp<S> {
@@ -159,8 +169,32 @@ impl<S: InstanceStore> StoreScp<S> {
     /// Only when accepting on the listener fails persistently; per-association failures are
     /// logged and never end the server.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+        self.serve_with(listener, None, shutdown).await
+    }
+
+    /// As [`StoreScp::serve`], every connection over DICOM TLS with `tls`'s configuration at the
+    /// time it is accepted (a peer that does not complete the TLS handshake, e.g. plain TCP or a
+    /// client certificate the CA did not issue, never reaches the association).
+    ///
+    /// # Errors
+    /// As [`StoreScp::serve`].
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        tls: Arc<ServerTls>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        self.serve_with(listener, Some(tls), shutdown).await
+    }
+
+    async fn serve_with(
+        self,
+        listener: TcpListener,
+        tls: Option<Arc<ServerTls>>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         let tracker = TaskTracker::new();
-        info!(ae_title = %self.config.ae_title, addr = %listener.local_addr()?, "Store SCP listening");
+        info!(ae_title = %self.config.ae_title, addr = %listener.local_addr()?, tls = tls.is_some(), "Store SCP listening");
         loop {
             let (socket, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -183,9 +217,10 @@ impl<S: InstanceStore> StoreScp<S> {
                 Ok(permit) => {
                     let config = self.config.clone();
                     let store = self.store.clone();
+                    let tls = tls.clone();
                     tracker.spawn(
                         async move {
-                            handle_connection(socket, peer, id, &config, &*store).await;
+                            handle_connection(socket, peer, id, &config, &*store, tls.as_deref()).await;
                             drop(permit);
                         }
                         .instrument(span),
@@ -193,7 +228,10 @@ impl<S: InstanceStore> StoreScp<S> {
                 }
                 Err(_) => {
                     let max_pdu = self.config.max_pdu_length;
-                    tracker.spawn(reject_busy(socket, max_pdu).instrument(span));
+                    match &tls {
+                        None => tracker.spawn(reject_busy(socket, max_pdu).instrument(span)),
+                        Some(tls) => tracker.spawn(reject_busy_tls(socket, tls.current(), max_pdu).instrument(span)),
+                    };
                 }
             }
         }
@@ -211,7 +249,7 @@ fn short_id(id: &Uuid) -> String {
 
 /// Answers an association request with A-ASSOCIATE-RJ transient, source "service provider
 /// (presentation)", reason "local limit exceeded" (PS3.8 9.3.4, Table 9-21).
-async fn reject_busy(mut socket: TcpStream, max_pdu: u32) {
+async fn reject_busy<T: AsyncRead + AsyncWrite + Unpin>(mut socket: T, max_pdu: u32) {
     let mut buf = bytes_buffer();
     let read = dicom_ul::association::read_pdu_from_wire_async(&mut socket, &mut buf, max_pdu, false);
     match tokio::time::timeout(Duration::from_secs(10), read).await {
@@ -236,6 +274,16 @@ async fn reject_busy(mut socket: TcpStream, max_pdu: u32) {
     let _ = socket.shutdown().await;
 }
 
+/// [`reject_busy`] after the TLS handshake (the rejection is a PDU like any other).
+async fn reject_busy_tls(socket: TcpStream, config: Arc<rustls::ServerConfig>, max_pdu: u32) {
+    let accept = tokio_rustls::TlsAcceptor::from(config).accept(socket);
+    match tokio::time::timeout(Duration::from_secs(10), accept).await {
+        Ok(Ok(stream)) => reject_busy(stream, max_pdu).await,
+        Ok(Err(e)) => debug!(error = %e, "busy: TLS handshake failed"),
+        Err(_) => debug!("busy: no TLS handshake within 10 s"),
+    }
+}
+
 fn bytes_buffer() -> bytes::BytesMut {
     bytes::BytesMut::with_capacity(16 * 1024)
 }
@@ -246,6 +294,7 @@ async fn handle_connection<S: InstanceStore>(
     id: Uuid,
     config: &ScpConfig,
     store: &S,
+    tls: Option<&ServerTls>,
 ) {
     let policy =
         AePolicy { ae_title: config.ae_title.clone(), allowed_peers: config.allowed_peers.clone(), peer_ip: peer.ip() };
@@ -267,19 +316,37 @@ async fn handle_connection<S: InstanceStore>(
         options = options.with_transfer_syntax(*uid);
     }
 
-    let association = match options.establish_async(socket).await {
-        Ok(a) => a,
-        Err(e) => {
-            // Rejections are logged with both AE titles by the policy; this says what was sent.
-            info!(error = %e, "association not established");
-            return;
+    // Rejections are logged with both AE titles by the policy; this says what was sent. The TLS
+    // handshake happens before dicom-ul's read timeout applies: the idle timeout bounds both.
+    match tls {
+        None => match options.establish_async(socket).await {
+            Ok(association) => run_association(association, peer, id, store, false).await,
+            Err(e) => info!(error = %e, "association not established"),
+        },
+        Some(tls) => {
+            let options = options.tls_config(tls.current());
+            match tokio::time::timeout(config.idle_timeout, options.establish_tls_async(socket)).await {
+                Ok(Ok(association)) => run_association(association, peer, id, store, true).await,
+                Ok(Err(e)) => info!(error = %e, "TLS association not established"),
+                Err(_) => info!("TLS association not established: no handshake within the idle timeout"),
+            }
         }
-    };
+    }
+}
+
+async fn run_association<S: InstanceStore, T: AsyncRead + AsyncWrite + Unpin + Send>(
+    association: AsyncServerAssociation<T>,
+    peer: SocketAddr,
+    id: Uuid,
+    store: &S,
+    tls: bool,
+) {
     let info = Arc::new(AssociationInfo {
         id,
         calling_ae_title: association.peer_ae_title().trim().to_owned(),
         called_ae_title: association.called_ae_title().trim().to_owned(),
         peer,
+        tls,
     });
     let accepted = association
         .presentation_contexts()
@@ -292,6 +359,7 @@ async fn handle_connection<S: InstanceStore>(
         contexts = association.presentation_contexts().len(),
         accepted,
         peer_max_pdu = association.requestor_max_pdu_length(),
+        tls,
         "association accepted"
     );
     store.association_opened(&info).await;
@@ -326,15 +394,15 @@ enum Stop {
     Violation(&'static str),
 }
 
-struct Session<'a, S: InstanceStore> {
-    association: AsyncServerAssociation<TcpStream>,
+struct Session<'a, S: InstanceStore, T> {
+    association: AsyncServerAssociation<T>,
     info: Arc<AssociationInfo>,
     store: &'a S,
     stage: Stage<S::Pending>,
     stored: u64,
 }
 
-impl<S: InstanceStore> Session<'_, S> {
+impl<S: InstanceStore, T: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S, T> {
     async fn run(&mut self) -> Ending {
         let stop = self.exchange().await;
         // Whatever was being received is dropped here: the pending instance discards itself.

@@ -26,6 +26,7 @@ use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::{FileMetaTable, InMemDicomObject};
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use dicom_ul::association::client::AsyncTlsStream;
 use dicom_ul::association::{Association, AsyncClientAssociation, Error as UlError};
 use dicom_ul::pdu::{
     AssociationRJ, AssociationRJResult, AssociationRJServiceProviderASCEReason,
@@ -41,6 +42,7 @@ use tracing::{debug, info, info_span, warn, Instrument, Span};
 use crate::command::{self, field, status, Outcome};
 use crate::negotiation::ACCEPTED_TRANSFER_SYNTAXES;
 use crate::storage_classes::STORAGE_SOP_CLASSES;
+use crate::tls::{client_config, ClientTlsFiles};
 
 /// Largest P-DATA-TF PDU we send (bytes, header included) when the peer's Maximum Length is 0
 /// (unlimited, PS3.8 D.1.1) or larger than this: sending smaller PDUs is always allowed, and this
@@ -64,7 +66,8 @@ const MIN_RECEIVE_PDU: u32 = 1018;
 /// A Storage SCP to send to: its AE title and TCP address (PS3.8 7.1.1.3-7.1.1.5, called AE).
 ///
 /// Parsed from `AE@host:port` (`STORESCP@127.0.0.1:104`, `PACS@[::1]:11112`). Deserializes from
-/// that string or from a table `{ ae_title, host, port }`.
+/// that string or from a table `{ ae_title, host, port, tls }` (`tls`: DICOM TLS to this
+/// destination, see [`ClientTlsFiles`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "DestinationRepr")]
 pub struct Destination {
@@ -74,13 +77,22 @@ pub struct Destination {
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// `Some`: the association runs over DICOM TLS (PS3.15 B.9) with these files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTlsFiles>,
 }
 
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum DestinationRepr {
     Text(String),
-    Fields { ae_title: String, host: String, port: u16 },
+    Fields {
+        ae_title: String,
+        host: String,
+        port: u16,
+        #[serde(default)]
+        tls: Option<ClientTlsFiles>,
+    },
 }
 
 impl TryFrom<DestinationRepr> for Destination {
@@ -89,12 +101,12 @@ impl TryFrom<DestinationRepr> for Destination {
     fn try_from(repr: DestinationRepr) -> Result<Self, Self::Error> {
         match repr {
             DestinationRepr::Text(s) => s.parse(),
-            DestinationRepr::Fields { ae_title, host, port } => {
+            DestinationRepr::Fields { ae_title, host, port, tls } => {
                 check_ae_title(&ae_title).map_err(DestinationError)?;
                 if host.is_empty() {
                     return Err(DestinationError("empty host".into()));
                 }
-                Ok(Destination { ae_title, host, port })
+                Ok(Destination { ae_title, host, port, tls })
             }
         }
     }
@@ -119,7 +131,7 @@ impl FromStr for Destination {
         if host.is_empty() {
             return Err(DestinationError("empty host".into()));
         }
-        Ok(Destination { ae_title: ae.to_owned(), host: host.to_owned(), port })
+        Ok(Destination { ae_title: ae.to_owned(), host: host.to_owned(), port, tls: None })
     }
 }
 
@@ -501,13 +513,77 @@ pub fn encode_pdata(out: &mut Vec<u8>, context_id: u8, value_type: PDataValueTyp
 /// at a time): propose the (SOP Class, transfer syntax) pairs up front, then [`StoreScu::store`]
 /// each instance, then [`StoreScu::release`].
 pub struct StoreScu {
-    association: AsyncClientAssociation<TcpStream>,
+    association: Link,
     peer: String,
     span: Span,
     dimse_timeout: Duration,
     fragment: usize,
     next_message_id: u16,
     buffer: Vec<u8>,
+}
+
+/// The association over plain TCP or DICOM TLS (boxed: a TLS association holds its connection's
+/// buffers).
+enum Link {
+    Plain(Box<AsyncClientAssociation<TcpStream>>),
+    Tls(Box<AsyncClientAssociation<AsyncTlsStream>>),
+}
+
+/// Runs `$body` with `$a` bound to the association, whichever its transport.
+macro_rules! on_link {
+    ($link:expr, $a:ident => $body:expr) => {
+        match $link {
+            Link::Plain($a) => $body,
+            Link::Tls($a) => $body,
+        }
+    };
+}
+
+impl Link {
+    fn tcp(&mut self) -> &TcpStream {
+        match self {
+            Link::Plain(a) => a.inner_stream(),
+            Link::Tls(a) => a.inner_stream().get_ref().0,
+        }
+    }
+
+    fn presentation_contexts(&self) -> &[PresentationContextNegotiated] {
+        on_link!(self, a => a.presentation_contexts())
+    }
+
+    fn user_variables(&self) -> &[UserVariableItem] {
+        on_link!(self, a => a.user_variables())
+    }
+
+    fn acceptor_max_pdu_length(&self) -> u32 {
+        on_link!(self, a => a.acceptor_max_pdu_length())
+    }
+
+    fn peer_ae_title(&self) -> &str {
+        on_link!(self, a => a.peer_ae_title())
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        on_link!(self, a => a.inner_stream().write_all(bytes).await)
+    }
+
+    async fn receive(&mut self) -> Result<Pdu, UlError> {
+        on_link!(self, a => a.receive().await)
+    }
+
+    async fn release(self) -> Result<(), UlError> {
+        match self {
+            Link::Plain(a) => a.release().await,
+            Link::Tls(a) => a.release().await,
+        }
+    }
+
+    async fn abort(self) -> Result<(), UlError> {
+        match self {
+            Link::Plain(a) => a.abort().await,
+            Link::Tls(a) => a.abort().await,
+        }
+    }
 }
 
 impl fmt::Debug for StoreScu {
@@ -558,7 +634,22 @@ impl StoreScu {
             options = options.with_presentation_context(sop.clone(), syntaxes.clone());
         }
         let address = (dest.host.as_str(), dest.port);
-        let established = tokio::time::timeout(config.connect_timeout, options.establish_async(address)).await;
+        let tls = match &dest.tls {
+            Some(files) => Some(client_config(files, &dest.host).map_err(|e| ScuError::Config(e.to_string()))?),
+            None => None,
+        };
+        let establish = async {
+            match tls {
+                None => options.establish_async(address).await.map(|a| Link::Plain(Box::new(a))),
+                Some(tls) => options
+                    .tls_config(tls.config)
+                    .server_name(&tls.server_name)
+                    .establish_tls_async(address)
+                    .await
+                    .map(|a| Link::Tls(Box::new(a))),
+            }
+        };
+        let established = tokio::time::timeout(config.connect_timeout, establish).await;
         let mut association = match established {
             Err(_) => {
                 warn!(after = ?config.connect_timeout, "association not established in time");
@@ -573,7 +664,7 @@ impl StoreScu {
         };
         // The A-ASSOCIATE-RQ went out as a single write before this; everything after is
         // request/response and must not wait on delayed ACKs (benchmark notes: ~40 ms each).
-        if let Err(e) = association.inner_stream().set_nodelay(true) {
+        if let Err(e) = association.tcp().set_nodelay(true) {
             debug!(error = %e, "could not set TCP_NODELAY");
         }
         let raw_peer_max = association.user_variables().iter().find_map(|v| match v {
@@ -741,7 +832,7 @@ impl StoreScu {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let write = self.association.inner_stream().write_all(&self.buffer);
+        let write = self.association.write_all(&self.buffer);
         let outcome = tokio::time::timeout(self.dimse_timeout, write).await;
         self.buffer.clear();
         match outcome {
@@ -998,7 +1089,7 @@ mod tests {
     #[test]
     fn destination_parses_and_displays() {
         let d: Destination = "STORESCP@127.0.0.1:104".parse().unwrap();
-        assert_eq!(d, Destination { ae_title: "STORESCP".into(), host: "127.0.0.1".into(), port: 104 });
+        assert_eq!(d, Destination { ae_title: "STORESCP".into(), host: "127.0.0.1".into(), port: 104, tls: None });
         assert_eq!(d.to_string(), "STORESCP@127.0.0.1:104");
         let v6: Destination = "PACS@[::1]:11112".parse().unwrap();
         assert_eq!(v6.host, "::1");
@@ -1250,7 +1341,8 @@ mod tests {
         #[tokio::test]
         async fn sends_fragments_and_reads_statuses() {
             let (addr, store, token) = start(4096).await;
-            let dest = Destination { ae_title: "OURSCP".into(), host: "127.0.0.1".into(), port: addr.port() };
+            let dest =
+                Destination { ae_title: "OURSCP".into(), host: "127.0.0.1".into(), port: addr.port(), tls: None };
             let big: Vec<u8> = tiny_dataset("1.1").into_iter().chain((0..20_000u32).map(|i| i as u8)).collect();
             let instances = vec![
                 instance("1.1", big.clone(), uids::EXPLICIT_VR_LITTLE_ENDIAN),
@@ -1278,7 +1370,8 @@ mod tests {
         #[tokio::test]
         async fn wrong_called_ae_title_is_rejected_with_reason() {
             let (addr, _store, token) = start(16384).await;
-            let dest = Destination { ae_title: "NOTOURS".into(), host: "127.0.0.1".into(), port: addr.port() };
+            let dest =
+                Destination { ae_title: "NOTOURS".into(), host: "127.0.0.1".into(), port: addr.port(), tls: None };
             let err = store_all(
                 &dest,
                 &ScuConfig::default(),
@@ -1298,7 +1391,7 @@ mod tests {
 
         #[tokio::test]
         async fn nothing_to_send_does_not_connect() {
-            let dest = Destination { ae_title: "X".into(), host: "127.0.0.1".into(), port: 9 };
+            let dest = Destination { ae_title: "X".into(), host: "127.0.0.1".into(), port: 9, tls: None };
             assert!(store_all(&dest, &ScuConfig::default(), Vec::new(), |_| {}).await.unwrap().is_empty());
         }
 
@@ -1311,7 +1404,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_secs(10)).await;
                 drop(conn);
             });
-            let dest = Destination { ae_title: "SILENT".into(), host: "127.0.0.1".into(), port };
+            let dest = Destination { ae_title: "SILENT".into(), host: "127.0.0.1".into(), port, tls: None };
             let config = ScuConfig { connect_timeout: Duration::from_millis(500), ..ScuConfig::default() };
             let started = std::time::Instant::now();
             let err =

@@ -51,12 +51,16 @@ impl Default for NodeConfig {
     }
 }
 
-/// The DIMSE listener.
+/// The DIMSE listeners.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DimseConfig {
-    /// Address to listen on (port 0: any free port).
+    /// Address of the plain TCP listener (port 0: any free port).
     pub listen: SocketAddr,
+    /// Whether the plain TCP listener runs. Off with `[dimse.tls]` set: DICOM TLS only.
+    pub plain: bool,
+    /// The DICOM TLS listener (PS3.15 B.9), beside the plain one unless `plain = false`.
+    pub tls: Option<DimseTlsConfig>,
     /// Concurrent associations; beyond: A-ASSOCIATE-RJ transient, local limit exceeded.
     pub max_associations: usize,
     /// Silence after which an association is aborted (e.g. "60s").
@@ -75,11 +79,39 @@ impl Default for DimseConfig {
         let scp = ScpConfig::default();
         DimseConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 11112)),
+            plain: true,
+            tls: None,
             max_associations: scp.max_associations,
             idle_timeout: scp.idle_timeout,
             max_pdu_length: scp.max_pdu_length,
             allowed_peers: None,
             extra_sop_classes: Vec::new(),
+        }
+    }
+}
+
+/// `[dimse.tls]`: the DICOM TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DimseTlsConfig {
+    /// Address to listen on (2762 is the port IANA assigns to DICOM over TLS; 0: any free port).
+    pub listen: SocketAddr,
+    /// PEM certificate chain, this node's certificate first. Read again on SIGHUP.
+    pub certificate: PathBuf,
+    /// PEM private key of the certificate. Read again on SIGHUP.
+    pub private_key: PathBuf,
+    /// PEM CA certificates: when set, peers must present a certificate one of them issued.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+impl DimseTlsConfig {
+    /// The files, as the Store SCP reads them.
+    pub fn files(&self) -> firstread_dimse::ServerTlsFiles {
+        firstread_dimse::ServerTlsFiles {
+            certificate: self.certificate.clone(),
+            private_key: self.private_key.clone(),
+            client_ca: self.client_ca.clone(),
         }
     }
 }

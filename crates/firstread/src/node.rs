@@ -38,8 +38,12 @@ impl Roles {
 /// A running node.
 #[derive(Debug)]
 pub struct Node {
-    /// The address the Store SCP listens on (`None` without the listen role).
+    /// The address the Store SCP listens on for plain TCP (`None` without the listen role, or
+    /// with `dimse.plain = false`).
     pub dimse_addr: Option<SocketAddr>,
+    /// The address the Store SCP listens on for DICOM TLS (`None` without the listen role or
+    /// `[dimse.tls]`).
+    pub dimse_tls_addr: Option<SocketAddr>,
     /// The address DICOMweb listens on (`None` without the listen role or with HTTP off).
     pub http_addr: Option<SocketAddr>,
     /// The index (shared pool).
@@ -82,13 +86,35 @@ impl Node {
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let mut dimse_addr = None;
+        let mut dimse_tls_addr = None;
         let mut http_addr = None;
 
         if roles.listen {
-            let listener = tokio::net::TcpListener::bind(config.dimse.listen)
-                .await
-                .with_context(|| format!("binding {}", config.dimse.listen))?;
-            dimse_addr = Some(listener.local_addr()?);
+            if !config.dimse.plain && config.dimse.tls.is_none() {
+                anyhow::bail!("dimse.plain = false needs [dimse.tls]: no DICOM listener would run");
+            }
+            let plain = match config.dimse.plain {
+                true => Some(
+                    tokio::net::TcpListener::bind(config.dimse.listen)
+                        .await
+                        .with_context(|| format!("binding {}", config.dimse.listen))?,
+                ),
+                false => None,
+            };
+            let tls = match &config.dimse.tls {
+                Some(t) => {
+                    let files = t.files();
+                    let server = firstread_dimse::ServerTls::load(files)
+                        .with_context(|| format!("DICOM TLS ({})", t.certificate.display()))?;
+                    let listener = tokio::net::TcpListener::bind(t.listen)
+                        .await
+                        .with_context(|| format!("binding {} (DICOM TLS)", t.listen))?;
+                    Some((listener, Arc::new(server)))
+                }
+                None => None,
+            };
+            dimse_addr = plain.as_ref().map(|l| l.local_addr()).transpose()?;
+            dimse_tls_addr = tls.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
             let ingest = Arc::new(Ingest::new(
                 storage.clone(),
                 index.clone(),
@@ -102,12 +128,23 @@ impl Node {
                     Some(crate::http::start(config, &index, &storage, ingest.clone(), &mut tasks, &shutdown).await?);
             }
             let scp = StoreScp::new(config.scp(), ingest);
-            let token = shutdown.clone();
-            tasks.spawn(async move {
-                if let Err(e) = scp.serve(listener, token).await {
-                    warn!(error = %e, "Store SCP stopped");
-                }
-            });
+            if let Some((listener, server)) = tls {
+                tasks.spawn(reload_on_hangup(server.clone(), shutdown.clone()));
+                let (scp, token) = (scp.clone(), shutdown.clone());
+                tasks.spawn(async move {
+                    if let Err(e) = scp.serve_tls(listener, server, token).await {
+                        warn!(error = %e, "Store SCP (DICOM TLS) stopped");
+                    }
+                });
+            }
+            if let Some(listener) = plain {
+                let token = shutdown.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = scp.serve(listener, token).await {
+                        warn!(error = %e, "Store SCP stopped");
+                    }
+                });
+            }
         }
         tasks.spawn(assemble(assembly, config.assembly.clone(), roles.listen, shutdown.clone()));
 
@@ -162,7 +199,7 @@ impl Node {
             }
         }
         info!(node_id = %node_id, listen = roles.listen, work = roles.work, http = ?http_addr, "node started");
-        Ok(Node { dimse_addr, http_addr, index, storage, node_id, shutdown, tasks })
+        Ok(Node { dimse_addr, dimse_tls_addr, http_addr, index, storage, node_id, shutdown, tasks })
     }
 
     /// A token that stops the node when cancelled.
@@ -209,6 +246,33 @@ impl Workers<'_> {
 
 /// Promotes ready studies every `tick`, or as soon as the next pending study is due; with the
 /// listen role, also heartbeats open associations.
+/// Reads the DICOM TLS certificate and key again on each SIGHUP (certificate renewal without a
+/// restart); a file that does not load leaves the configuration in use, with a warning.
+async fn reload_on_hangup(tls: Arc<firstread_dimse::ServerTls>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "no SIGHUP handler: the DICOM TLS certificate is read at start only");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            got = hangup.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                match tls.reload() {
+                    Ok(()) => info!(certificate = %tls.files().certificate.display(), "DICOM TLS certificate reloaded"),
+                    Err(e) => warn!(error = %e, "DICOM TLS certificate not reloaded; the previous one stays in use"),
+                }
+            }
+        }
+    }
+}
+
 async fn assemble(
     assembly: Assembly,
     config: crate::config::AssemblyConfig,

@@ -79,7 +79,12 @@ impl Receiver {
 
     /// This AE as an export destination.
     pub fn destination(&self) -> Destination {
-        Destination { ae_title: self.ae_title.clone(), host: self.addr.ip().to_string(), port: self.addr.port() }
+        Destination {
+            ae_title: self.ae_title.clone(),
+            host: self.addr.ip().to_string(),
+            port: self.addr.port(),
+            tls: None,
+        }
     }
 
     /// The object with this SOP Instance UID, if it was acknowledged.

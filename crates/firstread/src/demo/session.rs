@@ -203,7 +203,8 @@ impl Session {
         let first = files.first().context("no file to send")?;
         let study_instance_uid = study_uid_of(first)?;
         let addr = self.node.dimse_addr.context("the node has no DIMSE listener")?;
-        let dest = Destination { ae_title: self.ae_title.clone(), host: addr.ip().to_string(), port: addr.port() };
+        let dest =
+            Destination { ae_title: self.ae_title.clone(), host: addr.ip().to_string(), port: addr.port(), tls: None };
         let config = ScuConfig { calling_ae_title: DEMO_AE_TITLE.into(), ..ScuConfig::default() };
         let pairs = headers.iter().map(|(_, h)| (h.sop_class_uid.as_str(), h.transfer_syntax_uid.as_str()));
         let started = Instant::now();
