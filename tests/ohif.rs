@@ -3,17 +3,22 @@
 //! node just analysed: the CT renders, the SR's ROIs are drawn on their slices, the SEG overlay
 //! shows, and nothing goes wrong in the console, the network or the viewer's notifications.
 //! Screenshots go to `target/ohif-screenshots/` (the ones in `docs/screenshots/` come from here).
+//! The node serves HTTPS with a test CA's certificate, which the browser trusts by its key.
 
 use std::process::Command;
 use std::time::Duration;
 
-use firstread_e2e::{dcmtk, eventually_async, repo_root, run, sample_series, serve_with_http, TestDb, TEST_TOKEN};
+use firstread_e2e::pki::Ca;
+use firstread_e2e::{dcmtk, eventually_async, repo_root, run, sample_series, serve_with_https, TestDb, TEST_TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ohif_shows_the_ct_the_sr_rois_and_the_seg_overlay() {
     let db = TestDb::create().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_node, dimse, http) = serve_with_http(&db, dir.path());
+    let pki = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(pki.path(), "hospital-ca");
+    let certificate = ca.issue("firstread");
+    let (_node, dimse, http) = serve_with_https(&db, dir.path(), &certificate);
     let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
 
     let files = sample_series("");
@@ -50,7 +55,10 @@ async fn ohif_shows_the_ct_the_sr_rois_and_the_seg_overlay() {
     let out = run({
         let mut c = Command::new("node");
         c.arg(repo_root().join("tests/browser/ohif.mjs"))
-            .args(["--base", &format!("http://127.0.0.1:{http}"), "--study", &study, "--token", TEST_TOKEN])
+            .args(["--base", &format!("https://127.0.0.1:{http}"), "--study", &study, "--token", TEST_TOKEN])
+            .args(["--trust-spki", &certificate.spki_sha256()])
+            // the script's own QIDO-RS requests (Node's fetch) trust the test CA
+            .env("NODE_EXTRA_CA_CERTS", &ca.certificate)
             .arg("--out")
             .arg(&out_dir)
             .args(["--timeout-ms", "90000"]);

@@ -205,3 +205,61 @@ async fn the_certificate_is_reloaded_on_sighup() {
     assert!(reloaded, "the new certificate is served after SIGHUP");
     assert!(!echo(&old_ca.certificate), "the old one no longer");
 }
+
+/// HTTPS: the DICOMweb conformance client (dicomweb-client over requests) against the node with a
+/// test CA; a client that does not trust the CA, and plain HTTP, get no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dicomweb_client_stores_searches_and_retrieves_over_https() {
+    let pki = tempfile::tempdir().expect("dir");
+    let ca = Ca::new(pki.path(), "hospital-ca");
+    let ours = ca.issue("firstread");
+    let node = TestNode::start_roles(firstread::Roles { listen: true, work: false }, |c| {
+        c.http.tls = Some(firstread_dimse::ServerTlsFiles {
+            certificate: ours.certificate.clone(),
+            private_key: ours.private_key.clone(),
+            client_ca: None,
+        });
+    })
+    .await;
+    let addr = node.node.http_addr.expect("HTTP");
+    let url = format!("https://{addr}/dicom-web");
+    let out = run({
+        let mut c = Command::new("python3");
+        c.arg(repo_root().join("tests/peers/dicomweb_conformance.py"))
+            .args(["--url", &url, "--token", TEST_TOKEN])
+            .arg("--data")
+            .arg(repo_root().join("data/ct/lung-dx-a0002-b40f"))
+            .arg("--storage")
+            .arg(node.dir.path())
+            .env("REQUESTS_CA_BUNDLE", &ca.certificate);
+        c
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all DICOMweb checks passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // metadata points back over HTTPS; a client without the CA and plain HTTP get nothing
+    let probe = "import sys, requests\n\
+                 h = {'Authorization': 'Bearer ' + sys.argv[2]}\n\
+                 r = requests.get(sys.argv[1] + '/studies?limit=1', headers=h, timeout=20, verify=sys.argv[3])\n\
+                 print(r.status_code)\n\
+                 study = r.json()[0]['0020000D']['Value'][0]\n\
+                 m = requests.get(sys.argv[1] + '/studies/' + study + '/metadata', headers=h, timeout=60, verify=sys.argv[3]).json()\n\
+                 uris = [v['BulkDataURI'] for ds in m for v in ds.values() if 'BulkDataURI' in v]\n\
+                 print(len(uris) > 0 and all(u.startswith('https://') for u in uris))\n\
+                 for url in (sys.argv[1] + '/studies', sys.argv[1].replace('https://', 'http://') + '/studies'):\n\
+                 \x20   try:\n\
+                 \x20       requests.get(url, timeout=20)\n\
+                 \x20       print('answered')\n\
+                 \x20   except (requests.exceptions.SSLError, requests.exceptions.ConnectionError) as e:\n\
+                 \x20       print(type(e).__name__)";
+    let out = run({
+        let mut c = Command::new("python3");
+        c.args(["-c", probe, &url, TEST_TOKEN]).arg(&ca.certificate).env_remove("REQUESTS_CA_BUNDLE");
+        c
+    });
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(lines, ["200", "True", "SSLError", "ConnectionError"], "{}", String::from_utf8_lossy(&out.stderr));
+}

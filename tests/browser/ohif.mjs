@@ -41,7 +41,8 @@ const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable
 function usage(msg) {
   if (msg) process.stderr.write(`ohif.mjs: ${msg}\n`);
   process.stderr.write('usage: node tests/browser/ohif.mjs --base URL --study UID --out DIR [--token T] [--auth cookie|config|url]\n' +
-    '       [--sr-filter REGEX] [--timeout-ms N] [--chromium PATH] [--viewer-dir DIR] [--verbose]\n');
+    '       [--sr-filter REGEX] [--timeout-ms N] [--chromium PATH] [--viewer-dir DIR] [--verbose]\n' +
+    '       [--trust-spki BASE64]  (an HTTPS --base: trust the server key with this SHA-256 SPKI hash)\n');
   process.exit(2);
 }
 
@@ -62,6 +63,7 @@ function parseArgs(argv) {
       case '--timeout-ms': o.timeoutMs = Number(val()); break;
       case '--chromium': o.chromium = val(); break;
       case '--viewer-dir': o.viewerDir = val(); break;
+      case '--trust-spki': o.trustSpki = val(); break;
       case '--verbose': o.verbose = true; break;
       case '-h': case '--help': usage();
       // falls through
@@ -177,7 +179,9 @@ function probeAnnotations() {
 // ------------------------------------------------------------------ browser
 let browser;
 try {
-  browser = await chromium.launch({ executablePath: opts.chromium, headless: true, args: CHROMIUM_ARGS, timeout: 60000 });
+  // an HTTPS node with a test certificate: Chromium trusts exactly that key (not "any certificate")
+  const args = opts.trustSpki ? [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${opts.trustSpki}`] : CHROMIUM_ARGS;
+  browser = await chromium.launch({ executablePath: opts.chromium, headless: true, args, timeout: 60000 });
 } catch (e) {
   process.stderr.write(`ohif.mjs: cannot start ${opts.chromium}: ${e.message}\n`);
   process.exit(2);

@@ -584,6 +584,21 @@ pub fn serve_with_http(db: &TestDb, root: &Path) -> (Process, u16, u16) {
     (Process::start(&["serve"], &env), dimse, http)
 }
 
+/// As [`serve_with_http`], with HTTPS only on the HTTP port, with `certificate`'s files.
+pub fn serve_with_https(db: &TestDb, root: &Path, certificate: &pki::Issued) -> (Process, u16, u16) {
+    let (dimse, http) = (free_port(), free_port());
+    let mut env = node_env(db, root, dimse);
+    env.push(("FIRSTREAD_HTTP__LISTEN", format!("127.0.0.1:{http}")));
+    env.push(("FIRSTREAD_HTTP__TLS__CERTIFICATE", certificate.certificate.display().to_string()));
+    env.push(("FIRSTREAD_HTTP__TLS__PRIVATE_KEY", certificate.private_key.display().to_string()));
+    env.push(("FIRSTREAD_ASSEMBLY__STABLE_AFTER", "1s".into()));
+    env.push((
+        "FIRSTREAD_HTTP__VIEWER_DIR",
+        repo_root().join(".viewer/node_modules/@ohif/app/dist").display().to_string(),
+    ));
+    (Process::start(&["serve"], &env), dimse, http)
+}
+
 /// Who a study made by [`sample_study`] is for.
 #[derive(Debug, Clone)]
 pub struct Patient<'a> {

@@ -108,3 +108,17 @@ impl Ca {
         Issued { certificate, private_key: key }
     }
 }
+
+impl Issued {
+    /// The base64 SHA-256 of the certificate's public key (SubjectPublicKeyInfo), as Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes it.
+    pub fn spki_sha256(&self) -> String {
+        let script = format!(
+            "openssl x509 -pubkey -noout -in '{}' | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64",
+            path(&self.certificate)
+        );
+        let out = Command::new("sh").args(["-c", &script]).output().expect("openssl runs");
+        assert!(out.status.success(), "SPKI hash: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}

@@ -45,20 +45,22 @@ pub fn put_sequence(ds: &mut Dataset, tag: &str, items: Vec<Dataset>) {
 }
 
 /// The absolute DICOMweb root the client reached, e.g. `http://host:8080/dicom-web`, from
-/// `X-Forwarded-Proto`/`X-Forwarded-Host` (a reverse proxy) or `Host`. A `Host` without a port
-/// (some clients, e.g. Python dicomweb-client, send only the host name) gets `listen_port`, the
-/// port the client connected to, unless that is the scheme's default.
-pub fn root_url(headers: &HeaderMap, listen_port: u16) -> String {
+/// `X-Forwarded-Proto`/`X-Forwarded-Host` (a reverse proxy) or `Host`, with the listener's own
+/// scheme (`https`) otherwise. A `Host` without a port (some clients, e.g. Python
+/// dicomweb-client, send only the host name) gets `listen_port`, the port the client connected
+/// to, unless that is the scheme's default.
+pub fn root_url(headers: &HeaderMap, listen_port: u16, https: bool) -> String {
     let value =
         |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.split(',').next().unwrap_or(v).trim());
-    let proto = value("x-forwarded-proto").filter(|p| *p == "http" || *p == "https").unwrap_or("http");
+    let own = if https { "https" } else { "http" };
+    let proto = value("x-forwarded-proto").filter(|p| *p == "http" || *p == "https").unwrap_or(own);
     let valid = |h: &&str| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
     if let Some(forwarded) = value("x-forwarded-host").filter(valid) {
         return format!("{proto}://{forwarded}{DICOMWEB_ROOT}");
     }
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).filter(valid).unwrap_or("localhost");
     let has_port = host.rsplit_once(':').is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()));
-    if has_port || listen_port == 80 {
+    if has_port || listen_port == if https { 443 } else { 80 } {
         format!("{proto}://{host}{DICOMWEB_ROOT}")
     } else {
         format!("{proto}://{host}:{listen_port}{DICOMWEB_ROOT}")
@@ -97,16 +99,18 @@ mod tests {
     fn root_url_follows_the_proxy_and_refuses_odd_hosts() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(root_url(&h, 9000), "http://127.0.0.1:8080/dicom-web");
+        assert_eq!(root_url(&h, 9000, false), "http://127.0.0.1:8080/dicom-web");
         h.insert(header::HOST, "127.0.0.1".parse().unwrap());
-        assert_eq!(root_url(&h, 9000), "http://127.0.0.1:9000/dicom-web");
-        assert_eq!(root_url(&h, 80), "http://127.0.0.1/dicom-web");
+        assert_eq!(root_url(&h, 9000, false), "http://127.0.0.1:9000/dicom-web");
+        assert_eq!(root_url(&h, 80, false), "http://127.0.0.1/dicom-web");
+        assert_eq!(root_url(&h, 9443, true), "https://127.0.0.1:9443/dicom-web");
+        assert_eq!(root_url(&h, 443, true), "https://127.0.0.1/dicom-web");
         h.insert("x-forwarded-proto", "https".parse().unwrap());
         h.insert("x-forwarded-host", "pacs.example.org".parse().unwrap());
-        assert_eq!(root_url(&h, 9000), "https://pacs.example.org/dicom-web");
+        assert_eq!(root_url(&h, 9000, false), "https://pacs.example.org/dicom-web");
         h.insert("x-forwarded-host", "evil\"host".parse().unwrap());
         h.insert(header::HOST, "[::1]:8080".parse().unwrap());
-        assert_eq!(root_url(&h, 9000), "https://[::1]:8080/dicom-web");
+        assert_eq!(root_url(&h, 9000, false), "https://[::1]:8080/dicom-web");
     }
 
     #[test]

@@ -68,6 +68,10 @@ pub struct HttpConfig {
     pub viewer_dir: Option<PathBuf>,
     /// Largest STOW-RS request body accepted, in bytes.
     pub max_request_bytes: u64,
+    /// `Some`: the listener speaks HTTPS only (TLS 1.2/1.3, BCP 195), with these files; the
+    /// certificate is read again on SIGHUP. `client_ca` makes every client present a certificate
+    /// that CA issued.
+    pub tls: Option<firstread_tls::ServerTlsFiles>,
 }
 
 impl Default for HttpConfig {
@@ -80,6 +84,7 @@ impl Default for HttpConfig {
             cors_allowed_origins: Vec::new(),
             viewer_dir: Some(PathBuf::from(".viewer/node_modules/@ohif/app/dist")),
             max_request_bytes: 4 << 30,
+            tls: None,
         }
     }
 }
@@ -118,6 +123,8 @@ pub struct AppState {
     pub storage_root: PathBuf,
     /// The port HTTP listens on (for absolute URLs when a client's `Host` omits it).
     pub listen_port: u16,
+    /// Whether the listener speaks HTTPS (the scheme of absolute URLs without a reverse proxy).
+    pub https: bool,
     /// Largest STOW-RS request body, in bytes ([`HttpConfig::max_request_bytes`]).
     pub max_request_bytes: u64,
     /// STOW-RS target.
@@ -201,6 +208,64 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: Can
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+/// As [`serve`], over HTTPS: each connection's TLS handshake with `tls`'s configuration at the time
+/// it is accepted (HTTP/1.1 or HTTP/2 by ALPN). A connection that fails the handshake (plain HTTP,
+/// an untrusted client certificate) is closed and logged at debug level.
+///
+/// # Errors
+/// I/O errors of the listener.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Arc<firstread_tls::ServerTls>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use tower::ServiceExt;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "HTTPS accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let mut config = (*tls.current()).clone();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(std::time::Duration::from_secs(30), acceptor.accept(socket));
+            let stream = match handshake.await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "no TLS handshake within 30 s"),
+            };
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                app.clone().oneshot(request)
+            });
+            let builder = Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    // connections in progress finish their requests (bounded, as with plain HTTP's graceful end)
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown()).await;
+    Ok(())
 }
 
 /// `GET /healthz`: the process answers.

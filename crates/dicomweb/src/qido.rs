@@ -324,7 +324,7 @@ async fn search(
         return Err(WebError::NotAcceptable("QIDO-RS answers application/dicom+json".into()));
     }
     let search = Search::parse(params, level)?;
-    let root = root_url(headers, state.listen_port);
+    let root = root_url(headers, state.listen_port, state.https);
     let mut q = QueryBuilder::<Postgres>::new("SELECT ");
     q.push(STUDY_COLUMNS);
     match level {

@@ -168,7 +168,7 @@ async fn handle(
         .filter(|b| !b.is_empty())
         .ok_or_else(|| WebError::BadRequest("multipart/related without a boundary".into()))?
         .to_owned();
-    let root = root_url(headers, state.listen_port);
+    let root = root_url(headers, state.listen_port, state.https);
     let span = info_span!("stow", client = %client);
     async move {
         let limits =

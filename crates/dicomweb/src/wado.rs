@@ -165,7 +165,7 @@ async fn metadata(state: &AppState, headers: &HeaderMap, target: Target) -> Resu
         return Err(WebError::NotAcceptable("metadata is available as application/dicom+json".into()));
     }
     let stored = lookup(state, &target).await?;
-    let root = root_url(headers, state.listen_port);
+    let root = root_url(headers, state.listen_port, state.https);
     let mut body = String::with_capacity(stored.iter().map(|s| s.metadata.as_ref().map_or(4096, String::len)).sum());
     body.push('[');
     for (n, s) in stored.into_iter().enumerate() {

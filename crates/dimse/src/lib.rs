@@ -5,7 +5,8 @@
 //! - [`negotiation`]: which AE titles, abstract syntaxes and transfer syntaxes are accepted.
 //! - [`command`]: DIMSE command sets and status codes (PS3.7).
 //! - [`scu`]: the Storage SCU: C-STORE of many instances over one association (PS3.7 9.1.1).
-//! - [`tls`]: DICOM TLS (PS3.15 B.9, BCP 195) for both, from PEM files.
+//! - DICOM TLS (PS3.15 B.9, BCP 195) for both: [`StoreScp::serve_tls`], [`Destination::tls`], with
+//!   the configurations of `firstread-tls`.
 //!
 //! This crate knows nothing about files or databases.
 
@@ -14,10 +15,9 @@ pub mod negotiation;
 pub mod scp;
 pub mod scu;
 pub mod storage_classes;
-pub mod tls;
 
 pub use command::{Command, Outcome};
+pub use firstread_tls::{ClientTlsFiles, ServerTls, ServerTlsFiles, TlsError};
 pub use negotiation::AllowedPeer;
 pub use scp::{AssociationInfo, Ending, InstanceStore, PendingInstance, ScpConfig, StoreRequest, StoreScp};
 pub use scu::{store_all, Destination, Instance, ScuConfig, ScuError, StoreResult, StoreScu};
-pub use tls::{ClientTlsFiles, ServerTls, ServerTlsFiles, TlsError};

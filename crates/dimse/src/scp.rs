@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::command::{self, field, status, Command, Outcome};
 use crate::negotiation::{self, AePolicy, AllowedPeer, ACCEPTED_TRANSFER_SYNTAXES};
-use crate::tls::ServerTls;
+use firstread_tls::ServerTls;
 
 /// Largest command set accepted (bytes); real ones are a few hundred bytes.
 const MAX_COMMAND_SET: usize = 64 * 1024;

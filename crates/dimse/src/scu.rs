@@ -42,7 +42,7 @@ use tracing::{debug, info, info_span, warn, Instrument, Span};
 use crate::command::{self, field, status, Outcome};
 use crate::negotiation::ACCEPTED_TRANSFER_SYNTAXES;
 use crate::storage_classes::STORAGE_SOP_CLASSES;
-use crate::tls::{client_config, ClientTlsFiles};
+use firstread_tls::{client_config, ClientTlsFiles};
 
 /// Largest P-DATA-TF PDU we send (bytes, header included) when the peer's Maximum Length is 0
 /// (unlimited, PS3.8 D.1.1) or larger than this: sending smaller PDUs is always allowed, and this

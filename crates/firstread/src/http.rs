@@ -54,6 +54,7 @@ pub async fn start(
         index: index.clone(),
         storage_root: storage.root().to_path_buf(),
         listen_port: addr.port(),
+        https: config.http.tls.is_some(),
         max_request_bytes: config.http.max_request_bytes,
         sink: ingest,
         auth: Arc::new(auth),
@@ -73,12 +74,29 @@ pub async fn start(
     };
     let app = app.merge(firstread_pages::router(pages));
     let token = shutdown.clone();
-    tasks.spawn(async move {
-        if let Err(e) = firstread_dicomweb::serve(listener, app, token).await {
-            warn!(error = %e, "HTTP server stopped");
+    match &config.http.tls {
+        None => {
+            tasks.spawn(async move {
+                if let Err(e) = firstread_dicomweb::serve(listener, app, token).await {
+                    warn!(error = %e, "HTTP server stopped");
+                }
+            });
         }
-    });
-    info!(%addr, "HTTP listening (DICOMweb /dicom-web, viewer /viewer, triage /triage)");
+        Some(files) => {
+            let tls = Arc::new(
+                firstread_dimse::ServerTls::load(files.clone())
+                    .with_context(|| format!("HTTPS ({})", files.certificate.display()))?,
+            );
+            tasks.spawn(crate::node::reload_on_hangup("HTTPS", tls.clone(), shutdown.clone()));
+            tasks.spawn(async move {
+                if let Err(e) = firstread_dicomweb::serve_tls(listener, app, tls, token).await {
+                    warn!(error = %e, "HTTPS server stopped");
+                }
+            });
+        }
+    }
+    let scheme = if config.http.tls.is_some() { "HTTPS" } else { "HTTP" };
+    info!(%addr, scheme, "listening (DICOMweb /dicom-web, viewer /viewer, triage /triage)");
     Ok(addr)
 }
 

@@ -129,7 +129,7 @@ impl Node {
             }
             let scp = StoreScp::new(config.scp(), ingest);
             if let Some((listener, server)) = tls {
-                tasks.spawn(reload_on_hangup(server.clone(), shutdown.clone()));
+                tasks.spawn(reload_on_hangup("DICOM TLS", server.clone(), shutdown.clone()));
                 let (scp, token) = (scp.clone(), shutdown.clone());
                 tasks.spawn(async move {
                     if let Err(e) = scp.serve_tls(listener, server, token).await {
@@ -246,14 +246,19 @@ impl Workers<'_> {
 
 /// Promotes ready studies every `tick`, or as soon as the next pending study is due; with the
 /// listen role, also heartbeats open associations.
-/// Reads the DICOM TLS certificate and key again on each SIGHUP (certificate renewal without a
-/// restart); a file that does not load leaves the configuration in use, with a warning.
-async fn reload_on_hangup(tls: Arc<firstread_dimse::ServerTls>, shutdown: CancellationToken) {
+/// Reads a TLS certificate and key (`what`: "DICOM TLS", "HTTPS") again on each SIGHUP
+/// (certificate renewal without a restart); a file that does not load leaves the configuration in
+/// use, with a warning.
+pub(crate) async fn reload_on_hangup(
+    what: &'static str,
+    tls: Arc<firstread_dimse::ServerTls>,
+    shutdown: CancellationToken,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => {
-            warn!(error = %e, "no SIGHUP handler: the DICOM TLS certificate is read at start only");
+            warn!(error = %e, what, "no SIGHUP handler: the TLS certificate is read at start only");
             return;
         }
     };
@@ -265,8 +270,8 @@ async fn reload_on_hangup(tls: Arc<firstread_dimse::ServerTls>, shutdown: Cancel
                     return;
                 }
                 match tls.reload() {
-                    Ok(()) => info!(certificate = %tls.files().certificate.display(), "DICOM TLS certificate reloaded"),
-                    Err(e) => warn!(error = %e, "DICOM TLS certificate not reloaded; the previous one stays in use"),
+                    Ok(()) => info!(what, certificate = %tls.files().certificate.display(), "TLS certificate reloaded"),
+                    Err(e) => warn!(what, error = %e, "TLS certificate not reloaded; the previous one stays in use"),
                 }
             }
         }

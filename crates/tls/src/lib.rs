@@ -1,10 +1,11 @@
-//! DICOM TLS (PS3.15 Annex B.9, the BCP 195 TLS Secure Transport Connection Profile): the rustls
-//! configurations of the Store SCP and the C-STORE SCU, read from PEM files.
+//! TLS for firstread, read from PEM files: the server configuration of the DICOM TLS listener and
+//! of HTTPS, and the client configuration of the C-STORE SCU. DICOM TLS follows PS3.15 Annex B.9,
+//! the BCP 195 TLS Secure Transport Connection Profile; HTTPS the same BCP 195 (RFC 9325).
 //!
 //! Both sides speak TLS 1.3 and 1.2 only, with rustls' cipher suites (ECDHE key exchange with
 //! AES-GCM or ChaCha20-Poly1305: the suites RFC 9325 / BCP 195 recommends; dcmtk's default
 //! non-downgrading BCP 195 profile negotiates with them). The server's certificate can be read
-//! again while the node runs ([`ServerTls::reload`], on SIGHUP); an association already
+//! again while the node runs ([`ServerTls::reload`], on SIGHUP); a connection already
 //! established keeps the configuration it started with.
 
 use std::path::{Path, PathBuf};
@@ -34,7 +35,7 @@ pub enum TlsError {
     Config(String),
 }
 
-/// The Store SCP's TLS settings (`[dimse.tls]`).
+/// A TLS server's files (`[dimse.tls]`, `[http.tls]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsFiles {
@@ -132,7 +133,7 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<ServerConfig, TlsError> {
     builder.with_single_cert(certs, key).map_err(|e| TlsError::Config(e.to_string()))
 }
 
-/// The Store SCP's TLS configuration, replaceable while associations are accepted.
+/// A TLS server's configuration, replaceable while connections are accepted.
 #[derive(Debug)]
 pub struct ServerTls {
     files: ServerTlsFiles,
@@ -162,7 +163,7 @@ impl ServerTls {
         Ok(())
     }
 
-    /// The configuration new associations use.
+    /// The configuration new connections use.
     pub fn current(&self) -> Arc<ServerConfig> {
         match self.current.read() {
             Ok(current) => current.clone(),
