@@ -9,7 +9,7 @@ use firstread_dimse::{store_all, Instance, ScuConfig};
 use firstread_queue::{Job, JobError, JobHandler};
 use firstread_store::Storage;
 use serde_json::{json, Value};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::ExportConfig;
 
@@ -17,15 +17,37 @@ use crate::config::ExportConfig;
 #[derive(Debug, Clone)]
 pub struct Export {
     storage: Storage,
+    pool: sqlx::PgPool,
     config: Arc<ExportConfig>,
     scu: ScuConfig,
 }
 
 impl Export {
-    /// Sends from `storage` to the destinations of `config`, as `calling_ae_title`.
-    pub fn new(storage: Storage, config: ExportConfig, calling_ae_title: &str) -> Self {
+    /// Sends from `storage` to the destinations of `config`, as `calling_ae_title`; each attempt
+    /// is recorded in the audit trail of `pool`.
+    pub fn new(storage: Storage, pool: sqlx::PgPool, config: ExportConfig, calling_ae_title: &str) -> Self {
         let scu = ScuConfig { calling_ae_title: calling_ae_title.to_owned(), ..ScuConfig::default() };
-        Export { storage, config: Arc::new(config), scu }
+        Export { storage, pool, config: Arc::new(config), scu }
+    }
+
+    /// Appends the attempt to the audit trail (a failure to do so is logged, not the job's).
+    async fn audit(&self, job: &Job, dest: &firstread_dimse::Destination, outcome: &Result<Value, JobError>) {
+        let event = firstread_audit::Event {
+            actor: firstread_audit::Actor::Node(self.scu.calling_ae_title.clone()),
+            address: Some(dest.to_string()),
+            action: firstread_audit::Action::StoreOut,
+            study: Some(job.study_instance_uid.clone()),
+            success: outcome.is_ok(),
+            detail: match outcome {
+                Ok(v) => json!({ "job": job.id, "attempt": job.attempt, "tls": dest.tls.is_some(), "sent": v["sent"] }),
+                Err(e) => {
+                    json!({ "job": job.id, "attempt": job.attempt, "tls": dest.tls.is_some(), "error": e.to_string() })
+                }
+            },
+        };
+        if let Err(e) = firstread_audit::record(&self.pool, &event).await {
+            warn!(error = %e, "could not record the export in the audit trail");
+        }
     }
 }
 
@@ -36,6 +58,14 @@ impl JobHandler for Export {
             .destination(&job.destination)
             .ok_or_else(|| format!("destination {} is not configured", job.destination))?
             .clone();
+        let outcome = self.send(job, &dest).await;
+        self.audit(job, &dest, &outcome).await;
+        outcome
+    }
+}
+
+impl Export {
+    async fn send(&self, job: &Job, dest: &firstread_dimse::Destination) -> Result<Value, JobError> {
         let files: Vec<String> = job.payload["files"]
             .as_array()
             .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
@@ -46,7 +76,7 @@ impl JobHandler for Export {
             instances.push(Instance::from_part10_file(&path).map_err(|e| format!("{f}: {e}"))?);
         }
         let started = std::time::Instant::now();
-        let results = store_all(&dest, &self.scu, instances, |_| {}).await.map_err(|e| {
+        let results = store_all(dest, &self.scu, instances, |_| {}).await.map_err(|e| {
             metrics::counter!("firstread_export_failures_total", "destination" => dest.ae_title.clone()).increment(1);
             e.to_string()
         })?;

@@ -72,7 +72,10 @@ pub async fn start(
         auth,
         changes,
     };
-    let app = app.merge(firstread_pages::router(pages));
+    let app = app.merge(firstread_pages::router(pages)).layer(axum::middleware::from_fn_with_state(
+        crate::http_audit::HttpAudit::new(index.pool().clone()),
+        crate::http_audit::record,
+    ));
     let token = shutdown.clone();
     match &config.http.tls {
         None => {

@@ -177,6 +177,11 @@ impl InstanceStore for Ingest {
             // Its heartbeat stops with it, so assembly goes on after `association_stale_after`.
             warn!(error = %e, "could not record the end of the association");
         }
+        let (pool, peer) = (self.inner.index.pool(), a.peer.to_string());
+        if let Err(e) = firstread_audit::record_association(pool, a.id, &a.calling_ae_title, &peer, a.tls, ending).await
+        {
+            warn!(error = %e, "could not record the association in the audit trail");
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! This crate wires the concept crates together (see `docs/ARCHITECTURE.md`):
 //! [`config`] (TOML + environment), [`telemetry`] (tracing), [`ingest`] (Store SCP -> storage
-//! -> index) and [`node`] (start/stop a node); [`http`] serves DICOMweb; [`demo`] runs the whole
+//! -> index) and [`node`] (start/stop a node); [`http`] serves DICOMweb, [`http_audit`] records its
+//! accesses in the audit trail; [`demo`] runs the whole
 //! path on the bundled sample CT. The `firstread` binary is `src/main.rs`.
 
 pub mod analysis;
@@ -11,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod export;
 pub mod http;
+pub mod http_audit;
 pub mod ingest;
 pub mod node;
 pub mod notify;

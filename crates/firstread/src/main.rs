@@ -48,6 +48,27 @@ enum Command {
         #[command(subcommand)]
         what: FeedbackCommand,
     },
+    /// The audit trail: who accessed which study, when, how, with what outcome (newest first).
+    Audit {
+        /// Only this study's events.
+        #[arg(long)]
+        study: Option<String>,
+        /// Only this actor's (AE title, "bearer token", "session cookie", "anonymous").
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this action's (store-in, store-out, stow, query, retrieve, feedback, login).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only from this time on (RFC 3339, e.g. 2026-12-06T08:00:00Z).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 200)]
+        limit: i64,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Print the effective configuration (file + environment) as TOML, secrets redacted, and exit.
@@ -259,6 +280,34 @@ async fn run() -> anyhow::Result<()> {
                 JobsCommand::Cancel { id } => {
                     anyhow::ensure!(queue.cancel(id).await?, "no queued or running job {id}");
                     println!("job {id} cancelled");
+                }
+            }
+            Ok(())
+        }
+        Command::Audit { study, actor, action, since, limit, json } => {
+            let index = connect(&config).await?;
+            let filter = firstread_audit::Filter { study, actor, action, since, limit };
+            let events = firstread_audit::list(index.pool(), &filter).await?;
+            if json {
+                for e in &events {
+                    println!("{}", serde_json::to_string(e)?);
+                }
+            } else {
+                println!(
+                    "{:<25} {:<10} {:<18} {:<22} {:<8} {:<66} DETAIL",
+                    "AT", "ACTION", "ACTOR", "FROM", "OUTCOME", "STUDY"
+                );
+                for e in &events {
+                    println!(
+                        "{:<25} {:<10} {:<18} {:<22} {:<8} {:<66} {}",
+                        e.at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                        e.action,
+                        e.actor,
+                        e.address.as_deref().unwrap_or("-"),
+                        e.outcome,
+                        e.study_instance_uid.as_deref().unwrap_or("-"),
+                        e.detail
+                    );
                 }
             }
             Ok(())

@@ -163,7 +163,12 @@ impl Node {
                 )?
                 .with_notifications(Notifications::new(notify.clone())),
             );
-            let exporter = Arc::new(Export::new(storage.clone(), config.export.clone(), &config.node.ae_title));
+            let exporter = Arc::new(Export::new(
+                storage.clone(),
+                index.pool().clone(),
+                config.export.clone(),
+                &config.node.ae_title,
+            ));
             let wake = Arc::new(Notify::new());
             tasks.spawn(listen(index.pool().clone(), wake.clone(), shutdown.clone()));
             let analysis = WorkerConfig {
