@@ -55,6 +55,8 @@ def firstread_env(dimse_port: int, root: Path, db: str, **extra: str) -> dict:
     env = dict(os.environ)
     env.update({
         "FIRSTREAD_DIMSE__LISTEN": f"127.0.0.1:{dimse_port}",
+        # the benchmark's senders are not registered as [[peers]]
+        "FIRSTREAD_DIMSE__UNKNOWN_PEERS": "accept",
         "FIRSTREAD_STORAGE__ROOT": str(root),
         "FIRSTREAD_DATABASE__URL": f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{db}",
         "FIRSTREAD_LOG__FILTER": "warn",

@@ -94,6 +94,8 @@ impl TestNode {
         config.http.listen = "127.0.0.1:0".parse().expect("addr");
         config.http.token = Some(TEST_TOKEN.into());
         config.http.viewer_dir = Some(repo_root().join(".viewer/node_modules/@ohif/app/dist"));
+        // tests send from many AE titles; the ones about the peer registry set it back to refuse
+        config.dimse.unknown_peers = firstread::config::UnknownPeers::Accept;
         customize(&mut config);
         firstread::telemetry::init(&config.log);
         let node = Node::start(&config, roles).await.expect("node starts");
@@ -452,6 +454,7 @@ pub fn node_env(db: &TestDb, root: &Path, port: u16) -> Vec<(&'static str, Strin
         // HTTP on a port of its own (tests that use it set FIRSTREAD_HTTP__LISTEN themselves)
         ("FIRSTREAD_HTTP__LISTEN", "127.0.0.1:0".into()),
         ("FIRSTREAD_HTTP__TOKEN", TEST_TOKEN.into()),
+        ("FIRSTREAD_DIMSE__UNKNOWN_PEERS", "accept".into()),
     ]
 }
 

@@ -35,6 +35,65 @@ pub struct Config {
     pub http: firstread_dicomweb::HttpConfig,
     /// Log output.
     pub log: LogConfig,
+    /// `[[peers]]`: the known DICOM peers, who may send (unless `dimse.unknown_peers = "accept"`,
+    /// nobody else may) and who gets results back.
+    pub peers: Vec<PeerConfig>,
+}
+
+/// One known DICOM peer (`[[peers]]`): a modality, a PACS, another node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its AE title (as calling AE when it sends; as called AE when results go to it).
+    pub ae_title: String,
+    /// Its address. An IP address is also checked against the association's source address; a
+    /// DNS name is only where results go.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Its Store SCP's port, where results go.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Whether the results of the studies it sends go back to it (needs `host` and `port`).
+    #[serde(default)]
+    pub results: bool,
+    /// Whether it receives every result, whoever sent the study (e.g. the PACS).
+    #[serde(default)]
+    pub always: bool,
+    /// DICOM TLS when results go to it.
+    #[serde(default)]
+    pub tls: Option<firstread_dimse::ClientTlsFiles>,
+}
+
+impl PeerConfig {
+    /// Where its results go, when it takes results.
+    ///
+    /// # Errors
+    /// A peer that takes results without a host and port.
+    pub fn destination(&self) -> Result<Option<firstread_dimse::Destination>, String> {
+        if !self.results && !self.always {
+            return Ok(None);
+        }
+        match (&self.host, self.port) {
+            (Some(host), Some(port)) => Ok(Some(firstread_dimse::Destination {
+                ae_title: self.ae_title.clone(),
+                host: host.clone(),
+                port,
+                tls: self.tls.clone(),
+            })),
+            _ => Err(format!("peer {}: results or always need host and port", self.ae_title)),
+        }
+    }
+}
+
+/// What happens to an association from a calling AE title that `[[peers]]` does not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownPeers {
+    /// A-ASSOCIATE-RJ permanent, reason 3 "calling AE title not recognized" (PS3.8 7.1.1.9).
+    #[default]
+    Refuse,
+    /// Accepted (e.g. a test bench, or a node behind a router that only passes known senders).
+    Accept,
 }
 
 /// This node's DICOM identity.
@@ -68,7 +127,10 @@ pub struct DimseConfig {
     pub idle_timeout: Duration,
     /// Maximum PDU length we advertise and accept, in bytes (>= 1018).
     pub max_pdu_length: u32,
-    /// When set, only these calling AEs (optionally from these hosts) may associate.
+    /// Calling AE titles that `[[peers]]` does not list: refused (default) or accepted.
+    pub unknown_peers: UnknownPeers,
+    /// Deprecated: list senders as `[[peers]]`. Calling AEs (optionally from these hosts) that may
+    /// associate besides the peers.
     pub allowed_peers: Option<Vec<AllowedPeer>>,
     /// Private Storage SOP Class UIDs to accept in addition to the standard ones.
     pub extra_sop_classes: Vec<String>,
@@ -84,6 +146,7 @@ impl Default for DimseConfig {
             max_associations: scp.max_associations,
             idle_timeout: scp.idle_timeout,
             max_pdu_length: scp.max_pdu_length,
+            unknown_peers: UnknownPeers::Refuse,
             allowed_peers: None,
             extra_sop_classes: Vec::new(),
         }
@@ -254,10 +317,11 @@ impl Default for WorkerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExportConfig {
-    /// Known AEs: a study's results go back to the AE that sent it (its calling AE title) when
-    /// that AE is listed here.
+    /// Deprecated: list them as `[[peers]]` with `results = true`. A study's results go back to
+    /// the AE that sent it (its calling AE title) when that AE is listed here.
     pub destinations: Vec<firstread_dimse::Destination>,
-    /// AE titles (from `destinations`) that receive every result, e.g. the PACS.
+    /// Deprecated: `[[peers]]` with `always = true`. AE titles (from `destinations`) that receive
+    /// every result, e.g. the PACS.
     pub always: Vec<String>,
     /// Attempts per export job before it is dead.
     pub max_attempts: i32,
@@ -379,11 +443,44 @@ impl Config {
         figment.merge(env).extract().map_err(Box::new)
     }
 
+    /// The calling AEs that may associate: `None` = any (`unknown_peers = "accept"` without the
+    /// deprecated allow-list); else the peers (with their IP address where `host` is one) and the
+    /// deprecated `dimse.allowed_peers`.
+    pub fn allowed_peers(&self) -> Option<Vec<AllowedPeer>> {
+        let legacy = self.dimse.allowed_peers.clone();
+        if self.dimse.unknown_peers == UnknownPeers::Accept {
+            return legacy;
+        }
+        let peers = self.peers.iter().map(|p| AllowedPeer {
+            ae_title: p.ae_title.clone(),
+            host: p.host.as_deref().and_then(|h| h.parse().ok()),
+        });
+        Some(peers.chain(legacy.unwrap_or_default()).collect())
+    }
+
+    /// Where results go: `[export]` with the destinations and `always` of `[[peers]]` added.
+    ///
+    /// # Errors
+    /// A peer that takes results without a host and port.
+    pub fn export(&self) -> Result<ExportConfig, String> {
+        let mut export = self.export.clone();
+        for peer in &self.peers {
+            if let Some(d) = peer.destination()? {
+                export.destinations.retain(|e| e.ae_title != d.ae_title);
+                export.destinations.push(d);
+            }
+            if peer.always && !export.always.contains(&peer.ae_title) {
+                export.always.push(peer.ae_title.clone());
+            }
+        }
+        Ok(export)
+    }
+
     /// The Store SCP settings.
     pub fn scp(&self) -> ScpConfig {
         ScpConfig {
             ae_title: self.node.ae_title.clone(),
-            allowed_peers: self.dimse.allowed_peers.clone(),
+            allowed_peers: self.allowed_peers(),
             max_associations: self.dimse.max_associations,
             idle_timeout: self.dimse.idle_timeout,
             max_pdu_length: self.dimse.max_pdu_length.max(1018),
@@ -423,6 +520,51 @@ mod tests {
             jail.set_env("FIRSTREAD_DATABASE__URL", "postgres://a@b/c");
             let c = Config::load(None).map_err(|e| e.to_string())?;
             assert_eq!(c.database.url, "postgres://a@b/c");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn peers_say_who_may_send_and_who_gets_results() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "peers.toml",
+                "[[peers]]\nae_title = \"CT1\"\nhost = \"10.1.2.3\"\nport = 104\nresults = true\n\
+                 [[peers]]\nae_title = \"PACS\"\nhost = \"pacs.example\"\nport = 11112\nalways = true\n\
+                 [[peers]]\nae_title = \"CT2\"\n",
+            )?;
+            let c = Config::load(Some(Path::new("peers.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.dimse.unknown_peers, UnknownPeers::Refuse);
+            let allowed = c.allowed_peers().expect("an allow-list");
+            let titles: Vec<(&str, Option<std::net::IpAddr>)> =
+                allowed.iter().map(|p| (p.ae_title.as_str(), p.host)).collect();
+            assert_eq!(
+                titles,
+                [("CT1", Some("10.1.2.3".parse().unwrap())), ("PACS", None), ("CT2", None)],
+                "an IP address is checked, a DNS name is not"
+            );
+            let export = c.export()?;
+            let dests: Vec<String> = export.destinations.iter().map(ToString::to_string).collect();
+            assert_eq!(dests, ["CT1@10.1.2.3:104", "PACS@pacs.example:11112"]);
+            assert_eq!(export.always, ["PACS"]);
+            assert_eq!(
+                export.destinations_for("CT1").iter().map(|d| d.ae_title.as_str()).collect::<Vec<_>>(),
+                ["CT1", "PACS"]
+            );
+            assert_eq!(
+                export.destinations_for("CT2").iter().map(|d| d.ae_title.as_str()).collect::<Vec<_>>(),
+                ["PACS"]
+            );
+            // accept: anyone; results still go where the peers say
+            jail.set_env("FIRSTREAD_DIMSE__UNKNOWN_PEERS", "accept");
+            let c = Config::load(Some(Path::new("peers.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.allowed_peers(), None);
+            // a peer that takes results needs an address
+            jail.create_file("bad.toml", "[[peers]]\nae_title = \"CT1\"\nresults = true\n")?;
+            let c = Config::load(Some(Path::new("bad.toml"))).map_err(|e| e.to_string())?;
+            assert!(c.export().is_err());
+            // nobody listed: everyone refused
+            assert_eq!(Config::default().allowed_peers(), Some(Vec::new()));
             Ok(())
         });
     }

@@ -90,6 +90,12 @@ impl Node {
         let mut http_addr = None;
 
         if roles.listen {
+            if config.allowed_peers().is_some_and(|p| p.is_empty()) {
+                warn!(
+                    "no [[peers]] configured and dimse.unknown_peers = \"refuse\": every association will be refused \
+                     (A-ASSOCIATE-RJ reason 3); list the senders as [[peers]]"
+                );
+            }
             if !config.dimse.plain && config.dimse.tls.is_none() {
                 anyhow::bail!("dimse.plain = false needs [dimse.tls]: no DICOM listener would run");
             }
@@ -152,23 +158,20 @@ impl Node {
             let queue = Arc::new(PgQueue::new(index.pool().clone()));
             firstread_inference::set_threads(config.worker.threads);
             let notify = Arc::new(config.notify.clone().resolve()?);
+            let export_config = config.export().map_err(|e| anyhow::anyhow!(e))?;
             let handler = Arc::new(
                 Analysis::load(
                     index.clone(),
                     storage.clone(),
                     &config.worker.models_dir,
                     &config.worker.models,
-                    config.export.clone(),
+                    export_config.clone(),
                     &config.node.ae_title,
                 )?
                 .with_notifications(Notifications::new(notify.clone())),
             );
-            let exporter = Arc::new(Export::new(
-                storage.clone(),
-                index.pool().clone(),
-                config.export.clone(),
-                &config.node.ae_title,
-            ));
+            let exporter =
+                Arc::new(Export::new(storage.clone(), index.pool().clone(), export_config, &config.node.ae_title));
             let wake = Arc::new(Notify::new());
             tasks.spawn(listen(index.pool().clone(), wake.clone(), shutdown.clone()));
             let analysis = WorkerConfig {

@@ -393,8 +393,17 @@ fn session_config(
     config.database.url = database_url.to_owned();
     config.database.max_connections = 8;
     config.assembly.stable_after = stable_after;
+    // the demo's sender is its only peer, and takes the results back
     config.export.always = Vec::new();
-    config.export.destinations = vec![destination];
+    config.export.destinations = Vec::new();
+    config.peers = vec![crate::config::PeerConfig {
+        ae_title: destination.ae_title,
+        host: Some(destination.host),
+        port: Some(destination.port),
+        results: true,
+        always: false,
+        tls: destination.tls,
+    }];
     config.export.max_attempts = 4;
     config.export.backoff_base = Duration::from_millis(500);
     config.export.backoff_max = Duration::from_secs(4);
