@@ -17,6 +17,8 @@ fn storescu(port: u16, files: &[std::path::PathBuf]) {
     assert!(run(cmd).status.success(), "study sent");
 }
 
+const PASSWORD: &str = "a long enough passphrase";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_studies_rank_by_criticality_live_and_take_feedback() {
     let node = TestNode::start(|c| {
@@ -24,6 +26,10 @@ async fn three_studies_rank_by_criticality_live_and_take_feedback() {
     })
     .await;
     let http = node.node.http_addr.expect("http");
+    // the radiologist signs in with their own account
+    firstread_users::add(&node.pool, "dr.reader", firstread_users::Role::Radiologist, Some(PASSWORD))
+        .await
+        .expect("user added");
     let base = format!("http://{http}");
     let dir = tempfile::tempdir().expect("dir");
     // none or minimal: the sample; ground glass over the right lower half; ground glass everywhere
@@ -42,7 +48,8 @@ async fn three_studies_rank_by_criticality_live_and_take_feedback() {
     std::fs::create_dir_all(&shots).expect("screenshot dir");
     let mut browser = Command::new("node")
         .arg(repo_root().join("tests/browser/triage.mjs"))
-        .args(["--base", &base, "--token", TEST_TOKEN, "--expect", "3", "--timeout-ms", "300000", "--out"])
+        .args(["--base", &base, "--user", "dr.reader", "--password", PASSWORD, "--expect", "3"])
+        .args(["--timeout-ms", "300000", "--out"])
         .arg(&shots)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -68,7 +75,7 @@ async fn three_studies_rank_by_criticality_live_and_take_feedback() {
     let summary: Value = serde_json::from_str(&summary_line)
         .unwrap_or_else(|e| panic!("triage.mjs printed no JSON ({e}): {summary_line}"));
     assert_eq!(summary["ok"], true, "{summary:#}");
-    assert_eq!(summary["sign_in_url"], format!("{base}/triage/sign-in"), "the page asks for sign-in without a session");
+    assert_eq!(summary["sign_in_url"], format!("{base}/sign-in"), "the page asks for sign-in without a session");
     assert_eq!(summary["navigations"], 0, "no reload: {summary:#}");
     assert_eq!(summary["console_errors"], serde_json::json!([]), "{summary:#}");
     assert_eq!(summary["failed_requests"], serde_json::json!([]), "{summary:#}");
@@ -130,7 +137,8 @@ async fn three_studies_rank_by_criticality_live_and_take_feedback() {
             "disagree".into(),
             Some("severe".into()),
             "dense posterior consolidation under-read".into(),
-            "Dr Test Reader".into()
+            // the signed-in user, not the name typed on the page
+            "dr.reader".into()
         )
     );
     assert_eq!((rows[1].0.as_str(), rows[1].2.as_str(), rows[1].3.as_deref()), (lower.as_str(), "agree", None));

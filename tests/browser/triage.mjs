@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 // Browser test of the triage page (crates/pages), driven by tests/triage.rs.
 //
-//   node tests/browser/triage.mjs --base http://127.0.0.1:PORT --token T --expect N --out DIR
+//   node tests/browser/triage.mjs --base http://127.0.0.1:PORT --user NAME --password P --expect N --out DIR
 //        [--disagree-class severe] [--timeout-ms 240000] [--chromium PATH]
 //
-// Signs in through the form the page shows without a session (the token), opens /triage once and
+// Signs in through the form the page shows without a session (name and password), opens /triage once and
 // prints "ready" on stdout. Then, without ever reloading, it samples every 100 ms the status of each
 // row (tr.study[data-status]) until N rows are "done", recording the statuses each study went through
 // and the final row order. Then, on the page:
@@ -31,7 +31,8 @@ function parseArgs(argv) {
     const val = () => argv[++i];
     switch (a) {
       case '--base': o.base = val().replace(/\/+$/, ''); break;
-      case '--token': o.token = val(); break;
+      case '--user': o.user = val(); break;
+      case '--password': o.password = val(); break;
       case '--expect': o.expect = Number(val()); break;
       case '--out': o.out = val(); break;
       case '--disagree-class': o.disagreeClass = val(); break;
@@ -40,7 +41,7 @@ function parseArgs(argv) {
       default: process.stderr.write(`triage.mjs: unknown argument ${a}\n`); process.exit(2);
     }
   }
-  if (!o.base || !o.token || !o.out) { process.stderr.write('triage.mjs: --base, --token and --out are required\n'); process.exit(2); }
+  if (!o.base || !o.user || !o.password || !o.out) { process.stderr.write('triage.mjs: --base, --user, --password and --out are required\n'); process.exit(2); }
   return o;
 }
 
@@ -68,7 +69,8 @@ try {
   summary.step = 'sign-in';
   await page.goto(`${opts.base}/triage`);
   summary.sign_in_url = page.url();
-  await page.fill('input[name=token]', opts.token);
+  await page.fill('input[name=name]', opts.user);
+  await page.fill('input[name=password]', opts.password);
   await Promise.all([page.waitForURL(`${opts.base}/triage`), page.click('button[type=submit]')]);
   page.on('framenavigated', (f) => { if (f === page.mainFrame()) summary.navigations += 1; });
   await page.fill('#reader', 'Dr Test Reader');

@@ -55,6 +55,8 @@ impl Action {
 pub enum Actor {
     /// A DICOM application entity (its AE title).
     Ae(String),
+    /// A named user (HTTP: API token or browser session; or the name a refused sign-in tried).
+    User(String),
     /// An HTTP client with the bearer token.
     Token,
     /// A browser with the session cookie.
@@ -69,6 +71,7 @@ impl Actor {
     fn parts(&self) -> (&str, &'static str) {
         match self {
             Actor::Ae(ae) => (ae, "ae"),
+            Actor::User(name) => (name, "user"),
             Actor::Token => ("bearer token", "token"),
             Actor::Session => ("session cookie", "session"),
             Actor::Anonymous => ("anonymous", "anonymous"),

@@ -1,50 +1,140 @@
-//! HTTP authentication: a bearer token from the configuration (RFC 6750) on every DICOMweb and
-//! `/metrics` request, or, for the browser viewer (which cannot add headers to its own page
-//! loads), the same token in an HttpOnly, SameSite=Strict session cookie set by
-//! `GET /login?token=...&next=/viewer/...`. Off only with `auth = "none"`.
+//! HTTP authentication (off only with `auth = "none"`). A request is from:
+//!
+//! - a named user (`firstread-users`): an API token in `Authorization: Bearer fr_...` (RFC 6750)
+//!   for machines, or the `firstread_session` cookie (HttpOnly, SameSite=Strict, Secure over
+//!   HTTPS, 12 hours) that `POST /sign-in` with name and password sets for people;
+//! - or, deprecated (existing installs, until they have users), the configured shared token: as a
+//!   bearer token, or in the `firstread_token` cookie that `GET /login?token=...&next=/viewer/...`
+//!   sets for the browser viewer.
+//!
+//! [`require`] answers 401 otherwise, and puts the [`Caller`] in the request's and the response's
+//! extensions (the handlers and the audit trail read it). A disabled user's token and session stop
+//! working with their next request: every request looks them up.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{Form, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use firstread_users::Identity;
+use sqlx::PgPool;
+use tracing::warn;
 
 use crate::AppState;
 
-/// The cookie the viewer's requests carry after `/login`.
+/// The cookie the viewer's requests carry after `/login` (the deprecated shared token).
 pub const SESSION_COOKIE: &str = "firstread_token";
+
+/// The cookie a user's browser carries after `POST /sign-in`.
+pub const USER_SESSION_COOKIE: &str = "firstread_session";
+
+/// Who a request is from (an extension of authenticated requests and their responses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A named user, with an API token.
+    Token(Identity),
+    /// A named user, with a browser session.
+    Session(Identity),
+    /// The deprecated shared token (bearer or cookie).
+    SharedToken,
+    /// Authentication is off.
+    Open,
+}
+
+impl Caller {
+    /// The user's name, for a named user.
+    pub fn user(&self) -> Option<&Identity> {
+        match self {
+            Caller::Token(i) | Caller::Session(i) => Some(i),
+            Caller::SharedToken | Caller::Open => None,
+        }
+    }
+}
+
+/// A sign-in that was refused (a response extension, for the audit trail): the name tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedSignIn(pub String);
 
 /// Request authentication.
 #[derive(Debug, Clone)]
 pub struct Auth {
-    /// The token requests must present; `None`: no authentication.
+    /// Whether requests must authenticate at all.
+    required: bool,
+    /// The deprecated shared token, when configured.
     token: Option<String>,
+    /// The users' database; `None`: the shared token only.
+    users: Option<PgPool>,
 }
 
 impl Auth {
-    /// Requests must present `token`.
+    /// Requests must present `token` (the deprecated shared token); add users with
+    /// [`Auth::with_users`].
     pub fn bearer(token: impl Into<String>) -> Self {
-        Auth { token: Some(token.into()) }
+        Auth { required: true, token: Some(token.into()), users: None }
+    }
+
+    /// Requests must come from a user of `pool` (no shared token).
+    pub fn users(pool: PgPool) -> Self {
+        Auth { required: true, token: None, users: Some(pool) }
+    }
+
+    /// Users of `pool` are accepted besides the shared token.
+    pub fn with_users(mut self, pool: PgPool) -> Self {
+        self.users = Some(pool);
+        self
     }
 
     /// No authentication (configured explicitly).
     pub fn none() -> Self {
-        Auth { token: None }
+        Auth { required: false, token: None, users: None }
     }
 
-    /// Whether the request's `Authorization: Bearer` header or session cookie carries the token.
-    pub fn allows(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = &self.token else { return true };
-        let bearer = headers
-            .get_all(header::AUTHORIZATION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .filter_map(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .any(|t| same(t.trim(), token));
-        bearer || cookie(headers, SESSION_COOKIE).is_some_and(|t| same(t, token))
+    /// Whether the request carries the shared token (bearer or cookie).
+    pub fn allows_shared_token(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = &self.token else { return false };
+        bearer_tokens(headers).any(|t| same(t, token))
+            || cookie(headers, SESSION_COOKIE).is_some_and(|t| same(t, token))
     }
+
+    /// Who the request is from, or `None` when it is not authenticated (a database error counts
+    /// as not authenticated, and is logged).
+    pub async fn identify(&self, headers: &HeaderMap) -> Option<Caller> {
+        if !self.required {
+            return Some(Caller::Open);
+        }
+        if self.allows_shared_token(headers) {
+            return Some(Caller::SharedToken);
+        }
+        let pool = self.users.as_ref()?;
+        let lookup = async {
+            for token in bearer_tokens(headers) {
+                if let Some(i) = firstread_users::identify_token(pool, token).await? {
+                    return Ok(Some(Caller::Token(i)));
+                }
+            }
+            if let Some(session) = cookie(headers, USER_SESSION_COOKIE) {
+                if let Some(i) = firstread_users::identify_session(pool, session).await? {
+                    return Ok(Some(Caller::Session(i)));
+                }
+            }
+            Ok::<_, firstread_users::UserError>(None)
+        };
+        lookup.await.unwrap_or_else(|e| {
+            warn!(error = %e, "could not check credentials");
+            None
+        })
+    }
+}
+
+fn bearer_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
@@ -63,10 +153,14 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v)
 }
 
-/// Middleware: 401 with `WWW-Authenticate: Bearer` unless the request is authenticated.
-pub async fn require(State(auth): State<Arc<Auth>>, request: Request, next: Next) -> Response {
-    if auth.allows(request.headers()) {
-        next.run(request).await
+/// Middleware: 401 with `WWW-Authenticate: Bearer` unless the request is authenticated; the
+/// [`Caller`] goes into the request's and the response's extensions.
+pub async fn require(State(auth): State<Arc<Auth>>, mut request: Request, next: Next) -> Response {
+    if let Some(caller) = auth.identify(request.headers()).await {
+        request.extensions_mut().insert(caller.clone());
+        let mut response = next.run(request).await;
+        response.extensions_mut().insert(caller);
+        response
     } else {
         (
             StatusCode::UNAUTHORIZED,
@@ -89,11 +183,79 @@ pub async fn login(State(state): State<AppState>, Query(query): Query<HashMap<St
     if let Ok(v) = format!("Bearer {given}").parse() {
         headers.insert(header::AUTHORIZATION, v);
     }
-    if !state.auth.allows(&headers) {
+    if !state.auth.allows_shared_token(&headers) {
         return (StatusCode::UNAUTHORIZED, "wrong token\n").into_response();
     }
     let cookie = format!("{SESSION_COOKIE}={given}; Path=/; HttpOnly; SameSite=Strict");
     ([(header::SET_COOKIE, cookie)], Redirect::to(next)).into_response()
+}
+
+/// What `POST /sign-in` takes (`application/x-www-form-urlencoded`).
+#[derive(Debug, serde::Deserialize)]
+pub struct SignIn {
+    name: String,
+    password: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+fn local_path(next: Option<&str>, default: &'static str) -> String {
+    next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && !n.chars().any(char::is_control))
+        .unwrap_or(default)
+        .to_owned()
+}
+
+const SIGN_IN_PAGE: &str = include_str!("sign-in.html");
+
+/// `GET /sign-in`: the form.
+pub async fn sign_in_page() -> Html<&'static str> {
+    Html(SIGN_IN_PAGE)
+}
+
+/// `POST /sign-in`: name and password; on success the session cookie and a redirect (303) to
+/// `next` (a local path; default `/triage`); otherwise 401, with the name tried in the
+/// response's [`RefusedSignIn`] extension for the audit trail.
+pub async fn sign_in(State(state): State<AppState>, Form(form): Form<SignIn>) -> Response {
+    let refused = |name: &str| {
+        let mut r = (StatusCode::UNAUTHORIZED, "wrong name or password\n").into_response();
+        r.extensions_mut().insert(RefusedSignIn(name.chars().take(64).collect()));
+        r
+    };
+    let Some(pool) = state.auth.users.as_ref() else { return refused(&form.name) };
+    if form.name.len() > 64 || form.password.len() > 1024 {
+        return refused(&form.name);
+    }
+    match firstread_users::login(pool, &form.name, &form.password).await {
+        Ok(Some((session, _expires))) => {
+            let secure = if state.https { "; Secure" } else { "" };
+            let cookie = format!(
+                "{USER_SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+                firstread_users::SESSION_HOURS * 3600
+            );
+            let name = form.name.clone();
+            let mut r = ([(header::SET_COOKIE, cookie)], Redirect::to(&local_path(form.next.as_deref(), "/triage")))
+                .into_response();
+            // who signed in, for the audit trail (the role is not needed there)
+            r.extensions_mut().insert(Caller::Session(Identity { name, role: firstread_users::Role::Radiologist }));
+            r
+        }
+        Ok(None) => refused(&form.name),
+        Err(e) => {
+            warn!(error = %e, "sign-in failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "try again later\n").into_response()
+        }
+    }
+}
+
+/// `POST /sign-out`: ends the session and clears the cookie.
+pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let (Some(pool), Some(session)) = (state.auth.users.as_ref(), cookie(&headers, USER_SESSION_COOKIE)) {
+        if let Err(e) = firstread_users::logout(pool, session).await {
+            warn!(error = %e, "sign-out failed");
+        }
+    }
+    let clear = format!("{USER_SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    ([(header::SET_COOKIE, clear)], Redirect::to("/sign-in")).into_response()
 }
 
 #[cfg(test)]
@@ -111,12 +273,12 @@ mod tests {
     #[test]
     fn bearer_header_or_session_cookie_with_the_right_token_only() {
         let auth = Auth::bearer("s3cret");
-        assert!(auth.allows(&headers(&[(header::AUTHORIZATION, "Bearer s3cret")])));
-        assert!(auth.allows(&headers(&[(header::COOKIE, "a=b; firstread_token=s3cret")])));
-        assert!(!auth.allows(&headers(&[(header::AUTHORIZATION, "Bearer s3cre")])));
-        assert!(!auth.allows(&headers(&[(header::AUTHORIZATION, "Basic s3cret")])));
-        assert!(!auth.allows(&headers(&[(header::COOKIE, "firstread_token=wrong")])));
-        assert!(!auth.allows(&HeaderMap::new()));
-        assert!(Auth::none().allows(&HeaderMap::new()));
+        assert!(auth.allows_shared_token(&headers(&[(header::AUTHORIZATION, "Bearer s3cret")])));
+        assert!(auth.allows_shared_token(&headers(&[(header::COOKIE, "a=b; firstread_token=s3cret")])));
+        assert!(!auth.allows_shared_token(&headers(&[(header::AUTHORIZATION, "Bearer s3cre")])));
+        assert!(!auth.allows_shared_token(&headers(&[(header::AUTHORIZATION, "Basic s3cret")])));
+        assert!(!auth.allows_shared_token(&headers(&[(header::COOKIE, "firstread_token=wrong")])));
+        assert!(!auth.allows_shared_token(&HeaderMap::new()));
+        assert!(!Auth::none().allows_shared_token(&HeaderMap::new()));
     }
 }

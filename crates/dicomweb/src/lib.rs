@@ -174,6 +174,8 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/login", get(auth::login))
+        .route("/sign-in", get(auth::sign_in_page).post(auth::sign_in))
+        .route("/sign-out", axum::routing::post(auth::sign_out))
         .merge(viewer::routes())
         .with_state(state);
     if let Some(cors) = cors_layer(&config.cors_allowed_origins) {

@@ -37,7 +37,16 @@ pub async fn start(
             warn!("HTTP authentication is off (http.auth = \"none\")");
             Auth::none()
         }
-        AuthMode::Bearer => Auth::bearer(token(config, storage.root())?),
+        AuthMode::Bearer => match shared_token(config, storage.root()) {
+            Some(token) => {
+                warn!(
+                    "http: the shared token (http.token or <storage root>/http-token) is deprecated: add users \
+                     (firstread user add) and give machines their own tokens (firstread user token)"
+                );
+                Auth::bearer(token).with_users(index.pool().clone())
+            }
+            None => Auth::users(index.pool().clone()),
+        },
     };
     let viewer = match &config.http.viewer_dir {
         Some(dir) => Viewer::load(dir).with_context(|| format!("reading the viewer in {}", dir.display()))?,
@@ -103,31 +112,15 @@ pub async fn start(
     Ok(addr)
 }
 
-/// The configured token, or the one in `<root>/http-token`, created (mode 0600) with a random
-/// value when absent.
-fn token(config: &Config, root: &Path) -> anyhow::Result<String> {
+/// The deprecated shared token: the configured one, or the one an earlier version generated
+/// into `<root>/http-token` (the migration path: it keeps working until it is removed). New
+/// installs have none: users sign in and machines have their own tokens.
+fn shared_token(config: &Config, root: &Path) -> Option<String> {
     if let Some(t) = config.http.token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-        return Ok(t.to_owned());
+        return Some(t.to_owned());
     }
-    let path = root.join("http-token");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        if !existing.trim().is_empty() {
-            return Ok(existing.trim().to_owned());
-        }
-    }
-    let generated = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(generated.as_bytes())?;
-    info!(path = %path.display(), "HTTP bearer token generated (set http.token to choose one)");
-    Ok(generated)
+    let existing = std::fs::read_to_string(root.join("http-token")).ok()?;
+    Some(existing.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
 /// Studies and jobs by state, counted in the database when `/metrics` is scraped.

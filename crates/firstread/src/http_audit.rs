@@ -6,6 +6,7 @@
 //!
 //! The same event (actor, address, action, study, outcome) repeated within [`REPEAT_WINDOW`] is
 //! recorded once: a viewer that loads a study's metadata and hundreds of frames is one retrieval.
+//! Sign-ins and refused requests are each recorded.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use firstread_audit::{Action, Actor, Event};
+use firstread_dicomweb::auth::{Caller, RefusedSignIn};
 use serde_json::json;
 use sqlx::PgPool;
 use tracing::warn;
@@ -78,6 +80,8 @@ fn classify(method: &Method, path: &str, query: &str) -> Option<(Action, Option<
     });
     match segments.as_slice() {
         ["login", ..] => Some((Action::Login, None)),
+        // the form itself (GET) is no sign-in
+        ["sign-in" | "sign-out", ..] if *method == Method::POST => Some((Action::Login, None)),
         ["dicom-web", rest @ ..] => {
             if *method == Method::POST {
                 return Some((Action::Stow, study_in_path));
@@ -124,10 +128,17 @@ pub async fn record(State(audit): State<HttpAudit>, request: Request, next: Next
     };
     let Some((action, study)) = classified else { return response };
     let success = status.is_success() || status.is_redirection();
-    // a successful login opens a session: that is who acts from then on
-    let actor = if action == Action::Login && success { Actor::Session } else { actor(&headers, status) };
+    // who: the user the response names (authenticated, signed in, or a refused sign-in's name),
+    // else how the request authenticated; a successful token login opens a shared session
+    let actor = match (response.extensions().get::<Caller>(), response.extensions().get::<RefusedSignIn>()) {
+        (_, Some(RefusedSignIn(name))) => Actor::User(name.clone()),
+        (Some(Caller::Token(i) | Caller::Session(i)), _) => Actor::User(i.name.clone()),
+        _ if action == Action::Login && success => Actor::Session,
+        _ => actor(&headers, status),
+    };
     let key = Key { actor: actor.clone(), ip: peer.map(|p| p.ip()), action, study: study.clone(), success };
-    if !audit.seen_recently(key) {
+    // every authentication is recorded (repeated failures are what an attack looks like)
+    if action == Action::Login || !audit.seen_recently(key) {
         let event = Event {
             actor,
             address: peer.map(|p| p.to_string()),
@@ -167,6 +178,8 @@ mod tests {
         );
         assert_eq!(c(&Method::POST, "/dicom-web/studies", ""), Some((Action::Stow, None)));
         assert_eq!(c(&get, "/login", "token=x"), Some((Action::Login, None)));
+        assert_eq!(c(&Method::POST, "/sign-in", ""), Some((Action::Login, None)));
+        assert_eq!(c(&get, "/sign-in", ""), None);
         assert_eq!(c(&get, "/triage/api/studies", ""), Some((Action::Query, None)));
         assert_eq!(c(&Method::POST, "/triage/api/feedback", ""), Some((Action::Feedback, None)));
         assert_eq!(

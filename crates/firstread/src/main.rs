@@ -43,6 +43,11 @@ enum Command {
         #[command(subcommand)]
         what: JobsCommand,
     },
+    /// Users of the HTTP side: people (radiologist, admin) and machine clients (service).
+    User {
+        #[command(subcommand)]
+        what: UserCommand,
+    },
     /// Radiologist feedback on first reads.
     Feedback {
         #[command(subcommand)]
@@ -136,6 +141,35 @@ enum JobsCommand {
     Cancel {
         /// The job id.
         id: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Adds a user. People get a password (read from stdin with --password-stdin, at least 12
+    /// characters); machine clients (role service) get tokens with `user token`.
+    Add {
+        /// Login name (1-64 of A-Z a-z 0-9 . _ @ -).
+        name: String,
+        /// radiologist, admin or service.
+        #[arg(long, default_value = "radiologist")]
+        role: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Lists the users.
+    List,
+    /// Disables a user: their tokens and sessions stop working at once.
+    Disable { name: String },
+    /// Enables a disabled user again (their sessions were ended).
+    Enable { name: String },
+    /// Issues an API token for a user and prints it (only once: it is stored hashed).
+    Token {
+        name: String,
+        /// What the token is for (e.g. the client's name).
+        #[arg(long, default_value = "")]
+        label: String,
     },
 }
 
@@ -308,6 +342,57 @@ async fn run() -> anyhow::Result<()> {
                         e.study_instance_uid.as_deref().unwrap_or("-"),
                         e.detail
                     );
+                }
+            }
+            Ok(())
+        }
+        Command::User { what } => {
+            let index = connect(&config).await?;
+            let pool = index.pool();
+            match what {
+                UserCommand::Add { name, role, password_stdin } => {
+                    let role: firstread_users::Role = role.parse()?;
+                    let password = if password_stdin {
+                        let mut line = String::new();
+                        std::io::stdin().read_line(&mut line)?;
+                        Some(line.trim_end_matches(['\r', '\n']).to_owned())
+                    } else {
+                        None
+                    };
+                    anyhow::ensure!(
+                        password.is_some() || role == firstread_users::Role::Service,
+                        "a {role} signs in with a password: --password-stdin"
+                    );
+                    firstread_users::add(pool, &name, role, password.as_deref()).await?;
+                    println!("user {name} ({role}) added");
+                }
+                UserCommand::List => {
+                    println!(
+                        "{:<32} {:<12} {:<9} {:<9} {:>6} CREATED",
+                        "NAME", "ROLE", "PASSWORD", "DISABLED", "TOKENS"
+                    );
+                    for u in firstread_users::list(pool).await? {
+                        println!(
+                            "{:<32} {:<12} {:<9} {:<9} {:>6} {}",
+                            u.name,
+                            u.role,
+                            if u.has_password { "yes" } else { "no" },
+                            if u.disabled { "yes" } else { "no" },
+                            u.tokens,
+                            u.created_at.format("%Y-%m-%d %H:%M")
+                        );
+                    }
+                }
+                UserCommand::Disable { name } => {
+                    firstread_users::set_disabled(pool, &name, true).await?;
+                    println!("user {name} disabled");
+                }
+                UserCommand::Enable { name } => {
+                    firstread_users::set_disabled(pool, &name, false).await?;
+                    println!("user {name} enabled");
+                }
+                UserCommand::Token { name, label } => {
+                    println!("{}", firstread_users::issue_token(pool, &name, &label).await?);
                 }
             }
             Ok(())

@@ -2,14 +2,14 @@
 //! the triage worklist at `/triage` and radiologist feedback.
 //!
 //! - `GET /triage`: the page (HTML, CSS and JavaScript shipped in the binary; nothing fetched at
-//!   run time), or a redirect to the sign-in form (`/triage/sign-in`) when the request is not
-//!   authenticated;
+//!   run time), or a redirect to the sign-in form (`/sign-in`, name and password) when the
+//!   request is not authenticated;
 //! - `GET /triage/api/studies?site=&status=&class=&from=&to=&limit=&offset=`: a page of the
 //!   worklist as JSON ([`worklist`]);
 //! - `GET /triage/events`: server-sent events, one `changed` event (data: the Study Instance UID)
 //!   per PostgreSQL `NOTIFY firstread_triage` (a study appears or gets a version, a job changes
 //!   state, feedback is given) and a `tick` every 5 s so that time-based states move on;
-//! - `POST /triage/api/feedback` (JSON [`feedback::NewFeedback`]); `GET /triage/api/feedback?format=csv|json`;
+//! - `POST /triage/api/feedback` (JSON [`feedback::NewFeedback`]; a signed-in user is its author); `GET /triage/api/feedback?format=csv|json`;
 //! - `GET /triage/studies/{study}/{version}/key-image.png`: the key image thumbnail.
 
 pub mod feedback;
@@ -70,7 +70,7 @@ pub fn router(state: PagesState) -> Router {
     };
     Router::new()
         .route("/triage", get(page))
-        .route("/triage/sign-in", get(|| async { Html(SIGN_IN_HTML) }))
+        .route("/triage/sign-in", get(|| async { Redirect::to("/sign-in") }))
         .route("/triage/assets/triage.js", get(|| asset("text/javascript; charset=utf-8", TRIAGE_JS)))
         .route("/triage/assets/triage.css", get(|| asset("text/css; charset=utf-8", TRIAGE_CSS)))
         .merge(api)
@@ -87,7 +87,6 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 const TRIAGE_HTML: &str = include_str!("assets/triage.html");
-const SIGN_IN_HTML: &str = include_str!("assets/sign-in.html");
 const TRIAGE_JS: &str = include_str!("assets/triage.js");
 const TRIAGE_CSS: &str = include_str!("assets/triage.css");
 
@@ -97,10 +96,10 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 /// `GET /triage`: the page, or a redirect to the sign-in form without a valid token or session.
 async fn page(State(state): State<PagesState>, headers: HeaderMap) -> Response {
-    if state.auth.allows(&headers) {
+    if state.auth.identify(&headers).await.is_some() {
         Html(TRIAGE_HTML).into_response()
     } else {
-        Redirect::to("/triage/sign-in").into_response()
+        Redirect::to("/sign-in").into_response()
     }
 }
 
@@ -119,7 +118,16 @@ async fn studies(State(state): State<PagesState>, Query(filter): Query<worklist:
     }
 }
 
-async fn give_feedback(State(state): State<PagesState>, Json(f): Json<feedback::NewFeedback>) -> Response {
+/// A signed-in user's feedback is theirs: the author is their name, whatever the form said (the
+/// name typed on the page is only used with the deprecated shared token).
+async fn give_feedback(
+    State(state): State<PagesState>,
+    caller: Option<axum::Extension<firstread_dicomweb::auth::Caller>>,
+    Json(mut f): Json<feedback::NewFeedback>,
+) -> Response {
+    if let Some(user) = caller.as_ref().and_then(|c| c.0.user()) {
+        f.author = user.name.clone();
+    }
     match feedback::record(&state.pool, &f).await {
         Ok(row) => (StatusCode::CREATED, Json(row)).into_response(),
         Err(feedback::FeedbackError::Invalid(m)) => (StatusCode::BAD_REQUEST, format!("{m}\n")).into_response(),

@@ -1,0 +1,130 @@
+//! Users: a radiologist signs in with a password (session cookie), a machine client has its own
+//! API token; both reach DICOMweb; wrong passwords, forged and truncated tokens, expired or
+//! unknown sessions and oversized input answer 401 and are on record; disabling a user stops
+//! their token and session with the next request. The users are made with the CLI.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use firstread_e2e::*;
+
+fn cli(node: &TestNode, args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new(firstread_bin())
+        .args(args)
+        .env("FIRSTREAD_DATABASE__URL", &node.db.url)
+        .env("FIRSTREAD_LOG__FILTER", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("firstread");
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("firstread output");
+    assert!(out.status.success(), "firstread {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_sign_in_machines_use_tokens_and_disabling_stops_both() {
+    // users only: no shared token
+    let node = TestNode::start_roles(firstread::Roles { listen: true, work: false }, |c| c.http.token = None).await;
+    let password = "a long enough passphrase";
+    cli(&node, &["user", "add", "alice", "--role", "radiologist", "--password-stdin"], Some(&format!("{password}\n")));
+    cli(&node, &["user", "add", "ris", "--role", "service"], None);
+    let token = cli(&node, &["user", "token", "ris", "--label", "the RIS"], None).trim().to_owned();
+    assert!(token.starts_with("fr_") && token.len() == 46, "{token}");
+    let listed = cli(&node, &["user", "list"], None);
+    assert!(listed.contains("alice") && listed.contains("radiologist") && listed.contains("ris"), "{listed}");
+
+    let root = format!("http://{}", node.node.http_addr.expect("HTTP"));
+    let qido = format!("{root}/dicom-web/studies");
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let status = |r: reqwest::Response| r.status().as_u16();
+
+    // the machine's token
+    assert_eq!(status(http.get(&qido).bearer_auth(&token).send().await.expect("qido")), 200);
+    // forged, truncated, the test token of other nodes, an oversized header: 401
+    let forged = format!("fr_{}", "A".repeat(43));
+    let truncated = &token[..20];
+    let huge = "x".repeat(16 * 1024);
+    for bad in [forged.as_str(), truncated, TEST_TOKEN, huge.as_str()] {
+        let r = http.get(&qido).bearer_auth(bad).send().await.expect("qido");
+        assert!(matches!(r.status().as_u16(), 401 | 431), "token {}...: {}", &bad[..bad.len().min(8)], r.status());
+    }
+
+    // the person: a wrong password, then the right one
+    let sign_in = |name: &str, password: &str| {
+        http.post(format!("{root}/sign-in")).form(&[("name", name), ("password", password), ("next", "/triage")]).send()
+    };
+    assert_eq!(status(sign_in("alice", "not the password").await.expect("sign-in")), 401);
+    assert_eq!(status(sign_in("mallory", password).await.expect("sign-in")), 401);
+    assert_eq!(status(sign_in("ris", "").await.expect("sign-in")), 401, "a service user has no password");
+    let r = sign_in("alice", password).await.expect("sign-in");
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/triage");
+    let cookie = r.headers()["set-cookie"].to_str().expect("cookie").to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    let session = cookie.split(';').next().expect("name=value").to_owned();
+    let with_session = |url: &str, c: &str| http.get(url).header("cookie", c).send();
+    assert_eq!(status(with_session(&qido, &session).await.expect("qido")), 200);
+    assert_eq!(status(with_session(&format!("{root}/triage"), &session).await.expect("triage")), 200);
+    assert_eq!(status(with_session(&qido, "firstread_session=made-up").await.expect("qido")), 401);
+    // without a session the triage page sends the browser to sign in
+    let r = http.get(format!("{root}/triage")).send().await.expect("triage");
+    assert_eq!((r.status().as_u16(), r.headers()["location"].to_str().unwrap_or_default()), (303, "/sign-in"));
+
+    // an expired session
+    sqlx::query("UPDATE sessions SET expires_at = now() - interval '1 second'")
+        .execute(&node.pool)
+        .await
+        .expect("expire");
+    assert_eq!(status(with_session(&qido, &session).await.expect("qido")), 401, "expired");
+    let r = sign_in("alice", password).await.expect("sign-in");
+    let session = r.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("kv").to_owned();
+    assert_eq!(status(with_session(&qido, &session).await.expect("qido")), 200);
+
+    // disabled: the token and the session stop at once
+    cli(&node, &["user", "disable", "alice"], None);
+    cli(&node, &["user", "disable", "ris"], None);
+    assert_eq!(status(with_session(&qido, &session).await.expect("qido")), 401);
+    assert_eq!(status(http.get(&qido).bearer_auth(&token).send().await.expect("qido")), 401);
+    assert_eq!(status(sign_in("alice", password).await.expect("sign-in")), 401, "a disabled user cannot sign in");
+
+    // on record: who did what, the refused sign-ins by the name tried, no secrets
+    let recorded = eventually_async(std::time::Duration::from_secs(10), || async {
+        node.count(
+            "SELECT count(*) FROM audit_events WHERE actor = 'alice' AND action = 'login' AND outcome = 'failure'",
+        )
+        .await
+            >= 2
+    })
+    .await;
+    assert!(recorded, "alice's refused sign-ins recorded");
+    assert!(
+        node.count(
+            "SELECT count(*) FROM audit_events WHERE actor = 'ris' AND action = 'query' AND outcome = 'success'"
+        )
+        .await
+            >= 1
+    );
+    assert!(
+        node.count(
+            "SELECT count(*) FROM audit_events WHERE actor = 'alice' AND action = 'query' AND outcome = 'success'"
+        )
+        .await
+            >= 1
+    );
+    assert!(node.count("SELECT count(*) FROM audit_events WHERE actor = 'mallory' AND outcome = 'failure'").await >= 1);
+    let leaked = node
+        .count(&format!(
+            "SELECT count(*) FROM audit_events WHERE detail::text LIKE '%{}%' OR detail::text LIKE '%passphrase%'",
+            &token[3..20]
+        ))
+        .await;
+    assert_eq!(leaked, 0, "no token or password in the audit trail");
+}
