@@ -33,6 +33,8 @@ pub enum Action {
     Feedback,
     /// User Authentication: a login, or a request refused for want of credentials.
     Login,
+    /// User Authentication: a logout.
+    Logout,
 }
 
 impl Action {
@@ -46,6 +48,7 @@ impl Action {
             Action::Retrieve => "retrieve",
             Action::Feedback => "feedback",
             Action::Login => "login",
+            Action::Logout => "logout",
         }
     }
 }

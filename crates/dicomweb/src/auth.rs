@@ -109,7 +109,8 @@ impl Auth {
         }
         let pool = self.users.as_ref()?;
         let lookup = async {
-            for token in bearer_tokens(headers) {
+            // one lookup per request, however many Authorization headers it carries
+            if let Some(token) = bearer_tokens(headers).next() {
                 if let Some(i) = firstread_users::identify_token(pool, token).await? {
                     return Ok(Some(Caller::Token(i)));
                 }
@@ -186,7 +187,8 @@ pub async fn login(State(state): State<AppState>, Query(query): Query<HashMap<St
     if !state.auth.allows_shared_token(&headers) {
         return (StatusCode::UNAUTHORIZED, "wrong token\n").into_response();
     }
-    let cookie = format!("{SESSION_COOKIE}={given}; Path=/; HttpOnly; SameSite=Strict");
+    let secure = if state.https { "; Secure" } else { "" };
+    let cookie = format!("{SESSION_COOKIE}={given}; Path=/; HttpOnly; SameSite=Strict{secure}");
     ([(header::SET_COOKIE, cookie)], Redirect::to(next)).into_response()
 }
 
@@ -218,7 +220,9 @@ pub async fn sign_in_page() -> Html<&'static str> {
 pub async fn sign_in(State(state): State<AppState>, Form(form): Form<SignIn>) -> Response {
     let refused = |name: &str| {
         let mut r = (StatusCode::UNAUTHORIZED, "wrong name or password\n").into_response();
-        r.extensions_mut().insert(RefusedSignIn(name.chars().take(64).collect()));
+        // people type passwords into the name field: only a well-formed user name is recorded
+        let recorded = if firstread_users::is_valid_name(name) { name } else { "(not a user name)" };
+        r.extensions_mut().insert(RefusedSignIn(recorded.to_owned()));
         r
     };
     let Some(pool) = state.auth.users.as_ref() else { return refused(&form.name) };

@@ -563,8 +563,14 @@ impl Link {
         on_link!(self, a => a.peer_ae_title())
     }
 
+    /// Writes and flushes: TLS keeps encrypted bytes in its buffer until flushed, and the peer
+    /// would wait for the rest of the PDU while we wait for its response.
     async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        on_link!(self, a => a.inner_stream().write_all(bytes).await)
+        on_link!(self, a => {
+            let stream = a.inner_stream();
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        })
     }
 
     async fn receive(&mut self) -> Result<Pdu, UlError> {

@@ -445,11 +445,11 @@ impl Config {
 
     /// The calling AEs that may associate: `None` = any (`unknown_peers = "accept"` without the
     /// deprecated allow-list); else the peers (with their IP address where `host` is one) and the
-    /// deprecated `dimse.allowed_peers`.
+    /// deprecated `dimse.allowed_peers` (which, when set, restricts even with "accept").
     pub fn allowed_peers(&self) -> Option<Vec<AllowedPeer>> {
         let legacy = self.dimse.allowed_peers.clone();
-        if self.dimse.unknown_peers == UnknownPeers::Accept {
-            return legacy;
+        if self.dimse.unknown_peers == UnknownPeers::Accept && legacy.is_none() {
+            return None;
         }
         let peers = self.peers.iter().map(|p| AllowedPeer {
             ae_title: p.ae_title.clone(),

@@ -31,6 +31,19 @@ pub const REPEAT_WINDOW: Duration = Duration::from_secs(60);
 pub struct HttpAudit {
     pool: PgPool,
     recent: Arc<Mutex<HashMap<Key, Instant>>>,
+    writes: Arc<tokio::sync::Semaphore>,
+}
+
+/// Audit writes in flight at most (each holds a database connection while it runs).
+pub const MAX_WRITES_IN_FLIGHT: usize = 4;
+
+/// A path as recorded: at most 256 bytes (a client chooses its length).
+fn bounded(path: &str) -> String {
+    let mut end = path.len().min(256);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    path[..end].to_owned()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -45,7 +58,11 @@ struct Key {
 impl HttpAudit {
     /// Records into `pool`.
     pub fn new(pool: PgPool) -> Self {
-        HttpAudit { pool, recent: Arc::new(Mutex::new(HashMap::new())) }
+        HttpAudit {
+            pool,
+            recent: Arc::new(Mutex::new(HashMap::new())),
+            writes: Arc::new(tokio::sync::Semaphore::new(MAX_WRITES_IN_FLIGHT)),
+        }
     }
 
     /// Whether `key` was recorded within the window (and remembers it now if not).
@@ -81,7 +98,8 @@ fn classify(method: &Method, path: &str, query: &str) -> Option<(Action, Option<
     match segments.as_slice() {
         ["login", ..] => Some((Action::Login, None)),
         // the form itself (GET) is no sign-in
-        ["sign-in" | "sign-out", ..] if *method == Method::POST => Some((Action::Login, None)),
+        ["sign-in", ..] if *method == Method::POST => Some((Action::Login, None)),
+        ["sign-out", ..] if *method == Method::POST => Some((Action::Logout, None)),
         ["dicom-web", rest @ ..] => {
             if *method == Method::POST {
                 return Some((Action::Stow, study_in_path));
@@ -137,21 +155,29 @@ pub async fn record(State(audit): State<HttpAudit>, request: Request, next: Next
         _ => actor(&headers, status),
     };
     let key = Key { actor: actor.clone(), ip: peer.map(|p| p.ip()), action, study: study.clone(), success };
-    // every authentication is recorded (repeated failures are what an attack looks like)
-    if action == Action::Login || !audit.seen_recently(key) {
+    // every authentication is recorded (repeated failures are what an attack looks like), within
+    // a bound on the writes in flight: a flood of refused requests must not take the database
+    // pool from the node (what is dropped is counted and logged)
+    if action == Action::Login || action == Action::Logout || !audit.seen_recently(key) {
         let event = Event {
             actor,
             address: peer.map(|p| p.to_string()),
             action,
             study,
             success,
-            detail: json!({ "method": method.as_str(), "path": path, "status": status.as_u16() }),
+            detail: json!({ "method": method.as_str(), "path": bounded(&path), "status": status.as_u16() }),
+        };
+        let Ok(permit) = audit.writes.clone().try_acquire_owned() else {
+            metrics::counter!("firstread_audit_dropped_total").increment(1);
+            warn!("audit trail: too many writes in flight, an HTTP event was dropped");
+            return response;
         };
         let pool = audit.pool.clone();
         tokio::spawn(async move {
             if let Err(e) = firstread_audit::record(&pool, &event).await {
                 warn!(error = %e, "could not record an HTTP access in the audit trail");
             }
+            drop(permit);
         });
     }
     response
@@ -180,6 +206,8 @@ mod tests {
         assert_eq!(c(&get, "/login", "token=x"), Some((Action::Login, None)));
         assert_eq!(c(&Method::POST, "/sign-in", ""), Some((Action::Login, None)));
         assert_eq!(c(&get, "/sign-in", ""), None);
+        assert_eq!(c(&Method::POST, "/sign-out", ""), Some((Action::Logout, None)));
+        assert_eq!(bounded(&"é".repeat(200)).len(), 256);
         assert_eq!(c(&get, "/triage/api/studies", ""), Some((Action::Query, None)));
         assert_eq!(c(&Method::POST, "/triage/api/feedback", ""), Some((Action::Feedback, None)));
         assert_eq!(

@@ -96,6 +96,17 @@ impl Node {
                      (A-ASSOCIATE-RJ reason 3); list the senders as [[peers]]"
                 );
             }
+            for peer in config
+                .peers
+                .iter()
+                .filter(|p| p.host.as_deref().is_some_and(|h| h.parse::<std::net::IpAddr>().is_err()))
+            {
+                warn!(
+                    ae_title = %peer.ae_title,
+                    "peer host is not an IP address: associations with its AE title are accepted from any address \
+                     (its host is only where results go)"
+                );
+            }
             if !config.dimse.plain && config.dimse.tls.is_none() {
                 anyhow::bail!("dimse.plain = false needs [dimse.tls]: no DICOM listener would run");
             }
@@ -252,8 +263,6 @@ impl Workers<'_> {
     }
 }
 
-/// Promotes ready studies every `tick`, or as soon as the next pending study is due; with the
-/// listen role, also heartbeats open associations.
 /// Reads a TLS certificate and key (`what`: "DICOM TLS", "HTTPS") again on each SIGHUP
 /// (certificate renewal without a restart); a file that does not load leaves the configuration in
 /// use, with a warning.
@@ -286,6 +295,8 @@ pub(crate) async fn reload_on_hangup(
     }
 }
 
+/// Promotes ready studies every `tick`, or as soon as the next pending study is due; with the
+/// listen role, also heartbeats open associations.
 async fn assemble(
     assembly: Assembly,
     config: crate::config::AssemblyConfig,

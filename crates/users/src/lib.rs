@@ -144,9 +144,13 @@ fn hash_password(password: &str) -> Result<String, UserError> {
         .map_err(|e| UserError::Invalid(format!("password hashing: {e}")))
 }
 
+/// Whether `name` is a well-formed user name (1-64 of A-Z a-z 0-9 . _ @ -).
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c))
+}
+
 fn valid_name(name: &str) -> Result<(), UserError> {
-    let ok = (1..=64).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
-    if ok {
+    if is_valid_name(name) {
         Ok(())
     } else {
         Err(UserError::Invalid(format!("user name {name:?}: 1-64 of A-Z a-z 0-9 . _ @ -")))
@@ -266,9 +270,17 @@ pub async fn login(pool: &PgPool, name: &str, password: &str) -> Result<Option<(
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let dummy = || DUMMY.get_or_init(|| hash_password(&random_secret("")).unwrap_or_default()).clone();
     let stored = row.as_ref().and_then(|(_, h, _)| h.clone()).unwrap_or_else(dummy);
-    let verified = PasswordHash::new(&stored)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-        .unwrap_or(false);
+    // argon2id takes tens of milliseconds and 19 MiB: off the async threads, a few at a time
+    static VERIFYING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+    let _permit = VERIFYING.acquire().await.map_err(|e| UserError::Invalid(e.to_string()))?;
+    let password = password.to_owned();
+    let verified = tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&stored)
+            .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false);
     let Some((id, Some(_), false)) = row else { return Ok(None) };
     if !verified {
         return Ok(None);
