@@ -88,6 +88,21 @@ async fn users_sign_in_machines_use_tokens_and_disabling_stops_both() {
     let session = r.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("kv").to_owned();
     assert_eq!(status(with_session(&qido, &session).await.expect("qido")), 200);
 
+    // a revoked token stops; a new one works
+    assert!(cli(&node, &["user", "revoke-tokens", "ris"], None).contains("1 token(s)"));
+    assert_eq!(status(http.get(&qido).bearer_auth(&token).send().await.expect("qido")), 401, "revoked");
+    let token = cli(&node, &["user", "token", "ris"], None).trim().to_owned();
+    assert_eq!(status(http.get(&qido).bearer_auth(&token).send().await.expect("qido")), 200);
+    // a sign-in form posted from another site is refused
+    let r = http
+        .post(format!("{root}/sign-in"))
+        .header("origin", "https://elsewhere.example")
+        .form(&[("name", "alice"), ("password", password)])
+        .send()
+        .await
+        .expect("sign-in");
+    assert_eq!(r.status().as_u16(), 403);
+
     // disabled: the token and the session stop at once
     cli(&node, &["user", "disable", "alice"], None);
     cli(&node, &["user", "disable", "ris"], None);

@@ -217,7 +217,10 @@ pub async fn sign_in_page() -> Html<&'static str> {
 /// `POST /sign-in`: name and password; on success the session cookie and a redirect (303) to
 /// `next` (a local path; default `/triage`); otherwise 401, with the name tried in the
 /// response's [`RefusedSignIn`] extension for the audit trail.
-pub async fn sign_in(State(state): State<AppState>, Form(form): Form<SignIn>) -> Response {
+pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<SignIn>) -> Response {
+    if !same_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "cross-origin sign-in refused\n").into_response();
+    }
     let refused = |name: &str| {
         let mut r = (StatusCode::UNAUTHORIZED, "wrong name or password\n").into_response();
         // people type passwords into the name field: only a well-formed user name is recorded
@@ -251,8 +254,21 @@ pub async fn sign_in(State(state): State<AppState>, Form(form): Form<SignIn>) ->
     }
 }
 
+/// Whether a form post comes from this site: browsers send `Origin` on POST; when it is there its
+/// host must be the request's `Host` (a page elsewhere cannot sign a browser in or out: login
+/// CSRF). Clients that send no `Origin` (scripts) are not browsers posting across sites.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest).trim_end_matches('/');
+    !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
+}
+
 /// `POST /sign-out`: ends the session and clears the cookie.
 pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !same_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "cross-origin sign-out refused\n").into_response();
+    }
     if let (Some(pool), Some(session)) = (state.auth.users.as_ref(), cookie(&headers, USER_SESSION_COOKIE)) {
         if let Err(e) = firstread_users::logout(pool, session).await {
             warn!(error = %e, "sign-out failed");
@@ -272,6 +288,15 @@ mod tests {
             h.append(k.clone(), v.parse().unwrap());
         }
         h
+    }
+
+    #[test]
+    fn sign_in_posts_must_come_from_this_site() {
+        assert!(same_origin(&headers(&[(header::HOST, "node:8443")])), "no Origin: not a cross-site form");
+        assert!(same_origin(&headers(&[(header::HOST, "node:8443"), (header::ORIGIN, "https://node:8443")])));
+        assert!(!same_origin(&headers(&[(header::HOST, "node:8443"), (header::ORIGIN, "https://evil.example")])));
+        assert!(!same_origin(&headers(&[(header::HOST, "node:8443"), (header::ORIGIN, "null")])));
+        assert!(!same_origin(&headers(&[(header::ORIGIN, "https://node:8443")])), "no Host");
     }
 
     #[test]

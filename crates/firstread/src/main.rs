@@ -164,6 +164,8 @@ enum UserCommand {
     Disable { name: String },
     /// Enables a disabled user again (their sessions were ended).
     Enable { name: String },
+    /// Revokes every API token of a user (e.g. one leaked); issue a new one with `user token`.
+    RevokeTokens { name: String },
     /// Issues an API token for a user and prints it (only once: it is stored hashed).
     Token {
         name: String,
@@ -390,6 +392,9 @@ async fn run() -> anyhow::Result<()> {
                 UserCommand::Enable { name } => {
                     firstread_users::set_disabled(pool, &name, false).await?;
                     println!("user {name} enabled");
+                }
+                UserCommand::RevokeTokens { name } => {
+                    println!("{} token(s) of {name} revoked", firstread_users::revoke_tokens(pool, &name).await?);
                 }
                 UserCommand::Token { name, label } => {
                     println!("{}", firstread_users::issue_token(pool, &name, &label).await?);

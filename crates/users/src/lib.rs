@@ -236,6 +236,21 @@ pub async fn issue_token(pool: &PgPool, name: &str, label: &str) -> Result<Strin
     Ok(token)
 }
 
+/// Revokes every live API token of `name`; how many.
+///
+/// # Errors
+/// No such user, the database's.
+pub async fn revoke_tokens(pool: &PgPool, name: &str) -> Result<u64, UserError> {
+    let exists: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM users WHERE name = $1").bind(name).fetch_optional(pool).await?;
+    let Some(id) = exists else { return Err(UserError::Unknown(name.to_owned())) };
+    let done = sqlx::query("UPDATE api_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// The user an API token belongs to, if it is live and its user enabled.
 ///
 /// # Errors
@@ -285,6 +300,8 @@ pub async fn login(pool: &PgPool, name: &str, password: &str) -> Result<Option<(
     if !verified {
         return Ok(None);
     }
+    // expired sessions go when someone signs in (they no longer work anyway)
+    sqlx::query("DELETE FROM sessions WHERE expires_at < now()").execute(pool).await?;
     let session = random_secret("");
     let expires = Utc::now() + Duration::hours(SESSION_HOURS);
     sqlx::query("INSERT INTO sessions (session_sha256, user_id, expires_at) VALUES ($1, $2, $3)")
