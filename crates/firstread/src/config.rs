@@ -170,8 +170,8 @@ pub struct DimseTlsConfig {
 
 impl DimseTlsConfig {
     /// The files, as the Store SCP reads them.
-    pub fn files(&self) -> firstread_dimse::ServerTlsFiles {
-        firstread_dimse::ServerTlsFiles {
+    pub fn files(&self) -> firstread_tls::ServerTlsFiles {
+        firstread_tls::ServerTlsFiles {
             certificate: self.certificate.clone(),
             private_key: self.private_key.clone(),
             client_ca: self.client_ca.clone(),

@@ -96,7 +96,7 @@ pub async fn start(
         }
         Some(files) => {
             let tls = Arc::new(
-                firstread_dimse::ServerTls::load(files.clone())
+                firstread_tls::ServerTls::load(files.clone())
                     .with_context(|| format!("HTTPS ({})", files.certificate.display()))?,
             );
             tasks.spawn(crate::node::reload_on_hangup("HTTPS", tls.clone(), shutdown.clone()));

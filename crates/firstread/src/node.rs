@@ -121,7 +121,7 @@ impl Node {
             let tls = match &config.dimse.tls {
                 Some(t) => {
                     let files = t.files();
-                    let server = firstread_dimse::ServerTls::load(files)
+                    let server = firstread_tls::ServerTls::load(files)
                         .with_context(|| format!("DICOM TLS ({})", t.certificate.display()))?;
                     let listener = tokio::net::TcpListener::bind(t.listen)
                         .await
@@ -268,7 +268,7 @@ impl Workers<'_> {
 /// use, with a warning.
 pub(crate) async fn reload_on_hangup(
     what: &'static str,
-    tls: Arc<firstread_dimse::ServerTls>,
+    tls: Arc<firstread_tls::ServerTls>,
     shutdown: CancellationToken,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
