@@ -211,15 +211,35 @@ fn dependent_consolidation_is_lung_and_opacity() {
         }
         let (class, score, pct) = truth_scores(&t);
         let f = &r.findings;
+        let u = &f.uncertainty;
         eprintln!(
-            "|   | class {} (truth {}), score {} (truth {score}), involvement {:.1} % (truth {pct:.1} %) |",
-            f.extent_class.label(),
+            "|   | class {} (truth {}), score {} [{}-{}] (truth {score}), involvement {:.1} % [{:.1}-{:.1}] (truth {pct:.1} %) |",
+            firstread_findings::vocabulary::class_text(f),
             class.label(),
             f.severity_score,
-            f.total.involvement_pct
+            u.severity_score[0],
+            u.severity_score[1],
+            f.total.involvement_pct,
+            u.involvement_pct[0],
+            u.involvement_pct[1],
         );
         if f.extent_class != class && !thin_bilateral {
             failures.push(format!("{name}: class {} vs {}", f.extent_class.label(), class.label()));
+        }
+        // what the result says it may be holds the truth: the class, the score and the involvement
+        // within the ranges the method's validated error gives (a class one band off is said as
+        // "possibly", never as a certain class)
+        if class < u.extent_class[0] || class > u.extent_class[1] {
+            failures.push(format!("{name}: truth class {} outside {:?}", class.label(), u.extent_class));
+        }
+        if score < u.severity_score[0] || score > u.severity_score[1] {
+            failures.push(format!("{name}: truth score {score} outside {:?}", u.severity_score));
+        }
+        if pct < u.involvement_pct[0] || pct > u.involvement_pct[1] {
+            failures.push(format!("{name}: truth involvement {pct:.1} % outside {:?}", u.involvement_pct));
+        }
+        if thin_bilateral && f.extent_class != class && !u.other_classes(f.extent_class).contains(&class) {
+            failures.push(format!("{name}: the class one band off is not said as possible"));
         }
         // every zone with a few mL of false opacity scores 1 (Francone's lowest band is "any"):
         // within 2 of the truth's today
@@ -361,9 +381,9 @@ fn severe_pneumonia_written_into_the_real_sample() {
             before.findings.total.involvement_pct,
             after.findings.total.involvement_pct,
             before.findings.extent_class.label(),
-            after.findings.extent_class.label(),
+            firstread_findings::vocabulary::class_text(&after.findings),
             before.findings.severity_score,
-            after.findings.severity_score,
+            firstread_findings::vocabulary::score_text(&after.findings),
             after.findings.pattern,
         );
         // what a triage tool must never do: call it negative; the bilateral pattern (22 % of the

@@ -173,3 +173,56 @@ async fn three_studies_rank_by_criticality_live_and_take_feedback() {
     assert!(lines[1].contains(&everywhere) && lines[1].contains(",disagree,severe,"), "{csv}");
     assert!(lines[2].contains(&lower) && lines[2].contains(",agree,"), "{csv}");
 }
+
+/// A first read whose class the method's error leaves open ("none or minimal, possibly
+/// moderate") ranks with the moderate ones: the sickest first. Results as the analysis job
+/// records them (`result.findings`), straight into the database, through the page's query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_possible_higher_class_ranks_with_that_class() {
+    let db = TestDb::create().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("db");
+    firstread_store::index::MIGRATOR.run(&pool).await.expect("migrations");
+    // (study, class, highest class the error allows (None: recorded before it was), score)
+    let rows = [
+        ("2.25.1", "moderate", Some("moderate"), 5),
+        ("2.25.2", "none_or_minimal", Some("moderate"), 8),
+        ("2.25.3", "none_or_minimal", Some("none_or_minimal"), 9),
+        ("2.25.4", "none_or_minimal", None, 10),
+        ("2.25.5", "moderate", Some("extensive"), 3),
+    ];
+    for (study, class, highest, score) in rows {
+        sqlx::query(
+            "INSERT INTO studies (study_instance_uid, calling_ae_title, called_ae_title, peer_address, analysable, \
+                 queued_version, last_image_at) VALUES ($1, 'CT', 'FIRSTREAD', '127.0.0.1', true, 1, now())",
+        )
+        .bind(study)
+        .execute(&pool)
+        .await
+        .expect("study");
+        let mut findings = serde_json::json!({ "extent_class": class, "severity_score": score,
+            "total": { "involvement_pct": 9.5 } });
+        if let Some(highest) = highest {
+            findings["uncertainty"] = serde_json::json!({ "involvement_pct": [7.4, 11.2],
+                "extent_class": [class, highest], "severity_score": [score - 1, score + 1] });
+        }
+        sqlx::query(
+            "INSERT INTO jobs (kind, study_instance_uid, study_version, model, max_attempts, state, result) \
+             VALUES ('analysis', $1, 1, 'covid19-lung-ct', 3, 'done', $2)",
+        )
+        .bind(study)
+        .bind(serde_json::json!({ "status": "analysed", "findings": findings }))
+        .execute(&pool)
+        .await
+        .expect("job");
+    }
+    let page = firstread_pages::worklist::page(&pool, &Default::default()).await.expect("page");
+    let order: Vec<&str> = page.rows.iter().map(|r| r.study_instance_uid.as_str()).collect();
+    // possibly extensive first; then the moderate rank by score (the possible one, 8, before the
+    // certain one, 5); then none or minimal by score
+    assert_eq!(order, ["2.25.5", "2.25.2", "2.25.1", "2.25.4", "2.25.3"]);
+    let possible = page.rows.iter().find(|r| r.study_instance_uid == "2.25.2").expect("row");
+    assert_eq!(possible.extent_class.as_deref(), Some("none_or_minimal"), "the measured class stays the class shown");
+    let range = possible.uncertainty.as_ref().expect("uncertainty passed to the page");
+    assert_eq!(range["extent_class"], serde_json::json!(["none_or_minimal", "moderate"]));
+    assert_eq!(range["severity_score"], serde_json::json!([7, 9]));
+}

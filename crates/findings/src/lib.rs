@@ -45,6 +45,11 @@ pub use pattern::{suggest_pattern, Pattern, PatternInputs};
 /// or dense dependent region) the suggestion is "negative for pneumonia". The model package's
 /// README and `manifest.toml` (`noise_floor_percent`) state the same value.
 pub const NOISE_FLOOR_PCT: f64 = 1.0;
+/// The largest relative error of an opacity volume the method is validated to: 15 %, the target
+/// of the severe-disease validation, which every phantom and written-in case meets (measured -11
+/// to +12 %, `models/covid19-lung-ct/README.md`). With [`NOISE_FLOOR_PCT`] it gives the
+/// [`Uncertainty`] of every result.
+pub const OPACITY_RELATIVE_ERROR: f64 = 0.15;
 /// Consolidation density: opacity voxels above this HU form dense focal lesions (the manifest's
 /// consolidation band, -300 < HU <= +100).
 pub const FOCAL_MIN_HU: f32 = -300.0;
@@ -279,6 +284,56 @@ pub fn zone_score(pct: f64) -> u8 {
     }
 }
 
+/// The involvement (%) a measured involvement `pct` allows the truth to have, given the method's
+/// validated error: `[(pct - NOISE_FLOOR_PCT) / (1 + e), pct / (1 - e)]` with
+/// e = [`OPACITY_RELATIVE_ERROR`] (the opacity found is within e of the truth, plus up to the
+/// noise floor of false-positive opacity), clamped to 0-100 %.
+pub fn involvement_interval(pct: f64) -> [f64; 2] {
+    let e = OPACITY_RELATIVE_ERROR;
+    [((pct - NOISE_FLOOR_PCT) / (1.0 + e)).clamp(0.0, 100.0), (pct / (1.0 - e)).clamp(0.0, 100.0)]
+}
+
+/// What the truth may be, given the method's validated error ([`involvement_interval`] of the
+/// total and of each zone). A class or score whose range holds more than one value is said to be
+/// uncertain in the SR, the text and the messages ("possibly moderate"), never rounded to one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Uncertainty {
+    /// Total involvement (%): lowest and highest the measurement allows.
+    pub involvement_pct: [f64; 2],
+    /// The extent classes of those two ends; equal when the class is certain.
+    pub extent_class: [ExtentClass; 2],
+    /// Lowest and highest CT severity score: the sums of the zone scores at the ends of each
+    /// zone's interval.
+    pub severity_score: [u8; 2],
+}
+
+impl Uncertainty {
+    /// From the measured total involvement (%) and the six zones' involvements (%).
+    pub fn new(total_pct: f64, zone_pcts: impl IntoIterator<Item = f64>) -> Self {
+        let total = involvement_interval(total_pct);
+        let mut severity_score = [0u8; 2];
+        for pct in zone_pcts {
+            let [lo, hi] = involvement_interval(pct);
+            severity_score[0] += zone_score(lo);
+            severity_score[1] += zone_score(hi);
+        }
+        Uncertainty { involvement_pct: total, extent_class: total.map(ExtentClass::from_pct), severity_score }
+    }
+
+    /// The classes within the error other than `class` (the measured one), lowest first.
+    pub fn other_classes(&self, class: ExtentClass) -> Vec<ExtentClass> {
+        ExtentClass::ALL
+            .into_iter()
+            .filter(|c| *c >= self.extent_class[0] && *c <= self.extent_class[1] && *c != class)
+            .collect()
+    }
+
+    /// The highest class within the error (the one triage ranks by: the sickest first).
+    pub fn highest_class(&self) -> ExtentClass {
+        self.extent_class[1]
+    }
+}
+
 /// Pleural effusion of one side ([`vocabulary::PLEURAL_EFFUSION`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Effusion {
@@ -354,6 +409,8 @@ pub struct Findings {
     pub severity_score: u8,
     /// SFR extent class.
     pub extent_class: ExtentClass,
+    /// The range of involvement, class and score the method's error allows.
+    pub uncertainty: Uncertainty,
     /// RSNA category suggested.
     pub pattern: Pattern,
     /// Why that category (the rule that fired, with the numbers).
@@ -545,6 +602,7 @@ pub fn compute(grid: &Grid<'_>, masks: &Masks<'_>) -> Result<Findings, ShapeMism
     Ok(Findings {
         severity_score: zones.iter().map(|z| z.score).sum(),
         extent_class: ExtentClass::from_pct(total_inv.involvement_pct),
+        uncertainty: Uncertainty::new(total_inv.involvement_pct, zones.iter().map(|z| z.involvement.involvement_pct)),
         lungs,
         total: total_inv,
         zones,
@@ -721,6 +779,28 @@ mod tests {
     }
 
     #[test]
+    fn uncertainty_spans_the_classes_and_scores_the_validated_error_allows() {
+        // 9.5 % measured: the truth lies in [(9.5 - 1) / 1.15, 9.5 / 0.85] = [7.39, 11.18] %
+        let u = Uncertainty::new(9.5, [0.9, 0.0, 30.0, 4.5, 24.0, 80.0]);
+        assert!((u.involvement_pct[0] - 7.391).abs() < 1e-3 && (u.involvement_pct[1] - 11.176).abs() < 1e-3, "{u:?}");
+        assert_eq!(u.extent_class, [ExtentClass::NoneOrMinimal, ExtentClass::Moderate]);
+        assert_eq!(u.other_classes(ExtentClass::NoneOrMinimal), vec![ExtentClass::Moderate]);
+        assert_eq!(u.highest_class(), ExtentClass::Moderate);
+        // zones: 0.9 % is within the false-positive floor (0-1), 0 stays 0, 30 % (3) may be 25.2-35.3 %
+        // (2-3), 4.5 % (1) may be 5.3 % (1-2), 24 % (2) may be 28 % (2-3), 80 % (5) may be 68.7 % (4-5)
+        let (lo, hi): (u8, u8) = ([0, 0, 2, 1, 2, 4].iter().sum(), [1, 0, 3, 2, 3, 5].iter().sum());
+        assert_eq!(u.severity_score, [lo, hi]);
+        // far from a bound the class is certain; nothing measured is nothing
+        let certain = Uncertainty::new(40.0, [40.0; 6]);
+        assert_eq!(certain.extent_class, [ExtentClass::Extensive; 2]);
+        assert!(certain.other_classes(ExtentClass::Extensive).is_empty());
+        let none = Uncertainty::new(0.0, [0.0; 6]);
+        assert_eq!((none.involvement_pct, none.severity_score), ([0.0, 0.0], [0, 0]));
+        // the interval stays within 0-100 %
+        assert_eq!(Uncertainty::new(95.0, [95.0; 6]).involvement_pct[1], 100.0);
+    }
+
+    #[test]
     fn thirds_cover_the_extent() {
         let t = thirds(Some((10, 39)));
         assert_eq!(t[2].1, Some(10..20));
@@ -851,6 +931,39 @@ mod tests {
             let grid = Grid { hu: &self.hu, shape: self.shape, spacing_mm: [1.0; 3] };
             compute(&grid, &Masks::lungs(&self.left, &self.right, &self.opacity)).unwrap()
         }
+    }
+
+    #[test]
+    fn a_class_the_error_allows_is_said_in_the_text_and_the_messages() {
+        let mut f = Chest::new().findings();
+        f.total.involvement_pct = 9.5;
+        f.extent_class = ExtentClass::from_pct(9.5);
+        f.severity_score = 11;
+        f.uncertainty = Uncertainty::new(9.5, [0.9, 0.0, 30.0, 4.5, 24.0, 80.0]);
+        assert!(
+            vocabulary::summary_text(&f).starts_with(
+                "Lung involvement 9.5 %, extent class none or minimal (<10 %), possibly moderate (10-25 %), \
+                 CT severity score 11/30 (9-14 within the method's error)"
+            ),
+            "{}",
+            vocabulary::summary_text(&f)
+        );
+        assert_eq!(
+            vocabulary::uncertainty_text(&f),
+            "within the method's error (opacity within 15 %, up to 1 % false-positive opacity): lung involvement \
+             7.4-11.2 %, extent class none or minimal (<10 %) to moderate (10-25 %), CT severity score 9-14"
+        );
+        let lines = vocabulary::reported(&f);
+        let possible: Vec<_> = lines.iter().filter(|l| l.term == vocabulary::POSSIBLE_EXTENT_CLASS).collect();
+        assert_eq!(possible.len(), 1);
+        assert_eq!(possible[0].value, vocabulary::ReportedValue::Coded(vocabulary::extent_code(ExtentClass::Moderate)));
+        assert_eq!(possible[0].abnormal, Some(true));
+        // certain: no "possibly", the score alone
+        f.uncertainty = Uncertainty::new(0.0, [0.0; 6]);
+        f.severity_score = 0;
+        assert!(!vocabulary::summary_text(&f).contains("possibly"));
+        assert!(vocabulary::summary_text(&f).contains("CT severity score 0/30"), "{}", vocabulary::summary_text(&f));
+        assert!(!vocabulary::reported(&f).iter().any(|l| l.term == vocabulary::POSSIBLE_EXTENT_CLASS));
     }
 
     #[test]
@@ -1037,21 +1150,30 @@ mod tests {
 
     /// The README and the manifest of the model package state the code's noise floor.
     #[test]
-    fn the_noise_floor_is_stated_once() {
+    fn the_noise_floor_and_the_error_are_stated_once() {
         let package = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/covid19-lung-ct");
         let manifest = std::fs::read_to_string(package.join("manifest.toml")).unwrap();
-        let value = manifest
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("noise_floor_percent"))
-            .and_then(|rest| rest.trim_start().strip_prefix('='))
-            .and_then(|rest| rest.split('#').next())
-            .map(|v| v.trim().parse::<f64>().unwrap())
-            .expect("noise_floor_percent in manifest.toml");
-        assert_eq!(value, NOISE_FLOOR_PCT);
+        let value = |key: &str| {
+            manifest
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(key))
+                .and_then(|rest| rest.trim_start().strip_prefix('='))
+                .and_then(|rest| rest.split('#').next())
+                .map(|v| v.trim().parse::<f64>().unwrap())
+                .unwrap_or_else(|| panic!("{key} in manifest.toml"))
+        };
+        assert_eq!(value("noise_floor_percent"), NOISE_FLOOR_PCT);
+        assert_eq!(value("opacity_relative_error"), OPACITY_RELATIVE_ERROR);
         let note = manifest.lines().find(|l| l.starts_with("rsna_category_note")).expect("rsna_category_note");
         assert!(note.contains(&format!("< {NOISE_FLOOR_PCT} %")), "{note}");
         let readme = std::fs::read_to_string(package.join("README.md")).unwrap().replace('\n', " ");
         assert!(readme.contains(&format!("noise floor ({NOISE_FLOOR_PCT} %)")), "README states another noise floor");
+        let bounds = format!(
+            "[(m - {NOISE_FLOOR_PCT} %) / {:.2}, m / {:.2}]",
+            1.0 + OPACITY_RELATIVE_ERROR,
+            1.0 - OPACITY_RELATIVE_ERROR
+        );
+        assert!(readme.contains(&bounds), "README states another uncertainty than {bounds}");
     }
 
     /// A 300 x 512 x 512 volume with a few lesions and ground glass: the dense labelling and the

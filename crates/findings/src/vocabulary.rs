@@ -7,7 +7,7 @@
 //! private coding scheme [`LOCAL_SCHEME`] (declared by the SR in its Coding Scheme Identification
 //! Sequence). Code values fit SH (16 characters), meanings LO (64).
 
-use crate::{ExtentClass, Findings, Level, Pattern, Side};
+use crate::{ExtentClass, Findings, Level, Pattern, Side, NOISE_FLOOR_PCT, OPACITY_RELATIVE_ERROR};
 
 /// Coding Scheme Designator of firstread's private codes ("99" prefix: private or local, PS3.3 8.2).
 pub const LOCAL_SCHEME: &str = "99FIRSTREAD";
@@ -199,6 +199,26 @@ pub const EXTENT_CLASS: Term = Term {
     label: "extent class",
 };
 
+/// An extent class other than the measured one that the method's error allows
+/// ([`crate::Uncertainty`]; coded by [`extent_code`]): "possibly moderate".
+pub const POSSIBLE_EXTENT_CLASS: Term = Term {
+    key: "uncertainty.extent_class",
+    code: Code { value: "EXTENT-POSSIBLE", scheme: LOCAL_SCHEME, meaning: "Extent class within the method's error" },
+    meaning: "an SFR extent class the true involvement may have, given the method's validated error",
+    unit: None,
+    label: "possibly",
+};
+
+/// The range of involvement, extent class and score the method's error allows, as text
+/// ([`uncertainty_text`]).
+pub const UNCERTAINTY: Term = Term {
+    key: "uncertainty",
+    code: Code { value: "WITHIN-ERROR", scheme: LOCAL_SCHEME, meaning: "Range within the method's validated error" },
+    meaning: "involvement, extent class and CT severity score the truth may have, given the method's validated error",
+    unit: None,
+    label: "within the method's error",
+};
+
 /// The suggested RSNA consensus category (Simpson et al. 2020; coded by [`pattern_code`]).
 pub const RSNA_SUGGESTION: Term = Term {
     key: "pattern",
@@ -232,12 +252,14 @@ pub fn pattern_code(pattern: Pattern) -> Code {
 }
 
 /// Every term, for checks and listings.
-pub const ALL: [Term; 15] = [
+pub const ALL: [Term; 17] = [
     INVOLVEMENT,
     OPACITY_VOLUME,
     SEVERITY_SCORE,
     ZONE_SCORE,
     EXTENT_CLASS,
+    POSSIBLE_EXTENT_CLASS,
+    UNCERTAINTY,
     RSNA_SUGGESTION,
     PLEURAL_EFFUSION,
     INDETERMINATE_DENSE,
@@ -369,16 +391,20 @@ pub fn reported(f: &Findings) -> Vec<Reported> {
         reference_range: Some("<10"),
         ..line(INVOLVEMENT, side, number(pct, PERCENT, 1), Some(pct >= INVOLVEMENT_NORMAL_BELOW_PCT))
     };
-    let mut out = vec![
-        line(
-            EXTENT_CLASS,
-            None,
-            ReportedValue::Coded(extent_code(f.extent_class)),
-            Some(f.extent_class > ExtentClass::NoneOrMinimal),
-        ),
+    let mut out = vec![line(
+        EXTENT_CLASS,
+        None,
+        ReportedValue::Coded(extent_code(f.extent_class)),
+        Some(f.extent_class > ExtentClass::NoneOrMinimal),
+    )];
+    out.extend(f.uncertainty.other_classes(f.extent_class).into_iter().map(|c| {
+        line(POSSIBLE_EXTENT_CLASS, None, ReportedValue::Coded(extent_code(c)), Some(c > ExtentClass::NoneOrMinimal))
+    }));
+    out.extend([
         line(SEVERITY_SCORE, None, number(f64::from(f.severity_score), SCORE, 0), None),
         involvement(None, f.total.involvement_pct),
-    ];
+        line(UNCERTAINTY, None, ReportedValue::Text(uncertainty_text(f)), None),
+    ]);
     out.extend(f.lungs.iter().map(|l| involvement(Some(l.side), l.involvement.involvement_pct)));
     out.extend(
         f.lungs.iter().map(|l| line(OPACITY_VOLUME, Some(l.side), number(l.involvement.opacity_ml, ML, 1), None)),
@@ -406,14 +432,14 @@ pub fn reported(f: &Findings) -> Vec<Reported> {
 /// CT severity score 12/30; right pleural effusion, 80.0 mL, ...; focal opacity, ...".
 pub fn summary_text(f: &Findings) -> String {
     let mut text = format!(
-        "{} {:.1} {}, {} {}, {} {}/30",
+        "{} {:.1} {}, {} {}, {} {}",
         capitalised(INVOLVEMENT.label),
         f.total.involvement_pct,
         PERCENT.symbol,
         EXTENT_CLASS.label,
-        f.extent_class.label(),
+        class_text(f),
         SEVERITY_SCORE.label,
-        f.severity_score
+        score_text(f),
     );
     for e in f.effusions.iter().filter(|e| e.volume_ml > 0.0) {
         text.push_str("; ");
@@ -428,6 +454,53 @@ pub fn summary_text(f: &Findings) -> String {
         text.push_str(&l.text);
     }
     text
+}
+
+/// The extent class with the others the method's error allows: "none or minimal (<10 %),
+/// possibly moderate (10-25 %)"; the class alone when it is certain.
+pub fn class_text(f: &Findings) -> String {
+    let mut text = f.extent_class.label().to_owned();
+    for c in f.uncertainty.other_classes(f.extent_class) {
+        text.push_str(&format!(", {} {}", POSSIBLE_EXTENT_CLASS.label, c.label()));
+    }
+    text
+}
+
+/// The CT severity score with the range the method's error allows: "11/30 (9-12 within the
+/// method's error)"; "11/30" when the range is that one score.
+pub fn score_text(f: &Findings) -> String {
+    let [lo, hi] = f.uncertainty.severity_score;
+    if lo == hi {
+        format!("{}/30", f.severity_score)
+    } else {
+        format!("{}/30 ({lo}-{hi} {})", f.severity_score, UNCERTAINTY.label)
+    }
+}
+
+/// "within the method's error (opacity within 15 %, up to 1 % false-positive opacity):
+/// involvement 7.4-11.2 %, extent class none or minimal (<10 %) to moderate (10-25 %), CT severity
+/// score 9-12".
+pub fn uncertainty_text(f: &Findings) -> String {
+    let u = &f.uncertainty;
+    let [lo, hi] = u.involvement_pct;
+    let classes = if u.extent_class[0] == u.extent_class[1] {
+        u.extent_class[0].label().to_owned()
+    } else {
+        format!("{} to {}", u.extent_class[0].label(), u.extent_class[1].label())
+    };
+    let [slo, shi] = u.severity_score;
+    let score = if slo == shi { slo.to_string() } else { format!("{slo}-{shi}") };
+    format!(
+        "{} (opacity within {:.0} {}, up to {NOISE_FLOOR_PCT} {} false-positive opacity): {} {lo:.1}-{hi:.1} {}, {} {classes}, {} {score}",
+        UNCERTAINTY.label,
+        100.0 * OPACITY_RELATIVE_ERROR,
+        PERCENT.symbol,
+        PERCENT.symbol,
+        INVOLVEMENT.label,
+        PERCENT.symbol,
+        EXTENT_CLASS.label,
+        SEVERITY_SCORE.label,
+    )
 }
 
 /// `text` with its first letter upper case (for lines that start with it).

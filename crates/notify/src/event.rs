@@ -187,6 +187,9 @@ pub struct Event {
     pub model: Model,
     /// SFR extent class of lung involvement (coded), when read.
     pub extent_class: Option<Coded>,
+    /// The highest extent class the method's validated error allows, when it is above
+    /// `extent_class` ("possibly moderate"); rules match on it (the sickest first).
+    pub possible_extent_class: Option<Coded>,
     /// CT severity score 0-30 (Francone 2020), when read.
     pub severity_score: Option<u8>,
     /// Lung involvement, both lungs (%), when read.
@@ -237,6 +240,7 @@ impl Event {
             study,
             model,
             extent_class: None,
+            possible_extent_class: None,
             severity_score: None,
             involvement_pct: None,
             summary: String::new(),
@@ -251,6 +255,9 @@ impl Event {
         match outcome {
             Outcome::Read(f, sr) => {
                 event.extent_class = Some(vocabulary::extent_code(f.extent_class).into());
+                let highest = f.uncertainty.highest_class();
+                event.possible_extent_class =
+                    (highest > f.extent_class).then(|| vocabulary::extent_code(highest).into());
                 event.severity_score = Some(f.severity_score);
                 event.involvement_pct = Some((f.total.involvement_pct * 10.0).round() / 10.0);
                 event.measurements = vocabulary::reported(f).into_iter().map(Measurement::from).collect();
@@ -276,7 +283,16 @@ impl Event {
 
     /// The extent class, decoded.
     pub fn extent(&self) -> Option<ExtentClass> {
-        let code = self.extent_class.as_ref()?;
-        ExtentClass::ALL.into_iter().find(|c| vocabulary::extent_code(*c).value == code.code)
+        decode_extent(self.extent_class.as_ref()?)
     }
+
+    /// The highest extent class the result allows: the possible one when there is one, else
+    /// the class.
+    pub fn highest_extent(&self) -> Option<ExtentClass> {
+        self.possible_extent_class.as_ref().and_then(decode_extent).max(self.extent())
+    }
+}
+
+fn decode_extent(code: &Coded) -> Option<ExtentClass> {
+    ExtentClass::ALL.into_iter().find(|c| vocabulary::extent_code(*c).value == code.code)
 }

@@ -6,7 +6,9 @@ use crate::event::{Event, EventKind};
 
 impl Rule {
     /// Whether `event` is for this rule: the sender is listed (or no list), and any criterion
-    /// given holds; a rule without criteria takes every first read (not refusals).
+    /// given holds (the class criterion on the highest class the result allows: "none or
+    /// minimal, possibly moderate" is at least moderate); a rule without criteria takes every
+    /// first read (not refusals).
     pub fn matches(&self, event: &Event) -> bool {
         if !self.senders.is_empty() && !self.senders.iter().any(|s| s.trim() == event.study.sender.trim()) {
             return false;
@@ -14,7 +16,7 @@ impl Rule {
         if event.kind == EventKind::Refused {
             return self.refused;
         }
-        let by_class = self.extent_class_at_least.zip(event.extent()).map(|(min, class)| class >= min);
+        let by_class = self.extent_class_at_least.zip(event.highest_extent()).map(|(min, class)| class >= min);
         let by_score = self.severity_score_at_least.zip(event.severity_score).map(|(min, s)| s >= min);
         let by_pct = self.involvement_pct_at_least.zip(event.involvement_pct).map(|(min, p)| p >= min);
         let criteria = [by_class, by_score, by_pct];
@@ -65,6 +67,12 @@ mod tests {
         let mut refused = event("CT", 0.0, 0);
         refused.kind = EventKind::Refused;
         assert!(!r.matches(&refused), "refusals only with refused = true");
+        // moderate, possibly extensive (within the method's error): at least extensive
+        let mut possibly = event("CT", 23.0, 8);
+        possibly.possible_extent_class =
+            Some(firstread_findings::vocabulary::extent_code(ExtentClass::Extensive).into());
+        assert_eq!(possibly.highest_extent(), Some(ExtentClass::Extensive));
+        assert!(r.matches(&possibly), "by the possible class");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The triage worklist: one row per study version (and model), ranked by criticality: SFR extent
-//! class (critical first), then CT severity score, then waiting time (the longest wait first);
+//! class (critical first; the highest class the method's error allows, so "none or minimal,
+//! possibly moderate" ranks with the moderate ones), then CT severity score, then waiting time (the longest wait first);
 //! versions without a result yet come after the read ones, longest wait first.
 //!
 //! Status of a study version, from the index and the queue:
@@ -95,6 +96,10 @@ pub struct Row {
     pub feedback: Option<LatestFeedback>,
     /// Notification deliveries of this version: `[{destination, state, attempts, error}]`.
     pub notifications: serde_json::Value,
+    /// What the method's error allows (`firstread_findings::Uncertainty` as recorded:
+    /// `{involvement_pct, extent_class, severity_score}`, each `[lowest, highest]`); the rank
+    /// takes the highest class.
+    pub uncertainty: Option<serde_json::Value>,
 }
 
 /// A page of rows.
@@ -126,14 +131,14 @@ WITH versions AS (
             ELSE 'done'
         END AS status,
         j.extent_class,
-        CASE j.extent_class
+        CASE j.extent_class_highest
             WHEN 'critical' THEN 5 WHEN 'severe' THEN 4 WHEN 'extensive' THEN 3
             WHEN 'moderate' THEN 2 WHEN 'none_or_minimal' THEN 1 END AS class_rank,
         j.severity_score
     FROM studies s
     CROSS JOIN LATERAL generate_series(1, greatest(s.version, 1)) AS v(version)
     LEFT JOIN LATERAL (
-        SELECT j.id, j.state, j.result_status, j.extent_class, j.severity_score FROM jobs j
+        SELECT j.id, j.state, j.result_status, j.extent_class, j.extent_class_highest, j.severity_score FROM jobs j
         WHERE j.kind = 'analysis' AND j.study_instance_uid = s.study_instance_uid AND j.study_version = v.version
         ORDER BY j.id LIMIT 1
     ) j ON true
@@ -163,7 +168,8 @@ SELECT p.study_instance_uid, p.version, coalesce(j.model, ''), j.result->'model'
        (SELECT coalesce(json_agg(json_build_object('destination', n.destination, 'state', n.state,
                 'attempts', n.attempts, 'error', n.last_error) ORDER BY n.id), '[]'::json)
         FROM jobs n WHERE n.kind = 'notify' AND n.study_instance_uid = p.study_instance_uid
-          AND n.study_version = p.version)
+          AND n.study_version = p.version),
+       j.result->'findings'->'uncertainty'
 FROM page p
 JOIN studies s ON s.study_instance_uid = p.study_instance_uid
 LEFT JOIN jobs j ON j.id = p.job_id
@@ -272,6 +278,7 @@ pub async fn page(pool: &PgPool, filter: &Filter) -> Result<Page, sqlx::Error> {
             key_image: r.try_get(18)?,
             feedback,
             notifications: r.try_get(25)?,
+            uncertainty: r.try_get(26)?,
         });
     }
     Ok(Page { total, rows: out, now: Utc::now() })

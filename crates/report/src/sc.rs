@@ -535,14 +535,14 @@ fn draw_legend(img: &mut Canvas, input: &ResultInput, key: &KeyImage, index: usi
         bottom_text.push("No opacity | this slice 0.0 %".to_owned());
     }
     bottom_text.push(format!(
-        "{} {:.1} {} | {} {}/30 | {}: {}",
+        "{} {:.1} {} | {} {} | {}: {}",
         capitalised(vocabulary::INVOLVEMENT.label),
         f.total.involvement_pct,
         vocabulary::PERCENT.symbol,
         vocabulary::SEVERITY_SCORE.label,
-        f.severity_score,
+        vocabulary::score_text(f),
         vocabulary::EXTENT_CLASS.label,
-        f.extent_class.label()
+        vocabulary::class_text(f)
     ));
     bottom_text.extend(other_findings(f));
     bottom_text.push(format!("{} (RSNA): {}", capitalised(vocabulary::RSNA_SUGGESTION.label), f.pattern.label()));

@@ -174,6 +174,8 @@ const OPACITY_VOLUME: Cd = term(vocabulary::OPACITY_VOLUME);
 const SEVERITY_SCORE: Cd = term(vocabulary::SEVERITY_SCORE);
 const ZONE_SCORE: Cd = term(vocabulary::ZONE_SCORE);
 const EXTENT_CLASS: Cd = term(vocabulary::EXTENT_CLASS);
+const POSSIBLE_EXTENT_CLASS: Cd = term(vocabulary::POSSIBLE_EXTENT_CLASS);
+const UNCERTAINTY: Cd = term(vocabulary::UNCERTAINTY);
 const RSNA_SUGGESTION: Cd = term(vocabulary::RSNA_SUGGESTION);
 const SUGGESTION_BASIS: Cd = ("SUGGEST-BASIS", LOCAL_SCHEME, "Basis of the suggested category");
 const METHOD_AND_LIMITS: Cd = ("METHOD-LIMITS", LOCAL_SCHEME, "Method and limits");
@@ -716,8 +718,12 @@ impl<'a> Context<'a> {
     fn qualitative_evaluations(&self) -> Result<Item, ReportError> {
         let f = self.input.findings;
         let what = self.what;
-        let mut items = vec![
-            Item::code(CONTAINS, EXTENT_CLASS, extent_code(f.extent_class)),
+        let mut items = vec![Item::code(CONTAINS, EXTENT_CLASS, extent_code(f.extent_class))];
+        // a class the method's error allows is said, never rounded away
+        for class in f.uncertainty.other_classes(f.extent_class) {
+            items.push(Item::code(CONTAINS, POSSIBLE_EXTENT_CLASS, extent_code(class)));
+        }
+        items.extend([
             Item::num(what, SEVERITY_SCORE, f64::from(f.severity_score), 0, SCORE)?,
             Item::num(what, INVOLVEMENT, f.total.involvement_pct, 2, PERCENT)?.child(
                 Item::code(HAS_CONCEPT_MOD, FINDING_SITE, LUNG).child(Item::code(
@@ -726,7 +732,8 @@ impl<'a> Context<'a> {
                     RIGHT_AND_LEFT,
                 )),
             ),
-        ];
+            Item::text(CONTAINS, UNCERTAINTY, vocabulary::uncertainty_text(f)),
+        ]);
         for lung in &f.lungs {
             items.push(
                 Item::num(what, INVOLVEMENT, lung.involvement.involvement_pct, 2, PERCENT)?

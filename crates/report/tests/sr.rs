@@ -624,7 +624,14 @@ fn effusion_dense_region_and_focal_lesion_reach_the_srs_seg_and_key_images() {
     assert!(!f.focal_lesions.is_empty(), "the right lung mass is a focal lesion");
     let caution = "the right lung measures 400 mL, 25 % of the other: complete opacification, collapse, a large \
                    effusion or resection are not excluded, and disease on that side may be under-estimated";
-    let with_caution = firstread_findings::Findings { cautions: vec![caution.to_owned()], ..f.clone() };
+    // and a class the method's error allows besides the measured one ("possibly moderate")
+    let borderline = firstread_findings::Uncertainty::new(9.5, [0.9, 0.0, 30.0, 4.5, 24.0, 80.0]);
+    let with_caution = firstread_findings::Findings {
+        cautions: vec![caution.to_owned()],
+        extent_class: firstread_findings::ExtentClass::NoneOrMinimal,
+        uncertainty: borderline,
+        ..f.clone()
+    };
     let f = &with_caution;
     let mut i = input(s, None);
     i.volume = &p.volume;
@@ -655,6 +662,18 @@ fn effusion_dense_region_and_focal_lesion_reach_the_srs_seg_and_key_images() {
     // the pipeline's caution, said in the report
     let cautions = texts(qualitative, "CAUTION");
     assert_eq!(cautions.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), vec![caution]);
+    // the class the error allows is coded beside the measured one, and the ranges said as text
+    let possible: Vec<Option<String>> = children(qualitative)
+        .iter()
+        .filter(|c| concept(c).as_deref() == Some("EXTENT-POSSIBLE") && value_type(c) == "CODE")
+        .map(code_value)
+        .collect();
+    assert_eq!(possible, vec![Some("SFR-MODERATE".to_owned())]);
+    assert_eq!(code_value(child(qualitative, "EXTENT-CLASS")).as_deref(), Some("SFR-MINIMAL"));
+    let within = texts(qualitative, "WITHIN-ERROR");
+    assert_eq!(within.len(), 1);
+    assert_eq!(within[0].0, firstread_findings::vocabulary::uncertainty_text(f));
+    assert!(within[0].0.contains("extent class none or minimal (<10 %) to moderate (10-25 %), CT severity score 9-14"));
     let dense = texts(qualitative, "DENSE-DEPENDENT");
     assert_eq!(dense.len(), 1);
     assert!(dense[0].0.starts_with("dense dependent region: effusion or consolidation, "), "{}", dense[0].0);

@@ -26,6 +26,17 @@ pub struct LungRead {
     pub involvement: Involvement,
 }
 
+/// The range the method's error allows (`firstread_findings::Uncertainty` as recorded).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UncertaintyRead {
+    /// Lowest and highest total involvement (%).
+    pub involvement_pct: [f64; 2],
+    /// The extent classes (JSON names) of those ends.
+    pub extent_class: [String; 2],
+    /// Lowest and highest CT severity score.
+    pub severity_score: [u8; 2],
+}
+
 /// One of the six zones (upper, middle, lower third of each lung).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ZoneRead {
@@ -53,6 +64,10 @@ pub struct FirstRead {
     pub severity_score: u8,
     /// SFR extent class (snake_case name, e.g. "none_or_minimal").
     pub extent_class: String,
+    /// What the method's validated error allows (`firstread_findings::Uncertainty`); absent
+    /// from results of before it was reported.
+    #[serde(default)]
+    pub uncertainty: Option<UncertaintyRead>,
     /// Suggested RSNA category (e.g. "indeterminate").
     pub pattern: String,
     /// Why that category.
@@ -146,14 +161,29 @@ impl DemoReport {
             let _ = writeln!(o, "  {:<12} {:>12} {:>12}", level, cell("right"), cell("left"));
         }
         let label = |t: vocabulary::Term| format!("{:<19}", t.label);
+        let (mut score_range, mut other_classes) = (String::new(), String::new());
+        if let Some(u) = &f.uncertainty {
+            let [lo, hi] = u.severity_score;
+            if lo != hi {
+                score_range = format!(", {lo}-{hi} {}", vocabulary::UNCERTAINTY.label);
+            }
+            if u.extent_class[0] != u.extent_class[1] {
+                other_classes = format!(
+                    "; {}: {} to {}",
+                    vocabulary::UNCERTAINTY.label,
+                    extent_label(&u.extent_class[0]),
+                    extent_label(&u.extent_class[1])
+                );
+            }
+        }
         let _ = writeln!(
             o,
-            "  {} {}/{} (Francone 2020)",
+            "  {} {}/{} (Francone 2020{score_range})",
             label(vocabulary::SEVERITY_SCORE),
             f.severity_score,
             self.severity_score_max
         );
-        let _ = writeln!(o, "  {} {} (SFR)", label(vocabulary::EXTENT_CLASS), self.extent_class_label);
+        let _ = writeln!(o, "  {} {} (SFR){other_classes}", label(vocabulary::EXTENT_CLASS), self.extent_class_label);
         let _ = writeln!(
             o,
             "  {} {} (RSNA): {}",
@@ -299,6 +329,8 @@ mod tests {
                 "max_inplane_diameter_mm": 48.2, "mean_hu": 21.0, "centroid_slice": 12,
                 "text": "focal opacity, 35.0 mL, right middle zone; not typical of pneumonia" }],
             "non_focal_involvement_pct": 0.02,
+            "uncertainty": { "involvement_pct": [0.0, 0.96], "extent_class": ["none_or_minimal", "none_or_minimal"],
+                "severity_score": [1, 2] },
         });
         let first_read: FirstRead = serde_json::from_value(findings).expect("findings parse");
         assert_eq!(first_read.lungs[0].involvement.lung_ml, 2100.4);
@@ -333,8 +365,8 @@ mod tests {
         assert!(text.contains("right lung      2300 mL      35.0 mL        1.5 %"), "{text}");
         assert!(text.contains("left lung       2100 mL       1.2 mL        0.1 %"), "{text}");
         assert!(text.contains("  middle          6.3 % (2)    0.0 % (0)\n"), "{text}");
-        assert!(text.contains("CT severity score   2/30"), "{text}");
-        assert!(text.contains("none or minimal (<10 %) (SFR)"), "{text}");
+        assert!(text.contains("CT severity score   2/30 (Francone 2020, 1-2 within the method's error)"), "{text}");
+        assert!(text.contains("none or minimal (<10 %) (SFR)\n"), "{text}");
         assert!(text.contains("atypical appearance (RSNA): a solitary dense opacity"), "{text}");
         assert!(
             text.contains(

@@ -89,12 +89,28 @@ function viewerUrl(row) {
   return `/viewer/viewer?${p}`;
 }
 
+// the classes the method's validated error allows besides the measured one (it ranks by the highest)
+function possibly(row) {
+  const range = row.uncertainty && row.uncertainty.extent_class;
+  const order = ['none_or_minimal', 'moderate', 'extensive', 'severe', 'critical'];
+  if (!range || range[0] === range[1]) return '';
+  const [lo, hi] = range.map((c) => order.indexOf(c));
+  const others = order.slice(lo, hi + 1).filter((c) => c !== row.extent_class).map((c) => c.replaceAll('_', ' '));
+  return el('span', { class: 'possibly', title: "within the method's validated error", text: ` possibly ${others.join(', ')}` });
+}
+
+function scoreRange(row) {
+  const range = row.uncertainty && row.uncertainty.severity_score;
+  return range && range[0] !== range[1] ? ` (${range[0]}-${range[1]})` : '';
+}
+
 function resultCell(row) {
   if (!row.extent_class) return el('td', { class: 'result' }, el('span', { class: 'sub', text: row.status === 'done' ? 'no result' : '—' }));
   return el('td', { class: 'result' },
     el('span', { class: `badge class ${row.extent_class}`, text: row.extent_label || row.extent_class }),
+    possibly(row),
     el('div', { class: 'sub' },
-      `score ${row.severity_score ?? '?'}/30 · involvement ${row.involvement_pct == null ? '?' : row.involvement_pct.toFixed(1)} %`),
+      `score ${row.severity_score ?? '?'}${scoreRange(row)}/30 · involvement ${row.involvement_pct == null ? '?' : row.involvement_pct.toFixed(1)} %`),
     el('div', { class: 'sub', text: row.model ? `${row.model} ${row.model_version || ''} · pre-read aid` : '' }));
 }
 
