@@ -30,6 +30,7 @@ fn rule(name: &str, channels: &[&str]) -> Rule {
         name: name.into(),
         channels: channels.iter().map(|c| (*c).to_owned()).collect(),
         senders: Vec::new(),
+        sites: Vec::new(),
         extent_class_at_least: None,
         severity_score_at_least: None,
         involvement_pct_at_least: None,

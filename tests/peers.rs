@@ -25,6 +25,7 @@ async fn only_known_peers_may_send_and_results_go_back_to_them() {
         results: port.is_some(),
         always: false,
         tls: None,
+        site: None,
     };
     let node = TestNode::start(|c| {
         c.assembly.stable_after = Duration::from_millis(500);

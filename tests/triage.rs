@@ -27,7 +27,7 @@ async fn three_studies_rank_by_criticality_live_and_take_feedback() {
     .await;
     let http = node.node.http_addr.expect("http");
     // the radiologist signs in with their own account
-    firstread_users::add(&node.pool, "dr.reader", firstread_users::Role::Radiologist, Some(PASSWORD))
+    firstread_users::add(&node.pool, "dr.reader", firstread_users::Role::Radiologist, Some(PASSWORD), &[])
         .await
         .expect("user added");
     let base = format!("http://{http}");
@@ -215,7 +215,9 @@ async fn a_possible_higher_class_ranks_with_that_class() {
         .await
         .expect("job");
     }
-    let page = firstread_pages::worklist::page(&pool, &Default::default()).await.expect("page");
+    let page = firstread_pages::worklist::page(&pool, &Default::default(), &firstread_sites::Scope::Every)
+        .await
+        .expect("page");
     let order: Vec<&str> = page.rows.iter().map(|r| r.study_instance_uid.as_str()).collect();
     // possibly extensive first; then the moderate rank by score (the possible one, 8, before the
     // certain one, 5); then none or minimal by score

@@ -137,10 +137,11 @@ pub async fn record_association(
     ending: &str,
 ) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
-        "INSERT INTO audit_events (actor, actor_kind, address, action, study_instance_uid, outcome, detail) \
+        "INSERT INTO audit_events (actor, actor_kind, address, action, study_instance_uid, outcome, detail, site) \
          SELECT $2, 'ae', $3, 'store-in', study_instance_uid, 'success', \
-                jsonb_build_object('instances', count(*), 'association', $1::text, 'tls', $4::boolean, 'ending', $5::text) \
-         FROM instances WHERE association_id = $1 GROUP BY study_instance_uid",
+                jsonb_build_object('instances', count(*), 'association', $1::text, 'tls', $4::boolean, 'ending', $5::text), \
+                site \
+         FROM instances WHERE association_id = $1 GROUP BY site, study_instance_uid",
     )
     .bind(id)
     .bind(calling_ae_title)

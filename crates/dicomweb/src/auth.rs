@@ -51,6 +51,15 @@ impl Caller {
             Caller::SharedToken | Caller::Open => None,
         }
     }
+
+    /// The sites whose studies the caller sees: a user's own; every site for the deprecated
+    /// shared token and without authentication.
+    pub fn scope(&self) -> firstread_sites::Scope {
+        match self {
+            Caller::Token(i) | Caller::Session(i) => i.scope(),
+            Caller::SharedToken | Caller::Open => firstread_sites::Scope::Every,
+        }
+    }
 }
 
 /// A sign-in that was refused (a response extension, for the audit trail): the name tried.
@@ -242,8 +251,9 @@ pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, Form(for
             let name = form.name.clone();
             let mut r = ([(header::SET_COOKIE, cookie)], Redirect::to(&local_path(form.next.as_deref(), "/triage")))
                 .into_response();
-            // who signed in, for the audit trail (the role is not needed there)
-            r.extensions_mut().insert(Caller::Session(Identity { name, role: firstread_users::Role::Radiologist }));
+            // who signed in, for the audit trail (role and sites are not needed there)
+            let who = Identity { name, role: firstread_users::Role::Radiologist, sites: Vec::new() };
+            r.extensions_mut().insert(Caller::Session(who));
             r
         }
         Ok(None) => refused(&form.name),

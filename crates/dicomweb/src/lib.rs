@@ -291,12 +291,40 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text exposition format 0.0.4.
-async fn metrics_endpoint(State(state): State<AppState>) -> Response {
+async fn metrics_endpoint(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<auth::Caller>,
+) -> Response {
     let Some(handle) = &state.metrics else { return StatusCode::NOT_FOUND.into_response() };
     if let Some(refresh) = &state.refresh {
         refresh.refresh().await;
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()
+    let body = only_sites(&handle.render(), &caller.scope());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+/// The Prometheus text without the samples labelled with a site the caller does not see
+/// (`site="..."`); samples without a site label (node-wide) are kept.
+fn only_sites(text: &str, scope: &firstread_sites::Scope) -> String {
+    if *scope == firstread_sites::Scope::Every {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let site = (!line.starts_with('#'))
+            .then(|| line.split_once('{'))
+            .flatten()
+            .and_then(|(_, labels)| labels.split_once("site=\""))
+            .and_then(|(before, rest)| {
+                // a label named exactly `site` (not e.g. `website`)
+                (before.is_empty() || before.ends_with(',')).then(|| rest.split('"').next()).flatten()
+            });
+        if site.is_none_or(|s| scope.sees(s)) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// A response body of bytes with a content type.
@@ -306,4 +334,34 @@ pub(crate) fn with_type(content_type: &str, body: impl Into<Bytes>) -> Response 
         response.headers_mut().insert(header::CONTENT_TYPE, v);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_of_other_sites_are_left_out() {
+        let text = "# TYPE firstread_instances_received_total counter\n\
+                    firstread_instances_received_total{site=\"a\",via=\"dimse\"} 3\n\
+                    firstread_instances_received_total{via=\"stow\",site=\"b\"} 4\n\
+                    firstread_x{website=\"b\"} 1\n\
+                    firstread_associations_open 2\n";
+        let a = only_sites(text, &firstread_sites::Scope::Only(vec!["a".into()]));
+        assert_eq!(
+            a,
+            "# TYPE firstread_instances_received_total counter\n\
+             firstread_instances_received_total{site=\"a\",via=\"dimse\"} 3\n\
+             firstread_x{website=\"b\"} 1\n\
+             firstread_associations_open 2\n"
+        );
+        assert_eq!(only_sites(text, &firstread_sites::Scope::Every), text);
+        let none = only_sites(text, &firstread_sites::Scope::Only(vec![]));
+        assert_eq!(
+            none,
+            "# TYPE firstread_instances_received_total counter\n\
+             firstread_x{website=\"b\"} 1\n\
+             firstread_associations_open 2\n"
+        );
+    }
 }

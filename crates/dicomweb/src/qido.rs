@@ -12,12 +12,14 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_dictionary_std::StandardDataDictionary;
 use serde_json::Value;
 use sqlx::postgres::{PgRow, Postgres};
 use sqlx::{QueryBuilder, Row};
 
+use crate::auth::Caller;
 use crate::error::WebError;
 use crate::json::{put, root_url, Dataset};
 use crate::multipart::accepts_json;
@@ -212,7 +214,7 @@ impl Search {
                 Kind::Modalities => {
                     let list: Vec<String> =
                         value.split([',', '\\']).map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect();
-                    q.push("EXISTS (SELECT 1 FROM series m WHERE m.study_instance_uid = s.study_instance_uid AND m.modality = ANY(")
+                    q.push("EXISTS (SELECT 1 FROM series m WHERE m.site = s.site AND m.study_instance_uid = s.study_instance_uid AND m.modality = ANY(")
                         .push_bind(list)
                         .push("))");
                 }
@@ -254,58 +256,64 @@ fn push_text(q: &mut QueryBuilder<'_, Postgres>, column: &str, value: &str, case
 /// `GET /studies`
 pub async fn studies(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, WebError> {
-    search(&state, &headers, &params, Level::Study, None, None).await
+    search(&state, &caller.scope(), &headers, &params, Level::Study, None, None).await
 }
 
 /// `GET /series`
 pub async fn all_series(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, WebError> {
-    search(&state, &headers, &params, Level::Series, None, None).await
+    search(&state, &caller.scope(), &headers, &params, Level::Series, None, None).await
 }
 
 /// `GET /studies/{study}/series`
 pub async fn study_series(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(study): Path<String>,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, WebError> {
-    search(&state, &headers, &params, Level::Series, Some(study), None).await
+    search(&state, &caller.scope(), &headers, &params, Level::Series, Some(study), None).await
 }
 
 /// `GET /instances`
 pub async fn all_instances(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, WebError> {
-    search(&state, &headers, &params, Level::Instance, None, None).await
+    search(&state, &caller.scope(), &headers, &params, Level::Instance, None, None).await
 }
 
 /// `GET /studies/{study}/instances`
 pub async fn study_instances(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(study): Path<String>,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, WebError> {
-    search(&state, &headers, &params, Level::Instance, Some(study), None).await
+    search(&state, &caller.scope(), &headers, &params, Level::Instance, Some(study), None).await
 }
 
 /// `GET /studies/{study}/series/{series}/instances`
 pub async fn series_instances(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, WebError> {
-    search(&state, &headers, &params, Level::Instance, Some(study), Some(series)).await
+    search(&state, &caller.scope(), &headers, &params, Level::Instance, Some(study), Some(series)).await
 }
 
 const STUDY_COLUMNS: &str = "s.study_instance_uid, s.study_date, s.study_time, s.accession_number, \
@@ -314,6 +322,7 @@ const STUDY_COLUMNS: &str = "s.study_instance_uid, s.study_date, s.study_time, s
 
 async fn search(
     state: &AppState,
+    scope: &firstread_sites::Scope,
     headers: &HeaderMap,
     params: &[(String, String)],
     level: Level,
@@ -331,13 +340,18 @@ async fn search(
         Level::Study => {
             q.push(
                 ", (SELECT string_agg(DISTINCT m.modality, '\\' ORDER BY m.modality) FROM series m \
-                 WHERE m.study_instance_uid = s.study_instance_uid) AS modalities, \
-                 (SELECT count(*) FROM series m WHERE m.study_instance_uid = s.study_instance_uid) AS n_series, \
-                 (SELECT count(*) FROM instances m WHERE m.study_instance_uid = s.study_instance_uid) AS n_instances, \
+                 WHERE m.site = s.site AND m.study_instance_uid = s.study_instance_uid) AS modalities, \
+                 (SELECT count(*) FROM series m WHERE m.site = s.site AND m.study_instance_uid = s.study_instance_uid) \
+                 AS n_series, \
+                 (SELECT count(*) FROM instances m WHERE m.site = s.site AND m.study_instance_uid = s.study_instance_uid) \
+                 AS n_instances, \
                  ",
             );
             if extra_fields(&search, STUDY_FIELDS) {
-                q.push("(SELECT m.metadata::text FROM instances m WHERE m.study_instance_uid = s.study_instance_uid LIMIT 1)");
+                q.push(
+                    "(SELECT m.metadata::text FROM instances m \
+                     WHERE m.site = s.site AND m.study_instance_uid = s.study_instance_uid LIMIT 1)",
+                );
             } else {
                 q.push("NULL::text");
             }
@@ -346,10 +360,13 @@ async fn search(
         Level::Series => {
             q.push(
                 ", se.series_instance_uid, se.modality, se.series_number, se.series_description, \
-                 (SELECT count(*) FROM instances m WHERE m.series_instance_uid = se.series_instance_uid) AS n_instances, \
-                 (SELECT m.metadata::text FROM instances m WHERE m.series_instance_uid = se.series_instance_uid \
+                 (SELECT count(*) FROM instances m WHERE m.site = se.site \
+                  AND m.series_instance_uid = se.series_instance_uid) AS n_instances, \
+                 (SELECT m.metadata::text FROM instances m WHERE m.site = se.site \
+                  AND m.series_instance_uid = se.series_instance_uid \
                   ORDER BY m.instance_number, m.sop_instance_uid LIMIT 1) AS representative \
-                 FROM series se JOIN studies s ON s.study_instance_uid = se.study_instance_uid WHERE TRUE",
+                 FROM series se JOIN studies s ON s.site = se.site AND s.study_instance_uid = se.study_instance_uid \
+                 WHERE TRUE",
             );
         }
         Level::Instance => {
@@ -361,10 +378,15 @@ async fn search(
             // the whole stored JSON is parsed per row only when asked for
             q.push(if extra_fields(&search, INSTANCE_FIELDS) { "i.metadata::text" } else { "NULL::text" });
             q.push(
-                " AS representative FROM instances i JOIN series se ON se.series_instance_uid = i.series_instance_uid \
-                 JOIN studies s ON s.study_instance_uid = i.study_instance_uid WHERE TRUE",
+                " AS representative FROM instances i \
+                 JOIN series se ON se.site = i.site AND se.series_instance_uid = i.series_instance_uid \
+                 JOIN studies s ON s.site = i.site AND s.study_instance_uid = i.study_instance_uid WHERE TRUE",
             );
         }
+    }
+    // the caller's sites only: another site's study is not found
+    if let Some(sites) = scope.filter() {
+        q.push(" AND s.site = ANY(").push_bind(sites).push(")");
     }
     if let Some(study) = &study {
         q.push(" AND s.study_instance_uid = ").push_bind(study.clone());

@@ -11,12 +11,14 @@
 use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde_json::Value;
 use tracing::{debug, info_span, warn, Instrument};
 
+use crate::auth::Caller;
 use crate::error::WebError;
 use crate::json::{put, put_sequence, root_url, Dataset};
 use crate::multipart::parse_media_type;
@@ -47,6 +49,8 @@ pub struct StowRequest<'a> {
     /// The Study Instance UID of the request target (`POST /studies/{study}`), which the
     /// instance must carry.
     pub study: Option<&'a str>,
+    /// The site the instance goes to: the caller's (`?site=` for a caller with several).
+    pub site: &'a str,
 }
 
 /// What storing one instance did.
@@ -70,25 +74,37 @@ pub enum StowOutcome {
     },
 }
 
-/// `POST /studies`
+/// `POST /studies[?site=S]`: into the caller's site (`site` names one of several).
 pub async fn store(
     State(state): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<SiteQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, WebError> {
-    handle(&state, client, &headers, body, None).await
+    let site = caller.scope().upload_site(query.site.as_deref()).map_err(WebError::BadRequest)?;
+    handle(&state, client, &headers, body, None, &site).await
 }
 
-/// `POST /studies/{study}`
+/// `POST /studies/{study}[?site=S]`
 pub async fn store_in_study(
     State(state): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<SiteQuery>,
     Path(study): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, WebError> {
-    handle(&state, client, &headers, body, Some(study)).await
+    let site = caller.scope().upload_site(query.site.as_deref()).map_err(WebError::BadRequest)?;
+    handle(&state, client, &headers, body, Some(study), &site).await
+}
+
+/// STOW-RS's query: the site to store into, for a caller with several.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct SiteQuery {
+    site: Option<String>,
 }
 
 /// The File Meta Information of a Part 10 instance (PS3.10 7.1).
@@ -150,6 +166,7 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
     study: Option<String>,
+    site: &str,
 ) -> Result<Response, WebError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let media = parse_media_type(content_type);
@@ -169,7 +186,7 @@ async fn handle(
         .ok_or_else(|| WebError::BadRequest("multipart/related without a boundary".into()))?
         .to_owned();
     let root = root_url(headers, state.listen_port, state.https);
-    let span = info_span!("stow", client = %client);
+    let span = info_span!("stow", client = %client, site);
     async move {
         let limits =
             multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(state.max_request_bytes));
@@ -224,6 +241,7 @@ async fn handle(
                 data_set: &bytes[meta.data_set_offset..],
                 client,
                 study: study.as_deref(),
+                site,
             };
             match state.sink.store(request).await {
                 StowOutcome::Stored => referenced.push(reference(&meta, &root, None)),

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use axum::Extension;
 use bytes::Bytes;
 use dicom_core::value::Value as DicomValue;
 use dicom_dictionary_std::tags;
@@ -23,6 +24,7 @@ use futures_util::stream;
 use futures_util::StreamExt;
 use sqlx::Row;
 
+use crate::auth::Caller;
 use crate::error::WebError;
 use crate::json::{absolute_bulk_data_uris, root_url};
 use crate::multipart::{self, negotiate, Part, Wanted};
@@ -35,6 +37,8 @@ const IMPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2";
 /// Which instances a request targets.
 #[derive(Debug, Clone, Default)]
 struct Target {
+    /// The caller's sites (`None`: every site): another site's study is not found.
+    sites: Option<Vec<String>>,
     study: String,
     series: Option<String>,
     instance: Option<String>,
@@ -51,14 +55,15 @@ struct Stored {
 async fn lookup(state: &AppState, target: &Target) -> Result<Vec<Stored>, WebError> {
     let rows = sqlx::query(
         "SELECT i.path, i.transfer_syntax_uid, i.metadata::text AS metadata FROM instances i \
-         JOIN series se ON se.series_instance_uid = i.series_instance_uid \
+         JOIN series se ON se.site = i.site AND se.series_instance_uid = i.series_instance_uid \
          WHERE i.study_instance_uid = $1 AND ($2::text IS NULL OR i.series_instance_uid = $2) \
-         AND ($3::text IS NULL OR i.sop_instance_uid = $3) \
+         AND ($3::text IS NULL OR i.sop_instance_uid = $3) AND ($4::text[] IS NULL OR i.site = ANY($4)) \
          ORDER BY se.series_number NULLS LAST, i.series_instance_uid, i.instance_number NULLS LAST, i.sop_instance_uid",
     )
     .bind(&target.study)
     .bind(&target.series)
     .bind(&target.instance)
+    .bind(&target.sites)
     .fetch_all(state.index.pool())
     .await?;
     if rows.is_empty() {
@@ -83,28 +88,37 @@ async fn lookup(state: &AppState, target: &Target) -> Result<Vec<Stored>, WebErr
 /// `GET /studies/{study}`
 pub async fn retrieve_study(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(study): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    retrieve(&state, &headers, Target { study, ..Target::default() }).await
+    retrieve(&state, &headers, Target { sites: caller.scope().filter(), study, ..Target::default() }).await
 }
 
 /// `GET /studies/{study}/series/{series}`
 pub async fn retrieve_series(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    retrieve(&state, &headers, Target { study, series: Some(series), instance: None }).await
+    retrieve(&state, &headers, Target { sites: caller.scope().filter(), study, series: Some(series), instance: None })
+        .await
 }
 
 /// `GET /studies/{study}/series/{series}/instances/{instance}`
 pub async fn retrieve_instance(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((study, series, instance)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    retrieve(&state, &headers, Target { study, series: Some(series), instance: Some(instance) }).await
+    retrieve(
+        &state,
+        &headers,
+        Target { sites: caller.scope().filter(), study, series: Some(series), instance: Some(instance) },
+    )
+    .await
 }
 
 /// The instances as stored. A client naming a transfer syntax other than the stored one gets
@@ -135,28 +149,37 @@ async fn retrieve(state: &AppState, headers: &HeaderMap, target: Target) -> Resu
 /// `GET /studies/{study}/metadata`
 pub async fn study_metadata(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(study): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    metadata(&state, &headers, Target { study, ..Target::default() }).await
+    metadata(&state, &headers, Target { sites: caller.scope().filter(), study, ..Target::default() }).await
 }
 
 /// `GET /studies/{study}/series/{series}/metadata`
 pub async fn series_metadata(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    metadata(&state, &headers, Target { study, series: Some(series), instance: None }).await
+    metadata(&state, &headers, Target { sites: caller.scope().filter(), study, series: Some(series), instance: None })
+        .await
 }
 
 /// `GET /studies/{study}/series/{series}/instances/{instance}/metadata`
 pub async fn instance_metadata(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((study, series, instance)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    metadata(&state, &headers, Target { study, series: Some(series), instance: Some(instance) }).await
+    metadata(
+        &state,
+        &headers,
+        Target { sites: caller.scope().filter(), study, series: Some(series), instance: Some(instance) },
+    )
+    .await
 }
 
 /// A JSON array of the instances' DICOM JSON, built from the stored text without re-parsing.
@@ -194,6 +217,7 @@ async fn metadata(state: &AppState, headers: &HeaderMap, target: Target) -> Resu
 /// comma-separated list of 1-based frame numbers (PS3.18 10.4.1.1.6).
 pub async fn frames(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((study, series, instance, frames)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
@@ -203,7 +227,11 @@ pub async fn frames(
         .collect::<Option<_>>()
         .ok_or_else(|| WebError::BadRequest(format!("frame list {frames}: 1-based numbers separated by commas")))?;
     let wanted = negotiate(&headers, "application/octet-stream")?;
-    let stored = lookup(&state, &Target { study, series: Some(series), instance: Some(instance) }).await?;
+    let stored = lookup(
+        &state,
+        &Target { sites: caller.scope().filter(), study, series: Some(series), instance: Some(instance) },
+    )
+    .await?;
     let s = stored.into_iter().next().ok_or_else(|| WebError::NotFound("no such instance".into()))?;
     let parts = tokio::task::spawn_blocking(move || frame_parts(&s.path, &numbers, &wanted))
         .await
@@ -215,6 +243,7 @@ pub async fn frames(
 /// native Pixel Data as one part, encapsulated Pixel Data as one part per frame.
 pub async fn bulk(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((study, series, instance, tag)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
@@ -222,7 +251,11 @@ pub async fn bulk(
         return Err(WebError::NotFound(format!("no bulk data {tag}: metadata inlines every attribute but Pixel Data")));
     }
     let wanted = negotiate(&headers, "application/octet-stream")?;
-    let stored = lookup(&state, &Target { study, series: Some(series), instance: Some(instance) }).await?;
+    let stored = lookup(
+        &state,
+        &Target { sites: caller.scope().filter(), study, series: Some(series), instance: Some(instance) },
+    )
+    .await?;
     let s = stored.into_iter().next().ok_or_else(|| WebError::NotFound("no such instance".into()))?;
     let parts = tokio::task::spawn_blocking(move || -> Result<Vec<Part>, WebError> {
         let obj = open(&s.path)?;

@@ -173,18 +173,19 @@ impl Analysis {
         }
         let status: Option<String> = sqlx::query_scalar(
             "SELECT result->>'status' FROM jobs WHERE kind = 'analysis' AND study_instance_uid = $1 \
-             AND study_version = $2 AND model = $3 AND state = 'done'",
+             AND study_version = $2 AND model = $3 AND state = 'done' AND site = $4",
         )
         .bind(&job.study_instance_uid)
         .bind(job.study_version - 1)
         .bind(&job.model)
+        .bind(&job.site)
         .fetch_optional(self.index.pool())
         .await
         .map_err(|e| e.to_string())?
         .flatten();
         Ok((status.as_deref() == Some("analysed")).then(|| {
             let previous = firstread_report::ResultUids::derive(
-                &job.study_instance_uid,
+                &results::study_key(job),
                 &manifest.name,
                 &manifest.version,
                 job.study_version - 1,
@@ -193,20 +194,23 @@ impl Analysis {
         }))
     }
 
-    /// One export job per destination of the study (its sender when known, and `always`).
+    /// One export job per destination of the study (its sender when known, and `always`), of
+    /// the study's site only.
     async fn enqueue_exports(&self, job: &Job, files: &[String]) -> Result<(), String> {
         let calling: Option<String> =
-            sqlx::query_scalar("SELECT calling_ae_title FROM studies WHERE study_instance_uid = $1")
+            sqlx::query_scalar("SELECT calling_ae_title FROM studies WHERE site = $1 AND study_instance_uid = $2")
+                .bind(&job.site)
                 .bind(&job.study_instance_uid)
                 .fetch_optional(self.index.pool())
                 .await
                 .map_err(|e| e.to_string())?;
         let queue = firstread_queue::PgQueue::new(self.index.pool().clone());
         let payload = json!({ "files": files });
-        for dest in self.export.destinations_for(calling.as_deref().unwrap_or("")) {
+        for dest in self.export.destinations_for(&job.site, calling.as_deref().unwrap_or("")) {
             queue
                 .enqueue(&firstread_queue::NewJob {
                     kind: firstread_queue::JobKind::Export,
+                    site: &job.site,
                     study_instance_uid: &job.study_instance_uid,
                     study_version: job.study_version,
                     model: &job.model,
@@ -224,8 +228,9 @@ impl Analysis {
     /// Indexes the written result objects like received instances, so DICOMweb serves them as
     /// series of the study. They are not analysable, so they neither open a study version nor
     /// delay assembly.
-    async fn index_results(&self, written: &[results::Written]) -> Result<(), String> {
+    async fn index_results(&self, job: &Job, written: &[results::Written]) -> Result<(), String> {
         let provenance = Provenance {
+            site: job.site.clone(),
             calling_ae_title: self.ae_title.clone(),
             called_ae_title: self.ae_title.clone(),
             peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -248,9 +253,10 @@ impl Analysis {
 
     /// The files of the study's analysable instances (result objects and other non-image
     /// instances are not read).
-    async fn files_of(&self, study: &str) -> Result<Vec<PathBuf>, String> {
+    async fn files_of(&self, site: &str, study: &str) -> Result<Vec<PathBuf>, String> {
         let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT path, sop_class_uid FROM instances WHERE study_instance_uid = $1")
+            sqlx::query_as("SELECT path, sop_class_uid FROM instances WHERE site = $1 AND study_instance_uid = $2")
+                .bind(site)
                 .bind(study)
                 .fetch_all(self.index.pool())
                 .await
@@ -270,7 +276,7 @@ impl JobHandler for Analysis {
     async fn handle(&self, job: &Job) -> Result<Value, JobError> {
         let model =
             self.models.get(&job.model).cloned().ok_or_else(|| format!("model {} not loaded here", job.model))?;
-        let files = self.files_of(&job.study_instance_uid).await?;
+        let files = self.files_of(&job.site, &job.study_instance_uid).await?;
         let manifest = model.lock().unwrap_or_else(std::sync::PoisonError::into_inner).manifest.clone();
         let predecessor = self.predecessor(job, &manifest).await?;
         let root = self.storage.root().to_path_buf();
@@ -299,7 +305,7 @@ impl JobHandler for Analysis {
         if !written.is_empty() {
             // indexed before the exports are queued: once the sender has the results, DICOMweb
             // serves them too
-            self.index_results(&written).await?;
+            self.index_results(job, &written).await?;
             info!(objects = written.len(), "first read ready");
             self.enqueue_exports(job, &paths).await?;
         }

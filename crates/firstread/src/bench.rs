@@ -538,9 +538,9 @@ pub async fn triage(postgres: &str, studies: i64, runs: usize) -> anyhow::Result
         index.migrate().await?;
         let pool = index.pool();
         sqlx::query(
-            "INSERT INTO studies (study_instance_uid, patient_id, patient_name, accession_number, calling_ae_title, \
+            "INSERT INTO studies (site, study_instance_uid, patient_id, patient_name, accession_number, calling_ae_title, \
                  called_ae_title, peer_address, analysable, version, queued_version, last_image_at, stable_at) \
-             SELECT '2.25.' || n, 'P' || n, 'Patient^' || n, 'A' || n, 'CT_SITE_' || (n % 12), 'FIRSTREAD', \
+             SELECT 'site-' || (n % 12), '2.25.' || n, 'P' || n, 'Patient^' || n, 'A' || n, 'CT_SITE_' || (n % 12), 'FIRSTREAD', \
                  '10.0.0.' || (n % 12), true, CASE WHEN n % 10 = 0 THEN 2 ELSE 1 END, \
                  CASE WHEN n % 10 = 0 THEN 2 ELSE 1 END, now() - make_interval(secs => n * 60), now() - make_interval(secs => n * 60) \
              FROM generate_series(1, $1) AS n",
@@ -549,9 +549,9 @@ pub async fn triage(postgres: &str, studies: i64, runs: usize) -> anyhow::Result
         .execute(pool)
         .await?;
         sqlx::query(
-            "INSERT INTO jobs (kind, study_instance_uid, study_version, model, payload, max_attempts, state, attempts, \
+            "INSERT INTO jobs (kind, site, study_instance_uid, study_version, model, payload, max_attempts, state, attempts, \
                  finished_at, result) \
-             SELECT 'analysis', s.study_instance_uid, v, 'covid19-lung-ct', '{}', 5, 'done', 1, s.last_image_at + interval '4 s', \
+             SELECT 'analysis', s.site, s.study_instance_uid, v, 'covid19-lung-ct', '{}', 5, 'done', 1, s.last_image_at + interval '4 s', \
                  CASE WHEN n % 20 = 0 THEN jsonb_build_object('status', 'refused', 'reason', 'no axial CT series') \
                  ELSE jsonb_build_object('status', 'analysed', 'model', jsonb_build_object('version', '0.2.0'), \
                      'volume', jsonb_build_object('series_instance_uid', s.study_instance_uid || '.1'), \
@@ -559,23 +559,31 @@ pub async fn triage(postgres: &str, studies: i64, runs: usize) -> anyhow::Result
                      'findings', jsonb_build_object( \
                          'extent_class', (ARRAY['none_or_minimal','moderate','extensive','severe','critical'])[1 + n % 5], \
                          'severity_score', n % 31, 'total', jsonb_build_object('involvement_pct', (n % 100)::float8))) END \
-             FROM (SELECT study_instance_uid, last_image_at, substr(study_instance_uid, 6)::bigint AS n, version FROM studies) s \
+             FROM (SELECT site, study_instance_uid, last_image_at, substr(study_instance_uid, 6)::bigint AS n, version \
+                   FROM studies) s \
              CROSS JOIN LATERAL generate_series(1, s.version) AS v",
         )
         .execute(pool)
         .await?;
         sqlx::query(
-            "INSERT INTO feedback (study_instance_uid, study_version, model, model_version, verdict, author) \
-             SELECT study_instance_uid, 1, 'covid19-lung-ct', '0.2.0', 'agree', 'Dr Bench' FROM studies \
+            "INSERT INTO feedback (site, study_instance_uid, study_version, model, model_version, verdict, author) \
+             SELECT site, study_instance_uid, 1, 'covid19-lung-ct', '0.2.0', 'agree', 'Dr Bench' FROM studies \
              WHERE substr(study_instance_uid, 6)::bigint % 50 = 0",
         )
         .execute(pool)
         .await?;
         sqlx::query("ANALYZE").execute(pool).await?;
-        let requests: [(&'static str, firstread_pages::worklist::Filter); 4] = [
-            ("first page (100 rows), no filter", Default::default()),
-            ("page 50 (offset 4900)", firstread_pages::worklist::Filter { offset: Some(4900), ..Default::default() }),
-            ("one site", firstread_pages::worklist::Filter { site: Some("CT_SITE_3".into()), ..Default::default() }),
+        let every = firstread_sites::Scope::Every;
+        let one_site = firstread_sites::Scope::Only(vec!["site-3".into()]);
+        let requests: [(&'static str, firstread_pages::worklist::Filter, &firstread_sites::Scope); 5] = [
+            ("first page (100 rows), no filter", Default::default(), &every),
+            (
+                "page 50 (offset 4900)",
+                firstread_pages::worklist::Filter { offset: Some(4900), ..Default::default() },
+                &every,
+            ),
+            ("one site", firstread_pages::worklist::Filter { site: Some("site-3".into()), ..Default::default() }, &every),
+            ("a user of one site (their sites only)", Default::default(), &one_site),
             (
                 "class critical, status done",
                 firstread_pages::worklist::Filter {
@@ -583,15 +591,16 @@ pub async fn triage(postgres: &str, studies: i64, runs: usize) -> anyhow::Result
                     status: Some("done".into()),
                     ..Default::default()
                 },
+                &every,
             ),
         ];
         let mut out = Vec::new();
-        for (request, filter) in requests {
+        for (request, filter, scope) in requests {
             let mut times = Vec::with_capacity(runs);
             let mut last = None;
             for _ in 0..runs.max(1) {
                 let started = std::time::Instant::now();
-                let page = firstread_pages::worklist::page(pool, &filter).await?;
+                let page = firstread_pages::worklist::page(pool, &filter, scope).await?;
                 times.push(started.elapsed().as_secs_f64() * 1000.0);
                 last = Some(page);
             }

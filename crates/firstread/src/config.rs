@@ -62,6 +62,11 @@ pub struct PeerConfig {
     /// DICOM TLS when results go to it.
     #[serde(default)]
     pub tls: Option<firstread_dimse::ClientTlsFiles>,
+    /// The site (hospital) it belongs to: the studies it sends are that site's, seen only by
+    /// that site's users, and its results (`results`, `always`) are only that site's. Absent:
+    /// the default site (`firstread_sites::DEFAULT`).
+    #[serde(default)]
+    pub site: Option<String>,
 }
 
 impl PeerConfig {
@@ -82,6 +87,25 @@ impl PeerConfig {
             })),
             _ => Err(format!("peer {}: results or always need host and port", self.ae_title)),
         }
+    }
+}
+
+/// The site each sender's studies belong to ([`Config::peer_sites`]).
+#[derive(Debug, Clone, Default)]
+pub struct PeerSites {
+    by_ae: std::collections::HashMap<String, String>,
+    unknown: String,
+}
+
+impl PeerSites {
+    /// Every sender in `site` (tests, tools).
+    pub fn all_in(site: &str) -> Self {
+        PeerSites { by_ae: std::collections::HashMap::new(), unknown: site.to_owned() }
+    }
+
+    /// The site of the studies `calling_ae_title` sends.
+    pub fn site_of(&self, calling_ae_title: &str) -> &str {
+        self.by_ae.get(calling_ae_title).unwrap_or(&self.unknown)
     }
 }
 
@@ -129,6 +153,8 @@ pub struct DimseConfig {
     pub max_pdu_length: u32,
     /// Calling AE titles that `[[peers]]` does not list: refused (default) or accepted.
     pub unknown_peers: UnknownPeers,
+    /// The site whose studies those accepted from unknown calling AEs become.
+    pub unknown_peers_site: String,
     /// Deprecated: list senders as `[[peers]]`. Calling AEs (optionally from these hosts) that may
     /// associate besides the peers.
     pub allowed_peers: Option<Vec<AllowedPeer>>,
@@ -147,6 +173,7 @@ impl Default for DimseConfig {
             idle_timeout: scp.idle_timeout,
             max_pdu_length: scp.max_pdu_length,
             unknown_peers: UnknownPeers::Refuse,
+            unknown_peers_site: firstread_sites::DEFAULT.to_owned(),
             allowed_peers: None,
             extra_sop_classes: Vec::new(),
         }
@@ -333,6 +360,9 @@ pub struct ExportConfig {
     pub backoff_max: Duration,
     /// Concurrent export jobs per process.
     pub concurrency: usize,
+    /// The site of each destination's AE title, from `[[peers]]` (not configured here).
+    #[serde(skip)]
+    pub sites: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ExportConfig {
@@ -344,17 +374,24 @@ impl Default for ExportConfig {
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(600),
             concurrency: 1,
+            sites: std::collections::BTreeMap::new(),
         }
     }
 }
 
 impl ExportConfig {
-    /// The destinations for a study sent by `calling_ae_title`: the sender when known, then every
-    /// `always` destination, without duplicates.
-    pub fn destinations_for(&self, calling_ae_title: &str) -> Vec<&firstread_dimse::Destination> {
+    /// The destinations for a study of `site` sent by `calling_ae_title`: the sender when known,
+    /// then every `always` destination, without duplicates; only destinations of that site
+    /// ([`ExportConfig::sites`]; the default site for those without one), so no result leaves
+    /// for another hospital.
+    pub fn destinations_for(&self, site: &str, calling_ae_title: &str) -> Vec<&firstread_dimse::Destination> {
         let mut out: Vec<&firstread_dimse::Destination> = Vec::new();
         let wanted = std::iter::once(calling_ae_title).chain(self.always.iter().map(String::as_str));
         for ae in wanted {
+            let site_of = self.sites.get(ae).map_or(firstread_sites::DEFAULT, String::as_str);
+            if site_of != site {
+                continue;
+            }
             if let Some(d) = self.destinations.iter().find(|d| d.ae_title == ae) {
                 if !out.iter().any(|o| o.ae_title == d.ae_title) {
                     out.push(d);
@@ -465,6 +502,9 @@ impl Config {
     pub fn export(&self) -> Result<ExportConfig, String> {
         let mut export = self.export.clone();
         for peer in &self.peers {
+            if let Some(site) = &peer.site {
+                export.sites.insert(peer.ae_title.clone(), site.clone());
+            }
             if let Some(d) = peer.destination()? {
                 export.destinations.retain(|e| e.ae_title != d.ae_title);
                 export.destinations.push(d);
@@ -474,6 +514,30 @@ impl Config {
             }
         }
         Ok(export)
+    }
+
+    /// The site of each sender: `[[peers]] site`, the default site for peers without one, and
+    /// `dimse.unknown_peers_site` for calling AEs not listed.
+    ///
+    /// # Errors
+    /// A site name that cannot name a site (`firstread_sites::is_valid`).
+    pub fn peer_sites(&self) -> Result<PeerSites, String> {
+        let check = |site: &str, what: &str| {
+            if firstread_sites::is_valid(site) {
+                Ok(site.to_owned())
+            } else {
+                Err(format!(
+                    "{what}: site {site:?} is not a site name (1-{} of A-Z a-z 0-9 . _ -, not starting with .)",
+                    firstread_sites::MAX_NAME_LEN
+                ))
+            }
+        };
+        let mut by_ae = std::collections::HashMap::new();
+        for p in &self.peers {
+            let site = check(p.site.as_deref().unwrap_or(firstread_sites::DEFAULT), &format!("peer {}", p.ae_title))?;
+            by_ae.insert(p.ae_title.clone(), site);
+        }
+        Ok(PeerSites { by_ae, unknown: check(&self.dimse.unknown_peers_site, "dimse.unknown_peers_site")? })
     }
 
     /// The Store SCP settings.
@@ -548,13 +612,15 @@ mod tests {
             assert_eq!(dests, ["CT1@10.1.2.3:104", "PACS@pacs.example:11112"]);
             assert_eq!(export.always, ["PACS"]);
             assert_eq!(
-                export.destinations_for("CT1").iter().map(|d| d.ae_title.as_str()).collect::<Vec<_>>(),
+                export.destinations_for("default", "CT1").iter().map(|d| d.ae_title.as_str()).collect::<Vec<_>>(),
                 ["CT1", "PACS"]
             );
             assert_eq!(
-                export.destinations_for("CT2").iter().map(|d| d.ae_title.as_str()).collect::<Vec<_>>(),
+                export.destinations_for("default", "CT2").iter().map(|d| d.ae_title.as_str()).collect::<Vec<_>>(),
                 ["PACS"]
             );
+            let sites = c.peer_sites()?;
+            assert_eq!((sites.site_of("CT1"), sites.site_of("NOBODY")), ("default", "default"));
             // accept: anyone; results still go where the peers say
             jail.set_env("FIRSTREAD_DIMSE__UNKNOWN_PEERS", "accept");
             let c = Config::load(Some(Path::new("peers.toml"))).map_err(|e| e.to_string())?;
@@ -565,6 +631,39 @@ mod tests {
             assert!(c.export().is_err());
             // nobody listed: everyone refused
             assert_eq!(Config::default().allowed_peers(), Some(Vec::new()));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn sites_keep_results_at_home() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "sites.toml",
+                "[dimse]\nunknown_peers = \"accept\"\nunknown_peers_site = \"guests\"\n\
+                 [[peers]]\nae_title = \"CT_A\"\nhost = \"10.1.0.1\"\nport = 104\nresults = true\nsite = \"st-anne\"\n\
+                 [[peers]]\nae_title = \"PACS_A\"\nhost = \"10.1.0.2\"\nport = 104\nalways = true\nsite = \"st-anne\"\n\
+                 [[peers]]\nae_title = \"CT_B\"\nhost = \"10.2.0.1\"\nport = 104\nresults = true\nsite = \"chu-b\"\n\
+                 [[peers]]\nae_title = \"PACS_B\"\nhost = \"10.2.0.2\"\nport = 104\nalways = true\nsite = \"chu-b\"\n",
+            )?;
+            let c = Config::load(Some(Path::new("sites.toml"))).map_err(|e| e.to_string())?;
+            let sites = c.peer_sites()?;
+            assert_eq!(
+                [sites.site_of("CT_A"), sites.site_of("CT_B"), sites.site_of("OTHER")],
+                ["st-anne", "chu-b", "guests"]
+            );
+            let export = c.export()?;
+            let to = |site: &str, ae: &str| -> Vec<String> {
+                export.destinations_for(site, ae).iter().map(|d| d.ae_title.clone()).collect()
+            };
+            assert_eq!(to("st-anne", "CT_A"), ["CT_A", "PACS_A"]);
+            assert_eq!(to("chu-b", "CT_B"), ["CT_B", "PACS_B"]);
+            // never another site's PACS, even for a sender listed there
+            assert_eq!(to("chu-b", "CT_A"), ["PACS_B"]);
+            assert!(to("guests", "OTHER").is_empty());
+            jail.create_file("bad.toml", "[[peers]]\nae_title = \"CT1\"\nsite = \"../x\"\n")?;
+            let c = Config::load(Some(Path::new("bad.toml"))).map_err(|e| e.to_string())?;
+            assert!(c.peer_sites().is_err());
             Ok(())
         });
     }

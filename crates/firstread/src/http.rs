@@ -137,19 +137,30 @@ SELECT CASE
                     WHEN bool_or(j.state = 'dead') THEN 'failed'
                     ELSE 'analysed' END
         FROM jobs j
-        WHERE j.kind = 'analysis' AND j.study_instance_uid = s.study_instance_uid AND j.study_version = s.queued_version
+        WHERE j.kind = 'analysis' AND j.site = s.site AND j.study_instance_uid = s.study_instance_uid
+          AND j.study_version = s.queued_version
     ), 'analysing')
-END AS state, count(*) AS n
-FROM studies s GROUP BY 1";
+END AS state, s.site, count(*) AS n
+FROM studies s GROUP BY 1, 2";
 
 impl DatabaseGauges {
     async fn set(&self) -> Result<(), sqlx::Error> {
-        for state in ["not_analysable", "assembling", "analysing", "analysed", "failed"] {
-            metrics::gauge!("firstread_studies", "state" => state).set(0.0);
+        // per site (each site's users see their own: `/metrics` leaves out the others)
+        let rows = sqlx::query(STUDIES_BY_STATE).fetch_all(&self.pool).await?;
+        let mut sites = std::collections::BTreeSet::new();
+        for row in &rows {
+            sites.insert(row.try_get::<String, _>("site")?);
         }
-        for row in sqlx::query(STUDIES_BY_STATE).fetch_all(&self.pool).await? {
+        for site in sites {
+            for state in ["not_analysable", "assembling", "analysing", "analysed", "failed"] {
+                metrics::gauge!("firstread_studies", "state" => state, "site" => site.clone()).set(0.0);
+            }
+        }
+        for row in rows {
             let state: String = row.try_get("state")?;
-            metrics::gauge!("firstread_studies", "state" => state).set(row.try_get::<i64, _>("n")? as f64);
+            let site: String = row.try_get("site")?;
+            metrics::gauge!("firstread_studies", "state" => state, "site" => site)
+                .set(row.try_get::<i64, _>("n")? as f64);
         }
         for kind in firstread_queue::JobKind::ALL.map(firstread_queue::JobKind::as_str) {
             for state in ["queued", "running", "done", "dead"] {

@@ -23,7 +23,7 @@ use firstread_store::storage::PendingFile;
 use firstread_store::{Announced, Arrival, Index, Provenance, Recorded, Storage, StorageError};
 use tracing::{debug, warn};
 
-use crate::config::AssemblyConfig;
+use crate::config::{AssemblyConfig, PeerSites};
 
 /// The application's [`InstanceStore`].
 #[derive(Debug, Clone)]
@@ -41,6 +41,8 @@ struct Inner {
     ae_title: String,
     /// Private Storage SOP Classes accepted besides the standard ones.
     extra_sop_classes: Vec<String>,
+    /// The site of each sender.
+    sites: PeerSites,
 }
 
 /// The calling AE title recorded for instances received with STOW-RS (no association).
@@ -48,7 +50,8 @@ pub const STOW_SOURCE: &str = "STOW-RS";
 
 impl Ingest {
     /// Ingest into `storage`, indexed in `index`, feeding study assembly with `policy`;
-    /// `ae_title` is ours, `extra_sop_classes` the private Storage SOP Classes accepted.
+    /// `ae_title` is ours, `extra_sop_classes` the private Storage SOP Classes accepted, `sites`
+    /// the site of each sender (STOW-RS requests name theirs).
     pub fn new(
         storage: Storage,
         index: Index,
@@ -56,6 +59,7 @@ impl Ingest {
         policy: AssemblyConfig,
         ae_title: &str,
         extra_sop_classes: &[String],
+        sites: PeerSites,
     ) -> Self {
         let inner = Inner {
             storage,
@@ -64,6 +68,7 @@ impl Ingest {
             policy,
             ae_title: ae_title.to_owned(),
             extra_sop_classes: extra_sop_classes.to_vec(),
+            sites,
         };
         Ingest { inner: Arc::new(inner) }
     }
@@ -91,6 +96,7 @@ impl Ingest {
             Err(e) => return stow_outcome(failure(&e)),
         };
         let provenance = Provenance {
+            site: r.site.to_owned(),
             calling_ae_title: STOW_SOURCE.into(),
             called_ae_title: self.inner.ae_title.clone(),
             peer: r.client,
@@ -144,14 +150,15 @@ impl InstanceStore for Ingest {
         let file = self.inner.storage.begin(&announced).await.map_err(|e| failure(&e))?;
         Ok(IngestPending {
             file,
-            provenance: provenance(&request.association),
+            provenance: provenance(&request.association, &self.inner.sites),
             inner: self.inner.clone(),
             expected_study: None,
         })
     }
 
     async fn association_opened(&self, a: &AssociationInfo) {
-        metrics::counter!("firstread_associations_total").increment(1);
+        let site = self.inner.sites.site_of(&a.calling_ae_title).to_owned();
+        metrics::counter!("firstread_associations_total", "site" => site).increment(1);
         metrics::gauge!("firstread_associations_open").increment(1.0);
         let peer = a.peer.to_string();
         let open = OpenAssociation {
@@ -192,11 +199,12 @@ impl PendingInstance for IngestPending {
 
     async fn commit(self) -> Outcome {
         let via = if self.provenance.association_id.is_some() { "dimse" } else { "stow-rs" };
+        let site = self.provenance.site.clone();
         let outcome = self.store().await;
         if outcome.status == status::SUCCESS || (0xB000..=0xBFFF).contains(&outcome.status) {
-            metrics::counter!("firstread_instances_received_total", "via" => via).increment(1);
+            metrics::counter!("firstread_instances_received_total", "via" => via, "site" => site).increment(1);
         } else {
-            metrics::counter!("firstread_instances_failed_total", "via" => via).increment(1);
+            metrics::counter!("firstread_instances_failed_total", "via" => via, "site" => site).increment(1);
         }
         outcome
     }
@@ -216,8 +224,8 @@ impl IngestPending {
         }
         let attributes = received.attributes.clone();
         let size = received.size_bytes;
-        metrics::counter!("firstread_received_bytes_total").increment(size);
-        let placed = match self.inner.storage.place(received).await {
+        metrics::counter!("firstread_received_bytes_total", "site" => self.provenance.site.clone()).increment(size);
+        let placed = match self.inner.storage.place(received, &self.provenance.site).await {
             Ok(p) => p,
             Err(e) => return failure(&e),
         };
@@ -258,8 +266,9 @@ impl IngestPending {
     }
 }
 
-fn provenance(a: &AssociationInfo) -> Provenance {
+fn provenance(a: &AssociationInfo, sites: &PeerSites) -> Provenance {
     Provenance {
+        site: sites.site_of(&a.calling_ae_title).to_owned(),
         calling_ae_title: a.calling_ae_title.clone(),
         called_ae_title: a.called_ae_title.clone(),
         peer: a.peer,

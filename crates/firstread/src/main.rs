@@ -157,9 +157,19 @@ enum UserCommand {
         /// Read the password from the first line of stdin.
         #[arg(long)]
         password_stdin: bool,
+        /// A site whose studies the user sees (repeat for several; `*`: every site). None: the
+        /// default site.
+        #[arg(long = "site")]
+        sites: Vec<String>,
     },
     /// Lists the users.
     List,
+    /// Sets the sites whose studies a user sees (repeat --site; `*`: every site).
+    Sites {
+        name: String,
+        #[arg(long = "site", required = true)]
+        sites: Vec<String>,
+    },
     /// Disables a user: their tokens and sessions stop working at once.
     Disable { name: String },
     /// Enables a disabled user again (their sessions were ended).
@@ -352,7 +362,7 @@ async fn run() -> anyhow::Result<()> {
             let index = connect(&config).await?;
             let pool = index.pool();
             match what {
-                UserCommand::Add { name, role, password_stdin } => {
+                UserCommand::Add { name, role, password_stdin, sites } => {
                     let role: firstread_users::Role = role.parse()?;
                     let password = if password_stdin {
                         let mut line = String::new();
@@ -365,25 +375,30 @@ async fn run() -> anyhow::Result<()> {
                         password.is_some() || role == firstread_users::Role::Service,
                         "a {role} signs in with a password: --password-stdin"
                     );
-                    firstread_users::add(pool, &name, role, password.as_deref()).await?;
+                    firstread_users::add(pool, &name, role, password.as_deref(), &sites).await?;
                     println!("user {name} ({role}) added");
                 }
                 UserCommand::List => {
                     println!(
-                        "{:<32} {:<12} {:<9} {:<9} {:>6} CREATED",
-                        "NAME", "ROLE", "PASSWORD", "DISABLED", "TOKENS"
+                        "{:<32} {:<12} {:<9} {:<9} {:>6} {:<16} SITES",
+                        "NAME", "ROLE", "PASSWORD", "DISABLED", "TOKENS", "CREATED"
                     );
                     for u in firstread_users::list(pool).await? {
                         println!(
-                            "{:<32} {:<12} {:<9} {:<9} {:>6} {}",
+                            "{:<32} {:<12} {:<9} {:<9} {:>6} {:<16} {}",
                             u.name,
                             u.role,
                             if u.has_password { "yes" } else { "no" },
                             if u.disabled { "yes" } else { "no" },
                             u.tokens,
-                            u.created_at.format("%Y-%m-%d %H:%M")
+                            u.created_at.format("%Y-%m-%d %H:%M"),
+                            u.sites.join(",")
                         );
                     }
+                }
+                UserCommand::Sites { name, sites } => {
+                    firstread_users::set_sites(pool, &name, &sites).await?;
+                    println!("user {name} sees the sites {}", sites.join(", "));
                 }
                 UserCommand::Disable { name } => {
                     firstread_users::set_disabled(pool, &name, true).await?;
@@ -408,7 +423,7 @@ async fn run() -> anyhow::Result<()> {
                 ExportFormat::Csv => firstread_pages::feedback::Format::Csv,
                 ExportFormat::Json => firstread_pages::feedback::Format::Json,
             };
-            let text = firstread_pages::feedback::export(index.pool(), format).await?;
+            let text = firstread_pages::feedback::export(index.pool(), format, &firstread_sites::Scope::Every).await?;
             match out {
                 Some(path) => std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?,
                 None => print!("{text}"),

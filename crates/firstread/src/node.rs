@@ -139,6 +139,7 @@ impl Node {
                 config.assembly.clone(),
                 &config.node.ae_title,
                 &config.dimse.extra_sop_classes,
+                config.peer_sites().map_err(anyhow::Error::msg)?,
             ));
             if config.http.enabled {
                 http_addr =
@@ -307,8 +308,8 @@ async fn assemble(
     let mut failing = false;
     while !shutdown.is_cancelled() {
         let mut result = assembly.promote().await.map(|jobs| {
-            for (study, version, model) in jobs {
-                info!(study = %study, version, model = %model, "study ready: analysis queued");
+            for (site, study, version, model) in jobs {
+                info!(site = %site, study = %study, version, model = %model, "study ready: analysis queued");
             }
         });
         if heartbeat && result.is_ok() && last_heartbeat.elapsed() >= config.heartbeat_interval {

@@ -38,7 +38,7 @@ impl Notifications {
         if self.config.rules.is_empty() {
             return Ok(());
         }
-        let (study, last_image_at) = study_of(pool, &job.study_instance_uid, job.study_version).await?;
+        let (study, last_image_at) = study_of(pool, &job.site, &job.study_instance_uid, job.study_version).await?;
         let base = Event::new("", study, model, outcome, last_image_at, Utc::now());
         let queue = PgQueue::new(pool.clone());
         // the latest earlier study version notified, per destination (one query for all rules;
@@ -47,11 +47,12 @@ impl Notifications {
         if job.study_version > 1 {
             earlier_by_destination = sqlx::query_as(
                 "SELECT destination, max(study_version) FROM jobs WHERE kind = 'notify' AND study_instance_uid = $1 \
-             AND model = $2 AND study_version < $3 GROUP BY destination",
+             AND model = $2 AND study_version < $3 AND site = $4 GROUP BY destination",
             )
             .bind(&job.study_instance_uid)
             .bind(&job.model)
             .bind(job.study_version)
+            .bind(&job.site)
             .fetch_all(pool)
             .await
             .map_err(|e| e.to_string())?
@@ -75,6 +76,7 @@ impl Notifications {
                 let created = queue
                     .enqueue(&NewJob {
                         kind: JobKind::Notify,
+                        site: &job.site,
                         study_instance_uid: &job.study_instance_uid,
                         study_version: job.study_version,
                         model: &job.model,
@@ -94,12 +96,13 @@ impl Notifications {
 }
 
 /// The study's identity from the index, and when its last analysable image arrived.
-async fn study_of(pool: &PgPool, study: &str, version: i32) -> Result<(Study, DateTime<Utc>), String> {
+async fn study_of(pool: &PgPool, site: &str, study: &str, version: i32) -> Result<(Study, DateTime<Utc>), String> {
     let row = sqlx::query(
         "SELECT accession_number, patient_id, patient_name, patient_birth_date, patient_sex, study_date, study_time, \
                 study_description, calling_ae_title, coalesce(last_image_at, last_received_at) \
-         FROM studies WHERE study_instance_uid = $1",
+         FROM studies WHERE site = $1 AND study_instance_uid = $2",
     )
+    .bind(site)
     .bind(study)
     .fetch_one(pool)
     .await
@@ -118,6 +121,7 @@ async fn study_of(pool: &PgPool, study: &str, version: i32) -> Result<(Study, Da
         study_time: text(6)?,
         study_description: text(7)?,
         sender: text(8)?.unwrap_or_default(),
+        site: site.to_owned(),
     };
     let last: DateTime<Utc> = row.try_get(9).map_err(|e| e.to_string())?;
     Ok((s, last))
@@ -142,7 +146,7 @@ impl Deliveries {
 
 /// The delivery id of a job: a UUID v5 of its unique key, the same on every attempt.
 pub fn delivery_id(job: &Job) -> String {
-    let key = format!("{}/{}/{}/{}", job.study_instance_uid, job.study_version, job.model, job.destination);
+    let key = format!("{}/{}/{}/{}", crate::results::study_key(job), job.study_version, job.model, job.destination);
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, key.as_bytes()).to_string()
 }
 

@@ -1,5 +1,6 @@
 //! Writing a first read's result objects (SR, volumetric SR, SEG, Secondary Captures) under the
-//! storage root: `results/<study>/v<study version>/<model>/<model version>/` ([`result_dir`]), each
+//! storage root: `[sites/<site>/]results/<study>/v<study version>/<model>/<model version>/`
+//! ([`result_dir`]), each
 //! file written to a temporary name, fsync'd and renamed, so an export job never reads a partial
 //! file. The objects are deterministic (UIDs and dates derived from the job and the model
 //! version), so a rerun overwrites them with the same bytes, and a study version analysed by one
@@ -42,7 +43,7 @@ pub fn write(
     let volume = &analysed.study.volume;
     let first = volume.slices.first().ok_or("the volume has no slices")?;
     let source = SourceStudy::read(&first.path).map_err(|e| e.to_string())?;
-    let uids = ResultUids::derive(&job.study_instance_uid, &manifest.name, &manifest.version, job.study_version);
+    let uids = ResultUids::derive(&study_key(job), &manifest.name, &manifest.version, job.study_version);
     let created = job.created_at;
     let input = ResultInput {
         volume,
@@ -73,7 +74,7 @@ pub fn write(
     for image in key_images.map_err(|e| e.to_string())? {
         objects.push(("sc", image));
     }
-    let dir_rel = result_dir(&job.study_instance_uid, job.study_version, &manifest.name, &manifest.version)?;
+    let dir_rel = result_dir(&job.site, &job.study_instance_uid, job.study_version, &manifest.name, &manifest.version)?;
     let dir = root.join(&dir_rel);
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     // index attributes and DICOM JSON of every object, side by side
@@ -101,19 +102,41 @@ pub fn write(
     Ok(written)
 }
 
+/// What result UIDs are derived from for a job's study: its Study Instance UID, with the site
+/// in front for sites other than the default (`<site>/<uid>`). The same study sent by two sites
+/// gets two result sets with different UIDs; the default site's UIDs are those of before sites
+/// existed.
+pub fn study_key(job: &Job) -> String {
+    if job.site == firstread_sites::DEFAULT {
+        job.study_instance_uid.clone()
+    } else {
+        format!("{}/{}", job.site, job.study_instance_uid)
+    }
+}
+
 /// The folder of a result set, relative to the storage root:
-/// `results/<study>/v<study version>/<model>/<model version>`.
+/// `[sites/<site>/]results/<study>/v<study version>/<model>/<model version>`
+/// ([`firstread_sites::folder`]).
 ///
 /// # Errors
-/// A model name or version that is not a plain folder name (empty, `.`, `..`, or holding a path
-/// separator). The Study Instance UID is a validated UID (the index refuses others).
-pub fn result_dir(study: &str, study_version: i32, model: &str, model_version: &str) -> Result<String, String> {
+/// A site, model name or version that is not a plain folder name (empty, `.`, `..`, or holding
+/// a path separator). The Study Instance UID is a validated UID (the index refuses others).
+pub fn result_dir(
+    site: &str,
+    study: &str,
+    study_version: i32,
+    model: &str,
+    model_version: &str,
+) -> Result<String, String> {
+    if !firstread_sites::is_valid(site) {
+        return Err(format!("the site {site:?} is not a folder name"));
+    }
     for (what, part) in [("study", study), ("model name", model), ("model version", model_version)] {
         if part.is_empty() || part == "." || part == ".." || part.contains(['/', '\\', '\0']) {
             return Err(format!("the {what} {part:?} is not a folder name"));
         }
     }
-    Ok(format!("results/{study}/v{study_version}/{model}/{model_version}"))
+    Ok(format!("{}results/{study}/v{study_version}/{model}/{model_version}", firstread_sites::folder(site)))
 }
 
 /// The value of a scoped builder thread; a panic becomes an error message.
@@ -127,13 +150,17 @@ mod tests {
 
     #[test]
     fn one_folder_per_study_version_model_and_model_version() {
-        let a = result_dir("1.2.3", 1, "covid19-lung-ct", "0.1.0").unwrap();
+        let a = result_dir("default", "1.2.3", 1, "covid19-lung-ct", "0.1.0").unwrap();
         assert_eq!(a, "results/1.2.3/v1/covid19-lung-ct/0.1.0");
-        let b = result_dir("1.2.3", 2, "covid19-lung-ct", "0.2.0").unwrap();
+        let b = result_dir("default", "1.2.3", 2, "covid19-lung-ct", "0.2.0").unwrap();
         assert_eq!(b, "results/1.2.3/v2/covid19-lung-ct/0.2.0");
-        assert_ne!(result_dir("1.2.3", 1, "covid19-lung-ct", "0.2.0").unwrap(), a);
+        assert_ne!(result_dir("default", "1.2.3", 1, "covid19-lung-ct", "0.2.0").unwrap(), a);
         for bad in ["", ".", "..", "0.1/../x", "a\\b"] {
-            assert!(result_dir("1.2.3", 1, "m", bad).is_err(), "{bad:?}");
+            assert!(result_dir("default", "1.2.3", 1, "m", bad).is_err(), "{bad:?}");
         }
+        // another site: its own folder; never a path out of it
+        let other = result_dir("st-anne", "1.2.3", 1, "covid19-lung-ct", "0.1.0").unwrap();
+        assert_eq!(other, "sites/st-anne/results/1.2.3/v1/covid19-lung-ct/0.1.0");
+        assert!(result_dir("../x", "1.2.3", 1, "m", "1").is_err());
     }
 }

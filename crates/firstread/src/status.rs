@@ -13,11 +13,11 @@ use sqlx::Row;
 pub async fn render(pool: &PgPool, limit: i64) -> Result<String, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT s.study_instance_uid, s.version, s.queued_version, s.analysable, \
-                (SELECT count(*) FROM instances i WHERE i.study_instance_uid = s.study_instance_uid), \
+                (SELECT count(*) FROM instances i WHERE i.site = s.site AND i.study_instance_uid = s.study_instance_uid), \
                 CASE WHEN s.stable_at > now() THEN 'receiving' \
                      WHEN s.analysable AND s.queued_version < s.version THEN 'stable, waiting for senders' \
                      WHEN NOT s.analysable THEN 'stored (nothing to analyse)' ELSE 'queued' END, \
-                s.calling_ae_title, to_char(s.last_received_at, 'YYYY-MM-DD HH24:MI:SS') \
+                s.calling_ae_title, to_char(s.last_received_at, 'YYYY-MM-DD HH24:MI:SS'), s.site \
          FROM studies s ORDER BY s.last_received_at DESC LIMIT $1",
     )
     .bind(limit)
@@ -26,8 +26,8 @@ pub async fn render(pool: &PgPool, limit: i64) -> Result<String, sqlx::Error> {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<66} {:>4} {:>9} {:<28} {:<16} LAST RECEIVED",
-        "STUDY", "VER", "INSTANCES", "ASSEMBLY", "FROM"
+        "{:<66} {:>4} {:>9} {:<28} {:<16} {:<19} SITE",
+        "STUDY", "VER", "INSTANCES", "ASSEMBLY", "FROM", "LAST RECEIVED"
     );
     for r in rows {
         let study: String = r.try_get(0)?;
@@ -36,12 +36,14 @@ pub async fn render(pool: &PgPool, limit: i64) -> Result<String, sqlx::Error> {
         let state: String = r.try_get(5)?;
         let from: String = r.try_get(6)?;
         let last: String = r.try_get(7)?;
-        let _ = writeln!(out, "{study:<66} {version:>4} {count:>9} {state:<28} {from:<16} {last}");
+        let site: String = r.try_get(8)?;
+        let _ = writeln!(out, "{study:<66} {version:>4} {count:>9} {state:<28} {from:<16} {last:<19} {site}");
         let jobs = sqlx::query(
             "SELECT id, kind, study_version, model, destination, state, attempts, max_attempts, coalesce(last_error, '') \
-             FROM jobs WHERE study_instance_uid = $1 ORDER BY id",
+             FROM jobs WHERE site = $2 AND study_instance_uid = $1 ORDER BY id",
         )
         .bind(&study)
+        .bind(&site)
         .fetch_all(pool)
         .await?;
         for j in jobs {

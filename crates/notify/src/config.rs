@@ -134,9 +134,12 @@ pub struct Rule {
     pub name: String,
     /// Channel names.
     pub channels: Vec<String>,
-    /// Only studies from these calling AE titles (the sending site); empty: all.
+    /// Only studies from these calling AE titles; empty: all.
     #[serde(default)]
     pub senders: Vec<String>,
+    /// Only studies of these sites (`[[peers]] site`); empty: all.
+    #[serde(default)]
+    pub sites: Vec<String>,
     /// SFR extent class at least this (`moderate`, `extensive`, `severe`, `critical`).
     #[serde(default)]
     pub extent_class_at_least: Option<ExtentClass>,

@@ -56,8 +56,11 @@ pub struct Study {
     pub study_time: Option<String>,
     /// Study Description.
     pub study_description: Option<String>,
-    /// Calling AE title of the association that sent the study (the sending site).
+    /// Calling AE title of the association that sent the study.
     pub sender: String,
+    /// The site (hospital) the study belongs to.
+    #[serde(default)]
+    pub site: String,
 }
 
 /// The model that produced the result.

@@ -5,12 +5,15 @@ use crate::config::Rule;
 use crate::event::{Event, EventKind};
 
 impl Rule {
-    /// Whether `event` is for this rule: the sender is listed (or no list), and any criterion
+    /// Whether `event` is for this rule: the sender and its site are listed (or no list), and any criterion
     /// given holds (the class criterion on the highest class the result allows: "none or
     /// minimal, possibly moderate" is at least moderate); a rule without criteria takes every
     /// first read (not refusals).
     pub fn matches(&self, event: &Event) -> bool {
         if !self.senders.is_empty() && !self.senders.iter().any(|s| s.trim() == event.study.sender.trim()) {
+            return false;
+        }
+        if !self.sites.is_empty() && !self.sites.iter().any(|s| s.trim() == event.study.site) {
             return false;
         }
         if event.kind == EventKind::Refused {
@@ -86,6 +89,12 @@ mod tests {
         assert!(!r.matches(&event("CT_A", 80.0, 30)), "refused-only rule takes no read");
         let every = rule("name = 'all'\nchannels = ['c']");
         assert!(every.matches(&event("ANY", 0.0, 0)));
+        let st_anne = rule("name = 'x'\nchannels = ['c']\nsites = ['st-anne']");
+        let mut theirs = event("CT_A", 30.0, 10);
+        theirs.study.site = "st-anne".into();
+        assert!(st_anne.matches(&theirs));
+        theirs.study.site = "default".into();
+        assert!(!st_anne.matches(&theirs), "another site's study");
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub struct NewFeedback {
     pub comment: String,
     /// Who (at most 128 characters).
     pub author: String,
+    /// The study's site, for a caller who sees the same study in several sites; absent: the
+    /// caller's one.
+    #[serde(default)]
+    pub site: Option<String>,
 }
 
 /// A stored statement.
@@ -57,6 +61,8 @@ pub struct Feedback {
     pub author: String,
     /// When.
     pub created_at: DateTime<Utc>,
+    /// The study's site.
+    pub site: String,
 }
 
 /// Why a statement was not recorded.
@@ -87,7 +93,7 @@ pub fn plain_text(text: &str, multiline: bool) -> bool {
 ///
 /// # Errors
 /// [`FeedbackError`].
-pub async fn record(pool: &PgPool, f: &NewFeedback) -> Result<Feedback, FeedbackError> {
+pub async fn record(pool: &PgPool, f: &NewFeedback, scope: &firstread_sites::Scope) -> Result<Feedback, FeedbackError> {
     let invalid = |m: &str| Err(FeedbackError::Invalid(m.to_owned()));
     if !VERDICTS.contains(&f.verdict.as_str()) {
         return invalid("verdict must be agree, disagree or not_assessable");
@@ -114,9 +120,11 @@ pub async fn record(pool: &PgPool, f: &NewFeedback) -> Result<Feedback, Feedback
     }
     // the statement refers to the done read of that study version (its model and version)
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO feedback (study_instance_uid, study_version, model, model_version, verdict, extent_class, comment, author) \
-         SELECT study_instance_uid, study_version, model, coalesce(result->'model'->>'version', ''), $3, $4, $5, $6 \
+        "INSERT INTO feedback (site, study_instance_uid, study_version, model, model_version, verdict, extent_class, \
+             comment, author) \
+         SELECT site, study_instance_uid, study_version, model, coalesce(result->'model'->>'version', ''), $3, $4, $5, $6 \
          FROM jobs WHERE kind = 'analysis' AND study_instance_uid = $1 AND study_version = $2 AND state = 'done' \
+           AND ($7::text[] IS NULL OR site = ANY($7)) AND ($8::text IS NULL OR site = $8) \
          ORDER BY id LIMIT 1 RETURNING id",
     )
     .bind(&f.study_instance_uid)
@@ -125,27 +133,36 @@ pub async fn record(pool: &PgPool, f: &NewFeedback) -> Result<Feedback, Feedback
     .bind(class)
     .bind(comment)
     .bind(author)
+    .bind(scope.filter())
+    .bind(&f.site)
     .fetch_optional(pool)
     .await?
     .ok_or(FeedbackError::NotFound)?;
-    let mut all = list(pool, Some(id)).await?;
+    let mut all = list(pool, Some(id), &firstread_sites::Scope::Every).await?;
     all.pop().ok_or(FeedbackError::NotFound)
 }
 
-/// Every statement (or the one with `id`), oldest first, with the model's class and score.
+/// Every statement of `scope`'s sites (or the one with `id`), oldest first, with the model's
+/// class and score.
 ///
 /// # Errors
 /// Database errors.
-pub async fn list(pool: &PgPool, id: Option<i64>) -> Result<Vec<Feedback>, sqlx::Error> {
+pub async fn list(
+    pool: &PgPool,
+    id: Option<i64>,
+    scope: &firstread_sites::Scope,
+) -> Result<Vec<Feedback>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT f.id, f.study_instance_uid, f.study_version, f.model, f.model_version, \
                 j.extent_class, j.severity_score, \
-                f.verdict, f.extent_class, f.comment, f.author, f.created_at \
-         FROM feedback f LEFT JOIN jobs j ON j.kind = 'analysis' AND j.study_instance_uid = f.study_instance_uid \
+                f.verdict, f.extent_class, f.comment, f.author, f.created_at, f.site \
+         FROM feedback f LEFT JOIN jobs j ON j.kind = 'analysis' AND j.site = f.site \
+              AND j.study_instance_uid = f.study_instance_uid \
               AND j.study_version = f.study_version AND j.model = f.model \
-         WHERE $1::bigint IS NULL OR f.id = $1 ORDER BY f.id",
+         WHERE ($1::bigint IS NULL OR f.id = $1) AND ($2::text[] IS NULL OR f.site = ANY($2)) ORDER BY f.id",
     )
     .bind(id)
+    .bind(scope.filter())
     .fetch_all(pool)
     .await?;
     rows.iter()
@@ -163,6 +180,7 @@ pub async fn list(pool: &PgPool, id: Option<i64>) -> Result<Vec<Feedback>, sqlx:
                 comment: r.try_get(9)?,
                 author: r.try_get(10)?,
                 created_at: r.try_get(11)?,
+                site: r.try_get(12)?,
             })
         })
         .collect()
@@ -179,7 +197,7 @@ pub enum Format {
 }
 
 /// The CSV columns (the fields of [`Feedback`]).
-pub const CSV_HEADER: [&str; 12] = [
+pub const CSV_HEADER: [&str; 13] = [
     "id",
     "study_instance_uid",
     "study_version",
@@ -192,6 +210,7 @@ pub const CSV_HEADER: [&str; 12] = [
     "comment",
     "author",
     "created_at",
+    "site",
 ];
 
 /// A cell a spreadsheet would not run as a formula: text starting with `=`, `+`, `-`, `@`, tab
@@ -223,6 +242,7 @@ pub fn to_csv(rows: &[Feedback]) -> String {
             inert(&r.comment),
             inert(&r.author),
             r.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            r.site.clone(),
         ];
         // a Vec<u8> sink cannot fail
         let _ = w.write_record(&record);
@@ -235,8 +255,8 @@ pub fn to_csv(rows: &[Feedback]) -> String {
 ///
 /// # Errors
 /// Database errors.
-pub async fn export(pool: &PgPool, format: Format) -> Result<String, sqlx::Error> {
-    let rows = list(pool, None).await?;
+pub async fn export(pool: &PgPool, format: Format, scope: &firstread_sites::Scope) -> Result<String, sqlx::Error> {
+    let rows = list(pool, None, scope).await?;
     Ok(match format {
         Format::Csv => to_csv(&rows),
         Format::Json => serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".into()),
@@ -262,6 +282,7 @@ mod tests {
             comment: "dense, \"posterior\"\nlayer".into(),
             author: "Dr A".into(),
             created_at: DateTime::<Utc>::from_timestamp(0, 0).unwrap_or_default(),
+            site: "default".into(),
         };
         let formula = Feedback { comment: "=cmd|' /C calc'!A0".into(), author: "+SUM(1+1)".into(), ..row.clone() };
         let csv = to_csv(&[row, formula]);
@@ -270,10 +291,10 @@ mod tests {
         assert_eq!(to_csv(&[]), format!("{}\r\n", CSV_HEADER.join(",")), "the header even without rows");
         assert_eq!(
             lines.next(),
-            Some("1,1.2.3,1,m,0.2.0,moderate,9,disagree,severe,\"dense, \"\"posterior\"\"\nlayer\",Dr A,1970-01-01T00:00:00.000000Z")
+            Some("1,1.2.3,1,m,0.2.0,moderate,9,disagree,severe,\"dense, \"\"posterior\"\"\nlayer\",Dr A,1970-01-01T00:00:00.000000Z,default")
         );
         let next = lines.next().unwrap_or_default();
-        assert!(next.ends_with(",'=cmd|' /C calc'!A0,'+SUM(1+1),1970-01-01T00:00:00.000000Z"), "{next}");
+        assert!(next.ends_with(",'=cmd|' /C calc'!A0,'+SUM(1+1),1970-01-01T00:00:00.000000Z,default"), "{next}");
     }
 
     #[test]

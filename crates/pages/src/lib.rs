@@ -7,8 +7,12 @@
 //! - `GET /triage/api/studies?site=&status=&class=&from=&to=&limit=&offset=`: a page of the
 //!   worklist as JSON ([`worklist`]);
 //! - `GET /triage/events`: server-sent events, one `changed` event (data: the Study Instance UID)
-//!   per PostgreSQL `NOTIFY firstread_triage` (a study appears or gets a version, a job changes
-//!   state, feedback is given) and a `tick` every 5 s so that time-based states move on;
+//!   per PostgreSQL `NOTIFY firstread_triage` of one of the caller's sites (a study appears or
+//!   gets a version, a job changes state, feedback is given) and a `tick` every 5 s so that
+//!   time-based states move on;
+//!
+//! Every answer holds the caller's sites only (`firstread_sites`): another site's study or key
+//! image is not found.
 //! - `POST /triage/api/feedback` (JSON [`feedback::NewFeedback`]; a signed-in user is its author); `GET /triage/api/feedback?format=csv|json`;
 //! - `GET /triage/studies/{study}/{version}/key-image.png`: the key image thumbnail.
 
@@ -26,7 +30,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use firstread_dicomweb::auth::Caller;
 use firstread_dicomweb::Auth;
 use futures_util::stream::{self, Stream, StreamExt};
 use sqlx::postgres::PgPool;
@@ -108,11 +113,15 @@ fn server_error(e: impl std::fmt::Display) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
 }
 
-async fn studies(State(state): State<PagesState>, Query(filter): Query<worklist::Filter>) -> Response {
+async fn studies(
+    State(state): State<PagesState>,
+    Extension(caller): Extension<Caller>,
+    Query(filter): Query<worklist::Filter>,
+) -> Response {
     if let Some(problem) = filter.problem() {
         return (StatusCode::BAD_REQUEST, format!("{problem}\n")).into_response();
     }
-    match worklist::page(&state.pool, &filter).await {
+    match worklist::page(&state.pool, &filter, &caller.scope()).await {
         Ok(p) => Json(p).into_response(),
         Err(e) => server_error(e),
     }
@@ -122,13 +131,13 @@ async fn studies(State(state): State<PagesState>, Query(filter): Query<worklist:
 /// name typed on the page is only used with the deprecated shared token).
 async fn give_feedback(
     State(state): State<PagesState>,
-    caller: Option<axum::Extension<firstread_dicomweb::auth::Caller>>,
+    Extension(caller): Extension<Caller>,
     Json(mut f): Json<feedback::NewFeedback>,
 ) -> Response {
-    if let Some(user) = caller.as_ref().and_then(|c| c.0.user()) {
+    if let Some(user) = caller.user() {
         f.author = user.name.clone();
     }
-    match feedback::record(&state.pool, &f).await {
+    match feedback::record(&state.pool, &f, &caller.scope()).await {
         Ok(row) => (StatusCode::CREATED, Json(row)).into_response(),
         Err(feedback::FeedbackError::Invalid(m)) => (StatusCode::BAD_REQUEST, format!("{m}\n")).into_response(),
         Err(feedback::FeedbackError::NotFound) => {
@@ -143,9 +152,13 @@ struct ExportQuery {
     format: Option<feedback::Format>,
 }
 
-async fn export_feedback(State(state): State<PagesState>, Query(q): Query<ExportQuery>) -> Response {
+async fn export_feedback(
+    State(state): State<PagesState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ExportQuery>,
+) -> Response {
     let format = q.format.unwrap_or(feedback::Format::Json);
-    match feedback::export(&state.pool, format).await {
+    match feedback::export(&state.pool, format, &caller.scope()).await {
         Ok(body) => {
             let (ctype, name) = match format {
                 feedback::Format::Csv => ("text/csv; charset=utf-8", "feedback.csv"),
@@ -159,11 +172,15 @@ async fn export_feedback(State(state): State<PagesState>, Query(q): Query<Export
     }
 }
 
-async fn key_image(State(state): State<PagesState>, Path((study, version)): Path<(String, i32)>) -> Response {
+async fn key_image(
+    State(state): State<PagesState>,
+    Extension(caller): Extension<Caller>,
+    Path((study, version)): Path<(String, i32)>,
+) -> Response {
     if study.chars().any(char::is_control) {
         return (StatusCode::NOT_FOUND, "no key image\n").into_response();
     }
-    match thumbnail::key_image_png(&state.pool, &state.storage_root, &study, version).await {
+    match thumbnail::key_image_png(&state.pool, &state.storage_root, &study, version, &caller.scope()).await {
         Ok(png) => ([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "private, max-age=3600")], png)
             .into_response(),
         Err(thumbnail::ThumbnailError::NotFound) => (StatusCode::NOT_FOUND, "no key image\n").into_response(),
@@ -171,14 +188,23 @@ async fn key_image(State(state): State<PagesState>, Path((study, version)): Path
     }
 }
 
-/// `GET /triage/events`.
-async fn events(State(state): State<PagesState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let changes = BroadcastStream::new(state.changes.subscribe()).map(|m| {
-        Ok(match m {
-            Ok(study) => Event::default().event("changed").data(study),
+/// `GET /triage/events`: changes of the caller's sites only (the data: the Study Instance UID).
+async fn events(
+    State(state): State<PagesState>,
+    Extension(caller): Extension<Caller>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let scope = caller.scope();
+    let changes = BroadcastStream::new(state.changes.subscribe()).filter_map(move |m| {
+        let event = match m {
+            // "<site>/<study>" from the triggers; "*" when one may have been missed
+            Ok(change) => match change.split_once('/') {
+                Some((site, study)) => scope.sees(site).then(|| Event::default().event("changed").data(study)),
+                None => Some(Event::default().event("changed").data("*")),
+            },
             // lagged behind: everything may have changed
-            Err(_) => Event::default().event("changed").data("*"),
-        })
+            Err(_) => Some(Event::default().event("changed").data("*")),
+        };
+        std::future::ready(event.map(Ok))
     });
     let ticks = IntervalStream::new(tokio::time::interval(Duration::from_secs(5)))
         .map(|_| Ok(Event::default().event("tick").data("tick")));

@@ -24,17 +24,24 @@ pub enum ThumbnailError {
     Database(#[from] sqlx::Error),
 }
 
-/// The PNG of the key image of (`study`, `version`).
+/// The PNG of the key image of (`study`, `version`) in one of `scope`'s sites.
 ///
 /// # Errors
-/// [`ThumbnailError`].
-pub async fn key_image_png(pool: &PgPool, root: &Path, study: &str, version: i32) -> Result<Vec<u8>, ThumbnailError> {
+/// [`ThumbnailError`] (not found for another site's study).
+pub async fn key_image_png(
+    pool: &PgPool,
+    root: &Path,
+    study: &str,
+    version: i32,
+    scope: &firstread_sites::Scope,
+) -> Result<Vec<u8>, ThumbnailError> {
     let files: Option<serde_json::Value> = sqlx::query_scalar(
         "SELECT result->'result_files' FROM jobs WHERE kind = 'analysis' AND study_instance_uid = $1 \
-         AND study_version = $2 AND state = 'done' ORDER BY id LIMIT 1",
+         AND study_version = $2 AND state = 'done' AND ($3::text[] IS NULL OR site = ANY($3)) ORDER BY id LIMIT 1",
     )
     .bind(study)
     .bind(version)
+    .bind(scope.filter())
     .fetch_optional(pool)
     .await?
     .flatten();

@@ -18,7 +18,7 @@ use sqlx::{PgPool, Row as _};
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Filter {
-    /// Sending site (calling AE title), exact.
+    /// Site (hospital), exact.
     pub site: Option<String>,
     /// One status (see the module documentation).
     pub status: Option<String>,
@@ -64,8 +64,10 @@ pub struct Row {
     pub status: String,
     /// Why refused or failed.
     pub reason: Option<String>,
-    /// Sending site (calling AE title).
+    /// The site (hospital) the study belongs to.
     pub site: String,
+    /// The calling AE title that sent it.
+    pub sender: String,
     /// Patient's Name (DICOM PN).
     pub patient_name: Option<String>,
     /// Patient ID.
@@ -119,7 +121,7 @@ pub const STATUSES: [&str; 8] =
 
 const QUERY: &str = r#"
 WITH versions AS (
-    SELECT s.study_instance_uid, v.version, s.version AS latest, s.last_image_at, j.id AS job_id,
+    SELECT s.site, s.study_instance_uid, v.version, s.version AS latest, s.last_image_at, j.id AS job_id,
         CASE
             WHEN v.version < s.version THEN 'superseded'
             WHEN j.state IS NULL AND s.stable_at > now() THEN 'receiving'
@@ -139,23 +141,25 @@ WITH versions AS (
     CROSS JOIN LATERAL generate_series(1, greatest(s.version, 1)) AS v(version)
     LEFT JOIN LATERAL (
         SELECT j.id, j.state, j.result_status, j.extent_class, j.extent_class_highest, j.severity_score FROM jobs j
-        WHERE j.kind = 'analysis' AND j.study_instance_uid = s.study_instance_uid AND j.study_version = v.version
+        WHERE j.kind = 'analysis' AND j.site = s.site AND j.study_instance_uid = s.study_instance_uid
+          AND j.study_version = v.version
         ORDER BY j.id LIMIT 1
     ) j ON true
     WHERE s.analysable
-      AND ($1::text IS NULL OR s.calling_ae_title = $1)
+      AND ($1::text IS NULL OR s.site = $1)
+      AND ($8::text[] IS NULL OR s.site = ANY($8))
       AND ($4::date IS NULL OR s.last_image_at >= $4::date)
       AND ($5::date IS NULL OR s.last_image_at < $5::date + 1)
 ), page AS (
     SELECT *, count(*) OVER () AS total FROM versions
     WHERE ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR extent_class = $3)
     ORDER BY class_rank DESC NULLS LAST, severity_score DESC NULLS LAST, last_image_at ASC NULLS LAST,
-             study_instance_uid, version DESC
+             study_instance_uid, site, version DESC
     LIMIT $6 OFFSET $7
 )
 SELECT p.study_instance_uid, p.version, coalesce(j.model, ''), j.result->'model'->>'version', p.status,
        CASE p.status WHEN 'refused' THEN j.result->>'reason' WHEN 'failed' THEN j.last_error END,
-       s.calling_ae_title, s.patient_name, s.patient_id, s.accession_number, s.study_description,
+       s.site, s.patient_name, s.patient_id, s.accession_number, s.study_description,
        s.last_image_at, j.finished_at,
        CASE WHEN p.version = p.latest AND p.status IN ('done', 'refused')
             THEN extract(epoch FROM j.finished_at - s.last_image_at)::float8 END,
@@ -167,19 +171,20 @@ SELECT p.study_instance_uid, p.version, coalesce(j.model, ''), j.result->'model'
        p.total,
        (SELECT coalesce(json_agg(json_build_object('destination', n.destination, 'state', n.state,
                 'attempts', n.attempts, 'error', n.last_error) ORDER BY n.id), '[]'::json)
-        FROM jobs n WHERE n.kind = 'notify' AND n.study_instance_uid = p.study_instance_uid
+        FROM jobs n WHERE n.kind = 'notify' AND n.site = p.site AND n.study_instance_uid = p.study_instance_uid
           AND n.study_version = p.version),
-       j.result->'findings'->'uncertainty'
+       j.result->'findings'->'uncertainty',
+       s.calling_ae_title
 FROM page p
-JOIN studies s ON s.study_instance_uid = p.study_instance_uid
+JOIN studies s ON s.site = p.site AND s.study_instance_uid = p.study_instance_uid
 LEFT JOIN jobs j ON j.id = p.job_id
 LEFT JOIN LATERAL (
     SELECT verdict, extent_class, comment, author, created_at FROM feedback f
-    WHERE f.study_instance_uid = p.study_instance_uid AND f.study_version = p.version
+    WHERE f.site = p.site AND f.study_instance_uid = p.study_instance_uid AND f.study_version = p.version
     ORDER BY f.id DESC LIMIT 1
 ) f ON true
 ORDER BY p.class_rank DESC NULLS LAST, p.severity_score DESC NULLS LAST, p.last_image_at ASC NULLS LAST,
-         p.study_instance_uid, p.version DESC
+         p.study_instance_uid, p.site, p.version DESC
 "#;
 
 /// A filter's text, trimmed; `None` when absent or empty.
@@ -208,11 +213,11 @@ impl Filter {
     }
 }
 
-/// One page of the worklist.
+/// One page of the worklist, of the studies of `scope`'s sites.
 ///
 /// # Errors
 /// Database errors.
-pub async fn page(pool: &PgPool, filter: &Filter) -> Result<Page, sqlx::Error> {
+pub async fn page(pool: &PgPool, filter: &Filter, scope: &firstread_sites::Scope) -> Result<Page, sqlx::Error> {
     let limit = filter.limit.unwrap_or(100).clamp(1, 500);
     let offset = filter.offset.unwrap_or(0).max(0);
     // generate_series over the study versions is estimated at 1000 rows a study, which makes
@@ -228,6 +233,7 @@ pub async fn page(pool: &PgPool, filter: &Filter) -> Result<Page, sqlx::Error> {
             .bind(filter.to)
             .bind(limit)
             .bind(offset)
+            .bind(scope.filter())
     };
     let rows = fetch(limit, offset).fetch_all(&mut *tx).await?;
     if rows.is_empty() && offset > 0 {
@@ -279,6 +285,7 @@ pub async fn page(pool: &PgPool, filter: &Filter) -> Result<Page, sqlx::Error> {
             feedback,
             notifications: r.try_get(25)?,
             uncertainty: r.try_get(26)?,
+            sender: r.try_get(27)?,
         });
     }
     Ok(Page { total, rows: out, now: Utc::now() })

@@ -159,11 +159,11 @@ impl Assembly {
     }
 
     /// Applies early readiness (when enabled), then promotes every ready study version to
-    /// analysis jobs. Returns the (study, version, model) of each job created.
+    /// analysis jobs. Returns the (site, study, version, model) of each job created.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn promote(&self) -> Result<Vec<(String, i32, String)>, QueueError> {
+    pub async fn promote(&self) -> Result<Vec<(String, String, i32, String)>, QueueError> {
         if self.config.early_ready {
             self.apply_early_readiness().await?;
         }
@@ -173,29 +173,35 @@ impl Assembly {
             .bind(self.config.max_attempts)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))).collect()
     }
 
     async fn apply_early_readiness(&self) -> Result<(), QueueError> {
         // Pending, not yet stable, every delivering association released.
-        let candidates: Vec<String> = sqlx::query_scalar(
-            "SELECT s.study_instance_uid FROM studies s \
+        let candidates: Vec<(String, String)> = sqlx::query_as(
+            "SELECT s.site, s.study_instance_uid FROM studies s \
              WHERE s.analysable AND s.queued_version < s.version AND s.stable_at > now() \
-               AND EXISTS (SELECT 1 FROM study_deliveries d WHERE d.study_instance_uid = s.study_instance_uid) \
+               AND EXISTS (SELECT 1 FROM study_deliveries d \
+                   WHERE d.site = s.site AND d.study_instance_uid = s.study_instance_uid) \
                AND NOT EXISTS (SELECT 1 FROM study_deliveries d JOIN associations a ON a.id = d.association_id \
-                   WHERE d.study_instance_uid = s.study_instance_uid AND (a.closed_at IS NULL OR a.ending <> 'released')) \
+                   WHERE d.site = s.site AND d.study_instance_uid = s.study_instance_uid \
+                     AND (a.closed_at IS NULL OR a.ending <> 'released')) \
              LIMIT 100",
         )
         .fetch_all(&self.pool)
         .await?;
-        for study in candidates {
-            let geometry = series_geometry(&self.pool, &study).await?;
+        for (site, study) in candidates {
+            let geometry = series_geometry(&self.pool, &site, &study).await?;
             let analysable: Vec<_> = geometry.iter().filter(|g| is_analysable_class(&g.sop_class_uid)).collect();
             if !analysable.is_empty() && analysable.iter().all(|g| g.contiguous) {
-                sqlx::query("UPDATE studies SET stable_at = now() WHERE study_instance_uid = $1 AND stable_at > now()")
-                    .bind(&study)
-                    .execute(&self.pool)
-                    .await?;
+                sqlx::query(
+                    "UPDATE studies SET stable_at = now() \
+                     WHERE site = $1 AND study_instance_uid = $2 AND stable_at > now()",
+                )
+                .bind(&site)
+                .bind(&study)
+                .execute(&self.pool)
+                .await?;
                 tracing::debug!(study = %study, "contiguous and released: ready early");
             }
         }
@@ -210,39 +216,45 @@ pub fn is_analysable_class(sop_class_uid: &str) -> bool {
 
 const PROMOTE_SQL: &str = r#"
 WITH ready AS (
-    SELECT s.study_instance_uid, s.version FROM studies s
+    SELECT s.site, s.study_instance_uid, s.version FROM studies s
     WHERE s.analysable AND s.queued_version < s.version AND s.stable_at <= now()
       AND NOT EXISTS (
           SELECT 1 FROM study_deliveries d JOIN associations a ON a.id = d.association_id
-          WHERE d.study_instance_uid = s.study_instance_uid AND a.closed_at IS NULL
+          WHERE d.site = s.site AND d.study_instance_uid = s.study_instance_uid AND a.closed_at IS NULL
             AND a.heartbeat_at > now() - make_interval(secs => $1))
     ORDER BY s.stable_at
     LIMIT 200
     FOR UPDATE OF s SKIP LOCKED
 ), marked AS (
     UPDATE studies s SET queued_version = r.version FROM ready r
-    WHERE s.study_instance_uid = r.study_instance_uid
-    RETURNING s.study_instance_uid, s.version
+    WHERE s.site = r.site AND s.study_instance_uid = r.study_instance_uid
+    RETURNING s.site, s.study_instance_uid, s.version
 )
-INSERT INTO jobs (kind, study_instance_uid, study_version, model, max_attempts)
-SELECT 'analysis', m.study_instance_uid, m.version, model, $3 FROM marked m CROSS JOIN unnest($2::text[]) AS model
+INSERT INTO jobs (kind, site, study_instance_uid, study_version, model, max_attempts)
+SELECT 'analysis', m.site, m.study_instance_uid, m.version, model, $3 FROM marked m CROSS JOIN unnest($2::text[]) AS model
 ON CONFLICT DO NOTHING
-RETURNING study_instance_uid, study_version, model
+RETURNING site, study_instance_uid, study_version, model
 "#;
 
-/// The geometry of each series of a study, from the index (PS3.3 C.7.6.2 Image Plane module:
-/// the slice normal is the cross product of the row and column direction cosines; a slice's
-/// position along it is the dot product with Image Position (Patient)).
+/// The geometry of each series of a site's study, from the index (PS3.3 C.7.6.2 Image Plane
+/// module: the slice normal is the cross product of the row and column direction cosines; a
+/// slice's position along it is the dot product with Image Position (Patient)).
 ///
 /// # Errors
 /// Database errors.
-pub async fn series_geometry(pool: &PgPool, study_instance_uid: &str) -> Result<Vec<SeriesGeometry>, QueueError> {
+pub async fn series_geometry(
+    pool: &PgPool,
+    site: &str,
+    study_instance_uid: &str,
+) -> Result<Vec<SeriesGeometry>, QueueError> {
     let rows = sqlx::query(
         "SELECT i.series_instance_uid, s.modality, i.image_type, i.sop_class_uid, i.image_position_patient, \
                 i.image_orientation_patient \
-         FROM instances i JOIN series s ON s.series_instance_uid = i.series_instance_uid \
-         WHERE i.study_instance_uid = $1 ORDER BY i.series_instance_uid, i.instance_number NULLS LAST, i.sop_instance_uid",
+         FROM instances i JOIN series s ON s.site = i.site AND s.series_instance_uid = i.series_instance_uid \
+         WHERE i.site = $1 AND i.study_instance_uid = $2 \
+         ORDER BY i.series_instance_uid, i.instance_number NULLS LAST, i.sop_instance_uid",
     )
+    .bind(site)
     .bind(study_instance_uid)
     .fetch_all(&pool.clone())
     .await?;

@@ -50,6 +50,8 @@ pub struct Job {
     pub id: i64,
     /// Its kind.
     pub kind: JobKind,
+    /// The site (hospital) of the study (`firstread_sites`).
+    pub site: String,
     /// Study Instance UID.
     pub study_instance_uid: String,
     /// Study version (1 for the first analysis; +1 per accepted late arrival).
@@ -147,15 +149,15 @@ impl PgQueue {
         &self.pool
     }
 
-    /// Enqueues a job unless the same (kind, study, version, model, destination) exists; returns
-    /// its id when created.
+    /// Enqueues a job unless the same (kind, site, study, version, model, destination) exists;
+    /// returns its id when created.
     ///
     /// # Errors
     /// Database errors.
     pub async fn enqueue(&self, job: &NewJob<'_>) -> Result<Option<i64>, QueueError> {
         Ok(sqlx::query_scalar(
-            "INSERT INTO jobs (kind, study_instance_uid, study_version, model, destination, payload, max_attempts) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id",
+            "INSERT INTO jobs (kind, study_instance_uid, study_version, model, destination, payload, max_attempts, site) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING RETURNING id",
         )
         .bind(job.kind.as_str())
         .bind(job.study_instance_uid)
@@ -164,6 +166,7 @@ impl PgQueue {
         .bind(job.destination)
         .bind(job.payload)
         .bind(job.max_attempts)
+        .bind(job.site)
         .fetch_optional(&self.pool)
         .await?)
     }
@@ -228,6 +231,8 @@ impl PgQueue {
 pub struct NewJob<'a> {
     /// Its kind.
     pub kind: JobKind,
+    /// The site of the study.
+    pub site: &'a str,
     /// Study Instance UID.
     pub study_instance_uid: &'a str,
     /// Study version.
@@ -260,7 +265,7 @@ impl JobQueue for PgQueue {
                    ((state = 'queued' AND run_after <= now()) OR (state = 'running' AND lease_expires_at < now())) \
                  ORDER BY run_after, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
              RETURNING id, study_instance_uid, study_version, model, destination, payload, attempts, max_attempts, started_at, \
-                       created_at",
+                       created_at, site",
         )
         .bind(kind.as_str())
         .bind(worker)
@@ -271,6 +276,7 @@ impl JobQueue for PgQueue {
         Ok(Some(Job {
             id: r.try_get(0)?,
             kind,
+            site: r.try_get(10)?,
             study_instance_uid: r.try_get(1)?,
             study_version: r.try_get(2)?,
             model: r.try_get(3)?,

@@ -68,7 +68,7 @@ pub async fn run_worker<Q: JobQueue, H: JobHandler>(
         match queue.claim(config.kind, &config.worker_id, config.lease).await {
             Ok(Some(job)) => {
                 errors = 0;
-                let span = info_span!("job", id = job.id, kind = config.kind.as_str(), study = %job.study_instance_uid,
+                let span = info_span!("job", id = job.id, kind = config.kind.as_str(), site = %job.site, study = %job.study_instance_uid,
                     version = job.study_version, attempt = job.attempt);
                 run_one(&*queue, &*handler, &config, job).instrument(span).await;
             }

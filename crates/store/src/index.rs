@@ -22,6 +22,9 @@ pub struct Index {
 /// Who delivered an instance.
 #[derive(Debug, Clone)]
 pub struct Provenance {
+    /// The site (hospital) the instance belongs to (`firstread_sites`): that of the sending
+    /// peer or user. Every key of the index starts with it.
+    pub site: String,
     /// Calling AE title of the sender.
     pub calling_ae_title: String,
     /// Called AE title (ours, as the sender addressed us).
@@ -168,14 +171,16 @@ impl Index {
             .bind(arrival.analysable) // $40
             .bind(&a.metadata)
             .bind(arrival.derived) // $42
+            .bind(&provenance.site)
             .fetch_one(&self.pool)
             .await?;
         if inserted > 0 {
             return Ok(Recorded::Inserted);
         }
         let row = sqlx::query(
-            "SELECT study_instance_uid, series_instance_uid, path FROM instances WHERE sop_instance_uid = $1",
+            "SELECT study_instance_uid, series_instance_uid, path FROM instances WHERE site = $1 AND sop_instance_uid = $2",
         )
+        .bind(&provenance.site)
         .bind(&a.sop_instance_uid)
         .fetch_one(&self.pool)
         .await?;
@@ -188,16 +193,17 @@ impl Index {
         }
     }
 
-    /// Instances per series of a study, ordered by Series Instance UID.
+    /// Instances per series of a site's study, ordered by Series Instance UID.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn series_counts(&self, study_instance_uid: &str) -> Result<Vec<SeriesCount>, sqlx::Error> {
+    pub async fn series_counts(&self, site: &str, study_instance_uid: &str) -> Result<Vec<SeriesCount>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT s.series_instance_uid, s.modality, count(i.sop_instance_uid) \
-             FROM series s LEFT JOIN instances i USING (series_instance_uid) \
-             WHERE s.study_instance_uid = $1 GROUP BY 1, 2 ORDER BY 1",
+             FROM series s LEFT JOIN instances i USING (site, series_instance_uid) \
+             WHERE s.site = $1 AND s.study_instance_uid = $2 GROUP BY 1, 2 ORDER BY 1",
         )
+        .bind(site)
         .bind(study_instance_uid)
         .fetch_all(&self.pool)
         .await?;
@@ -212,12 +218,13 @@ impl Index {
             .collect()
     }
 
-    /// The index path of an instance, if indexed.
+    /// The index path of a site's instance, if indexed.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn instance_path(&self, sop_instance_uid: &str) -> Result<Option<String>, sqlx::Error> {
-        sqlx::query_scalar("SELECT path FROM instances WHERE sop_instance_uid = $1")
+    pub async fn instance_path(&self, site: &str, sop_instance_uid: &str) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT path FROM instances WHERE site = $1 AND sop_instance_uid = $2")
+            .bind(site)
             .bind(sop_instance_uid)
             .fetch_optional(&self.pool)
             .await
@@ -226,21 +233,21 @@ impl Index {
 
 const RECORD_SQL: &str = r#"
 WITH ins AS (
-    INSERT INTO instances (sop_instance_uid, series_instance_uid, study_instance_uid, sop_class_uid,
+    INSERT INTO instances (site, sop_instance_uid, series_instance_uid, study_instance_uid, sop_class_uid,
         transfer_syntax_uid, instance_number, image_type, image_position_patient, image_orientation_patient,
         pixel_spacing, slice_thickness, rows, columns, number_of_frames, convolution_kernel, path, size_bytes,
         calling_ae_title, called_ae_title, peer_address, association_id, metadata)
-    VALUES ($22, $16, $1, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $13, $14, $15, $37,
+    VALUES ($43, $22, $16, $1, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $13, $14, $15, $37,
         $41::json)
-    ON CONFLICT (sop_instance_uid) DO NOTHING
+    ON CONFLICT (site, sop_instance_uid) DO NOTHING
     RETURNING 1
 ), study AS (
-    INSERT INTO studies (study_instance_uid, patient_id, patient_name, patient_birth_date, patient_sex,
+    INSERT INTO studies (site, study_instance_uid, patient_id, patient_name, patient_birth_date, patient_sex,
         study_date, study_time, accession_number, study_description, study_id, referring_physician_name,
         specific_character_set, calling_ae_title, called_ae_title, peer_address, stable_at, analysable, last_image_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+    VALUES ($43, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
         now() + make_interval(secs => $38), $40, CASE WHEN $40 THEN now() END)
-    ON CONFLICT (study_instance_uid) DO UPDATE SET
+    ON CONFLICT (site, study_instance_uid) DO UPDATE SET
         last_received_at = now(),
         last_image_at = CASE WHEN $40 THEN now() ELSE studies.last_image_at END,
         stable_at = CASE WHEN $42 THEN studies.stable_at
@@ -250,13 +257,13 @@ WITH ins AS (
         version = CASE WHEN $40 AND $39 AND studies.queued_version >= studies.version AND EXISTS (SELECT 1 FROM ins)
                        THEN studies.version + 1 ELSE studies.version END
 ), series_row AS (
-    INSERT INTO series (series_instance_uid, study_instance_uid, modality, series_number, series_description,
+    INSERT INTO series (site, series_instance_uid, study_instance_uid, modality, series_number, series_description,
         body_part_examined, frame_of_reference_uid)
-    VALUES ($16, $1, $17, $18, $19, $20, $21)
-    ON CONFLICT (series_instance_uid) DO UPDATE SET last_received_at = now()
+    VALUES ($43, $16, $1, $17, $18, $19, $20, $21)
+    ON CONFLICT (site, series_instance_uid) DO UPDATE SET last_received_at = now()
 ), delivery AS (
-    INSERT INTO study_deliveries (study_instance_uid, association_id)
-    SELECT $1, $37 WHERE $37 IS NOT NULL
+    INSERT INTO study_deliveries (site, study_instance_uid, association_id)
+    SELECT $43, $1, $37 WHERE $37 IS NOT NULL
     ON CONFLICT DO NOTHING
 )
 SELECT count(*) FROM ins

@@ -146,15 +146,25 @@ impl Storage {
         })
     }
 
-    /// Links a received file to `studies/<study>/<series>/<sop>.dcm` unless a file is already
+    /// Links a received file to `[sites/<site>/]studies/<study>/<series>/<sop>.dcm`
+    /// ([`firstread_sites::folder`]: no prefix for the default site) unless a file is already
     /// there (first received wins), then makes the directory entry durable.
     ///
     /// # Errors
-    /// I/O errors; the temporary file is removed in every case.
-    pub async fn place(&self, received: Received) -> Result<Placed, StorageError> {
+    /// I/O errors (also for a `site` that is no valid site name); the temporary file is removed
+    /// in every case.
+    pub async fn place(&self, received: Received, site: &str) -> Result<Placed, StorageError> {
+        if !firstread_sites::is_valid(site) {
+            return Err(StorageError::Io(io::Error::other(format!("{site:?} is no site name"))));
+        }
         let a = &received.attributes;
-        let relative_path =
-            format!("studies/{}/{}/{}.dcm", a.study_instance_uid, a.series_instance_uid, a.sop_instance_uid);
+        let relative_path = format!(
+            "{}studies/{}/{}/{}.dcm",
+            firstread_sites::folder(site),
+            a.study_instance_uid,
+            a.series_instance_uid,
+            a.sop_instance_uid
+        );
         let target = self.root.join(&relative_path);
         let fsync = self.fsync;
         let root = self.root.clone();

@@ -72,6 +72,8 @@ pub struct User {
     pub has_password: bool,
     /// Disabled users' tokens and sessions stop working.
     pub disabled: bool,
+    /// The sites whose studies they see (`*`: every site).
+    pub sites: Vec<String>,
     /// Live API tokens.
     pub tokens: i64,
     /// Created.
@@ -85,6 +87,32 @@ pub struct Identity {
     pub name: String,
     /// Role.
     pub role: Role,
+    /// The sites whose studies they see (`*`: every site).
+    pub sites: Vec<String>,
+}
+
+impl Identity {
+    /// The sites they see.
+    pub fn scope(&self) -> firstread_sites::Scope {
+        firstread_sites::Scope::of_names(&self.sites)
+    }
+}
+
+/// The site list stored for a user: each a site name or `*`; none given is the default site.
+fn valid_sites(sites: &[String]) -> Result<Vec<String>, UserError> {
+    if let Some(bad) = sites.iter().find(|s| *s != firstread_sites::EVERY && !firstread_sites::is_valid(s)) {
+        return Err(UserError::Invalid(format!(
+            "site {bad:?}: 1-{} of A-Z a-z 0-9 . _ - (not starting with .), or * for every site",
+            firstread_sites::MAX_NAME_LEN
+        )));
+    }
+    if sites.is_empty() {
+        return Ok(vec![firstread_sites::DEFAULT.to_owned()]);
+    }
+    let mut sites = sites.to_vec();
+    sites.sort();
+    sites.dedup();
+    Ok(sites)
 }
 
 /// Why a user operation failed.
@@ -157,20 +185,30 @@ fn valid_name(name: &str) -> Result<(), UserError> {
     }
 }
 
-/// Adds a user (`password`: for people; machine clients use tokens).
+/// Adds a user (`password`: for people; machine clients use tokens) who sees the studies of
+/// `sites` (`*`: every site; none: the default site).
 ///
 /// # Errors
-/// Invalid name or short password, an existing name, the database's.
-pub async fn add(pool: &PgPool, name: &str, role: Role, password: Option<&str>) -> Result<(), UserError> {
+/// Invalid name, site or short password, an existing name, the database's.
+pub async fn add(
+    pool: &PgPool,
+    name: &str,
+    role: Role,
+    password: Option<&str>,
+    sites: &[String],
+) -> Result<(), UserError> {
     valid_name(name)?;
+    let sites = valid_sites(sites)?;
     let hash = password.map(hash_password).transpose()?;
-    let inserted =
-        sqlx::query("INSERT INTO users (name, role, password_hash) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(role.as_str())
-            .bind(hash)
-            .execute(pool)
-            .await?;
+    let inserted = sqlx::query(
+        "INSERT INTO users (name, role, password_hash, sites) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(role.as_str())
+    .bind(hash)
+    .bind(&sites)
+    .execute(pool)
+    .await?;
     if inserted.rows_affected() == 0 {
         return Err(UserError::Invalid(format!("user {name:?} exists")));
     }
@@ -182,18 +220,38 @@ pub async fn add(pool: &PgPool, name: &str, role: Role, password: Option<&str>) 
 /// # Errors
 /// The database's.
 pub async fn list(pool: &PgPool) -> Result<Vec<User>, UserError> {
-    let rows: Vec<(String, String, bool, bool, i64, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT u.name, u.role, u.password_hash IS NOT NULL, u.disabled, \
+    type Row = (String, String, bool, bool, Vec<String>, i64, DateTime<Utc>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT u.name, u.role, u.password_hash IS NOT NULL, u.disabled, u.sites, \
                 (SELECT count(*) FROM api_tokens t WHERE t.user_id = u.id AND t.revoked_at IS NULL), u.created_at \
          FROM users u ORDER BY u.name",
     )
     .fetch_all(pool)
     .await?;
     rows.into_iter()
-        .map(|(name, role, has_password, disabled, tokens, created_at)| {
-            Ok(User { name, role: role.parse()?, has_password, disabled, tokens, created_at })
+        .map(|(name, role, has_password, disabled, sites, tokens, created_at)| {
+            Ok(User { name, role: role.parse()?, has_password, disabled, sites, tokens, created_at })
         })
         .collect()
+}
+
+/// Sets the sites a user sees (`*`: every site; none: the default site); takes effect on their
+/// next request.
+///
+/// # Errors
+/// An invalid site, [`UserError::Unknown`], the database's.
+pub async fn set_sites(pool: &PgPool, name: &str, sites: &[String]) -> Result<(), UserError> {
+    let sites = valid_sites(sites)?;
+    let n = sqlx::query("UPDATE users SET sites = $2 WHERE name = $1")
+        .bind(name)
+        .bind(&sites)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(UserError::Unknown(name.to_owned()));
+    }
+    Ok(())
 }
 
 /// Disables (or enables again) a user; a disabled user's tokens and sessions stop working at
@@ -259,14 +317,14 @@ pub async fn identify_token(pool: &PgPool, token: &str) -> Result<Option<Identit
     if !token.starts_with("fr_") || token.len() > 128 {
         return Ok(None);
     }
-    let row: Option<(String, String)> = sqlx::query_as(
-        "SELECT u.name, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id \
+    let row: Option<(String, String, Vec<String>)> = sqlx::query_as(
+        "SELECT u.name, u.role, u.sites FROM api_tokens t JOIN users u ON u.id = t.user_id \
          WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL AND NOT u.disabled",
     )
     .bind(sha256_hex(token))
     .fetch_optional(pool)
     .await?;
-    row.map(|(name, role)| Ok(Identity { name, role: role.parse()? })).transpose()
+    row.map(|(name, role, sites)| Ok(Identity { name, role: role.parse()?, sites })).transpose()
 }
 
 /// Checks `name`'s password; on success a new session id (for the cookie) and its expiry.
@@ -321,14 +379,14 @@ pub async fn identify_session(pool: &PgPool, session: &str) -> Result<Option<Ide
     if session.is_empty() || session.len() > 128 {
         return Ok(None);
     }
-    let row: Option<(String, String)> = sqlx::query_as(
-        "SELECT u.name, u.role FROM sessions s JOIN users u ON u.id = s.user_id \
+    let row: Option<(String, String, Vec<String>)> = sqlx::query_as(
+        "SELECT u.name, u.role, u.sites FROM sessions s JOIN users u ON u.id = s.user_id \
          WHERE s.session_sha256 = $1 AND s.expires_at > now() AND NOT u.disabled",
     )
     .bind(sha256_hex(session))
     .fetch_optional(pool)
     .await?;
-    row.map(|(name, role)| Ok(Identity { name, role: role.parse()? })).transpose()
+    row.map(|(name, role, sites)| Ok(Identity { name, role: role.parse()?, sites })).transpose()
 }
 
 /// Ends a session.

@@ -403,6 +403,7 @@ fn session_config(
         results: true,
         always: false,
         tls: destination.tls,
+        site: None,
     }];
     config.export.max_attempts = 4;
     config.export.backoff_base = Duration::from_millis(500);
