@@ -169,13 +169,13 @@ async fn results_are_served_and_metrics_count_what_was_sent() {
     );
     let m: serde_json::Value = serde_json::from_str(parsed.trim()).expect("parsed metrics");
     let value = |k: &str| m[k].as_f64().unwrap_or_else(|| panic!("metric {k} missing in {m}"));
-    assert_eq!(value("firstread_instances_received_total{via=dimse}"), 30.0);
-    assert_eq!(value("firstread_instances_received_total{via=stow-rs}"), 1.0);
-    assert_eq!(value("firstread_associations_total{}"), 1.0);
+    assert_eq!(value("firstread_instances_received_total{site=default,via=dimse}"), 30.0);
+    assert_eq!(value("firstread_instances_received_total{site=default,via=stow-rs}"), 1.0);
+    assert_eq!(value("firstread_associations_total{site=default}"), 1.0);
     let sent_bytes: u64 = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
-    assert!(value("firstread_received_bytes_total{}") >= 0.9 * sent_bytes as f64);
+    assert!(value("firstread_received_bytes_total{site=default}") >= 0.9 * sent_bytes as f64);
     assert_eq!(value("firstread_jobs{kind=analysis,state=done}"), 2.0);
-    assert_eq!(value("firstread_studies{state=analysed}"), 2.0);
+    assert_eq!(value("firstread_studies{site=default,state=analysed}"), 2.0);
     assert_eq!(value("firstread_stage_seconds_count{stage=model}"), 1.0);
     assert_eq!(value("firstread_stage_seconds_count{stage=reporting}"), 1.0);
     assert!(value("firstread_stage_seconds_sum{stage=model}") > 0.0);

@@ -1,0 +1,243 @@
+//! Sites (hospitals) of one node: two CT scanners of two hospitals send over DIMSE (dcmtk
+//! `storescu`), one of them the same study as the other; each hospital's user sees only its own
+//! studies in QIDO-RS, WADO-RS, STOW-RS, the triage page, its key images and `/metrics`; a
+//! guessed Study Instance UID of the other hospital answers 404 (not 403); the same study sent by
+//! both is two records, each analysed and visible to its own site only.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use firstread::config::{PeerConfig, UnknownPeers};
+use firstread_e2e::*;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+fn peer(ae: &str, site: &str) -> PeerConfig {
+    PeerConfig {
+        ae_title: ae.into(),
+        host: Some("127.0.0.1".into()),
+        port: None,
+        results: false,
+        always: false,
+        tls: None,
+        site: Some(site.into()),
+    }
+}
+
+fn storescu(port: u16, calling: &str, files: &[PathBuf]) -> bool {
+    let mut cmd = dcmtk("storescu");
+    cmd.args(["-aec", "FIRSTREAD", "-aet", calling, "127.0.0.1", &port.to_string()]).args(files);
+    run(cmd).status.success()
+}
+
+/// The Study Instance UIDs a QIDO-RS answer lists.
+fn studies_of(answer: &Value) -> Vec<String> {
+    let mut uids: Vec<String> = answer
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["0020000D"]["Value"][0].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    uids.sort();
+    uids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_site_sees_only_its_own_studies() {
+    let node = TestNode::start(|c| {
+        c.assembly.stable_after = Duration::from_millis(800);
+        c.dimse.unknown_peers = UnknownPeers::Refuse;
+        c.peers = vec![peer("CT_ANNE", "st-anne"), peer("CT_BRUNO", "chu-bruno")];
+        c.http.token = None;
+    })
+    .await;
+    let pool = &node.pool;
+    let token = |name: &'static str, sites: &'static [&'static str]| async move {
+        let sites: Vec<String> = sites.iter().map(|s| (*s).to_owned()).collect();
+        firstread_users::add(pool, name, firstread_users::Role::Service, None, &sites).await.expect("user");
+        firstread_users::issue_token(pool, name, "test").await.expect("token")
+    };
+    let anne = token("anne", &["st-anne"]).await;
+    let bruno = token("bruno", &["chu-bruno"]).await;
+    let ops = token("ops", &["*"]).await;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let (shared, shared_files) =
+        sample_study(&dir.path().join("s"), &Patient { name: "Shared^Sam", id: "P-S", accession: "A-S" }, |_, _| false);
+    let (own, own_files) =
+        sample_study(&dir.path().join("o"), &Patient { name: "Own^Olga", id: "P-O", accession: "A-O" }, |_, _| false);
+    let port = node.port();
+    let send = |calling: &'static str, files: Vec<PathBuf>| {
+        tokio::task::spawn_blocking(move || storescu(port, calling, &files))
+    };
+    assert!(send("CT_ANNE", shared_files.clone()).await.expect("send"), "St Anne sends the shared study");
+    assert!(send("CT_BRUNO", shared_files.clone()).await.expect("send"), "CHU Bruno sends the same study");
+    assert!(send("CT_ANNE", own_files.clone()).await.expect("send"), "St Anne sends its own study");
+    assert!(!send("CT_UNKNOWN", own_files[..1].to_vec()).await.expect("send"), "an unknown calling AE is refused");
+
+    // the same study twice: two records, each analysed
+    let analysed = eventually_async(Duration::from_secs(120), || async {
+        node.count("SELECT count(*) FROM jobs WHERE kind = 'analysis' AND state = 'done'").await == 3
+    })
+    .await;
+    assert!(analysed, "three analyses: the shared study once per site, and St Anne's own");
+    let records: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT s.site, s.study_instance_uid, (SELECT count(*) FROM instances i \
+             WHERE i.site = s.site AND i.study_instance_uid = s.study_instance_uid AND i.sop_class_uid = $1) \
+         FROM studies s ORDER BY 1, 2",
+    )
+    .bind("1.2.840.10008.5.1.4.1.1.2")
+    .fetch_all(pool)
+    .await
+    .expect("studies");
+    let n = shared_files.len() as i64;
+    let mut expected = vec![
+        ("chu-bruno".to_owned(), shared.clone(), n),
+        ("st-anne".to_owned(), shared.clone(), n),
+        ("st-anne".to_owned(), own.clone(), n),
+    ];
+    expected.sort();
+    assert_eq!(records, expected);
+    // each site's files in its own folder; the result objects too, with their own UIDs
+    let paths: Vec<(String, String)> = sqlx::query_as("SELECT site, path FROM instances WHERE study_instance_uid = $1")
+        .bind(&shared)
+        .fetch_all(pool)
+        .await
+        .expect("paths");
+    for (site, path) in &paths {
+        assert!(path.starts_with(&format!("sites/{site}/")), "{site}: {path}");
+    }
+    let sr: Vec<(String, String)> = sqlx::query_as(
+        "SELECT site, sop_instance_uid FROM instances WHERE study_instance_uid = $1 AND sop_class_uid = $2 ORDER BY site",
+    )
+    .bind(&shared)
+    .bind("1.2.840.10008.5.1.4.1.1.88.34")
+    .fetch_all(pool)
+    .await
+    .expect("SRs");
+    assert_eq!(sr.len(), 4, "an SR and a volumetric SR per site: {sr:?}");
+    assert_ne!(sr[0].1, sr[2].1, "the two sites' SRs have their own UIDs");
+
+    let http = reqwest::Client::new();
+    let root = format!("http://{}", node.node.http_addr.expect("HTTP"));
+    let get_as = |path: String, token: &str, accept: &str| {
+        http.get(format!("{root}{path}")).bearer_auth(token).header("accept", accept).send()
+    };
+    let get = |path: String, token: &str| get_as(path, token, "application/dicom+json");
+    let json = |r: reqwest::Response| async move {
+        assert_eq!(r.status(), StatusCode::OK, "{}", r.url());
+        r.json::<Value>().await.expect("json")
+    };
+
+    // QIDO-RS: each its own
+    let mut anne_sees = vec![shared.clone(), own.clone()];
+    anne_sees.sort();
+    assert_eq!(studies_of(&json(get("/dicom-web/studies".into(), &anne).await.expect("qido")).await), anne_sees);
+    assert_eq!(
+        studies_of(&json(get("/dicom-web/studies".into(), &bruno).await.expect("qido")).await),
+        std::slice::from_ref(&shared)
+    );
+    let by_uid = format!("/dicom-web/studies?StudyInstanceUID={own}");
+    assert!(studies_of(&json(get(by_uid.clone(), &bruno).await.expect("qido")).await).is_empty());
+    assert_eq!(studies_of(&json(get(by_uid, &anne).await.expect("qido")).await), std::slice::from_ref(&own));
+    let series = json(get(format!("/dicom-web/studies/{own}/series"), &bruno).await.expect("qido")).await;
+    assert_eq!(series, Value::Array(Vec::new()), "another site's study has no series for this caller");
+
+    // WADO-RS: a guessed UID of the other site is not found, never forbidden
+    for (path, accept) in [
+        (format!("/dicom-web/studies/{own}/metadata"), "application/dicom+json"),
+        (format!("/dicom-web/studies/{own}"), "multipart/related; type=\"application/dicom\""),
+        (format!("/triage/studies/{own}/1/key-image.png"), "image/png"),
+    ] {
+        let r = get_as(path.clone(), &bruno, accept).await.expect("wado");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+        let r = get_as(path.clone(), &anne, accept).await.expect("wado");
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+    }
+    // the shared study: each site gets its own record's instances, not the other's
+    let metadata = |token: String| {
+        let url = format!("/dicom-web/studies/{shared}/metadata");
+        let get = &get;
+        async move { json(get(url, &token).await.expect("metadata")).await.as_array().map_or(0, Vec::len) }
+    };
+    let (for_anne, for_bruno) = (metadata(anne.clone()).await, metadata(bruno.clone()).await);
+    assert!(for_anne > shared_files.len(), "the CT and the results: {for_anne}");
+    assert_eq!(for_anne, for_bruno);
+
+    // the triage worklist and the feedback export
+    let rows = |page: Value| -> Vec<(String, String)> {
+        page["rows"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .map(|row| {
+                        (
+                            row["site"].as_str().unwrap_or("").to_owned(),
+                            row["study_instance_uid"].as_str().unwrap_or("").to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let bruno_rows = rows(json(get("/triage/api/studies".into(), &bruno).await.expect("worklist")).await);
+    assert_eq!(bruno_rows, [("chu-bruno".to_owned(), shared.clone())]);
+    let anne_rows = rows(json(get("/triage/api/studies".into(), &anne).await.expect("worklist")).await);
+    assert_eq!(anne_rows.len(), 2, "{anne_rows:?}");
+    assert!(anne_rows.iter().all(|(site, _)| site == "st-anne"), "{anne_rows:?}");
+    let ops_rows = rows(json(get("/triage/api/studies".into(), &ops).await.expect("worklist")).await);
+    assert_eq!(ops_rows.len(), 3, "every site for the operator: {ops_rows:?}");
+    // feedback on the other site's study: not found; on its own: recorded for its own record
+    let feedback = |token: &str, study: &str| {
+        http.post(format!("{root}/triage/api/feedback"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "study_instance_uid": study, "study_version": 1, "verdict": "agree", "author": "x" }))
+            .send()
+    };
+    assert_eq!(feedback(&bruno, &own).await.expect("feedback").status(), StatusCode::NOT_FOUND);
+    assert_eq!(feedback(&bruno, &shared).await.expect("feedback").status(), StatusCode::CREATED);
+    let given: Vec<(String, String)> =
+        sqlx::query_as("SELECT site, author FROM feedback").fetch_all(pool).await.expect("feedback");
+    assert_eq!(given, [("chu-bruno".to_owned(), "bruno".to_owned())]);
+    let exported = json(get("/triage/api/feedback?format=json".into(), &anne).await.expect("export")).await;
+    assert_eq!(exported, Value::Array(Vec::new()), "St Anne does not see CHU Bruno's feedback");
+
+    // /metrics: the site-labelled samples of the caller's sites only
+    let metrics = |token: String| {
+        let get = &get;
+        async move { get("/metrics".into(), &token).await.expect("metrics").text().await.expect("text") }
+    };
+    let anne_metrics = metrics(anne.clone()).await;
+    assert!(anne_metrics.contains("site=\"st-anne\""), "{anne_metrics}");
+    assert!(!anne_metrics.contains("site=\"chu-bruno\""), "{anne_metrics}");
+    let ops_metrics = metrics(ops.clone()).await;
+    assert!(ops_metrics.contains("site=\"st-anne\"") && ops_metrics.contains("site=\"chu-bruno\""));
+
+    // STOW-RS: into the caller's site; the other site does not see it
+    let part10 = std::fs::read(&own_files[0]).expect("file");
+    let mut body = b"--b\r\nContent-Type: application/dicom\r\n\r\n".to_vec();
+    body.extend_from_slice(&part10);
+    body.extend_from_slice(b"\r\n--b--\r\n");
+    let stow = |token: &str, query: &str| {
+        http.post(format!("{root}/dicom-web/studies{query}"))
+            .bearer_auth(token)
+            .header("content-type", "multipart/related; type=\"application/dicom\"; boundary=b")
+            .header("accept", "application/dicom+json")
+            .body(body.clone())
+            .send()
+    };
+    assert_eq!(stow(&bruno, "?site=st-anne").await.expect("stow").status(), StatusCode::BAD_REQUEST);
+    assert_eq!(stow(&ops, "").await.expect("stow").status(), StatusCode::OK, "an operator's upload: default site");
+    assert_eq!(stow(&bruno, "").await.expect("stow").status(), StatusCode::OK);
+    let sites_of_own: Vec<String> =
+        sqlx::query_scalar("SELECT site FROM studies WHERE study_instance_uid = $1 ORDER BY site")
+            .bind(&own)
+            .fetch_all(pool)
+            .await
+            .expect("sites");
+    assert_eq!(sites_of_own, ["chu-bruno", "default", "st-anne"]);
+    let bruno_now = studies_of(&json(get("/dicom-web/studies".into(), &bruno).await.expect("qido")).await);
+    let mut expected = vec![shared.clone(), own.clone()];
+    expected.sort();
+    assert_eq!(bruno_now, expected, "CHU Bruno now has its own record of that study (one instance)");
+    let bruno_own = json(get(format!("/dicom-web/studies/{own}/metadata"), &bruno).await.expect("wado")).await;
+    assert_eq!(bruno_own.as_array().map_or(0, Vec::len), 1, "only what CHU Bruno stored");
+}
