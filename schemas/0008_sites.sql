@@ -31,6 +31,8 @@ DROP INDEX instances_series_number_idx;
 CREATE INDEX instances_series_number_idx ON instances (site, series_instance_uid, instance_number, sop_instance_uid);
 CREATE INDEX studies_uid_idx ON studies (study_instance_uid);
 CREATE INDEX instances_sop_idx ON instances (sop_instance_uid);
+CREATE INDEX instances_study_uid_idx ON instances (study_instance_uid);
+CREATE INDEX instances_series_uid_idx ON instances (series_instance_uid);
 
 ALTER TABLE study_deliveries DROP CONSTRAINT study_deliveries_pkey;
 ALTER TABLE study_deliveries ADD PRIMARY KEY (site, study_instance_uid, association_id);
@@ -39,6 +41,7 @@ ALTER TABLE jobs DROP CONSTRAINT jobs_kind_study_instance_uid_study_version_mode
 ALTER TABLE jobs ADD CONSTRAINT jobs_unique UNIQUE (kind, site, study_instance_uid, study_version, model, destination);
 DROP INDEX jobs_study_idx;
 CREATE INDEX jobs_study_idx ON jobs (site, study_instance_uid, kind, study_version);
+CREATE INDEX jobs_study_uid_idx ON jobs (study_instance_uid, study_version);
 
 DROP INDEX feedback_study_idx;
 CREATE INDEX feedback_study_idx ON feedback (site, study_instance_uid, study_version, id DESC);

@@ -2,7 +2,9 @@
 //! `storescu`), one of them the same study as the other; each hospital's user sees only its own
 //! studies in QIDO-RS, WADO-RS, STOW-RS, the triage page, its key images and `/metrics`; a
 //! guessed Study Instance UID of the other hospital answers 404 (not 403); the same study sent by
-//! both is two records, each analysed and visible to its own site only.
+//! both is two records, each analysed and visible to its own site only. In headless Chromium
+//! (`tests/browser/viewer-sites.mjs`), each user's OHIF study list holds their site's studies, and a
+//! direct viewer link to the other site's study shows nothing.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,6 +13,8 @@ use firstread::config::{PeerConfig, UnknownPeers};
 use firstread_e2e::*;
 use reqwest::StatusCode;
 use serde_json::Value;
+
+const PASSWORD: &str = "a long enough passphrase";
 
 fn peer(ae: &str, site: &str) -> PeerConfig {
     PeerConfig {
@@ -52,7 +56,9 @@ async fn each_site_sees_only_its_own_studies() {
     let pool = &node.pool;
     let token = |name: &'static str, sites: &'static [&'static str]| async move {
         let sites: Vec<String> = sites.iter().map(|s| (*s).to_owned()).collect();
-        firstread_users::add(pool, name, firstread_users::Role::Service, None, &sites).await.expect("user");
+        firstread_users::add(pool, name, firstread_users::Role::Radiologist, Some(PASSWORD), &sites)
+            .await
+            .expect("user");
         firstread_users::issue_token(pool, name, "test").await.expect("token")
     };
     let anne = token("anne", &["st-anne"]).await;
@@ -194,11 +200,24 @@ async fn each_site_sees_only_its_own_studies() {
     };
     assert_eq!(feedback(&bruno, &own).await.expect("feedback").status(), StatusCode::NOT_FOUND);
     assert_eq!(feedback(&bruno, &shared).await.expect("feedback").status(), StatusCode::CREATED);
+    // the operator sees the shared study in both sites: says which record the statement is about
+    assert_eq!(feedback(&ops, &shared).await.expect("feedback").status(), StatusCode::BAD_REQUEST);
+    let with_site = http
+        .post(format!("{root}/triage/api/feedback"))
+        .bearer_auth(&ops)
+        .json(&serde_json::json!({ "study_instance_uid": shared, "study_version": 1, "verdict": "agree",
+            "author": "x", "site": "st-anne" }))
+        .send()
+        .await
+        .expect("feedback");
+    assert_eq!(with_site.status(), StatusCode::CREATED);
     let given: Vec<(String, String)> =
-        sqlx::query_as("SELECT site, author FROM feedback").fetch_all(pool).await.expect("feedback");
-    assert_eq!(given, [("chu-bruno".to_owned(), "bruno".to_owned())]);
+        sqlx::query_as("SELECT site, author FROM feedback ORDER BY id").fetch_all(pool).await.expect("feedback");
+    assert_eq!(given, [("chu-bruno".to_owned(), "bruno".to_owned()), ("st-anne".to_owned(), "ops".to_owned())]);
     let exported = json(get("/triage/api/feedback?format=json".into(), &anne).await.expect("export")).await;
-    assert_eq!(exported, Value::Array(Vec::new()), "St Anne does not see CHU Bruno's feedback");
+    let authors: Vec<&str> =
+        exported.as_array().map(|a| a.iter().filter_map(|f| f["author"].as_str()).collect()).unwrap_or_default();
+    assert_eq!(authors, ["ops"], "St Anne does not see CHU Bruno's feedback");
 
     // /metrics: the site-labelled samples of the caller's sites only
     let metrics = |token: String| {
@@ -208,8 +227,10 @@ async fn each_site_sees_only_its_own_studies() {
     let anne_metrics = metrics(anne.clone()).await;
     assert!(anne_metrics.contains("site=\"st-anne\""), "{anne_metrics}");
     assert!(!anne_metrics.contains("site=\"chu-bruno\""), "{anne_metrics}");
+    assert!(!anne_metrics.contains("firstread_jobs{"), "node-wide samples are for operators: {anne_metrics}");
     let ops_metrics = metrics(ops.clone()).await;
     assert!(ops_metrics.contains("site=\"st-anne\"") && ops_metrics.contains("site=\"chu-bruno\""));
+    assert!(ops_metrics.contains("firstread_jobs{"), "{ops_metrics}");
 
     // STOW-RS: into the caller's site; the other site does not see it
     let part10 = std::fs::read(&own_files[0]).expect("file");
@@ -240,4 +261,62 @@ async fn each_site_sees_only_its_own_studies() {
     assert_eq!(bruno_now, expected, "CHU Bruno now has its own record of that study (one instance)");
     let bruno_own = json(get(format!("/dicom-web/studies/{own}/metadata"), &bruno).await.expect("wado")).await;
     assert_eq!(bruno_own.as_array().map_or(0, Vec::len), 1, "only what CHU Bruno stored");
+
+    // the viewer, signed in as each user: St Anne's list and its study; CHU Bruno's list without
+    // St Anne's study, and a direct link to it showing nothing
+    let (other, other_files) =
+        sample_study(&dir.path().join("p"), &Patient { name: "Private^Paula", id: "P-P", accession: "A-P" }, |_, _| {
+            false
+        });
+    assert!(send("CT_ANNE", other_files).await.expect("send"), "St Anne sends a study CHU Bruno never had");
+    let shots = repo_root().join("target/sites-screenshots");
+    let browse = |user: &'static str, study: String| {
+        let (root, shots) = (root.clone(), shots.join(user));
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&shots).expect("screenshot dir");
+            let out = run({
+                let mut c = std::process::Command::new("node");
+                c.arg(repo_root().join("tests/browser/viewer-sites.mjs"))
+                    .args(["--base", &root, "--user", user, "--password", PASSWORD, "--open", &study])
+                    .arg("--out")
+                    .arg(&shots);
+                c
+            });
+            let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+            serde_json::from_str::<Value>(stdout.trim())
+                .unwrap_or_else(|e| panic!("viewer-sites.mjs printed no JSON ({e}): {stdout}"))
+        })
+    };
+    let seen_by_anne = browse("anne", other.clone()).await.expect("browser");
+    assert_eq!(seen_by_anne["ok"], true, "{seen_by_anne:#}");
+    let listed = |v: &Value| -> Vec<String> {
+        v["listed"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|u| u.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    let mut anne_list = vec![shared.clone(), own.clone(), other.clone()];
+    anne_list.sort();
+    assert_eq!(listed(&seen_by_anne), anne_list, "{seen_by_anne:#}");
+    assert!(seen_by_anne["list_text"].as_str().is_some_and(|t| t.contains("Paula")), "{seen_by_anne:#}");
+    assert_eq!(seen_by_anne["image_shown"], true, "St Anne's viewer shows its study: {seen_by_anne:#}");
+
+    let seen_by_bruno = browse("bruno", other.clone()).await.expect("browser");
+    assert_eq!(seen_by_bruno["ok"], true, "{seen_by_bruno:#}");
+    let mut bruno_list = vec![shared.clone(), own.clone()];
+    bruno_list.sort();
+    assert_eq!(listed(&seen_by_bruno), bruno_list, "{seen_by_bruno:#}");
+    assert!(seen_by_bruno["list_text"].as_str().is_some_and(|t| !t.contains("Paula")), "{seen_by_bruno:#}");
+    assert_eq!(seen_by_bruno["image_shown"], false, "{seen_by_bruno:#}");
+    // OHIF's own words for a study the server does not have
+    assert!(seen_by_bruno["open_text"].as_str().is_some_and(|t| t.contains("not available")), "{seen_by_bruno:#}");
+    let answered: Vec<(u64, Option<u64>)> = seen_by_bruno["opened"]
+        .as_array()
+        .map(|a| a.iter().map(|r| (r["status"].as_u64().unwrap_or(0), r["items"].as_u64())).collect())
+        .unwrap_or_default();
+    assert!(!answered.is_empty(), "the viewer asked for the study: {seen_by_bruno:#}");
+    assert!(
+        answered.iter().all(|(status, items)| *status == 404 || (*status == 200 && *items == Some(0))),
+        "nothing of St Anne's study reached CHU Bruno's viewer: {seen_by_bruno:#}"
+    );
 }

@@ -94,6 +94,9 @@ pub struct Event {
     pub action: Action,
     /// Which study, where there is one.
     pub study: Option<String>,
+    /// The study's site, where it is known (stores and exports; an HTTP request names a study
+    /// UID, which the caller's sites resolve).
+    pub site: Option<String>,
     /// Whether it succeeded.
     pub success: bool,
     /// Anything else (JSON object).
@@ -107,8 +110,8 @@ pub struct Event {
 pub async fn record(pool: &PgPool, event: &Event) -> Result<(), sqlx::Error> {
     let (actor, kind) = event.actor.parts();
     sqlx::query(
-        "INSERT INTO audit_events (actor, actor_kind, address, action, study_instance_uid, outcome, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO audit_events (actor, actor_kind, address, action, study_instance_uid, outcome, detail, site) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(actor)
     .bind(kind)
@@ -117,6 +120,7 @@ pub async fn record(pool: &PgPool, event: &Event) -> Result<(), sqlx::Error> {
     .bind(&event.study)
     .bind(if event.success { "success" } else { "failure" })
     .bind(&event.detail)
+    .bind(&event.site)
     .execute(pool)
     .await?;
     Ok(())
@@ -185,6 +189,8 @@ pub struct Recorded {
     pub action: String,
     /// Which study.
     pub study_instance_uid: Option<String>,
+    /// Its site, where known.
+    pub site: Option<String>,
     /// success or failure.
     pub outcome: String,
     /// The rest.
@@ -197,7 +203,7 @@ pub struct Recorded {
 /// The database's.
 pub async fn list(pool: &PgPool, filter: &Filter) -> Result<Vec<Recorded>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, at, actor, actor_kind, address, action, study_instance_uid, outcome, detail \
+        "SELECT id, at, actor, actor_kind, address, action, study_instance_uid, site, outcome, detail \
          FROM audit_events \
          WHERE ($1::text IS NULL OR study_instance_uid = $1) AND ($2::text IS NULL OR actor = $2) \
            AND ($3::text IS NULL OR action = $3) AND ($4::timestamptz IS NULL OR at >= $4) \

@@ -303,28 +303,49 @@ async fn metrics_endpoint(
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
-/// The Prometheus text without the samples labelled with a site the caller does not see
-/// (`site="..."`); samples without a site label (node-wide) are kept.
+/// The Prometheus text a caller of some sites sees: the samples labelled with one of its sites
+/// (`site="..."`); node-wide samples (the job queue, stage timings, export failures by
+/// destination) tell about every site's traffic and are left out, as are the other sites'
+/// samples. Operators ([`firstread_sites::Scope::Every`]) see everything.
 fn only_sites(text: &str, scope: &firstread_sites::Scope) -> String {
     if *scope == firstread_sites::Scope::Every {
         return text.to_owned();
     }
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
-        let site = (!line.starts_with('#'))
-            .then(|| line.split_once('{'))
-            .flatten()
-            .and_then(|(_, labels)| labels.split_once("site=\""))
-            .and_then(|(before, rest)| {
-                // a label named exactly `site` (not e.g. `website`)
-                (before.is_empty() || before.ends_with(',')).then(|| rest.split('"').next()).flatten()
-            });
-        if site.is_none_or(|s| scope.sees(s)) {
+        let keep = line.starts_with('#')
+            || line
+                .split_once('{')
+                .and_then(|(_, rest)| rest.rsplit_once('}'))
+                .and_then(|(labels, _)| label(labels, "site"))
+                .is_some_and(|site| scope.sees(&site));
+        if keep {
             out.push_str(line);
             out.push('\n');
         }
     }
     out
+}
+
+/// The value of label `name` in a Prometheus label set (`a="x",b="y"`), unescaped.
+fn label(labels: &str, name: &str) -> Option<String> {
+    let mut rest = labels;
+    loop {
+        let (key, after) = rest.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (_, '\\') => value.push(chars.next()?.1),
+                (i, '"') => break i,
+                (_, c) => value.push(c),
+            }
+        };
+        if key.trim_start_matches(',').trim() == name {
+            return Some(value);
+        }
+        rest = &after[end + 1..];
+    }
 }
 
 /// A response body of bytes with a content type.
@@ -345,23 +366,19 @@ mod tests {
         let text = "# TYPE firstread_instances_received_total counter\n\
                     firstread_instances_received_total{site=\"a\",via=\"dimse\"} 3\n\
                     firstread_instances_received_total{via=\"stow\",site=\"b\"} 4\n\
-                    firstread_x{website=\"b\"} 1\n\
+                    firstread_x{website=\"a\",site=\"b\"} 1\n\
+                    firstread_y{note=\"site=\\\"a\\\"\",site=\"b\"} 1\n\
                     firstread_associations_open 2\n";
         let a = only_sites(text, &firstread_sites::Scope::Only(vec!["a".into()]));
         assert_eq!(
             a,
             "# TYPE firstread_instances_received_total counter\n\
-             firstread_instances_received_total{site=\"a\",via=\"dimse\"} 3\n\
-             firstread_x{website=\"b\"} 1\n\
-             firstread_associations_open 2\n"
+             firstread_instances_received_total{site=\"a\",via=\"dimse\"} 3\n"
         );
         assert_eq!(only_sites(text, &firstread_sites::Scope::Every), text);
         let none = only_sites(text, &firstread_sites::Scope::Only(vec![]));
-        assert_eq!(
-            none,
-            "# TYPE firstread_instances_received_total counter\n\
-             firstread_x{website=\"b\"} 1\n\
-             firstread_associations_open 2\n"
-        );
+        assert_eq!(none, "# TYPE firstread_instances_received_total counter\n");
+        assert_eq!(label("a=\"x\",b=\"y\\\"z\"", "b").as_deref(), Some("y\"z"));
+        assert_eq!(label("a=\"x\"", "b"), None);
     }
 }

@@ -396,9 +396,9 @@ async fn search(
     }
     search.push_conditions(&mut q)?;
     q.push(match level {
-        Level::Study => " ORDER BY s.last_received_at DESC, s.study_instance_uid",
-        Level::Series => " ORDER BY s.study_instance_uid, se.series_number NULLS LAST, se.series_instance_uid",
-        Level::Instance => " ORDER BY se.series_instance_uid, i.instance_number NULLS LAST, i.sop_instance_uid",
+        Level::Study => " ORDER BY s.last_received_at DESC, s.study_instance_uid, s.site",
+        Level::Series => " ORDER BY s.study_instance_uid, s.site, se.series_number NULLS LAST, se.series_instance_uid",
+        Level::Instance => " ORDER BY se.series_instance_uid, i.site, i.instance_number NULLS LAST, i.sop_instance_uid",
     });
     search.push_page(&mut q);
     let rows = q.build().fetch_all(state.index.pool()).await?;

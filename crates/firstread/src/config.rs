@@ -363,6 +363,10 @@ pub struct ExportConfig {
     /// The site of each destination's AE title, from `[[peers]]` (not configured here).
     #[serde(skip)]
     pub sites: std::collections::BTreeMap<String, String>,
+    /// The site of destinations that are no peer (the deprecated `destinations`): that of
+    /// unknown senders, `dimse.unknown_peers_site` (not configured here).
+    #[serde(skip)]
+    pub other_site: String,
 }
 
 impl Default for ExportConfig {
@@ -375,6 +379,7 @@ impl Default for ExportConfig {
             backoff_max: Duration::from_secs(600),
             concurrency: 1,
             sites: std::collections::BTreeMap::new(),
+            other_site: firstread_sites::DEFAULT.to_owned(),
         }
     }
 }
@@ -382,14 +387,12 @@ impl Default for ExportConfig {
 impl ExportConfig {
     /// The destinations for a study of `site` sent by `calling_ae_title`: the sender when known,
     /// then every `always` destination, without duplicates; only destinations of that site
-    /// ([`ExportConfig::sites`]; the default site for those without one), so no result leaves
-    /// for another hospital.
+    /// ([`ExportConfig::site_of`]), so no result leaves for another hospital.
     pub fn destinations_for(&self, site: &str, calling_ae_title: &str) -> Vec<&firstread_dimse::Destination> {
         let mut out: Vec<&firstread_dimse::Destination> = Vec::new();
         let wanted = std::iter::once(calling_ae_title).chain(self.always.iter().map(String::as_str));
         for ae in wanted {
-            let site_of = self.sites.get(ae).map_or(firstread_sites::DEFAULT, String::as_str);
-            if site_of != site {
+            if self.site_of(ae) != site {
                 continue;
             }
             if let Some(d) = self.destinations.iter().find(|d| d.ae_title == ae) {
@@ -399,6 +402,12 @@ impl ExportConfig {
             }
         }
         out
+    }
+
+    /// The site of a destination's AE title: its peer's ([`ExportConfig::sites`]), else
+    /// [`ExportConfig::other_site`].
+    pub fn site_of(&self, ae_title: &str) -> &str {
+        self.sites.get(ae_title).unwrap_or(&self.other_site)
     }
 
     /// A configured destination by AE title.
@@ -501,6 +510,7 @@ impl Config {
     /// A peer that takes results without a host and port.
     pub fn export(&self) -> Result<ExportConfig, String> {
         let mut export = self.export.clone();
+        export.other_site.clone_from(&self.dimse.unknown_peers_site);
         for peer in &self.peers {
             if let Some(site) = &peer.site {
                 export.sites.insert(peer.ae_title.clone(), site.clone());
@@ -520,24 +530,63 @@ impl Config {
     /// `dimse.unknown_peers_site` for calling AEs not listed.
     ///
     /// # Errors
-    /// A site name that cannot name a site (`firstread_sites::is_valid`).
+    /// A site name that cannot name a site (`firstread_sites::is_valid`), or one AE title listed
+    /// in two sites (its studies would be filed under one of them, and the other hospital's
+    /// users would see them).
     pub fn peer_sites(&self) -> Result<PeerSites, String> {
         let check = |site: &str, what: &str| {
             if firstread_sites::is_valid(site) {
                 Ok(site.to_owned())
             } else {
-                Err(format!(
-                    "{what}: site {site:?} is not a site name (1-{} of A-Z a-z 0-9 . _ -, not starting with .)",
-                    firstread_sites::MAX_NAME_LEN
-                ))
+                Err(format!("{what}: site {site:?} is not a site name ({})", firstread_sites::NAME_RULE))
             }
         };
-        let mut by_ae = std::collections::HashMap::new();
+        let mut by_ae: std::collections::HashMap<String, String> = std::collections::HashMap::new();
         for p in &self.peers {
             let site = check(p.site.as_deref().unwrap_or(firstread_sites::DEFAULT), &format!("peer {}", p.ae_title))?;
+            if let Some(other) = by_ae.get(&p.ae_title).filter(|other| **other != site) {
+                return Err(format!(
+                    "peer {} is listed in the sites {other} and {site}: an AE title belongs to one site (ask one \
+                     hospital to give its device another AE title)",
+                    p.ae_title
+                ));
+            }
             by_ae.insert(p.ae_title.clone(), site);
         }
         Ok(PeerSites { by_ae, unknown: check(&self.dimse.unknown_peers_site, "dimse.unknown_peers_site")? })
+    }
+
+    /// The sites this node serves: those of `[[peers]]`, and `dimse.unknown_peers_site` when
+    /// unknown calling AEs are accepted.
+    pub fn sites(&self) -> std::collections::BTreeSet<String> {
+        let mut sites: std::collections::BTreeSet<String> =
+            self.peers.iter().map(|p| p.site.clone().unwrap_or_else(|| firstread_sites::DEFAULT.to_owned())).collect();
+        if self.dimse.unknown_peers == UnknownPeers::Accept || self.peers.is_empty() {
+            sites.insert(self.dimse.unknown_peers_site.clone());
+        }
+        sites
+    }
+
+    /// What start checks of the sites: [`Config::peer_sites`], and on a node serving several
+    /// sites, that every notification rule names the sites whose results it may send (a rule
+    /// for every site would send one hospital's patients to another's systems).
+    ///
+    /// # Errors
+    /// What is wrong, for the operator.
+    pub fn check_sites(&self) -> Result<(), String> {
+        self.peer_sites()?;
+        let sites = self.sites();
+        if sites.len() > 1 {
+            let list = sites.iter().cloned().collect::<Vec<_>>().join(", ");
+            if let Some(rule) = self.notify.rules.iter().find(|r| r.sites.is_empty()) {
+                return Err(format!(
+                    "notify rule {:?} has no `sites`, but this node serves several sites ({list}): name the sites \
+                     whose results it may send",
+                    rule.name
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The Store SCP settings.
@@ -664,6 +713,27 @@ mod tests {
             jail.create_file("bad.toml", "[[peers]]\nae_title = \"CT1\"\nsite = \"../x\"\n")?;
             let c = Config::load(Some(Path::new("bad.toml"))).map_err(|e| e.to_string())?;
             assert!(c.peer_sites().is_err());
+            // one AE title in two sites: refused at start
+            jail.create_file(
+                "twice.toml",
+                "[[peers]]\nae_title = \"CT1\"\nsite = \"a\"\n[[peers]]\nae_title = \"CT1\"\nsite = \"b\"\n",
+            )?;
+            let c = Config::load(Some(Path::new("twice.toml"))).map_err(|e| e.to_string())?;
+            assert!(c.check_sites().is_err_and(|e| e.contains("CT1")));
+            // a notification rule for every site on a node of several: refused at start
+            let c = Config::load(Some(Path::new("sites.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.sites().into_iter().collect::<Vec<_>>(), ["chu-b", "guests", "st-anne"]);
+            assert_eq!(c.check_sites(), Ok(()));
+            let mut rule: firstread_notify::config::Rule =
+                toml::from_str("name = \"all\"\nchannels = [\"c\"]").map_err(|e| e.to_string())?;
+            let mut with_rule = c.clone();
+            with_rule.notify.rules = vec![rule.clone()];
+            assert!(with_rule.check_sites().is_err_and(|e| e.contains("\"all\"")));
+            rule.sites = vec!["st-anne".into()];
+            with_rule.notify.rules = vec![rule];
+            assert_eq!(with_rule.check_sites(), Ok(()));
+            // the deprecated destinations that are no peer belong to the unknown senders' site
+            assert_eq!(c.export()?.site_of("SOMEONE"), "guests");
             Ok(())
         });
     }

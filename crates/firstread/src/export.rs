@@ -37,6 +37,7 @@ impl Export {
             address: Some(dest.to_string()),
             action: firstread_audit::Action::StoreOut,
             study: Some(job.study_instance_uid.clone()),
+            site: Some(job.site.clone()),
             success: outcome.is_ok(),
             detail: match outcome {
                 Ok(v) => json!({ "job": job.id, "attempt": job.attempt, "tls": dest.tls.is_some(), "sent": v["sent"] }),
@@ -58,6 +59,15 @@ impl JobHandler for Export {
             .destination(&job.destination)
             .ok_or_else(|| format!("destination {} is not configured", job.destination))?
             .clone();
+        // a job queued before its destination moved to another site (or retried after) never
+        // sends one hospital's results to another
+        let site = self.config.site_of(&dest.ae_title);
+        if site != job.site {
+            return Err(JobError::Permanent(format!(
+                "destination {} belongs to the site {site}, the study to {}: not sent",
+                dest.ae_title, job.site
+            )));
+        }
         let outcome = self.send(job, &dest).await;
         self.audit(job, &dest, &outcome).await;
         outcome
@@ -77,7 +87,8 @@ impl Export {
         }
         let started = std::time::Instant::now();
         let results = store_all(dest, &self.scu, instances, |_| {}).await.map_err(|e| {
-            metrics::counter!("firstread_export_failures_total", "destination" => dest.ae_title.clone()).increment(1);
+            metrics::counter!("firstread_export_failures_total", "destination" => dest.ae_title.clone(), "site" => job.site.clone())
+                .increment(1);
             e.to_string()
         })?;
         metrics::histogram!("firstread_stage_seconds", "stage" => "export").record(started.elapsed().as_secs_f64());
@@ -87,7 +98,8 @@ impl Export {
             .map(|r| format!("{:04X} {}", r.status, r.comment.as_deref().unwrap_or("")))
             .collect();
         if !failed.is_empty() {
-            metrics::counter!("firstread_export_failures_total", "destination" => dest.ae_title.clone()).increment(1);
+            metrics::counter!("firstread_export_failures_total", "destination" => dest.ae_title.clone(), "site" => job.site.clone())
+                .increment(1);
             return Err(
                 format!("{} of {} refused by {}: {}", failed.len(), results.len(), dest, failed.join("; ")).into()
             );

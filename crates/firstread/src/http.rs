@@ -109,6 +109,22 @@ pub async fn start(
     }
     let scheme = if config.http.tls.is_some() { "HTTPS" } else { "HTTP" };
     info!(%addr, scheme, "listening (DICOMweb /dicom-web, viewer /viewer, triage /triage)");
+    // on a node of several sites, users who see every site should be few and known
+    let sites = config.sites();
+    if sites.len() > 1 {
+        let every: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM users WHERE '*' = ANY(sites) AND NOT disabled ORDER BY name")
+                .fetch_all(index.pool())
+                .await
+                .unwrap_or_default();
+        if !every.is_empty() {
+            warn!(
+                users = %every.join(", "),
+                "these users see every site's studies (site *; users of before sites existed got it): \
+                 set their sites with `firstread user sites NAME --site S`"
+            );
+        }
+    }
     Ok(addr)
 }
 

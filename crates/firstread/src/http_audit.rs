@@ -164,6 +164,7 @@ pub async fn record(State(audit): State<HttpAudit>, request: Request, next: Next
             address: peer.map(|p| p.to_string()),
             action,
             study,
+            site: None,
             success,
             detail: json!({ "method": method.as_str(), "path": bounded(&path), "status": status.as_u16() }),
         };

@@ -340,18 +340,19 @@ async fn run() -> anyhow::Result<()> {
                 }
             } else {
                 println!(
-                    "{:<25} {:<10} {:<18} {:<22} {:<8} {:<66} DETAIL",
-                    "AT", "ACTION", "ACTOR", "FROM", "OUTCOME", "STUDY"
+                    "{:<25} {:<10} {:<18} {:<22} {:<8} {:<66} {:<16} DETAIL",
+                    "AT", "ACTION", "ACTOR", "FROM", "OUTCOME", "STUDY", "SITE"
                 );
                 for e in &events {
                     println!(
-                        "{:<25} {:<10} {:<18} {:<22} {:<8} {:<66} {}",
+                        "{:<25} {:<10} {:<18} {:<22} {:<8} {:<66} {:<16} {}",
                         e.at.format("%Y-%m-%d %H:%M:%S%.3f"),
                         e.action,
                         e.actor,
                         e.address.as_deref().unwrap_or("-"),
                         e.outcome,
                         e.study_instance_uid.as_deref().unwrap_or("-"),
+                        e.site.as_deref().unwrap_or("-"),
                         e.detail
                     );
                 }

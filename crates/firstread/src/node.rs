@@ -65,6 +65,7 @@ impl Node {
     pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Node> {
         // counters count from the start, whether or not HTTP serves them
         let _ = crate::telemetry::metrics();
+        config.check_sites().map_err(anyhow::Error::msg)?;
         let storage = Storage::open(&config.storage.root, config.storage.fsync)
             .await
             .with_context(|| format!("opening storage root {}", config.storage.root.display()))?;

@@ -118,6 +118,21 @@ pub async fn record(pool: &PgPool, f: &NewFeedback, scope: &firstread_sites::Sco
     if !plain_text(author, false) || !plain_text(comment, true) || !plain_text(&f.study_instance_uid, false) {
         return invalid("control characters and bidirectional overrides are not accepted");
     }
+    if f.site.is_none() {
+        // a caller who sees the study in several sites says which record the statement is about
+        let sites: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT site) FROM jobs WHERE kind = 'analysis' AND study_instance_uid = $1 \
+             AND study_version = $2 AND state = 'done' AND ($3::text[] IS NULL OR site = ANY($3))",
+        )
+        .bind(&f.study_instance_uid)
+        .bind(f.study_version)
+        .bind(scope.filter())
+        .fetch_one(pool)
+        .await?;
+        if sites > 1 {
+            return invalid("that study is in several of your sites: name one with site");
+        }
+    }
     // the statement refers to the done read of that study version (its model and version)
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO feedback (site, study_instance_uid, study_version, model, model_version, verdict, extent_class, \

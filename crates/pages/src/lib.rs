@@ -14,7 +14,7 @@
 //! Every answer holds the caller's sites only (`firstread_sites`): another site's study or key
 //! image is not found.
 //! - `POST /triage/api/feedback` (JSON [`feedback::NewFeedback`]; a signed-in user is its author); `GET /triage/api/feedback?format=csv|json`;
-//! - `GET /triage/studies/{study}/{version}/key-image.png`: the key image thumbnail.
+//! - `GET /triage/studies/{study}/{version}/key-image.png[?site=]`: the key image thumbnail.
 
 pub mod feedback;
 pub mod thumbnail;
@@ -172,15 +172,27 @@ async fn export_feedback(
     }
 }
 
+/// `?site=`: which site's record of the study, for a caller who sees several.
+#[derive(serde::Deserialize)]
+struct SiteQuery {
+    site: Option<String>,
+}
+
 async fn key_image(
     State(state): State<PagesState>,
     Extension(caller): Extension<Caller>,
     Path((study, version)): Path<(String, i32)>,
+    Query(q): Query<SiteQuery>,
 ) -> Response {
     if study.chars().any(char::is_control) {
         return (StatusCode::NOT_FOUND, "no key image\n").into_response();
     }
-    match thumbnail::key_image_png(&state.pool, &state.storage_root, &study, version, &caller.scope()).await {
+    let scope = match q.site {
+        Some(site) if caller.scope().sees(&site) => firstread_sites::Scope::Only(vec![site]),
+        Some(_) => return (StatusCode::NOT_FOUND, "no key image\n").into_response(),
+        None => caller.scope(),
+    };
+    match thumbnail::key_image_png(&state.pool, &state.storage_root, &study, version, &scope).await {
         Ok(png) => ([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "private, max-age=3600")], png)
             .into_response(),
         Err(thumbnail::ThumbnailError::NotFound) => (StatusCode::NOT_FOUND, "no key image\n").into_response(),

@@ -20,14 +20,18 @@ pub const EVERY: &str = "*";
 /// Longest site name (bytes).
 pub const MAX_NAME_LEN: usize = 64;
 
-/// Whether `name` can name a site: 1 to [`MAX_NAME_LEN`] ASCII letters, digits, `.`, `_` or
-/// `-`, not starting with `.` (it becomes a folder name under the storage root).
+/// Whether `name` can name a site: 1 to [`MAX_NAME_LEN`] lower-case ASCII letters, digits, `.`,
+/// `_` or `-`, not starting with `.` (it becomes a folder name under the storage root; lower case
+/// only, so that two sites never share a folder on a case-insensitive file system).
 pub fn is_valid(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
 }
+
+/// What [`is_valid`] asks, for messages.
+pub const NAME_RULE: &str = "1-64 of a-z 0-9 . _ - (lower case, not starting with .)";
 
 /// The folder under the storage root (and under `results/`) that holds a site's files:
 /// `""` for [`DEFAULT`] (the layout of before sites existed), `"sites/<site>/"` otherwise.
@@ -100,10 +104,10 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["default", "st-anne", "CHU_Lyon.2", &"a".repeat(64)] {
+        for ok in ["default", "st-anne", "chu_lyon.2", &"a".repeat(64)] {
             assert!(is_valid(ok), "{ok}");
         }
-        for bad in ["", ".hidden", "..", "a/b", "a b", "é", "*", &"a".repeat(65)] {
+        for bad in ["", ".hidden", "..", "a/b", "a b", "é", "*", "StAnne", &"a".repeat(65)] {
             assert!(!is_valid(bad), "{bad}");
         }
         assert_eq!(folder(DEFAULT), "");

@@ -101,10 +101,7 @@ impl Identity {
 /// The site list stored for a user: each a site name or `*`; none given is the default site.
 fn valid_sites(sites: &[String]) -> Result<Vec<String>, UserError> {
     if let Some(bad) = sites.iter().find(|s| *s != firstread_sites::EVERY && !firstread_sites::is_valid(s)) {
-        return Err(UserError::Invalid(format!(
-            "site {bad:?}: 1-{} of A-Z a-z 0-9 . _ - (not starting with .), or * for every site",
-            firstread_sites::MAX_NAME_LEN
-        )));
+        return Err(UserError::Invalid(format!("site {bad:?}: {}, or * for every site", firstread_sites::NAME_RULE)));
     }
     if sites.is_empty() {
         return Ok(vec![firstread_sites::DEFAULT.to_owned()]);

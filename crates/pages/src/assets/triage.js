@@ -148,7 +148,7 @@ function renderForm(td, row, verdict) {
       const author = reader.value.trim();
       if (!author) { error.textContent = 'Enter your name (Reader) first.'; reader.focus(); return; }
       localStorage.setItem('firstread.reader', author);
-      const body = { study_instance_uid: row.study_instance_uid, study_version: row.study_version, verdict, comment: comment.value, author };
+      const body = { study_instance_uid: row.study_instance_uid, study_version: row.study_version, site: row.site, verdict, comment: comment.value, author };
       if (verdict === 'disagree') body.extent_class = select.value;
       const r = await fetch('/triage/api/feedback', {
         method: 'POST', credentials: 'same-origin', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body),
@@ -164,7 +164,7 @@ function render(rows) {
   if (focused) return; // do not pull a form away while it is being filled in; the next event redraws
   tbody.replaceChildren(...rows.map((row, i) => {
     const key = row.key_image
-      ? el('img', { alt: 'key image', loading: 'lazy', src: `/triage/studies/${encodeURIComponent(row.study_instance_uid)}/${row.study_version}/key-image.png` })
+      ? el('img', { alt: 'key image', loading: 'lazy', src: `/triage/studies/${encodeURIComponent(row.study_instance_uid)}/${row.study_version}/key-image.png?site=${encodeURIComponent(row.site)}` })
       : el('span', { class: 'none' });
     const ids = [row.patient_id && `ID ${row.patient_id}`, row.accession_number && `Acc ${row.accession_number}`].filter(Boolean).join(' · ');
     return el('tr', {
