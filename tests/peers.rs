@@ -1,6 +1,7 @@
 //! The peer registry: with the default policy only `[[peers]]` may send (others get A-ASSOCIATE-RJ
-//! permanent, reason 3), a peer with an IP address must come from it, and a peer that takes
-//! results gets them back. Real peers: dcmtk storescu and storescp.
+//! permanent, reason 3, recorded as a failed login in the audit trail), a peer with an IP address
+//! must come from it, and a peer that takes results gets them back. Real peers: dcmtk storescu and
+//! storescp.
 
 use std::time::Duration;
 
@@ -44,6 +45,16 @@ async fn only_known_peers_may_send_and_results_go_back_to_them() {
         );
     }
     assert_eq!(node.count("SELECT count(*) FROM instances").await, 0);
+    // each refusal is a failed login on the audit trail, with the AE title and the reason
+    let refused: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT actor, actor_kind, detail->>'rejected' FROM audit_events \
+         WHERE action = 'login' AND outcome = 'failure' ORDER BY id",
+    )
+    .fetch_all(&node.pool)
+    .await
+    .expect("audit");
+    let expected = |ae: &str| (ae.to_owned(), "ae".to_owned(), "3: calling AE title not recognized".to_owned());
+    assert_eq!(refused, [expected("STRANGER"), expected("ELSEWHERE")]);
     let out = storescu("MODALITY", node.port(), &files);
     assert!(out.status.success(), "the peer sends: {}", String::from_utf8_lossy(&out.stderr));
     let done = eventually_async(Duration::from_secs(120), || async {

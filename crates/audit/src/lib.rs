@@ -31,7 +31,8 @@ pub enum Action {
     Retrieve,
     /// Radiologist feedback given or exported.
     Feedback,
-    /// User Authentication: a login, or a request refused for want of credentials.
+    /// User Authentication: a login, a request refused for want of credentials, or an
+    /// association refused by the AE-title policy (A-ASSOCIATE-RJ).
     Login,
     /// User Authentication: a logout.
     Logout,

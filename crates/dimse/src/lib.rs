@@ -18,6 +18,6 @@ pub mod storage_classes;
 
 pub use command::{Command, Outcome};
 pub use firstread_tls::{ClientTlsFiles, ServerTls, ServerTlsFiles, TlsError};
-pub use negotiation::AllowedPeer;
+pub use negotiation::{AllowedPeer, Refusal};
 pub use scp::{AssociationInfo, Ending, InstanceStore, PendingInstance, ScpConfig, StoreRequest, StoreScp};
 pub use scu::{store_all, Destination, Instance, ScuConfig, ScuError, StoreResult, StoreScu};

@@ -2,6 +2,7 @@
 //! and transfer syntaxes the Store SCP accepts, and the A-ASSOCIATE-RJ reasons it gives.
 
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 use dicom_dictionary_std::uids;
 use dicom_ul::association::server::AccessControl;
@@ -61,6 +62,37 @@ pub struct AePolicy {
     pub allowed_peers: Option<Vec<AllowedPeer>>,
     /// The peer's address for this association.
     pub peer_ip: IpAddr,
+    /// Where the policy leaves its refusal, for the SCP to report after the A-ASSOCIATE-RJ.
+    pub refusal: Arc<Mutex<Option<Refusal>>>,
+}
+
+/// Why the AE-title policy refused an association.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Calling AE title, trimmed.
+    pub calling_ae_title: String,
+    /// Called AE title, trimmed.
+    pub called_ae_title: String,
+    /// The A-ASSOCIATE-RJ reason (PS3.8 9.3.4).
+    pub reason: &'static str,
+}
+
+impl AePolicy {
+    fn refuse(&self, calling: &str, called: &str, reason: AssociationRJServiceUserReason) -> AssociationRJServiceUserReason {
+        let text = match reason {
+            AssociationRJServiceUserReason::CalledAETitleNotRecognized => "7: called AE title not recognized",
+            AssociationRJServiceUserReason::CallingAETitleNotRecognized => "3: calling AE title not recognized",
+            _ => "1: no reason given",
+        };
+        if let Ok(mut cell) = self.refusal.lock() {
+            *cell = Some(Refusal {
+                calling_ae_title: calling.trim().to_owned(),
+                called_ae_title: called.trim().to_owned(),
+                reason: text,
+            });
+        }
+        reason
+    }
 }
 
 impl AccessControl for AePolicy {
@@ -73,7 +105,11 @@ impl AccessControl for AePolicy {
     ) -> Result<(), AssociationRJServiceUserReason> {
         if called_ae_title.trim() != self.ae_title.trim() {
             tracing::info!(calling = calling_ae_title, called = called_ae_title, "rejected: called AE title not ours");
-            return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
+            return Err(self.refuse(
+                calling_ae_title,
+                called_ae_title,
+                AssociationRJServiceUserReason::CalledAETitleNotRecognized,
+            ));
         }
         if let Some(allowed) = &self.allowed_peers {
             let calling = calling_ae_title.trim();
@@ -83,7 +119,11 @@ impl AccessControl for AePolicy {
             if !known {
                 tracing::info!(calling = calling_ae_title, called = called_ae_title, peer = %self.peer_ip,
                     "rejected: calling AE title not on the allow-list");
-                return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
+                return Err(self.refuse(
+                    calling_ae_title,
+                    called_ae_title,
+                    AssociationRJServiceUserReason::CallingAETitleNotRecognized,
+                ));
             }
         }
         Ok(())
@@ -100,7 +140,12 @@ mod tests {
     use super::*;
 
     fn policy(allowed: Option<Vec<AllowedPeer>>) -> AePolicy {
-        AePolicy { ae_title: "FIRSTREAD".into(), allowed_peers: allowed, peer_ip: "127.0.0.1".parse().unwrap() }
+        AePolicy {
+            ae_title: "FIRSTREAD".into(),
+            allowed_peers: allowed,
+            peer_ip: "127.0.0.1".parse().unwrap(),
+            refusal: Arc::default(),
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use uuid::Uuid;
 
 use crate::command::{self, field, status, Command, Outcome};
-use crate::negotiation::{self, AePolicy, AllowedPeer, ACCEPTED_TRANSFER_SYNTAXES};
+use crate::negotiation::{self, AePolicy, AllowedPeer, Refusal, ACCEPTED_TRANSFER_SYNTAXES};
 use firstread_tls::ServerTls;
 
 /// Largest command set accepted (bytes); real ones are a few hundred bytes.
@@ -127,6 +127,16 @@ pub trait InstanceStore: Send + Sync + 'static {
 
     /// Called once when an association has ended, however it ended.
     fn association_closed(&self, _association: &AssociationInfo, _ending: Ending) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// Called when the AE-title policy refused an association (after the A-ASSOCIATE-RJ was
+    /// sent): `association` holds the AE titles it asked with.
+    fn association_refused(
+        &self,
+        _association: &AssociationInfo,
+        _refusal: &Refusal,
+    ) -> impl Future<Output = ()> + Send {
         async {}
     }
 }
@@ -296,8 +306,13 @@ async fn handle_connection<S: InstanceStore>(
     store: &S,
     tls: Option<&ServerTls>,
 ) {
-    let policy =
-        AePolicy { ae_title: config.ae_title.clone(), allowed_peers: config.allowed_peers.clone(), peer_ip: peer.ip() };
+    let refusal = Arc::new(std::sync::Mutex::new(None));
+    let policy = AePolicy {
+        ae_title: config.ae_title.clone(),
+        allowed_peers: config.allowed_peers.clone(),
+        peer_ip: peer.ip(),
+        refusal: refusal.clone(),
+    };
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(policy)
         .ae_title(config.ae_title.clone())
@@ -331,6 +346,18 @@ async fn handle_connection<S: InstanceStore>(
                 Err(_) => info!("TLS association not established: no handshake within the idle timeout"),
             }
         }
+    }
+    // refused by the AE-title policy: the application records it (e.g. in its audit trail)
+    let refused = refusal.lock().ok().and_then(|mut cell| cell.take());
+    if let Some(refusal) = refused {
+        let info = AssociationInfo {
+            id,
+            calling_ae_title: refusal.calling_ae_title.clone(),
+            called_ae_title: refusal.called_ae_title.clone(),
+            peer,
+            tls: tls.is_some(),
+        };
+        store.association_refused(&info, &refusal).await;
     }
 }
 

@@ -15,7 +15,7 @@ use firstread_dicomweb::stow::{SOP_CLASS_NOT_SUPPORTED, STUDY_MISMATCH, TRANSFER
 use firstread_dicomweb::{StowOutcome, StowRequest, StowSink};
 use firstread_dimse::command::status;
 use firstread_dimse::negotiation::{is_storage_sop_class, ACCEPTED_TRANSFER_SYNTAXES};
-use firstread_dimse::{AssociationInfo, Ending, InstanceStore, Outcome, PendingInstance, StoreRequest};
+use firstread_dimse::{AssociationInfo, Ending, InstanceStore, Outcome, PendingInstance, Refusal, StoreRequest};
 use firstread_queue::assembly::{is_analysable_class, OpenAssociation};
 use firstread_queue::Assembly;
 use firstread_store::attributes::AttributeError;
@@ -169,6 +169,24 @@ impl InstanceStore for Ingest {
         };
         if let Err(e) = self.inner.assembly.association_opened(&open).await {
             warn!(error = %e, "could not record the association for study assembly");
+        }
+    }
+
+    async fn association_refused(&self, a: &AssociationInfo, refusal: &Refusal) {
+        metrics::counter!("firstread_associations_refused_total").increment(1);
+        // DICOM's authentication is the AE title: a refused one is a failed login on record
+        let event = firstread_audit::Event {
+            actor: firstread_audit::Actor::Ae(a.calling_ae_title.clone()),
+            address: Some(a.peer.to_string()),
+            action: firstread_audit::Action::Login,
+            study: None,
+            site: None,
+            success: false,
+            detail: serde_json::json!({ "association": a.id.to_string(), "called": a.called_ae_title,
+                "rejected": refusal.reason, "tls": a.tls }),
+        };
+        if let Err(e) = firstread_audit::record(self.inner.index.pool(), &event).await {
+            warn!(error = %e, "could not record the refused association in the audit trail");
         }
     }
 
