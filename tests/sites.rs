@@ -54,16 +54,16 @@ async fn each_site_sees_only_its_own_studies() {
     })
     .await;
     let pool = &node.pool;
-    let token = |name: &'static str, sites: &'static [&'static str]| async move {
+    use firstread_users::Role;
+    let token = |name: &'static str, role: Role, sites: &'static [&'static str]| async move {
         let sites: Vec<String> = sites.iter().map(|s| (*s).to_owned()).collect();
-        firstread_users::add(pool, name, firstread_users::Role::Radiologist, Some(PASSWORD), &sites)
-            .await
-            .expect("user");
+        firstread_users::add(pool, name, role, Some(PASSWORD), &sites).await.expect("user");
         firstread_users::issue_token(pool, name, "test").await.expect("token")
     };
-    let anne = token("anne", &["st-anne"]).await;
-    let bruno = token("bruno", &["chu-bruno"]).await;
-    let ops = token("ops", &["*"]).await;
+    let anne = token("anne", Role::Radiologist, &["st-anne"]).await;
+    let bruno = token("bruno", Role::Radiologist, &["chu-bruno"]).await;
+    let ops = token("ops", Role::Admin, &["*"]).await;
+    let monitor_anne = token("monitor-anne", Role::Service, &["st-anne"]).await;
 
     let dir = tempfile::tempdir().expect("dir");
     let (shared, shared_files) =
@@ -199,6 +199,11 @@ async fn each_site_sees_only_its_own_studies() {
             .send()
     };
     assert_eq!(feedback(&bruno, &own).await.expect("feedback").status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        feedback(&monitor_anne, &own).await.expect("feedback").status(),
+        StatusCode::FORBIDDEN,
+        "a service account gives no feedback"
+    );
     assert_eq!(feedback(&bruno, &shared).await.expect("feedback").status(), StatusCode::CREATED);
     // the operator sees the shared study in both sites: says which record the statement is about
     assert_eq!(feedback(&ops, &shared).await.expect("feedback").status(), StatusCode::BAD_REQUEST);
@@ -224,7 +229,9 @@ async fn each_site_sees_only_its_own_studies() {
         let get = &get;
         async move { get("/metrics".into(), &token).await.expect("metrics").text().await.expect("text") }
     };
-    let anne_metrics = metrics(anne.clone()).await;
+    // a radiologist does not read metrics; St Anne's monitoring does
+    assert_eq!(get("/metrics".into(), &anne).await.expect("metrics").status(), StatusCode::FORBIDDEN);
+    let anne_metrics = metrics(monitor_anne.clone()).await;
     assert!(anne_metrics.contains("site=\"st-anne\""), "{anne_metrics}");
     assert!(!anne_metrics.contains("site=\"chu-bruno\""), "{anne_metrics}");
     assert!(!anne_metrics.contains("firstread_jobs{"), "node-wide samples are for operators: {anne_metrics}");

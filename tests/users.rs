@@ -87,6 +87,15 @@ async fn users_sign_in_machines_use_tokens_and_disabling_stops_both() {
     let r = sign_in("alice", password).await.expect("sign-in");
     let session = r.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("kv").to_owned();
     assert_eq!(status(with_session(&qido, &session).await.expect("qido")), 200);
+    // a new password ends the sessions; the old one no longer signs in
+    let new_password = "another long passphrase";
+    assert!(cli(&node, &["user", "password", "alice"], Some(&format!("{new_password}\n"))).contains("sessions ended"));
+    assert_eq!(status(with_session(&qido, &session).await.expect("qido")), 401, "sessions end with a new password");
+    assert_eq!(status(sign_in("alice", password).await.expect("sign-in")), 401);
+    let r = sign_in("alice", new_password).await.expect("sign-in");
+    let session = r.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("kv").to_owned();
+    assert_eq!(status(with_session(&qido, &session).await.expect("qido")), 200);
+    let password = new_password;
 
     // a revoked token stops; a new one works
     assert!(cli(&node, &["user", "revoke-tokens", "ris"], None).contains("1 token(s)"));
@@ -142,4 +151,19 @@ async fn users_sign_in_machines_use_tokens_and_disabling_stops_both() {
         ))
         .await;
     assert_eq!(leaked, 0, "no token or password in the audit trail");
+
+    // password guessing from one address: after 10 failures in 15 minutes, 429 with Retry-After,
+    // even for the right password; on record as failed sign-ins
+    cli(&node, &["user", "enable", "alice"], None);
+    let mut codes = Vec::new();
+    for _ in 0..12 {
+        codes.push(status(sign_in("alice", "a wrong guess").await.expect("sign-in")));
+    }
+    let first_429 = codes.iter().position(|c| *c == 429).expect("throttled");
+    assert!(codes[..first_429].iter().all(|c| *c == 401) && codes[first_429..].iter().all(|c| *c == 429), "{codes:?}");
+    assert!((8..=10).contains(&first_429), "about ten failures allowed: {codes:?}");
+    let r = sign_in("alice", password).await.expect("sign-in");
+    assert_eq!(r.status().as_u16(), 429, "the right password waits too");
+    let retry: u64 = r.headers()["retry-after"].to_str().expect("header").parse().expect("seconds");
+    assert!((1..=900).contains(&retry), "{retry}");
 }

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Form, Query, Request, State};
+use axum::extract::{ConnectInfo, Form, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -52,6 +52,12 @@ impl Caller {
         }
     }
 
+    /// Whether the caller may do `what` (its role's [`firstread_users::Role::may`]); the
+    /// deprecated shared token and a node without authentication may do everything.
+    pub fn may(&self, what: firstread_users::Permission) -> bool {
+        self.user().is_none_or(|i| i.role.may(what))
+    }
+
     /// The sites whose studies the caller sees: a user's own; every site for the deprecated
     /// shared token and without authentication.
     pub fn scope(&self) -> firstread_sites::Scope {
@@ -75,18 +81,64 @@ pub struct Auth {
     token: Option<String>,
     /// The users' database; `None`: the shared token only.
     users: Option<PgPool>,
+    /// Failed sign-ins per client address.
+    throttle: Arc<SignInThrottle>,
+}
+
+/// Failed sign-ins allowed from one address within [`SIGN_IN_WINDOW`]; beyond, that address
+/// gets 429 until the window ends (password guessing; argon2 already makes each try cost).
+pub const MAX_FAILED_SIGN_INS: u32 = 10;
+/// The window of [`MAX_FAILED_SIGN_INS`].
+pub const SIGN_IN_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+/// Most addresses tracked; beyond, the oldest windows are forgotten.
+const THROTTLE_ADDRESSES: usize = 65_536;
+
+/// Failed sign-ins per client IP address, in memory (per node process).
+#[derive(Debug, Default)]
+pub struct SignInThrottle {
+    failures: std::sync::Mutex<HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+}
+
+impl SignInThrottle {
+    /// `Some(wait)` when `ip` has used up its failures in the current window.
+    pub fn blocked(&self, ip: std::net::IpAddr) -> Option<std::time::Duration> {
+        let failures = self.failures.lock().ok()?;
+        let (n, since) = failures.get(&ip)?;
+        let elapsed = since.elapsed();
+        (*n >= MAX_FAILED_SIGN_INS && elapsed < SIGN_IN_WINDOW).then(|| SIGN_IN_WINDOW - elapsed)
+    }
+
+    /// Counts a failed sign-in from `ip`.
+    pub fn failed(&self, ip: std::net::IpAddr) {
+        let Ok(mut failures) = self.failures.lock() else { return };
+        if failures.len() >= THROTTLE_ADDRESSES {
+            failures.retain(|_, (_, since)| since.elapsed() < SIGN_IN_WINDOW);
+        }
+        let entry = failures.entry(ip).or_insert((0, std::time::Instant::now()));
+        if entry.1.elapsed() >= SIGN_IN_WINDOW {
+            *entry = (0, std::time::Instant::now());
+        }
+        entry.0 += 1;
+    }
+
+    /// A successful sign-in from `ip` clears its count.
+    pub fn succeeded(&self, ip: std::net::IpAddr) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(&ip);
+        }
+    }
 }
 
 impl Auth {
     /// Requests must present `token` (the deprecated shared token); add users with
     /// [`Auth::with_users`].
     pub fn bearer(token: impl Into<String>) -> Self {
-        Auth { required: true, token: Some(token.into()), users: None }
+        Auth { required: true, token: Some(token.into()), users: None, throttle: Arc::default() }
     }
 
     /// Requests must come from a user of `pool` (no shared token).
     pub fn users(pool: PgPool) -> Self {
-        Auth { required: true, token: None, users: Some(pool) }
+        Auth { required: true, token: None, users: Some(pool), throttle: Arc::default() }
     }
 
     /// Users of `pool` are accepted besides the shared token.
@@ -97,7 +149,7 @@ impl Auth {
 
     /// No authentication (configured explicitly).
     pub fn none() -> Self {
-        Auth { required: false, token: None, users: None }
+        Auth { required: false, token: None, users: None, throttle: Arc::default() }
     }
 
     /// Whether the request carries the shared token (bearer or cookie).
@@ -225,17 +277,36 @@ pub async fn sign_in_page() -> Html<&'static str> {
 
 /// `POST /sign-in`: name and password; on success the session cookie and a redirect (303) to
 /// `next` (a local path; default `/triage`); otherwise 401, with the name tried in the
-/// response's [`RefusedSignIn`] extension for the audit trail.
-pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<SignIn>) -> Response {
+/// response's [`RefusedSignIn`] extension for the audit trail. After [`MAX_FAILED_SIGN_INS`]
+/// failures from one address within [`SIGN_IN_WINDOW`], 429 with `Retry-After` (also recorded).
+pub async fn sign_in(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<SignIn>,
+) -> Response {
     if !same_origin(&headers) {
         return (StatusCode::FORBIDDEN, "cross-origin sign-in refused\n").into_response();
     }
-    let refused = |name: &str| {
-        let mut r = (StatusCode::UNAUTHORIZED, "wrong name or password\n").into_response();
+    let throttle = &state.auth.throttle;
+    let record = |mut r: Response, name: &str| {
         // people type passwords into the name field: only a well-formed user name is recorded
         let recorded = if firstread_users::is_valid_name(name) { name } else { "(not a user name)" };
         r.extensions_mut().insert(RefusedSignIn(recorded.to_owned()));
         r
+    };
+    if let Some(wait) = throttle.blocked(client.ip()) {
+        let r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, wait.as_secs().max(1).to_string())],
+            "too many failed sign-ins from this address: try again later\n",
+        )
+            .into_response();
+        return record(r, &form.name);
+    }
+    let refused = |name: &str| {
+        throttle.failed(client.ip());
+        record((StatusCode::UNAUTHORIZED, "wrong name or password\n").into_response(), name)
     };
     let Some(pool) = state.auth.users.as_ref() else { return refused(&form.name) };
     if form.name.len() > 64 || form.password.len() > 1024 {
@@ -243,6 +314,7 @@ pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, Form(for
     }
     match firstread_users::login(pool, &form.name, &form.password).await {
         Ok(Some((session, _expires))) => {
+            throttle.succeeded(client.ip());
             let secure = if state.https { "; Secure" } else { "" };
             let cookie = format!(
                 "{USER_SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",

@@ -296,6 +296,9 @@ async fn metrics_endpoint(
     axum::Extension(caller): axum::Extension<auth::Caller>,
 ) -> Response {
     let Some(handle) = &state.metrics else { return StatusCode::NOT_FOUND.into_response() };
+    if !caller.may(firstread_users::Permission::Metrics) {
+        return (StatusCode::FORBIDDEN, "metrics are for monitoring: an admin or service account\n").into_response();
+    }
     if let Some(refresh) = &state.refresh {
         refresh.refresh().await;
     }

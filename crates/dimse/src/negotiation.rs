@@ -78,7 +78,12 @@ pub struct Refusal {
 }
 
 impl AePolicy {
-    fn refuse(&self, calling: &str, called: &str, reason: AssociationRJServiceUserReason) -> AssociationRJServiceUserReason {
+    fn refuse(
+        &self,
+        calling: &str,
+        called: &str,
+        reason: AssociationRJServiceUserReason,
+    ) -> AssociationRJServiceUserReason {
         let text = match reason {
             AssociationRJServiceUserReason::CalledAETitleNotRecognized => "7: called AE title not recognized",
             AssociationRJServiceUserReason::CallingAETitleNotRecognized => "3: calling AE title not recognized",

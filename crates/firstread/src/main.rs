@@ -164,6 +164,8 @@ enum UserCommand {
     },
     /// Lists the users.
     List,
+    /// Sets a user's password (read from the first line of stdin) and ends their sessions.
+    Password { name: String },
     /// Sets the sites whose studies a user sees (repeat --site; `*`: every site).
     Sites {
         name: String,
@@ -396,6 +398,12 @@ async fn run() -> anyhow::Result<()> {
                             u.sites.join(",")
                         );
                     }
+                }
+                UserCommand::Password { name } => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    firstread_users::set_password(pool, &name, line.trim_end_matches(['\r', '\n'])).await?;
+                    println!("password of {name} set; their sessions ended");
                 }
                 UserCommand::Sites { name, sites } => {
                     firstread_users::set_sites(pool, &name, &sites).await?;

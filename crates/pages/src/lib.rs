@@ -134,6 +134,9 @@ async fn give_feedback(
     Extension(caller): Extension<Caller>,
     Json(mut f): Json<feedback::NewFeedback>,
 ) -> Response {
+    if !caller.may(firstread_users::Permission::Feedback) {
+        return (StatusCode::FORBIDDEN, "feedback is a reader's: a radiologist or admin account\n").into_response();
+    }
     if let Some(user) = caller.user() {
         f.author = user.name.clone();
     }

@@ -23,11 +23,13 @@ use sqlx::PgPool;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Reads studies and first reads, gives feedback.
+    /// Reads studies and first reads, gives feedback ([`Permission`]).
     Radiologist,
-    /// Everything, including configuration (`firstread user` is the admin's tool today).
+    /// Everything: feedback and monitoring (configuration is `firstread user` and the
+    /// configuration file, on the host).
     Admin,
-    /// A machine client (a RIS, a PACS, a script): API tokens, no password.
+    /// A machine client (a RIS, a PACS, a monitoring system, a script): API tokens, no password;
+    /// reads studies and `/metrics`, gives no feedback.
     Service,
 }
 
@@ -39,6 +41,27 @@ impl Role {
             Role::Admin => "admin",
             Role::Service => "service",
         }
+    }
+}
+
+/// What a role may do on HTTP beyond reading its sites' studies (QIDO-RS, WADO-RS, the viewer,
+/// the triage worklist and key images) and storing into them (STOW-RS), which every role may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// Give feedback on a first read: a reader's statement (radiologist, admin).
+    Feedback,
+    /// Read `/metrics`: monitoring (admin, service).
+    Metrics,
+}
+
+impl Role {
+    /// Whether this role may do `what`.
+    pub fn may(self, what: Permission) -> bool {
+        matches!(
+            (self, what),
+            (Role::Radiologist | Role::Admin, Permission::Feedback)
+                | (Role::Admin | Role::Service, Permission::Metrics)
+        )
     }
 }
 
@@ -230,6 +253,23 @@ pub async fn list(pool: &PgPool) -> Result<Vec<User>, UserError> {
             Ok(User { name, role: role.parse()?, has_password, disabled, sites, tokens, created_at })
         })
         .collect()
+}
+
+/// Sets a user's password (at least [`MIN_PASSWORD_CHARS`]) and ends their browser sessions; their
+/// API tokens stay.
+///
+/// # Errors
+/// A short password, [`UserError::Unknown`], the database's.
+pub async fn set_password(pool: &PgPool, name: &str, password: &str) -> Result<(), UserError> {
+    let hash = hash_password(password)?;
+    let id: Option<i64> = sqlx::query_scalar("UPDATE users SET password_hash = $2 WHERE name = $1 RETURNING id")
+        .bind(name)
+        .bind(hash)
+        .fetch_optional(pool)
+        .await?;
+    let id = id.ok_or_else(|| UserError::Unknown(name.to_owned()))?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1").bind(id).execute(pool).await?;
+    Ok(())
 }
 
 /// Sets the sites a user sees (`*`: every site; none: the default site); takes effect on their
