@@ -167,3 +167,52 @@ async fn users_sign_in_machines_use_tokens_and_disabling_stops_both() {
     let retry: u64 = r.headers()["retry-after"].to_str().expect("header").parse().expect("seconds");
     assert!((1..=900).contains(&retry), "{retry}");
 }
+
+/// `X-Forwarded-*` count only from `http.trusted_proxies`: from anyone else a forged
+/// `X-Forwarded-For` changes neither the address on record nor the one throttled, and a forged
+/// `X-Forwarded-Proto: https` no Secure flag; behind a trusted proxy the client it names is the
+/// one recorded and throttled, and its HTTPS makes the cookie Secure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_count_only_from_trusted_proxies() {
+    let password = "a long enough passphrase";
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    for trusted in [false, true] {
+        let node = TestNode::start_roles(firstread::Roles { listen: true, work: false }, |c| {
+            c.http.token = None;
+            if trusted {
+                c.http.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")];
+            }
+        })
+        .await;
+        firstread_users::add(&node.pool, "carol", firstread_users::Role::Radiologist, Some(password), &[])
+            .await
+            .expect("user");
+        let root = format!("http://{}", node.node.http_addr.expect("HTTP"));
+        let sign_in = |client: &'static str, pass: &'static str| {
+            http.post(format!("{root}/sign-in"))
+                .header("x-forwarded-for", format!("198.51.100.1, {client}"))
+                .header("x-forwarded-proto", "https")
+                .form(&[("name", "carol"), ("password", pass)])
+                .send()
+        };
+        let ok = sign_in("203.0.113.9", password).await.expect("sign-in");
+        assert_eq!(ok.status().as_u16(), 303);
+        let cookie = ok.headers()["set-cookie"].to_str().expect("cookie").to_owned();
+        assert_eq!(cookie.contains("Secure"), trusted, "{cookie}");
+        // ten failures from one client: that client waits; another behind the same proxy does not
+        let mut last = 0;
+        for _ in 0..11 {
+            last = sign_in("203.0.113.9", "a wrong guess").await.expect("sign-in").status().as_u16();
+        }
+        assert_eq!(last, 429);
+        let other = sign_in("203.0.113.10", "a wrong guess").await.expect("sign-in").status().as_u16();
+        assert_eq!(other, if trusted { 401 } else { 429 }, "untrusted: every forged client is the one peer");
+        let recorded = eventually_async(std::time::Duration::from_secs(10), || async {
+            node.count("SELECT count(*) FROM audit_events WHERE action = 'login' AND address LIKE '203.0.113.9:%'")
+                .await
+                >= 1
+        })
+        .await;
+        assert_eq!(recorded, trusted, "the forwarded client is on record only behind a trusted proxy");
+    }
+}

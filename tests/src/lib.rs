@@ -87,6 +87,10 @@ impl TestNode {
         config.storage.root = dir.path().to_path_buf();
         config.database.url = db.url.clone();
         config.database.max_connections = 8;
+        // the disk guard judges the host's disk, which the tests do not control (tests/disk.rs
+        // sets its own watermarks on a filesystem it makes): refuse only when it is full
+        config.storage.high_watermark_percent = 100.0;
+        config.storage.low_watermark_percent = 99.0;
         config.dimse.idle_timeout = Duration::from_secs(20);
         config.worker.poll_interval = Duration::from_millis(200);
         config.worker.models_dir = repo_root().join("models");
@@ -455,6 +459,9 @@ pub fn node_env(db: &TestDb, root: &Path, port: u16) -> Vec<(&'static str, Strin
         ("FIRSTREAD_HTTP__LISTEN", "127.0.0.1:0".into()),
         ("FIRSTREAD_HTTP__TOKEN", TEST_TOKEN.into()),
         ("FIRSTREAD_DIMSE__UNKNOWN_PEERS", "accept".into()),
+        // the host's disk is not the test's (see TestNode)
+        ("FIRSTREAD_STORAGE__HIGH_WATERMARK_PERCENT", "100".into()),
+        ("FIRSTREAD_STORAGE__LOW_WATERMARK_PERCENT", "99".into()),
     ]
 }
 

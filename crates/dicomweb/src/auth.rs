@@ -235,7 +235,11 @@ pub async fn require(State(auth): State<Arc<Auth>>, mut request: Request, next: 
 
 /// `GET /login?token=<token>&next=<path>`: sets the session cookie and redirects to `next`
 /// (a local path; default `/viewer/`). A wrong token answers 401 and sets nothing.
-pub async fn login(State(state): State<AppState>, Query(query): Query<HashMap<String, String>>) -> Response {
+pub async fn login(
+    State(state): State<AppState>,
+    request_headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
     let next = query
         .get("next")
         .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && !n.chars().any(char::is_control))
@@ -248,7 +252,7 @@ pub async fn login(State(state): State<AppState>, Query(query): Query<HashMap<St
     if !state.auth.allows_shared_token(&headers) {
         return (StatusCode::UNAUTHORIZED, "wrong token\n").into_response();
     }
-    let secure = if state.https { "; Secure" } else { "" };
+    let secure = if crate::forwarded::client_used_https(&request_headers, state.https) { "; Secure" } else { "" };
     let cookie = format!("{SESSION_COOKIE}={given}; Path=/; HttpOnly; SameSite=Strict{secure}");
     ([(header::SET_COOKIE, cookie)], Redirect::to(next)).into_response()
 }
@@ -315,7 +319,7 @@ pub async fn sign_in(
     match firstread_users::login(pool, &form.name, &form.password).await {
         Ok(Some((session, _expires))) => {
             throttle.succeeded(client.ip());
-            let secure = if state.https { "; Secure" } else { "" };
+            let secure = if crate::forwarded::client_used_https(&headers, state.https) { "; Secure" } else { "" };
             let cookie = format!(
                 "{USER_SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
                 firstread_users::SESSION_HOURS * 3600

@@ -1,6 +1,7 @@
 //! Errors of the HTTP surface and their status codes (PS3.18 8.5: 400 for a malformed request,
 //! 404 for an unknown target, 413 for a body over the configured size, 406 when no acceptable representation exists, 415 for an
-//! unsupported request media type, 503 when the database is unavailable).
+//! unsupported request media type, 503 when the database is unavailable or, with Retry-After, when
+//! the storage takes no instances).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -30,7 +31,14 @@ pub enum WebError {
     /// 500: a stored file could not be read.
     #[error("stored instance unreadable: {0}")]
     Storage(String),
+    /// 503 with `Retry-After`: no instances are taken now (the storage is above its high
+    /// watermark).
+    #[error("not taking instances now: {0}")]
+    Busy(String),
 }
+
+/// `Retry-After` of [`WebError::Busy`] (s).
+pub const BUSY_RETRY_AFTER_S: u64 = 60;
 
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
@@ -42,10 +50,15 @@ impl IntoResponse for WebError {
             WebError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             WebError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            WebError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         if status.is_server_error() {
             warn!(error = %self, "DICOMweb request failed");
         }
-        (status, format!("{self}\n")).into_response()
+        let mut response = (status, format!("{self}\n")).into_response();
+        if matches!(self, WebError::Busy(_)) {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, BUSY_RETRY_AFTER_S.into());
+        }
+        response
     }
 }

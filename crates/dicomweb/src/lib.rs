@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod forwarded;
 pub mod json;
 pub mod multipart;
 pub mod qido;
@@ -72,6 +73,10 @@ pub struct HttpConfig {
     /// certificate is read again on SIGHUP. `client_ca` makes every client present a certificate
     /// that CA issued.
     pub tls: Option<firstread_tls::ServerTlsFiles>,
+    /// Reverse proxies (IP addresses) whose `X-Forwarded-*` headers are believed: the scheme and
+    /// host of absolute URLs, HTTPS for the session cookie's Secure flag, the client address
+    /// (audit trail, sign-in throttling). From anyone else these headers are removed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for HttpConfig {
@@ -85,6 +90,7 @@ impl Default for HttpConfig {
             viewer_dir: Some(PathBuf::from(".viewer/node_modules/@ohif/app/dist")),
             max_request_bytes: 4 << 30,
             tls: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -100,11 +106,35 @@ pub enum AuthMode {
     None,
 }
 
-/// Where STOW-RS instances go: the application's durable store and study assembly.
+/// Where STOW-RS instances go: the application's durable store and study assembly. An instance
+/// is streamed: [`StowSink::begin`] with its File Meta Information, its data set written in the
+/// chunks it arrives in ([`StowPart::write`]), then [`StowPart::finish`] (memory per request stays
+/// bounded whatever the part size). A part dropped before `finish` leaves nothing.
 pub trait StowSink: Send + Sync + 'static {
-    /// Stores one instance; resolves when it is durable and indexed (then the STOW-RS response
+    /// Starts one instance.
+    ///
+    /// # Errors
+    /// The outcome to report for it (e.g. a transfer syntax or SOP Class not supported).
+    fn begin<'a>(&'a self, request: StowRequest<'a>) -> StowBegun<'a>;
+
+    /// Whether new instances are taken now: `Err(why)` when not (e.g. the storage filesystem is
+    /// above its high watermark, or read-only). STOW-RS then answers 503 with `Retry-After`, and
+    /// `/readyz` 503.
+    fn accepts(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// What [`StowSink::begin`] resolves to: the part to write into, or the instance's outcome.
+pub type StowBegun<'a> = Pin<Box<dyn Future<Output = Result<Box<dyn StowPart>, StowOutcome>> + Send + 'a>>;
+
+/// One STOW-RS instance being received ([`StowSink::begin`]).
+pub trait StowPart: Send {
+    /// Appends data set bytes.
+    fn write<'a>(&'a mut self, bytes: &'a [u8]) -> Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>>;
+    /// Finishes the instance; resolves when it is durable and indexed (then the STOW-RS response
     /// may reference it) or has failed.
-    fn store<'a>(&'a self, request: StowRequest<'a>) -> Pin<Box<dyn Future<Output = StowOutcome> + Send + 'a>>;
+    fn finish(self: Box<Self>) -> Pin<Box<dyn Future<Output = StowOutcome> + Send>>;
 }
 
 /// Counts and gauges the node refreshes when `/metrics` is scraped (e.g. studies and jobs by
@@ -281,11 +311,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if let Err(e) = sqlx::query("SELECT 1").execute(state.index.pool()).await {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {e}\n")).into_response();
     }
-    let probe = state.storage_root.join(".readyz");
-    let writable = tokio::fs::write(&probe, b"ok").await;
-    let _ = tokio::fs::remove_file(&probe).await;
-    if let Err(e) = writable {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("storage not writable: {e}\n")).into_response();
+    // the storage as the sink sees it (the disk guard: statvfs, no write per call)
+    if let Err(why) = state.sink.accepts() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not taking instances: {why}\n")).into_response();
     }
     "ready\n".into_response()
 }

@@ -40,10 +40,8 @@ pub struct StowRequest<'a> {
     pub sop_class_uid: &'a str,
     /// Media Storage SOP Instance UID (0002,0003).
     pub sop_instance_uid: &'a str,
-    /// Transfer Syntax UID (0002,0010) of `data_set`.
+    /// Transfer Syntax UID (0002,0010) of the data set.
     pub transfer_syntax_uid: &'a str,
-    /// The data set bytes after the File Meta Information.
-    pub data_set: &'a [u8],
     /// The HTTP client.
     pub client: SocketAddr,
     /// The Study Instance UID of the request target (`POST /studies/{study}`), which the
@@ -168,6 +166,7 @@ async fn handle(
     study: Option<String>,
     site: &str,
 ) -> Result<Response, WebError> {
+    state.sink.accepts().map_err(WebError::Busy)?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let media = parse_media_type(content_type);
     if media.essence != "multipart/related" {
@@ -201,7 +200,7 @@ async fn handle(
                 Err(e) => {
                     // What was stored before stays stored; report the request as malformed (or
                     // too large) only when nothing was.
-                    if referenced.is_empty() && failed.is_empty() {
+                    if referenced.is_empty() {
                         return Err(body_error(e));
                     }
                     warn!(error = %e, "STOW-RS body ends early");
@@ -219,15 +218,26 @@ async fn handle(
                     continue;
                 }
             }
-            let bytes = match field.bytes().await {
-                Ok(b) => b,
-                Err(e) if referenced.is_empty() && failed.is_empty() => return Err(body_error(e)),
-                Err(e) => {
-                    failed.push(failure("", "", CANNOT_UNDERSTAND, &format!("part unreadable: {e}")));
-                    break;
+            // the File Meta Information from the part's first bytes (at most META_WINDOW), then
+            // the data set streamed to the sink as it arrives
+            let mut field = field;
+            let mut head = Vec::new();
+            let mut ended = false;
+            while head.len() < META_WINDOW && !ended {
+                match field.chunk().await {
+                    Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+                    Ok(None) => ended = true,
+                    Err(e) if referenced.is_empty() => return Err(body_error(e)),
+                    Err(e) => {
+                        failed.push(failure("", "", CANNOT_UNDERSTAND, &format!("part unreadable: {e}")));
+                        break;
+                    }
                 }
-            };
-            let meta = match read_meta(&bytes) {
+            }
+            if head.len() < META_WINDOW && !ended {
+                break; // unreadable: recorded above
+            }
+            let meta = match read_meta(&head) {
                 Ok(m) => m,
                 Err(e) => {
                     failed.push(failure("", "", CANNOT_UNDERSTAND, &e));
@@ -238,12 +248,30 @@ async fn handle(
                 sop_class_uid: &meta.sop_class_uid,
                 sop_instance_uid: &meta.sop_instance_uid,
                 transfer_syntax_uid: &meta.transfer_syntax_uid,
-                data_set: &bytes[meta.data_set_offset..],
                 client,
                 study: study.as_deref(),
                 site,
             };
-            match state.sink.store(request).await {
+            let outcome = match state.sink.begin(request).await {
+                Err(outcome) => outcome,
+                Ok(mut part) => match stream_part(&mut *part, &head[meta.data_set_offset..], &mut field).await {
+                    Ok(()) => part.finish().await,
+                    // dropped unfinished: nothing is kept
+                    Err(PartError::Storage(comment)) => StowOutcome::Failed { reason: OUT_OF_RESOURCES, comment },
+                    // the body broke off (or grew past the limit): as when it breaks between parts
+                    Err(PartError::Body(e)) if referenced.is_empty() => return Err(body_error(e)),
+                    Err(PartError::Body(e)) => {
+                        failed.push(failure(
+                            &meta.sop_class_uid,
+                            &meta.sop_instance_uid,
+                            CANNOT_UNDERSTAND,
+                            &format!("part unreadable: {e}"),
+                        ));
+                        break;
+                    }
+                },
+            };
+            match outcome {
                 StowOutcome::Stored => referenced.push(reference(&meta, &root, None)),
                 StowOutcome::Warning { reason, comment } => {
                     debug!(reason, comment, "stored with a warning");
@@ -275,6 +303,39 @@ async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// How much of a part is read before its File Meta Information is parsed (it is a few hundred
+/// bytes; a smaller part is parsed when it ends).
+const META_WINDOW: usize = 64 * 1024;
+
+/// Failure Reason of a part whose data set could not be written (PS3.4 A700, out of resources,
+/// as for C-STORE).
+const OUT_OF_RESOURCES: u16 = 0xA700;
+
+/// Why a part could not be streamed to the sink.
+enum PartError {
+    /// Writing failed.
+    Storage(String),
+    /// The request body broke off or passed its size limit.
+    Body(multer::Error),
+}
+
+/// Writes `first` and then the rest of `field` into `part`, chunk by chunk.
+async fn stream_part(
+    part: &mut dyn crate::StowPart,
+    first: &[u8],
+    field: &mut multer::Field<'_>,
+) -> Result<(), PartError> {
+    let storage = |e: std::io::Error| PartError::Storage(format!("storage: {e}"));
+    part.write(first).await.map_err(storage)?;
+    loop {
+        match field.chunk().await {
+            Ok(Some(chunk)) => part.write(&chunk).await.map_err(storage)?,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(PartError::Body(e)),
+        }
+    }
 }
 
 /// The HTTP error for a multipart body that cannot be read: 413 beyond the size limit.

@@ -120,6 +120,14 @@ pub trait InstanceStore: Send + Sync + 'static {
     /// reads and discards the data set and sends that outcome.
     fn begin(&self, request: &StoreRequest) -> impl Future<Output = Result<Self::Pending, Outcome>> + Send;
 
+    /// Whether new associations are accepted now (e.g. not while the storage filesystem is
+    /// above its high watermark); `false` answers A-ASSOCIATE-RJ transient, "local limit
+    /// exceeded", as when too many associations are open. Asked once per connection, before it
+    /// takes a slot.
+    fn accepts_associations(&self) -> bool {
+        true
+    }
+
     /// Called after an association is established (before any request).
     fn association_opened(&self, _association: &AssociationInfo) -> impl Future<Output = ()> + Send {
         async {}
@@ -223,6 +231,19 @@ impl<S: InstanceStore> StoreScp<S> {
             }
             let id = Uuid::new_v4();
             let span = info_span!("association", id = %short_id(&id), %peer);
+            let refuse = |socket: TcpStream, why: &'static str| {
+                let max_pdu = self.config.max_pdu_length;
+                match &tls {
+                    None => tracker.spawn(reject_busy(socket, max_pdu, why).instrument(span.clone())),
+                    Some(tls) => {
+                        tracker.spawn(reject_busy_tls(socket, tls.current(), max_pdu, why).instrument(span.clone()))
+                    }
+                };
+            };
+            if !self.store.accepts_associations() {
+                refuse(socket, "storage above its high watermark");
+                continue;
+            }
             match self.slots.clone().try_acquire_owned() {
                 Ok(permit) => {
                     let config = self.config.clone();
@@ -236,13 +257,7 @@ impl<S: InstanceStore> StoreScp<S> {
                         .instrument(span),
                     );
                 }
-                Err(_) => {
-                    let max_pdu = self.config.max_pdu_length;
-                    match &tls {
-                        None => tracker.spawn(reject_busy(socket, max_pdu).instrument(span)),
-                        Some(tls) => tracker.spawn(reject_busy_tls(socket, tls.current(), max_pdu).instrument(span)),
-                    };
-                }
+                Err(_) => refuse(socket, "too many concurrent associations"),
             }
         }
         tracker.close();
@@ -258,14 +273,14 @@ fn short_id(id: &Uuid) -> String {
 }
 
 /// Answers an association request with A-ASSOCIATE-RJ transient, source "service provider
-/// (presentation)", reason "local limit exceeded" (PS3.8 9.3.4, Table 9-21).
-async fn reject_busy<T: AsyncRead + AsyncWrite + Unpin>(mut socket: T, max_pdu: u32) {
+/// (presentation)", reason "local limit exceeded" (PS3.8 9.3.4, Table 9-21); `why` is logged.
+async fn reject_busy<T: AsyncRead + AsyncWrite + Unpin>(mut socket: T, max_pdu: u32, why: &'static str) {
     let mut buf = bytes_buffer();
     let read = dicom_ul::association::read_pdu_from_wire_async(&mut socket, &mut buf, max_pdu, false);
     match tokio::time::timeout(Duration::from_secs(10), read).await {
         Ok(Ok(Pdu::AssociationRQ(rq))) => {
-            info!(calling = %rq.calling_ae_title, called = %rq.called_ae_title,
-                "association rejected: too many concurrent associations");
+            info!(calling = %rq.calling_ae_title, called = %rq.called_ae_title, why,
+                "association rejected (transient, local limit exceeded)");
             let rj = Pdu::AssociationRJ(AssociationRJ {
                 result: AssociationRJResult::Transient,
                 source: AssociationRJSource::ServiceProviderPresentation(
@@ -285,10 +300,10 @@ async fn reject_busy<T: AsyncRead + AsyncWrite + Unpin>(mut socket: T, max_pdu: 
 }
 
 /// [`reject_busy`] after the TLS handshake (the rejection is a PDU like any other).
-async fn reject_busy_tls(socket: TcpStream, config: Arc<rustls::ServerConfig>, max_pdu: u32) {
+async fn reject_busy_tls(socket: TcpStream, config: Arc<rustls::ServerConfig>, max_pdu: u32, why: &'static str) {
     let accept = tokio_rustls::TlsAcceptor::from(config).accept(socket);
     match tokio::time::timeout(Duration::from_secs(10), accept).await {
-        Ok(Ok(stream)) => reject_busy(stream, max_pdu).await,
+        Ok(Ok(stream)) => reject_busy(stream, max_pdu, why).await,
         Ok(Err(e)) => debug!(error = %e, "busy: TLS handshake failed"),
         Err(_) => debug!("busy: no TLS handshake within 10 s"),
     }

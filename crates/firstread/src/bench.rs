@@ -5,6 +5,8 @@
 //!   bundled sample and on a 300-slice study made from it.
 //! - `firstread bench time-to-result`: last C-STORE-RSP -> SR acknowledged by the receiving AE
 //!   on a warm in-process node ([`crate::demo::Session`]), split into stages ([`Stages`]).
+//! - `firstread bench stow-memory`: the peak RSS of a node receiving one STOW-RS request of a
+//!   single huge instance ([`stow_memory`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -648,4 +650,147 @@ pub fn triage_report(studies: i64, runs: usize, timings: &[TriageTiming]) -> Str
         );
     }
     out
+}
+
+/// What [`stow_memory`] measured.
+#[derive(Debug, Clone)]
+pub struct StowMemory {
+    /// Request body (MiB).
+    pub body_mib: f64,
+    /// HTTP status of the STOW-RS response.
+    pub status: u16,
+    /// Seconds the request took.
+    pub seconds: f64,
+    /// Peak RSS of the process before the request (node started, MiB).
+    pub rss_before_mib: f64,
+    /// Peak RSS after it (MiB).
+    pub rss_after_mib: f64,
+}
+
+/// Starts a node in this process (listen role, HTTP without authentication, a temporary
+/// database on `postgres` and a temporary storage root under `storage_parent`), then sends one
+/// STOW-RS request holding a single CT instance of `pixel_mib` MiB of Pixel Data, generated and
+/// streamed 1 MiB at a time (the client holds no more than that), and reads the process's peak
+/// RSS (VmHWM) before and after.
+///
+/// # Errors
+/// PostgreSQL unreachable, the node not starting, the request failing.
+pub async fn stow_memory(postgres: &str, storage_parent: &Path, pixel_mib: u64) -> anyhow::Result<StowMemory> {
+    let db = TempDatabase::create(postgres).await?;
+    let storage = tempfile::tempdir_in(storage_parent)?;
+    let mut config = Config::default();
+    config.database.url = db.url.clone();
+    config.storage.root = storage.path().to_path_buf();
+    config.dimse.listen = "127.0.0.1:0".parse()?;
+    config.http.listen = "127.0.0.1:0".parse()?;
+    config.http.auth = firstread_dicomweb::AuthMode::None;
+    config.http.viewer_dir = None;
+    config.log.filter = "warn".into();
+    config.storage.high_watermark_percent = 99.0;
+    config.storage.low_watermark_percent = 98.0;
+    let node = crate::node::Node::start(&config, crate::node::Roles { listen: true, work: false }).await?;
+    let measured = async {
+        let addr = node.http_addr.context("HTTP")?;
+        let (head, pixel_bytes) = huge_ct_part10(pixel_mib)?;
+        let boundary = "firstread-bench-boundary";
+        let opening = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
+        let closing = format!("\r\n--{boundary}--\r\n").into_bytes();
+        let body_bytes = (opening.len() + head.len() + closing.len()) as u64 + pixel_bytes;
+        const CHUNK: u64 = 1 << 20;
+        let zeros = bytes::Bytes::from(vec![0u8; CHUNK as usize]);
+        let pixels = futures_util::stream::unfold(pixel_bytes, move |left| {
+            let zeros = zeros.clone();
+            async move {
+                (left > 0)
+                    .then(|| (Ok::<_, std::io::Error>(zeros.slice(..left.min(CHUNK) as usize)), left - left.min(CHUNK)))
+            }
+        });
+        let body = futures_util::stream::iter([Ok(bytes::Bytes::from(opening)), Ok(bytes::Bytes::from(head))])
+            .chain(pixels)
+            .chain(futures_util::stream::iter([Ok(bytes::Bytes::from(closing))]));
+        let rss_before_mib = peak_rss_mib().unwrap_or(0.0);
+        let started = Instant::now();
+        let response = reqwest::Client::new()
+            .post(format!("http://{addr}/dicom-web/studies"))
+            .header("content-type", format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"))
+            .header("accept", "application/dicom+json")
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let _ = response.text().await?;
+        Ok::<_, anyhow::Error>(StowMemory {
+            body_mib: body_bytes as f64 / (1u64 << 20) as f64,
+            status,
+            seconds: started.elapsed().as_secs_f64(),
+            rss_before_mib,
+            rss_after_mib: peak_rss_mib().unwrap_or(0.0),
+        })
+    }
+    .await;
+    node.stop().await;
+    drop(db);
+    measured
+}
+
+use futures_util::StreamExt as _;
+
+/// A Part 10 CT Image Storage instance whose Pixel Data is `pixel_mib` MiB of zeros (16-bit,
+/// 16384 columns, at most 2047 MiB): everything before the Pixel Data's value, and that value's
+/// length.
+fn huge_ct_part10(pixel_mib: u64) -> anyhow::Result<(Vec<u8>, u64)> {
+    use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+    let columns: u64 = 16384;
+    let rows = pixel_mib * (1 << 20) / (columns * 2);
+    anyhow::ensure!((1..=65535).contains(&rows), "{pixel_mib} MiB does not fit 65535 rows of {columns} columns");
+    let pixel_bytes = rows * columns * 2;
+    let uid = || format!("2.25.{}", uuid::Uuid::new_v4().as_u128());
+    let (study, series, sop) = (uid(), uid(), uid());
+    let mut obj = InMemDicomObject::new_empty();
+    let mut put = |tag, vr, value: PrimitiveValue| obj.put(DataElement::new(tag, vr, value));
+    put(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.2".into());
+    put(tags::SOP_INSTANCE_UID, VR::UI, sop.clone().into());
+    put(tags::STUDY_INSTANCE_UID, VR::UI, study.into());
+    put(tags::SERIES_INSTANCE_UID, VR::UI, series.into());
+    put(tags::MODALITY, VR::CS, "CT".into());
+    put(tags::PATIENT_ID, VR::LO, "BENCH".into());
+    put(tags::ROWS, VR::US, PrimitiveValue::from(rows as u16));
+    put(tags::COLUMNS, VR::US, PrimitiveValue::from(columns as u16));
+    put(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16));
+    put(tags::BITS_STORED, VR::US, PrimitiveValue::from(16u16));
+    put(tags::HIGH_BIT, VR::US, PrimitiveValue::from(15u16));
+    put(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0u16));
+    put(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16));
+    put(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2".into());
+    let meta = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.2")
+        .media_storage_sop_instance_uid(sop)
+        .transfer_syntax("1.2.840.10008.1.2.1")
+        .build()?;
+    let mut head = vec![0u8; 128];
+    head.extend_from_slice(b"DICM");
+    meta.write(&mut head)?;
+    let ts = dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+    obj.write_dataset_with_ts(&mut head, &ts)?;
+    // (7FE0,0010) OW, reserved, 4-byte length: the value follows, streamed
+    head.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0]);
+    head.extend_from_slice(&u32::try_from(pixel_bytes)?.to_le_bytes());
+    Ok((head, pixel_bytes))
+}
+
+/// The Markdown note of [`stow_memory`].
+pub fn stow_memory_report(m: &StowMemory) -> String {
+    format!(
+        "# STOW-RS memory (`firstread bench stow-memory`)\n\n\
+         One STOW-RS request holding a single CT instance of {:.0} MiB (Pixel Data of zeros, streamed by the client 1 MiB \
+         at a time) to a node in the same process (listen role, HTTP, fsync on). Peak RSS (VmHWM) of the process: \
+         {:.0} MiB with the node started, {:.0} MiB after the request (HTTP {}, {:.1} s, {:.0} MiB/s). The part is \
+         streamed to its temporary file as it arrives: memory does not grow with the part's size.\n",
+        m.body_mib,
+        m.rss_before_mib,
+        m.rss_after_mib,
+        m.status,
+        m.seconds,
+        m.body_mib / m.seconds.max(1e-9)
+    )
 }

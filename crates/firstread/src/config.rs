@@ -214,11 +214,37 @@ pub struct StorageConfig {
     pub root: PathBuf,
     /// fsync each instance and its directory before acknowledging it. Leave on in production.
     pub fsync: bool,
+    /// The disk guard: at or above this usage of the storage filesystem (%), new associations
+    /// get A-ASSOCIATE-RJ transient (local limit exceeded) and STOW-RS 503 with Retry-After.
+    pub high_watermark_percent: f64,
+    /// Below this usage (%), they are accepted again.
+    pub low_watermark_percent: f64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { root: PathBuf::from("/var/lib/firstread"), fsync: true }
+        StorageConfig {
+            root: PathBuf::from("/var/lib/firstread"),
+            fsync: true,
+            high_watermark_percent: 90.0,
+            low_watermark_percent: 85.0,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The disk guard's watermarks.
+    ///
+    /// # Errors
+    /// Watermarks not within 0 < low < high <= 100.
+    pub fn watermarks(&self) -> Result<firstread_store::Watermarks, String> {
+        let (high, low) = (self.high_watermark_percent, self.low_watermark_percent);
+        if !(low > 0.0 && low < high && high <= 100.0) {
+            return Err(format!(
+                "storage: watermarks must be 0 < low_watermark_percent < high_watermark_percent <= 100 (got {low} and {high})"
+            ));
+        }
+        Ok(firstread_store::Watermarks { high_pct: high, low_pct: low })
     }
 }
 

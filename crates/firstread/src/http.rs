@@ -81,10 +81,15 @@ pub async fn start(
         auth,
         changes,
     };
-    let app = app.merge(firstread_pages::router(pages)).layer(axum::middleware::from_fn_with_state(
-        crate::http_audit::HttpAudit::new(index.pool().clone()),
-        crate::http_audit::record,
-    ));
+    let trusted = Arc::new(firstread_dicomweb::forwarded::TrustedProxies::new(&config.http.trusted_proxies));
+    let app = app
+        .merge(firstread_pages::router(pages))
+        .layer(axum::middleware::from_fn_with_state(
+            crate::http_audit::HttpAudit::new(index.pool().clone()),
+            crate::http_audit::record,
+        ))
+        // outermost: the audit trail and every handler see only believable forwarding headers
+        .layer(axum::middleware::from_fn_with_state(trusted, firstread_dicomweb::forwarded::only_from_trusted));
     let token = shutdown.clone();
     match &config.http.tls {
         None => {

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use firstread_dicomweb::stow::{SOP_CLASS_NOT_SUPPORTED, STUDY_MISMATCH, TRANSFER_SYNTAX_NOT_SUPPORTED};
-use firstread_dicomweb::{StowOutcome, StowRequest, StowSink};
+use firstread_dicomweb::{StowBegun, StowOutcome, StowPart, StowRequest, StowSink};
 use firstread_dimse::command::status;
 use firstread_dimse::negotiation::{is_storage_sop_class, ACCEPTED_TRANSFER_SYNTAXES};
 use firstread_dimse::{AssociationInfo, Ending, InstanceStore, Outcome, PendingInstance, Refusal, StoreRequest};
@@ -43,6 +43,8 @@ struct Inner {
     extra_sop_classes: Vec<String>,
     /// The site of each sender.
     sites: PeerSites,
+    /// The storage filesystem's watermarks.
+    guard: firstread_store::DiskGuard,
 }
 
 /// The calling AE title recorded for instances received with STOW-RS (no association).
@@ -51,7 +53,9 @@ pub const STOW_SOURCE: &str = "STOW-RS";
 impl Ingest {
     /// Ingest into `storage`, indexed in `index`, feeding study assembly with `policy`;
     /// `ae_title` is ours, `extra_sop_classes` the private Storage SOP Classes accepted, `sites`
-    /// the site of each sender (STOW-RS requests name theirs).
+    /// the site of each sender (STOW-RS requests name theirs), `watermarks` those of the disk
+    /// guard on the storage root.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         storage: Storage,
         index: Index,
@@ -60,8 +64,11 @@ impl Ingest {
         ae_title: &str,
         extra_sop_classes: &[String],
         sites: PeerSites,
+        watermarks: firstread_store::Watermarks,
     ) -> Self {
+        let guard = firstread_store::DiskGuard::new(storage.root(), watermarks);
         let inner = Inner {
+            guard,
             storage,
             index,
             assembly,
@@ -73,17 +80,17 @@ impl Ingest {
         Ingest { inner: Arc::new(inner) }
     }
 
-    /// Stores one STOW-RS instance like a C-STORE: the same checks, durable file, index row
+    /// Starts one STOW-RS instance like a C-STORE: the same checks, durable file, index row
     /// and study assembly; the C-STORE status becomes the STOW-RS Failure/Warning Reason.
-    async fn store_stow(&self, r: StowRequest<'_>) -> StowOutcome {
+    async fn begin_stow(&self, r: StowRequest<'_>) -> Result<IngestPending, StowOutcome> {
         let failed = |reason: u16, comment: String| StowOutcome::Failed { reason, comment };
         if !ACCEPTED_TRANSFER_SYNTAXES.iter().any(|(uid, _)| *uid == r.transfer_syntax_uid) {
             let comment = format!("transfer syntax {} not supported", r.transfer_syntax_uid);
-            return failed(TRANSFER_SYNTAX_NOT_SUPPORTED, comment);
+            return Err(failed(TRANSFER_SYNTAX_NOT_SUPPORTED, comment));
         }
         if !is_storage_sop_class(r.sop_class_uid) && !self.inner.extra_sop_classes.iter().any(|c| c == r.sop_class_uid)
         {
-            return failed(SOP_CLASS_NOT_SUPPORTED, format!("SOP Class {} not supported", r.sop_class_uid));
+            return Err(failed(SOP_CLASS_NOT_SUPPORTED, format!("SOP Class {} not supported", r.sop_class_uid)));
         }
         let announced = Announced {
             sop_class_uid: r.sop_class_uid,
@@ -91,10 +98,7 @@ impl Ingest {
             transfer_syntax_uid: r.transfer_syntax_uid,
             source_ae_title: "",
         };
-        let file = match self.inner.storage.begin(&announced).await {
-            Ok(f) => f,
-            Err(e) => return stow_outcome(failure(&e)),
-        };
+        let file = self.inner.storage.begin(&announced).await.map_err(|e| stow_outcome(failure(&e)))?;
         let provenance = Provenance {
             site: r.site.to_owned(),
             calling_ae_title: STOW_SOURCE.into(),
@@ -102,12 +106,7 @@ impl Ingest {
             peer: r.client,
             association_id: None,
         };
-        let mut pending =
-            IngestPending { file, provenance, inner: self.inner.clone(), expected_study: r.study.map(str::to_owned) };
-        if let Err(e) = pending.write(r.data_set).await {
-            return stow_outcome(failure(&StorageError::Io(e)));
-        }
-        stow_outcome(pending.commit().await)
+        Ok(IngestPending { file, provenance, inner: self.inner.clone(), expected_study: r.study.map(str::to_owned) })
     }
 }
 
@@ -122,8 +121,30 @@ fn stow_outcome(o: Outcome) -> StowOutcome {
 }
 
 impl StowSink for Ingest {
-    fn store<'a>(&'a self, request: StowRequest<'a>) -> Pin<Box<dyn Future<Output = StowOutcome> + Send + 'a>> {
-        Box::pin(self.store_stow(request))
+    fn begin<'a>(&'a self, request: StowRequest<'a>) -> StowBegun<'a> {
+        Box::pin(async move { self.begin_stow(request).await.map(|p| Box::new(StowPending(p)) as Box<dyn StowPart>) })
+    }
+
+    fn accepts(&self) -> Result<(), String> {
+        let state = self.inner.guard.check();
+        if state.refusing {
+            Err(format!("the storage is {:.1} % full (disk guard)", state.used_pct))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A STOW-RS instance being received: the same pending file as a C-STORE's.
+struct StowPending(IngestPending);
+
+impl StowPart for StowPending {
+    fn write<'a>(&'a mut self, bytes: &'a [u8]) -> Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>> {
+        Box::pin(self.0.write(bytes))
+    }
+
+    fn finish(self: Box<Self>) -> Pin<Box<dyn Future<Output = StowOutcome> + Send>> {
+        Box::pin(async move { stow_outcome(self.0.commit().await) })
     }
 }
 
@@ -139,6 +160,10 @@ pub struct IngestPending {
 
 impl InstanceStore for Ingest {
     type Pending = IngestPending;
+
+    fn accepts_associations(&self) -> bool {
+        !self.inner.guard.check().refusing
+    }
 
     async fn begin(&self, request: &StoreRequest) -> Result<IngestPending, Outcome> {
         let announced = Announced {

@@ -236,6 +236,21 @@ enum Bench {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Peak RSS of a node receiving one STOW-RS request of a single huge instance (streamed).
+    StowMemory {
+        /// Pixel Data of the instance (MiB; at most 2047).
+        #[arg(long, default_value_t = 1024)]
+        pixel_mib: u64,
+        /// PostgreSQL server on which the temporary database is created.
+        #[arg(long, default_value = DEFAULT_POSTGRES)]
+        postgres: String,
+        /// Where the temporary storage root is made.
+        #[arg(long, default_value = "/tmp")]
+        storage: PathBuf,
+        /// Write the note here (and print it).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Last C-STORE-RSP to SR acknowledged by the receiving AE on a warm in-process node, split
     /// into stages, for the sample and a 300-slice study made from it.
     TimeToResult {
@@ -483,6 +498,10 @@ async fn run() -> anyhow::Result<()> {
                     .await?;
             let report = firstread::bench::time_to_result_report(&cases, stable_after);
             emit(&report, out.as_deref())
+        }
+        Command::Bench { what: Bench::StowMemory { pixel_mib, postgres, storage, out } } => {
+            let m = firstread::bench::stow_memory(&postgres, &storage, pixel_mib).await?;
+            emit(&firstread::bench::stow_memory_report(&m), out.as_deref())
         }
         Command::Bench { what: Bench::Triage { studies, runs, postgres, out } } => {
             let timings = firstread::bench::triage(&postgres, studies, runs).await?;

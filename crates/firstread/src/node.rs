@@ -141,6 +141,7 @@ impl Node {
                 &config.node.ae_title,
                 &config.dimse.extra_sop_classes,
                 config.peer_sites().map_err(anyhow::Error::msg)?,
+                config.storage.watermarks().map_err(anyhow::Error::msg)?,
             ));
             if config.http.enabled {
                 http_addr =

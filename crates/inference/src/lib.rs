@@ -40,4 +40,17 @@ mod tests {
         assert_eq!(seg.channels.len(), 3);
         assert!(seg.channels.iter().all(|c| c.len() == hu.len() && c.iter().all(|&v| v == 0)));
     }
+
+    #[test]
+    fn a_libtorch_error_is_an_error_and_the_model_stays_usable() {
+        let model = Model::load(&package()).expect("model loads");
+        let shape = [12, 32, 32];
+        // a volume that does not fill its shape: libtorch refuses the view (it used to panic)
+        let short = vec![-1024.0f32; 100];
+        let err = model.segment(&short, shape, [5.0, 1.0, 1.0]).expect_err("refused");
+        assert!(matches!(err, InferenceError::Torch(ref m) if m.contains("shape")), "{err}");
+        // the same model runs the next volume
+        let hu = vec![-1024.0f32; shape.iter().product()];
+        assert_eq!(model.segment(&hu, shape, [5.0, 1.0, 1.0]).expect("runs").channels.len(), 3);
+    }
 }

@@ -81,23 +81,25 @@ impl Model {
         tch::jit::set_graph_executor_optimize(false);
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         let [lo, hi] = self.manifest.input.hu_clip;
+        // every libtorch call is the fallible one (`f_`): an out-of-memory or shape error is this
+        // job's error, never a panic
         // one copy into libtorch, then the clamp in place (on libtorch's threads)
-        let mut input = Tensor::from_slice(hu).view(dims.as_slice());
-        let _ = input.clamp_(f64::from(lo), f64::from(hi));
-        let input = input.to_device(self.device);
-        let spacing = Tensor::from_slice(&spacing_mm.map(|v| v as f32)).to_device(self.device);
+        let mut input = Tensor::f_from_slice(hu)?.f_view(dims.as_slice())?;
+        let _ = input.f_clamp_(f64::from(lo), f64::from(hi))?;
+        let input = input.f_to_device(self.device)?;
+        let spacing = Tensor::f_from_slice(&spacing_mm.map(|v| v as f32))?.f_to_device(self.device)?;
         let out = self.module.forward_ts(&[input, spacing])?;
         let channels = self.manifest.torchscript_channels();
         let expected: Vec<i64> = std::iter::once(channels as i64).chain(dims.iter().copied()).collect();
         if out.size() != expected {
             return Err(InferenceError::Contract(format!("shape {:?}, expected {expected:?}", out.size())));
         }
-        let out = out.to_device(Device::Cpu).to_kind(Kind::Uint8).contiguous();
+        let out = out.f_to_device(Device::Cpu)?.f_to_kind(Kind::Uint8)?.f_contiguous()?;
         // one copy per channel straight from the output (no copy of the whole output first:
         // fresh memory is what costs), made 0/1 in place
         let channels = (0..channels as i64)
             .map(|c| {
-                let mut mask = Vec::<u8>::try_from(out.get(c).view([-1]))?;
+                let mut mask = Vec::<u8>::try_from(out.f_get(c)?.f_view([-1])?)?;
                 mask.iter_mut().for_each(|v| *v = u8::from(*v != 0));
                 Ok(mask)
             })

@@ -405,6 +405,10 @@ fn session_config(
         tls: destination.tls,
         site: None,
     }];
+    // the demo writes a few tens of MB into a temporary folder: the disk guard refuses only a
+    // (nearly) full disk, not a developer's busy one
+    config.storage.high_watermark_percent = 99.0;
+    config.storage.low_watermark_percent = 98.0;
     config.export.max_attempts = 4;
     config.export.backoff_base = Duration::from_millis(500);
     config.export.backoff_max = Duration::from_secs(4);
