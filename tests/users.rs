@@ -151,6 +151,33 @@ async fn users_sign_in_machines_use_tokens_and_disabling_stops_both() {
         ))
         .await;
     assert_eq!(leaked, 0, "no token or password in the audit trail");
+    // the changes made with the CLI, and the node's start with its configuration
+    let changes: Vec<String> = sqlx::query_scalar(
+        "SELECT detail->>'command' FROM audit_events WHERE action = 'configure' AND detail ? 'command' ORDER BY id",
+    )
+    .fetch_all(&node.pool)
+    .await
+    .expect("audit");
+    assert_eq!(
+        changes,
+        [
+            "user add",
+            "user add",
+            "user token",
+            "user password",
+            "user revoke-tokens",
+            "user token",
+            "user disable",
+            "user disable"
+        ]
+    );
+    assert_eq!(
+        node.count(
+            "SELECT count(*) FROM audit_events WHERE action = 'configure' AND detail->>'event' = 'node started'"
+        )
+        .await,
+        1
+    );
 
     // password guessing from one address: after 10 failures in 15 minutes, 429 with Retry-After,
     // even for the right password; on record as failed sign-ins

@@ -36,6 +36,9 @@ pub enum Action {
     Login,
     /// User Authentication: a logout.
     Logout,
+    /// Security Alert, configuration: users, their roles, sites, passwords or tokens changed on
+    /// the host (`firstread user ...`), or a node started with its configuration.
+    Configure,
 }
 
 impl Action {
@@ -50,6 +53,7 @@ impl Action {
             Action::Feedback => "feedback",
             Action::Login => "login",
             Action::Logout => "logout",
+            Action::Configure => "configure",
         }
     }
 }
@@ -67,7 +71,8 @@ pub enum Actor {
     Session,
     /// An HTTP client without valid credentials.
     Anonymous,
-    /// The node itself (e.g. sending results).
+    /// The node itself (e.g. sending results), or an operator on its host (the OS user running
+    /// `firstread user ...`).
     Node(String),
 }
 

@@ -379,67 +379,43 @@ async fn run() -> anyhow::Result<()> {
         Command::User { what } => {
             let index = connect(&config).await?;
             let pool = index.pool();
-            match what {
-                UserCommand::Add { name, role, password_stdin, sites } => {
-                    let role: firstread_users::Role = role.parse()?;
-                    let password = if password_stdin {
-                        let mut line = String::new();
-                        std::io::stdin().read_line(&mut line)?;
-                        Some(line.trim_end_matches(['\r', '\n']).to_owned())
-                    } else {
-                        None
-                    };
-                    anyhow::ensure!(
-                        password.is_some() || role == firstread_users::Role::Service,
-                        "a {role} signs in with a password: --password-stdin"
-                    );
-                    firstread_users::add(pool, &name, role, password.as_deref(), &sites).await?;
-                    println!("user {name} ({role}) added");
+            // what changes is on the audit trail, by the operator's OS user (never a password)
+            let change = match &what {
+                UserCommand::Add { name, role, sites, .. } => {
+                    Some(serde_json::json!({ "command": "user add", "user": name, "role": role, "sites": sites }))
                 }
-                UserCommand::List => {
-                    println!(
-                        "{:<32} {:<12} {:<9} {:<9} {:>6} {:<16} SITES",
-                        "NAME", "ROLE", "PASSWORD", "DISABLED", "TOKENS", "CREATED"
-                    );
-                    for u in firstread_users::list(pool).await? {
-                        println!(
-                            "{:<32} {:<12} {:<9} {:<9} {:>6} {:<16} {}",
-                            u.name,
-                            u.role,
-                            if u.has_password { "yes" } else { "no" },
-                            if u.disabled { "yes" } else { "no" },
-                            u.tokens,
-                            u.created_at.format("%Y-%m-%d %H:%M"),
-                            u.sites.join(",")
-                        );
-                    }
-                }
-                UserCommand::Password { name } => {
-                    let mut line = String::new();
-                    std::io::stdin().read_line(&mut line)?;
-                    firstread_users::set_password(pool, &name, line.trim_end_matches(['\r', '\n'])).await?;
-                    println!("password of {name} set; their sessions ended");
-                }
-                UserCommand::Sites { name, sites } => {
-                    firstread_users::set_sites(pool, &name, &sites).await?;
-                    println!("user {name} sees the sites {}", sites.join(", "));
-                }
-                UserCommand::Disable { name } => {
-                    firstread_users::set_disabled(pool, &name, true).await?;
-                    println!("user {name} disabled");
-                }
-                UserCommand::Enable { name } => {
-                    firstread_users::set_disabled(pool, &name, false).await?;
-                    println!("user {name} enabled");
-                }
+                UserCommand::Disable { name } => Some(serde_json::json!({ "command": "user disable", "user": name })),
+                UserCommand::Enable { name } => Some(serde_json::json!({ "command": "user enable", "user": name })),
                 UserCommand::RevokeTokens { name } => {
-                    println!("{} token(s) of {name} revoked", firstread_users::revoke_tokens(pool, &name).await?);
+                    Some(serde_json::json!({ "command": "user revoke-tokens", "user": name }))
                 }
                 UserCommand::Token { name, label } => {
-                    println!("{}", firstread_users::issue_token(pool, &name, &label).await?);
+                    Some(serde_json::json!({ "command": "user token", "user": name, "label": label }))
+                }
+                UserCommand::Password { name } => Some(serde_json::json!({ "command": "user password", "user": name })),
+                UserCommand::Sites { name, sites } => {
+                    Some(serde_json::json!({ "command": "user sites", "user": name, "sites": sites }))
+                }
+                UserCommand::List => None,
+            };
+            let outcome = user_command(pool, what).await;
+            if let Some(detail) = change {
+                let operator =
+                    std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "operator".into());
+                let event = firstread_audit::Event {
+                    actor: firstread_audit::Actor::Node(operator),
+                    address: None,
+                    action: firstread_audit::Action::Configure,
+                    study: None,
+                    site: None,
+                    success: outcome.is_ok(),
+                    detail,
+                };
+                if let Err(e) = firstread_audit::record(pool, &event).await {
+                    eprintln!("warning: the change could not be recorded in the audit trail: {e}");
                 }
             }
-            Ok(())
+            outcome
         }
         Command::Feedback { what: FeedbackCommand::Export { format, out } } => {
             let index = connect(&config).await?;
@@ -568,6 +544,71 @@ fn emit(report: &str, out: Option<&std::path::Path>) -> anyhow::Result<()> {
     print!("{report}");
     if let Some(out) = out {
         std::fs::write(out, report).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
+
+/// `firstread user ...`.
+async fn user_command(pool: &sqlx::PgPool, what: UserCommand) -> anyhow::Result<()> {
+    match what {
+        UserCommand::Add { name, role, password_stdin, sites } => {
+            let role: firstread_users::Role = role.parse()?;
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                Some(line.trim_end_matches(['\r', '\n']).to_owned())
+            } else {
+                None
+            };
+            anyhow::ensure!(
+                password.is_some() || role == firstread_users::Role::Service,
+                "a {role} signs in with a password: --password-stdin"
+            );
+            firstread_users::add(pool, &name, role, password.as_deref(), &sites).await?;
+            println!("user {name} ({role}) added");
+        }
+        UserCommand::List => {
+            println!(
+                "{:<32} {:<12} {:<9} {:<9} {:>6} {:<16} SITES",
+                "NAME", "ROLE", "PASSWORD", "DISABLED", "TOKENS", "CREATED"
+            );
+            for u in firstread_users::list(pool).await? {
+                println!(
+                    "{:<32} {:<12} {:<9} {:<9} {:>6} {:<16} {}",
+                    u.name,
+                    u.role,
+                    if u.has_password { "yes" } else { "no" },
+                    if u.disabled { "yes" } else { "no" },
+                    u.tokens,
+                    u.created_at.format("%Y-%m-%d %H:%M"),
+                    u.sites.join(",")
+                );
+            }
+        }
+        UserCommand::Password { name } => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            firstread_users::set_password(pool, &name, line.trim_end_matches(['\r', '\n'])).await?;
+            println!("password of {name} set; their sessions ended");
+        }
+        UserCommand::Sites { name, sites } => {
+            firstread_users::set_sites(pool, &name, &sites).await?;
+            println!("user {name} sees the sites {}", sites.join(", "));
+        }
+        UserCommand::Disable { name } => {
+            firstread_users::set_disabled(pool, &name, true).await?;
+            println!("user {name} disabled");
+        }
+        UserCommand::Enable { name } => {
+            firstread_users::set_disabled(pool, &name, false).await?;
+            println!("user {name} enabled");
+        }
+        UserCommand::RevokeTokens { name } => {
+            println!("{} token(s) of {name} revoked", firstread_users::revoke_tokens(pool, &name).await?);
+        }
+        UserCommand::Token { name, label } => {
+            println!("{}", firstread_users::issue_token(pool, &name, &label).await?);
+        }
     }
     Ok(())
 }

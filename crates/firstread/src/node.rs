@@ -74,6 +74,24 @@ impl Node {
             .context("connecting to PostgreSQL")?;
         index.migrate().await.context("migrating the database")?;
         let node_id = node_id();
+        // the configuration a node runs with is on the audit trail (who may send, to which sites)
+        let started = firstread_audit::Event {
+            actor: firstread_audit::Actor::Node(config.node.ae_title.clone()),
+            address: None,
+            action: firstread_audit::Action::Configure,
+            study: None,
+            site: None,
+            success: true,
+            detail: serde_json::json!({
+                "event": "node started", "node_id": node_id, "listen": roles.listen, "work": roles.work,
+                "sites": config.sites(), "peers": config.peers.iter().map(|p| &p.ae_title).collect::<Vec<_>>(),
+                "unknown_peers": config.dimse.unknown_peers, "dicom_tls": config.dimse.tls.is_some(),
+                "https": config.http.tls.is_some(), "version": env!("CARGO_PKG_VERSION"),
+            }),
+        };
+        if let Err(e) = firstread_audit::record(index.pool(), &started).await {
+            warn!(error = %e, "could not record the start in the audit trail");
+        }
         let assembly = Assembly::new(
             index.pool().clone(),
             node_id.clone(),
