@@ -81,8 +81,11 @@ pub async fn store(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, WebError> {
-    let site = caller.scope().upload_site(query.site.as_deref()).map_err(WebError::BadRequest)?;
-    handle(&state, client, &headers, body, None, &site).await
+    let site = caller.scope().upload_site(query.site.as_deref()).map_err(WebError::BadRequest);
+    unread_body_closes(match site {
+        Ok(site) => handle(&state, client, &headers, body, None, &site).await,
+        Err(e) => Err(e),
+    })
 }
 
 /// `POST /studies/{study}[?site=S]`
@@ -95,8 +98,22 @@ pub async fn store_in_study(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, WebError> {
-    let site = caller.scope().upload_site(query.site.as_deref()).map_err(WebError::BadRequest)?;
-    handle(&state, client, &headers, body, Some(study), &site).await
+    let site = caller.scope().upload_site(query.site.as_deref()).map_err(WebError::BadRequest);
+    unread_body_closes(match site {
+        Ok(site) => handle(&state, client, &headers, body, Some(study), &site).await,
+        Err(e) => Err(e),
+    })
+}
+
+/// An error answered before the request body was read to its end: `Connection: close`, so that
+/// the client does not send its next request on a connection the server is about to drop (with
+/// the rest of this body still in it).
+fn unread_body_closes(result: Result<Response, WebError>) -> Result<Response, WebError> {
+    result.or_else(|e| {
+        let mut response = e.into_response();
+        response.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        Ok(response)
+    })
 }
 
 /// STOW-RS's query: the site to store into, for a caller with several.
