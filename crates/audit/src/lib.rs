@@ -39,6 +39,8 @@ pub enum Action {
     /// Security Alert, configuration: users, their roles, sites, passwords or tokens changed on
     /// the host (`firstread user ...`), or a node started with its configuration.
     Configure,
+    /// DICOM Instances Deleted: received images purged by the retention (the results kept).
+    Delete,
 }
 
 impl Action {
@@ -54,6 +56,7 @@ impl Action {
             Action::Login => "login",
             Action::Logout => "logout",
             Action::Configure => "configure",
+            Action::Delete => "delete",
         }
     }
 }

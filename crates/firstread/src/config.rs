@@ -35,6 +35,8 @@ pub struct Config {
     pub http: firstread_dicomweb::HttpConfig,
     /// Log output.
     pub log: LogConfig,
+    /// `[retention]`: what is purged, and when.
+    pub retention: RetentionConfig,
     /// `[[peers]]`: the known DICOM peers, who may send (unless `dimse.unknown_peers = "accept"`,
     /// nobody else may) and who gets results back.
     pub peers: Vec<PeerConfig>,
@@ -362,6 +364,37 @@ impl Default for WorkerConfig {
             backoff_base: Duration::from_secs(2),
             backoff_max: Duration::from_secs(300),
             hold_for: Duration::ZERO,
+        }
+    }
+}
+
+/// `[retention]`: received images of old studies are removed (the results, the audit trail and
+/// an index stub stay); old job runs and association rows are pruned. Nothing is purged unless
+/// `max_age` or `max_storage_bytes` is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Studies whose last instance arrived longer ago than this lose their received images
+    /// (e.g. "30days"); absent: no age limit.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+    /// Beyond this many bytes of received images, the oldest studies lose theirs first.
+    pub max_storage_bytes: Option<u64>,
+    /// How often the housekeeping runs in a node with the work role.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Job runs and closed associations older than this are pruned.
+    #[serde(with = "humantime_serde")]
+    pub keep_runs: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            max_age: None,
+            max_storage_bytes: None,
+            interval: Duration::from_secs(3600),
+            keep_runs: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! This crate wires the concept crates together (see `docs/ARCHITECTURE.md`):
 //! [`config`] (TOML + environment), [`telemetry`] (tracing), [`ingest`] (Store SCP -> storage
 //! -> index) and [`node`] (start/stop a node); [`http`] serves DICOMweb, [`http_audit`] records its
-//! accesses in the audit trail; [`demo`] runs the whole
+//! accesses in the audit trail; [`retention`] purges old received images; [`demo`] runs the whole
 //! path on the bundled sample CT. The `firstread` binary is `src/main.rs`.
 
 pub mod analysis;
@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod node;
 pub mod notify;
 pub mod results;
+pub mod retention;
 pub mod send;
 pub mod status;
 pub mod telemetry;

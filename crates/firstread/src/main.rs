@@ -48,6 +48,14 @@ enum Command {
         #[command(subcommand)]
         what: UserCommand,
     },
+    /// Removes the received images of studies beyond `[retention]` (max_age, max_storage_bytes),
+    /// keeping their results, the audit trail and an index stub; prunes old job runs and
+    /// associations. A node with the work role does this every `retention.interval`.
+    Purge {
+        /// Only list what would be purged.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Radiologist feedback on first reads.
     Feedback {
         #[command(subcommand)]
@@ -416,6 +424,37 @@ async fn run() -> anyhow::Result<()> {
                 }
             }
             outcome
+        }
+        Command::Purge { dry_run } => {
+            anyhow::ensure!(
+                config.retention.max_age.is_some() || config.retention.max_storage_bytes.is_some(),
+                "no retention configured: set retention.max_age and/or retention.max_storage_bytes"
+            );
+            let index = connect(&config).await?;
+            let storage = firstread_store::Storage::open(&config.storage.root, config.storage.fsync).await?;
+            let report =
+                firstread::retention::run(index.pool(), &storage, &config.retention, &config.node.ae_title, dry_run)
+                    .await?;
+            let verb = if dry_run { "would purge" } else { "purged" };
+            for c in &report.studies {
+                println!(
+                    "{verb} {} {} ({} instances, {} bytes, last received {}, {:?})",
+                    c.site,
+                    c.study_instance_uid,
+                    c.instances,
+                    c.bytes,
+                    c.last_received_at.format("%Y-%m-%d %H:%M"),
+                    c.reason
+                );
+            }
+            println!(
+                "{} studies, {} bytes of received images {verb}; {} job runs and {} associations pruned",
+                report.studies.len(),
+                report.bytes,
+                report.job_runs_pruned,
+                report.associations_pruned
+            );
+            Ok(())
         }
         Command::Feedback { what: FeedbackCommand::Export { format, out } } => {
             let index = connect(&config).await?;

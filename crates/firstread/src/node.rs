@@ -206,6 +206,13 @@ impl Node {
                 Arc::new(Export::new(storage.clone(), index.pool().clone(), export_config, &config.node.ae_title));
             let wake = Arc::new(Notify::new());
             tasks.spawn(listen(index.pool().clone(), wake.clone(), shutdown.clone()));
+            tasks.spawn(crate::retention::housekeeping(
+                index.pool().clone(),
+                storage.clone(),
+                config.retention.clone(),
+                config.node.ae_title.clone(),
+                shutdown.clone(),
+            ));
             let analysis = WorkerConfig {
                 kind: JobKind::Analysis,
                 worker_id: format!("{node_id}/analysis"),
