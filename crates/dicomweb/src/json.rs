@@ -31,11 +31,24 @@ pub fn put(ds: &mut Dataset, tag: &str, vr: &str, value: Option<&str>) {
 
 fn typed(vr: &str, v: &str) -> Option<Value> {
     match vr {
-        "PN" => Some(json!({ "Alphabetic": v })),
+        "PN" => Some(person_name(v)),
         "IS" | "SS" | "SL" | "US" | "UL" => v.parse::<i64>().ok().map(Value::from),
         "DS" | "FL" | "FD" => v.parse::<f64>().ok().filter(|f| f.is_finite()).map(Value::from),
         _ => Some(Value::from(v)),
     }
+}
+
+/// A person name in the DICOM JSON model (PS3.18 F.2.2): its component groups, separated by `=`
+/// in DICOM (PS3.5 6.2.1), as `Alphabetic`, `Ideographic` and `Phonetic`; empty groups left out.
+fn person_name(v: &str) -> Value {
+    let mut name = Map::new();
+    for (key, group) in ["Alphabetic", "Ideographic", "Phonetic"].into_iter().zip(v.splitn(3, '=')) {
+        let group = group.trim_end();
+        if !group.is_empty() {
+            name.insert(key.into(), Value::from(group));
+        }
+    }
+    Value::Object(name)
 }
 
 /// Sets a sequence attribute (VR SQ) with `items`.
@@ -88,6 +101,16 @@ mod tests {
         put(&mut ds, "00080050", "SH", None);
         let v = Value::Object(ds);
         assert_eq!(v["00100010"]["Value"][0]["Alphabetic"], "Doe^Jane");
+        // the three component groups of a Japanese name, each in its own member
+        let mut names = Dataset::new();
+        put(&mut names, "00100010", "PN", Some("Yamada^Tarou=山田^太郎=やまだ^たろう"));
+        put(&mut names, "00080090", "PN", Some("=山田^太郎"));
+        let names = Value::Object(names);
+        assert_eq!(
+            names["00100010"]["Value"][0],
+            json!({ "Alphabetic": "Yamada^Tarou", "Ideographic": "山田^太郎", "Phonetic": "やまだ^たろう" })
+        );
+        assert_eq!(names["00080090"]["Value"][0], json!({ "Ideographic": "山田^太郎" }));
         assert_eq!(v["00201208"]["Value"][0], 30);
         assert_eq!(v["00280030"]["Value"], json!([0.7, 0.8]));
         assert_eq!(v["00080061"]["Value"], json!(["CT", "SR"]));
