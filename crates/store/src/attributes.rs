@@ -198,7 +198,7 @@ pub fn trim(s: &str) -> &str {
 /// NULs inside a value (never valid in a text VR; PostgreSQL text cannot hold them) are dropped:
 /// the stored file keeps the bytes as received.
 pub fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    let raw = raw_text(obj, tag)?.replace('\0', "");
+    let raw = crate::charset::decode_iso2022(&raw_text(obj, tag)?.replace('\0', "")).into_owned();
     let joined = raw.split('\\').map(trim).collect::<Vec<_>>().join("\\");
     if joined.chars().all(|c| c == '\\') {
         None

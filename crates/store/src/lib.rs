@@ -11,6 +11,7 @@
 //! and its index row committed.
 
 pub mod attributes;
+pub mod charset;
 pub mod disk;
 pub mod index;
 pub mod metadata;

@@ -46,6 +46,7 @@ pub fn metadata_json(obj: &InMemDicomObject, a: &InstanceAttributes) -> Result<S
         obj
     };
     let mut value = dicom_json::to_value(obj).map_err(|e| e.to_string())?;
+    decode_text(&mut value);
     let Value::Object(map) = &mut value else { return Err("DICOM JSON of a data set is not an object".into()) };
     map.retain(|k, _| !k.starts_with("7FE0"));
     insert_tag(map, tags::AVAILABLE_TRANSFER_SYNTAX_UID, json!({"vr": "UI", "Value": [a.transfer_syntax_uid]}));
@@ -62,6 +63,21 @@ pub fn metadata_json(obj: &InMemDicomObject, a: &InstanceAttributes) -> Result<S
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     map.extend(entries);
     serde_json::to_string(&value).map_err(|e| e.to_string())
+}
+
+/// Every string of the DICOM JSON tree with its ISO 2022 code extensions decoded
+/// ([`crate::charset::decode_iso2022`]), person name groups and sequence items included.
+fn decode_text(value: &mut Value) {
+    match value {
+        Value::String(s) => {
+            if let std::borrow::Cow::Owned(decoded) = crate::charset::decode_iso2022(s) {
+                *s = decoded;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(decode_text),
+        Value::Object(members) => members.values_mut().for_each(decode_text),
+        _ => {}
+    }
 }
 
 fn insert_tag(map: &mut Map<String, Value>, tag: Tag, value: Value) {
