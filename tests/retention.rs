@@ -33,14 +33,17 @@ async fn old_studies_lose_their_images_and_keep_their_results() {
         .expect("done");
     // ages: 901 40 days, 902 35 days (its analysis still queued), 903 10 days, 904 today
     for (study, days) in [("2.25.901", 40), ("2.25.902", 35), ("2.25.903", 10), ("2.25.904", 0)] {
-        sqlx::query(
-            "UPDATE studies SET last_received_at = now() - make_interval(days => $2) WHERE study_instance_uid = $1",
-        )
-        .bind(study)
-        .bind(days)
-        .execute(pool)
-        .await
-        .expect("age");
+        // the instances arrived then too (a study's last_received_at is never before them)
+        for (table, minutes) in [("studies SET last_received_at", 1), ("instances SET received_at", 2)] {
+            sqlx::query(&format!(
+                "UPDATE {table} = now() - make_interval(days => $2, mins => {minutes}) WHERE study_instance_uid = $1"
+            ))
+            .bind(study)
+            .bind(days)
+            .execute(pool)
+            .await
+            .expect("age");
+        }
     }
     // a result object of 901, as the analysis writes it
     let result_path = "results/2.25.901/v1/m/1/00-sr.dcm";

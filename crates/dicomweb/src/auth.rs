@@ -121,10 +121,14 @@ impl SignInThrottle {
         entry.0 += 1;
     }
 
-    /// A successful sign-in from `ip` clears its count.
+    /// A sign-in from `ip` that succeeded: the attempt counted before the password check is
+    /// taken back (the rest of the count stays, so that one valid account does not clear the way
+    /// for guessing others).
     pub fn succeeded(&self, ip: std::net::IpAddr) {
         if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(&ip);
+            if let Some(entry) = failures.get_mut(&ip) {
+                entry.0 = entry.0.saturating_sub(1);
+            }
         }
     }
 }
@@ -308,10 +312,10 @@ pub async fn sign_in(
             .into_response();
         return record(r, &form.name);
     }
-    let refused = |name: &str| {
-        throttle.failed(client.ip());
-        record((StatusCode::UNAUTHORIZED, "wrong name or password\n").into_response(), name)
-    };
+    // counted before the password is checked, so that parallel attempts cannot all pass the
+    // check above before any of them is counted
+    throttle.failed(client.ip());
+    let refused = |name: &str| record((StatusCode::UNAUTHORIZED, "wrong name or password\n").into_response(), name);
     let Some(pool) = state.auth.users.as_ref() else { return refused(&form.name) };
     if form.name.len() > 64 || form.password.len() > 1024 {
         return refused(&form.name);

@@ -27,17 +27,24 @@ impl TrustedProxies {
         self.0.contains(&ip.to_canonical())
     }
 
-    /// The client behind a trusted proxy: the last `X-Forwarded-For` address that is not a
-    /// trusted proxy (`None`: none given).
+    /// The client behind a trusted proxy: walking `X-Forwarded-For` from the right, the first
+    /// address that is not a trusted proxy (`ip`, `ip:port` or `[v6]:port`); `None` when there is
+    /// none, or when an entry cannot be read before it (what is left of it was written by the
+    /// client itself).
     fn client(&self, headers: &HeaderMap) -> Option<IpAddr> {
-        let chain: Vec<IpAddr> = headers
+        let entries: Vec<String> = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|a| a.trim().parse().ok())
+            .flat_map(|v| v.split(',').map(|a| a.trim().to_owned()).collect::<Vec<_>>())
             .collect();
-        chain.into_iter().rev().find(|ip| !self.trusts(*ip))
+        for entry in entries.iter().rev() {
+            let ip = entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))?;
+            if !self.trusts(ip) {
+                return Some(ip);
+            }
+        }
+        None
     }
 }
 
@@ -90,6 +97,12 @@ mod tests {
         assert_eq!(t.client(&h), Some("198.51.100.7".parse().unwrap()));
         assert!(t.trusts("::ffff:10.0.0.1".parse().unwrap()));
         assert_eq!(t.client(&HeaderMap::new()), None);
+        // a port is read; an unreadable entry stops the walk (a forged left part is never used)
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 198.51.100.7:4711".parse().unwrap());
+        assert_eq!(t.client(&h), Some("198.51.100.7".parse().unwrap()));
+        h.insert("x-forwarded-for", "203.0.113.9, unknown".parse().unwrap());
+        assert_eq!(t.client(&h), None);
         let mut https = HeaderMap::new();
         https.insert("x-forwarded-proto", "https".parse().unwrap());
         assert!(client_used_https(&https, false) && !client_used_https(&HeaderMap::new(), false));

@@ -210,6 +210,7 @@ async fn handle(
         let mut referenced = Vec::new();
         let mut failed = Vec::new();
         let mut warned = false;
+        let mut broken = false;
         loop {
             let field = match parts.next_field().await {
                 Ok(Some(f)) => f,
@@ -220,7 +221,15 @@ async fn handle(
                     if referenced.is_empty() {
                         return Err(body_error(e));
                     }
+                    // the rest of the body is not stored: said (202), and the connection closed
                     warn!(error = %e, "STOW-RS body ends early");
+                    failed.push(failure(
+                        "",
+                        "",
+                        CANNOT_UNDERSTAND,
+                        &format!("the rest of the body is unreadable: {e}"),
+                    ));
+                    broken = true;
                     break;
                 }
             };
@@ -247,6 +256,7 @@ async fn handle(
                     Err(e) if referenced.is_empty() => return Err(body_error(e)),
                     Err(e) => {
                         failed.push(failure("", "", CANNOT_UNDERSTAND, &format!("part unreadable: {e}")));
+                        broken = true;
                         break;
                     }
                 }
@@ -284,6 +294,7 @@ async fn handle(
                             CANNOT_UNDERSTAND,
                             &format!("part unreadable: {e}"),
                         ));
+                        broken = true;
                         break;
                     }
                 },
@@ -315,8 +326,13 @@ async fn handle(
         if !referenced.is_empty() {
             put_sequence(&mut response, "00081199", referenced);
         }
-        Ok((status, [(header::CONTENT_TYPE, "application/dicom+json")], Value::Object(response).to_string())
-            .into_response())
+        let mut response =
+            (status, [(header::CONTENT_TYPE, "application/dicom+json")], Value::Object(response).to_string())
+                .into_response();
+        if broken {
+            response.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        }
+        Ok(response)
     }
     .instrument(span)
     .await

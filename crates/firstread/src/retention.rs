@@ -8,7 +8,12 @@
 //! `results/`), the study and series rows with `studies.purged_at` and `purged_instances` (an
 //! index stub saying what was purged and when), the jobs and their results, the feedback and the
 //! audit trail, which records each purge (`delete`). Rows go first, files after: a crash between
-//! leaves files nobody references, never a row without its file.
+//! leaves files nobody references, never a row without its file. A study is purged only when no
+//! open association is delivering to it, under its row's lock, and only if nothing arrived since
+//! it was chosen; a file indexed again meanwhile (the same instance re-sent) is kept. What is not
+//! covered: an instance re-sent while its study is purged whose file was placed just before the
+//! purge's rows went and indexed just after it checked (a window of milliseconds, on a study no
+//! association was delivering to when the purge began).
 //!
 //! Job runs and closed associations older than `keep_runs` are pruned as well.
 
@@ -79,6 +84,9 @@ pub async fn candidates(pool: &PgPool, config: &RetentionConfig) -> Result<Vec<C
            AND (NOT s.analysable OR s.queued_version >= s.version) AND s.stable_at <= now() \
            AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.site = s.site AND j.study_instance_uid = s.study_instance_uid \
                            AND j.state IN ('queued', 'running')) \
+           AND NOT EXISTS (SELECT 1 FROM study_deliveries d JOIN associations a ON a.id = d.association_id \
+                           WHERE d.site = s.site AND d.study_instance_uid = s.study_instance_uid \
+                             AND a.closed_at IS NULL) \
          GROUP BY s.site, s.study_instance_uid, s.last_received_at \
          ORDER BY s.last_received_at, s.site, s.study_instance_uid"
     ))
@@ -131,11 +139,29 @@ pub async fn run(
     }
     for c in studies {
         let mut tx = pool.begin().await?;
+        // the study's row locked (an instance being indexed waits for it), and still as chosen:
+        // nothing arrived since, no job started
+        let unchanged: Option<bool> = sqlx::query_scalar(
+            "SELECT s.last_received_at = $3 AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.site = s.site \
+                 AND j.study_instance_uid = s.study_instance_uid AND j.state IN ('queued', 'running')) \
+             FROM studies s WHERE s.site = $1 AND s.study_instance_uid = $2 FOR UPDATE",
+        )
+        .bind(&c.site)
+        .bind(&c.study_instance_uid)
+        .bind(c.last_received_at)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if unchanged != Some(true) {
+            info!(site = %c.site, study = %c.study_instance_uid, "changed since it was chosen: not purged");
+            continue;
+        }
         let paths: Vec<String> = sqlx::query_scalar(&format!(
-            "DELETE FROM instances i WHERE i.site = $1 AND i.study_instance_uid = $2 AND NOT {RESULTS} RETURNING i.path"
+            "DELETE FROM instances i WHERE i.site = $1 AND i.study_instance_uid = $2 AND NOT {RESULTS} \
+             AND i.received_at <= $3 RETURNING i.path"
         ))
         .bind(&c.site)
         .bind(&c.study_instance_uid)
+        .bind(c.last_received_at)
         .fetch_all(&mut *tx)
         .await?;
         sqlx::query(
@@ -148,7 +174,10 @@ pub async fn run(
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        for path in &paths {
+        // a path indexed again meanwhile (the same instance re-sent) keeps its file
+        let again: Vec<String> =
+            sqlx::query_scalar("SELECT path FROM instances WHERE path = ANY($1)").bind(&paths).fetch_all(pool).await?;
+        for path in paths.iter().filter(|p| !again.contains(p)) {
             if let Err(e) = storage.remove(path).await {
                 warn!(path, error = %e, "purged instance file not removed");
             }

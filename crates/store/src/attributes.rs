@@ -198,7 +198,9 @@ pub fn trim(s: &str) -> &str {
 /// NULs inside a value (never valid in a text VR; PostgreSQL text cannot hold them) are dropped:
 /// the stored file keeps the bytes as received.
 pub fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    let raw = crate::charset::decode_iso2022(&raw_text(obj, tag)?.replace('\0', "")).into_owned();
+    let raw = raw_text(obj, tag)?.replace('\0', "");
+    let iso2022 = raw_text(obj, tags::SPECIFIC_CHARACTER_SET).is_some_and(|c| crate::charset::is_iso2022(&c));
+    let raw = if iso2022 { crate::charset::decode_iso2022(&raw).into_owned() } else { raw };
     let joined = raw.split('\\').map(trim).collect::<Vec<_>>().join("\\");
     if joined.chars().all(|c| c == '\\') {
         None

@@ -23,9 +23,15 @@ enum G1 {
     Chinese,
 }
 
+/// Whether a Specific Character Set (0008,0005) value uses ISO 2022 code extensions (then its
+/// texts go through [`decode_iso2022`]; others never do).
+pub fn is_iso2022(specific_character_set: &str) -> bool {
+    specific_character_set.split('\\').any(|v| v.trim().starts_with("ISO 2022"))
+}
+
 /// The text with ISO 2022 code extensions decoded; `text` unchanged when it holds no escape
 /// sequence. Characters above U+00FF were decoded already (e.g. single-byte katakana) and are
-/// kept as they are.
+/// kept as they are. For texts of a data set whose Specific Character Set [`is_iso2022`].
 pub fn decode_iso2022(text: &str) -> Cow<'_, str> {
     if !text.contains('\u{1b}') {
         return Cow::Borrowed(text);
@@ -64,8 +70,10 @@ pub fn decode_iso2022(text: &str) -> Cow<'_, str> {
             i += len;
             continue;
         }
-        // delimiters return to the default repertoire (PS3.5 6.1.2.5.3)
-        if matches!(b, b'^' | b'=' | b'\\' | b'\r' | b'\n' | b'\t') {
+        // control characters return to the default repertoire (PS3.5 6.1.2.5.3); the
+        // delimiters ^ = \ only ever follow an escape back to ASCII, while in JIS X 0208 their
+        // bytes are halves of characters (0x3D starts 女, 所, 書...)
+        if matches!(b, b'\r' | b'\n' | b'\t' | 0x0c) {
             g0 = G0::Ascii;
         }
         if b < 0x80 {
@@ -124,6 +132,10 @@ mod tests {
         let korean = "\u{1b}$)C\u{b1}\u{e8}\u{c8}\u{f1}\u{c1}\u{df}";
         assert_eq!(decode_iso2022(korean), "김희중");
         // nothing to do: plain, or decoded already
+        // kanji whose first byte is 0x3D ('=') stay whole: 女 is "=w" in JIS X 0208
+        assert_eq!(decode_iso2022("\u{1b}$B=w\u{1b}(B^\u{1b}$B=j\u{1b}(B"), "女^所");
+        assert!(is_iso2022("\\ISO 2022 IR 87") && is_iso2022("ISO 2022 IR 6\\ISO 2022 IR 87"));
+        assert!(!is_iso2022("ISO_IR 192") && !is_iso2022("ISO_IR 100"));
         assert!(matches!(decode_iso2022("Doe^Jane"), Cow::Borrowed(_)));
         assert!(matches!(decode_iso2022("王^小東"), Cow::Borrowed(_)));
         assert_eq!(decode_iso2022("Buc^J\u{e9}r\u{f4}me"), "Buc^Jérôme");

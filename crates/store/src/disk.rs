@@ -82,7 +82,8 @@ impl DiskGuard {
     }
 }
 
-/// (used %, bytes available to an unprivileged writer) of the filesystem holding `path`.
+/// (used % of its blocks or of its inodes, whichever is fuller; bytes available to an
+/// unprivileged writer) of the filesystem holding `path`.
 fn usage(path: &Path) -> std::io::Result<(f64, u64)> {
     let s = rustix::fs::statvfs(path)?;
     if s.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
@@ -90,10 +91,10 @@ fn usage(path: &Path) -> std::io::Result<(f64, u64)> {
     }
     let size = s.f_blocks.saturating_mul(s.f_frsize);
     let available = s.f_bavail.saturating_mul(s.f_frsize);
-    if size == 0 {
-        return Ok((0.0, available));
-    }
-    Ok((100.0 * size.saturating_sub(available) as f64 / size as f64, available))
+    let pct =
+        |total: u64, free: u64| if total == 0 { 0.0 } else { 100.0 * total.saturating_sub(free) as f64 / total as f64 };
+    // many small files can use up the inodes before the blocks: the fuller of the two counts
+    Ok((pct(size, available).max(pct(s.f_files, s.f_favail)), available))
 }
 
 #[cfg(test)]

@@ -46,7 +46,9 @@ pub fn metadata_json(obj: &InMemDicomObject, a: &InstanceAttributes) -> Result<S
         obj
     };
     let mut value = dicom_json::to_value(obj).map_err(|e| e.to_string())?;
-    decode_text(&mut value);
+    if crate::attributes::text(obj, tags::SPECIFIC_CHARACTER_SET).is_some_and(|c| crate::charset::is_iso2022(&c)) {
+        decode_text(&mut value);
+    }
     let Value::Object(map) = &mut value else { return Err("DICOM JSON of a data set is not an object".into()) };
     map.retain(|k, _| !k.starts_with("7FE0"));
     insert_tag(map, tags::AVAILABLE_TRANSFER_SYNTAX_UID, json!({"vr": "UI", "Value": [a.transfer_syntax_uid]}));
@@ -66,8 +68,20 @@ pub fn metadata_json(obj: &InMemDicomObject, a: &InstanceAttributes) -> Result<S
 }
 
 /// Every string of the DICOM JSON tree with its ISO 2022 code extensions decoded
-/// ([`crate::charset::decode_iso2022`]), person name groups and sequence items included.
+/// ([`crate::charset::decode_iso2022`]), sequence items included. A person name's groups, which
+/// the JSON encoder split at every `=` byte (also the first half of JIS X 0208 characters such as
+/// 女), are joined again, decoded, and split at the real delimiters.
 fn decode_text(value: &mut Value) {
+    if let Value::Object(members) = value {
+        if members.get("vr").and_then(Value::as_str) == Some("PN") {
+            if let Some(Value::Array(names)) = members.get_mut("Value") {
+                for name in names.iter_mut() {
+                    regroup_person_name(name);
+                }
+            }
+            return;
+        }
+    }
     match value {
         Value::String(s) => {
             if let std::borrow::Cow::Owned(decoded) = crate::charset::decode_iso2022(s) {
@@ -80,6 +94,21 @@ fn decode_text(value: &mut Value) {
     }
 }
 
+/// One person name value `{Alphabetic, Ideographic, Phonetic}` decoded as a whole.
+fn regroup_person_name(name: &mut Value) {
+    let Value::Object(groups) = name else { return };
+    let part = |key: &str| groups.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+    let joined = [part("Alphabetic"), part("Ideographic"), part("Phonetic")].join("=");
+    let decoded = crate::charset::decode_iso2022(joined.trim_end_matches('='));
+    let mut regrouped = Map::new();
+    for (key, group) in ["Alphabetic", "Ideographic", "Phonetic"].into_iter().zip(decoded.splitn(3, '=')) {
+        if !group.is_empty() {
+            regrouped.insert(key.into(), Value::from(group));
+        }
+    }
+    *groups = regrouped;
+}
+
 fn insert_tag(map: &mut Map<String, Value>, tag: Tag, value: Value) {
     map.insert(format!("{:04X}{:04X}", tag.group(), tag.element()), value);
 }
@@ -88,6 +117,26 @@ fn insert_tag(map: &mut Map<String, Value>, tag: Tag, value: Value) {
 mod tests {
     use super::*;
     use dicom_core::{DataElement, PrimitiveValue, VR};
+
+    #[test]
+    fn iso_2022_names_are_decoded_whole_and_split_at_their_real_delimiters() {
+        // 女 is "=w" in JIS X 0208: the JSON encoder's split at '=' must not cut it
+        let name = "Onna^Hanako=\u{1b}$B=w\u{1b}(B^\u{1b}$B2V;R\u{1b}(B";
+        let obj = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::SPECIFIC_CHARACTER_SET, VR::CS, PrimitiveValue::from("\\ISO 2022 IR 87")),
+            DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from(name)),
+        ]);
+        let a = InstanceAttributes { transfer_syntax_uid: "1.2.840.10008.1.2.1".into(), ..Default::default() };
+        let v: Value = serde_json::from_str(&metadata_json(&obj, &a).expect("json")).expect("parse");
+        assert_eq!(v["00100010"]["Value"][0], json!({ "Alphabetic": "Onna^Hanako", "Ideographic": "女^花子" }));
+        // another character set: left as it is
+        let latin = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::SPECIFIC_CHARACTER_SET, VR::CS, PrimitiveValue::from("ISO_IR 100")),
+            DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from("A\u{1b}B")),
+        ]);
+        let v: Value = serde_json::from_str(&metadata_json(&latin, &a).expect("json")).expect("parse");
+        assert_eq!(v["00100010"]["Value"][0]["Alphabetic"], "A\u{1b}B");
+    }
 
     #[test]
     fn pixel_data_becomes_a_relative_bulk_data_uri_and_keys_are_sorted() {
