@@ -114,4 +114,10 @@ async fn old_studies_lose_their_images_and_keep_their_results() {
     assert_eq!(studies.map(files_of), [0, 5, 0, 5]);
     // nothing left to do
     assert!(retention::run(pool, &storage, &by_quota, "FIRSTREAD", false).await.expect("purge").studies.is_empty());
+    // another node purging holds the lock: this one skips its round
+    let mut other = pool.acquire().await.expect("connection");
+    sqlx::query("SELECT pg_advisory_lock(hashtext('firstread-retention'))").execute(&mut *other).await.expect("lock");
+    let everything = RetentionConfig { max_age: Some(Duration::from_secs(1)), ..RetentionConfig::default() };
+    assert!(retention::run(pool, &storage, &everything, "FIRSTREAD", false).await.expect("skip").studies.is_empty());
+    assert_eq!(studies.map(files_of), [0, 5, 0, 5], "nothing purged while another node holds the lock");
 }

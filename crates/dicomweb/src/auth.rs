@@ -113,6 +113,13 @@ impl SignInThrottle {
         let Ok(mut failures) = self.failures.lock() else { return };
         if failures.len() >= THROTTLE_ADDRESSES {
             failures.retain(|_, (_, since)| since.elapsed() < SIGN_IN_WINDOW);
+            // still full (a flood from many addresses): the oldest windows go, memory stays bounded
+            if failures.len() >= THROTTLE_ADDRESSES {
+                let mut starts: Vec<std::time::Instant> = failures.values().map(|(_, since)| *since).collect();
+                starts.sort();
+                let keep_from = starts[starts.len() / 4];
+                failures.retain(|_, (_, since)| *since >= keep_from);
+            }
         }
         let entry = failures.entry(ip).or_insert((0, std::time::Instant::now()));
         if entry.1.elapsed() >= SIGN_IN_WINDOW {
@@ -371,6 +378,28 @@ pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Resp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_throttle_stays_bounded_under_a_flood_of_addresses() {
+        let t = SignInThrottle::default();
+        for n in 0..=THROTTLE_ADDRESSES as u32 {
+            t.failed(std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n)));
+        }
+        let tracked = t.failures.lock().map(|f| f.len()).unwrap_or(usize::MAX);
+        assert!(tracked <= THROTTLE_ADDRESSES, "{tracked}");
+        // ten failures from one address: blocked; another address is not
+        let one: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..MAX_FAILED_SIGN_INS {
+            t.failed(one);
+        }
+        assert!(t.blocked(one).is_some());
+        assert!(t.blocked("192.0.2.2".parse().unwrap()).is_none());
+        // a success takes back one attempt, not the others
+        t.succeeded(one);
+        assert!(t.blocked(one).is_none());
+        t.failed(one);
+        assert!(t.blocked(one).is_some());
+    }
 
     fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -212,6 +212,16 @@ async fn handle(
         let mut warned = false;
         let mut broken = false;
         loop {
+            if referenced.len() + failed.len() >= MAX_PARTS {
+                failed.push(failure(
+                    "",
+                    "",
+                    CANNOT_UNDERSTAND,
+                    &format!("more than {MAX_PARTS} parts: the rest is not read"),
+                ));
+                broken = true;
+                break;
+            }
             let field = match parts.next_field().await {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
@@ -337,6 +347,9 @@ async fn handle(
     .instrument(span)
     .await
 }
+
+/// Most parts one request stores (its response lists one entry per part).
+const MAX_PARTS: usize = 100_000;
 
 /// How much of a part is read before its File Meta Information is parsed (it is a few hundred
 /// bytes; a smaller part is parsed when it ends).

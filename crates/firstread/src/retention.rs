@@ -137,6 +137,28 @@ pub async fn run(
         report.studies = studies;
         return Ok(report);
     }
+    // one purge at a time across the nodes sharing the database (the others skip this round)
+    let mut lock = pool.acquire().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('firstread-retention'))")
+        .fetch_one(&mut *lock)
+        .await?;
+    if !locked {
+        info!("another node is purging: skipped");
+        return Ok(Report::default());
+    }
+    let purged = purge(pool, storage, config, node_ae_title, studies, report).await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext('firstread-retention'))").execute(&mut *lock).await;
+    purged
+}
+
+async fn purge(
+    pool: &PgPool,
+    storage: &Storage,
+    config: &RetentionConfig,
+    node_ae_title: &str,
+    studies: Vec<Candidate>,
+    mut report: Report,
+) -> Result<Report, sqlx::Error> {
     for c in studies {
         let mut tx = pool.begin().await?;
         // the study's row locked (an instance being indexed waits for it), and still as chosen:
