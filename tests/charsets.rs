@@ -66,6 +66,10 @@ async fn pydicom_charset_files_come_out_as_pydicom_reads_them() {
 
     let http = reqwest::Client::new();
     let root = node.dicomweb();
+    let dicom_json = |url: String| {
+        let request = http.get(url).bearer_auth(TEST_TOKEN).header("accept", "application/dicom+json").send();
+        async move { request.await.expect("DICOMweb").json::<Value>().await.expect("json") }
+    };
     let mut wrong = Vec::new();
     for e in &expected {
         let url = format!(
@@ -74,16 +78,7 @@ async fn pydicom_charset_files_come_out_as_pydicom_reads_them() {
             e["series"].as_str().unwrap_or(""),
             e["sop"].as_str().unwrap_or("")
         );
-        let metadata: Value = http
-            .get(&url)
-            .bearer_auth(TEST_TOKEN)
-            .header("accept", "application/dicom+json")
-            .send()
-            .await
-            .expect("metadata")
-            .json()
-            .await
-            .expect("json");
+        let metadata = dicom_json(url).await;
         let name = &metadata[0]["00100010"]["Value"][0];
         if *name != e["name"] {
             wrong.push(format!("{}: {name} instead of {}", e["file"], e["name"]));
@@ -94,16 +89,7 @@ async fn pydicom_charset_files_come_out_as_pydicom_reads_them() {
     // QIDO-RS answers from the index: the same name for the Japanese study (chrH31)
     let h31 = expected.iter().find(|e| e["file"] == "chrH31.dcm").expect("chrH31");
     let study = h31["study"].as_str().unwrap_or("");
-    let found: Value = http
-        .get(format!("{root}/studies?StudyInstanceUID={study}"))
-        .bearer_auth(TEST_TOKEN)
-        .header("accept", "application/dicom+json")
-        .send()
-        .await
-        .expect("qido")
-        .json()
-        .await
-        .expect("json");
+    let found = dicom_json(format!("{root}/studies?StudyInstanceUID={study}")).await;
     assert_eq!(found[0]["00100010"]["Value"][0], h31["name"], "{found}");
     assert_eq!(
         h31["name"],

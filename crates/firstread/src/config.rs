@@ -92,19 +92,21 @@ impl PeerConfig {
     }
 }
 
-/// The site each sender's studies belong to ([`Config::peer_sites`]).
-#[derive(Debug, Clone, Default)]
+/// The site each sender's studies belong to ([`Config::peer_sites`]), and each destination's.
+#[derive(Debug, Clone)]
 pub struct PeerSites {
     by_ae: std::collections::HashMap<String, String>,
     unknown: String,
 }
 
-impl PeerSites {
-    /// Every sender in `site` (tests, tools).
-    pub fn all_in(site: &str) -> Self {
-        PeerSites { by_ae: std::collections::HashMap::new(), unknown: site.to_owned() }
+impl Default for PeerSites {
+    /// No peer listed: everyone in the default site.
+    fn default() -> Self {
+        PeerSites { by_ae: std::collections::HashMap::new(), unknown: firstread_sites::DEFAULT.to_owned() }
     }
+}
 
+impl PeerSites {
     /// The site of the studies `calling_ae_title` sends.
     pub fn site_of(&self, calling_ae_title: &str) -> &str {
         self.by_ae.get(calling_ae_title).unwrap_or(&self.unknown)
@@ -419,13 +421,10 @@ pub struct ExportConfig {
     pub backoff_max: Duration,
     /// Concurrent export jobs per process.
     pub concurrency: usize,
-    /// The site of each destination's AE title, from `[[peers]]` (not configured here).
+    /// The site of each destination's AE title: its peer's, else that of unknown senders (the
+    /// deprecated `destinations`); from [`Config::peer_sites`], not configured here.
     #[serde(skip)]
-    pub sites: std::collections::BTreeMap<String, String>,
-    /// The site of destinations that are no peer (the deprecated `destinations`): that of
-    /// unknown senders, `dimse.unknown_peers_site` (not configured here).
-    #[serde(skip)]
-    pub other_site: String,
+    pub sites: PeerSites,
 }
 
 impl Default for ExportConfig {
@@ -437,8 +436,7 @@ impl Default for ExportConfig {
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(600),
             concurrency: 1,
-            sites: std::collections::BTreeMap::new(),
-            other_site: firstread_sites::DEFAULT.to_owned(),
+            sites: PeerSites::default(),
         }
     }
 }
@@ -463,10 +461,9 @@ impl ExportConfig {
         out
     }
 
-    /// The site of a destination's AE title: its peer's ([`ExportConfig::sites`]), else
-    /// [`ExportConfig::other_site`].
+    /// The site of a destination's AE title ([`ExportConfig::sites`]).
     pub fn site_of(&self, ae_title: &str) -> &str {
-        self.sites.get(ae_title).unwrap_or(&self.other_site)
+        self.sites.site_of(ae_title)
     }
 
     /// A configured destination by AE title.
@@ -566,14 +563,11 @@ impl Config {
     /// Where results go: `[export]` with the destinations and `always` of `[[peers]]` added.
     ///
     /// # Errors
-    /// A peer that takes results without a host and port.
+    /// A peer that takes results without a host and port, or a bad site ([`Config::peer_sites`]).
     pub fn export(&self) -> Result<ExportConfig, String> {
         let mut export = self.export.clone();
-        export.other_site.clone_from(&self.dimse.unknown_peers_site);
+        export.sites = self.peer_sites()?;
         for peer in &self.peers {
-            if let Some(site) = &peer.site {
-                export.sites.insert(peer.ae_title.clone(), site.clone());
-            }
             if let Some(d) = peer.destination()? {
                 export.destinations.retain(|e| e.ae_title != d.ae_title);
                 export.destinations.push(d);

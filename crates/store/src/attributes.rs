@@ -199,7 +199,9 @@ pub fn trim(s: &str) -> &str {
 /// the stored file keeps the bytes as received.
 pub fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
     let raw = raw_text(obj, tag)?.replace('\0', "");
-    let iso2022 = raw_text(obj, tags::SPECIFIC_CHARACTER_SET).is_some_and(|c| crate::charset::is_iso2022(&c));
+    // only a text with an escape sequence can need it: the character set is read for those alone
+    let iso2022 = raw.contains('\u{1b}')
+        && raw_text(obj, tags::SPECIFIC_CHARACTER_SET).is_some_and(|c| crate::charset::is_iso2022(&c));
     let raw = if iso2022 { crate::charset::decode_iso2022(&raw).into_owned() } else { raw };
     let joined = raw.split('\\').map(trim).collect::<Vec<_>>().join("\\");
     if joined.chars().all(|c| c == '\\') {

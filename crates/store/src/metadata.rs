@@ -46,7 +46,7 @@ pub fn metadata_json(obj: &InMemDicomObject, a: &InstanceAttributes) -> Result<S
         obj
     };
     let mut value = dicom_json::to_value(obj).map_err(|e| e.to_string())?;
-    if crate::attributes::text(obj, tags::SPECIFIC_CHARACTER_SET).is_some_and(|c| crate::charset::is_iso2022(&c)) {
+    if a.specific_character_set.as_deref().is_some_and(crate::charset::is_iso2022) {
         decode_text(&mut value);
     }
     let Value::Object(map) = &mut value else { return Err("DICOM JSON of a data set is not an object".into()) };
@@ -126,9 +126,16 @@ mod tests {
             DataElement::new(tags::SPECIFIC_CHARACTER_SET, VR::CS, PrimitiveValue::from("\\ISO 2022 IR 87")),
             DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from(name)),
         ]);
-        let a = InstanceAttributes { transfer_syntax_uid: "1.2.840.10008.1.2.1".into(), ..Default::default() };
+        // the attributes as `from_dataset` reads them: the Specific Character Set among them
+        let attributes = |charset: &str| InstanceAttributes {
+            transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+            specific_character_set: Some(charset.into()),
+            ..Default::default()
+        };
+        let a = attributes("\\ISO 2022 IR 87");
         let v: Value = serde_json::from_str(&metadata_json(&obj, &a).expect("json")).expect("parse");
         assert_eq!(v["00100010"]["Value"][0], json!({ "Alphabetic": "Onna^Hanako", "Ideographic": "女^花子" }));
+        let a = attributes("ISO_IR 100");
         // another character set: left as it is
         let latin = InMemDicomObject::from_element_iter([
             DataElement::new(tags::SPECIFIC_CHARACTER_SET, VR::CS, PrimitiveValue::from("ISO_IR 100")),
