@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# firstread bootstrap: system packages, PostgreSQL, Python DICOM test peers and
-# a CPU-only libtorch carved out of the PyPI torch wheel (for tch / torch-sys).
+# firstread bootstrap: system packages, PostgreSQL, Python DICOM test peers,
+# a CPU-only libtorch carved out of the PyPI torch wheel (for tch / torch-sys), the OHIF
+# viewer and cargo-deb (for scripts/package-deb.sh).
 #
 # Idempotent and cheap when everything is already in place: every step checks
 # first and skips. Run at the start of every test run and CI job.
@@ -10,6 +11,7 @@
 #   FIRSTREAD_WHEEL_DIR  extra dir to look for already downloaded wheels
 #   FIRSTREAD_SKIP_APT=1 / FIRSTREAD_SKIP_PG=1 / FIRSTREAD_SKIP_PY=1 / FIRSTREAD_SKIP_TORCH=1
 #   FIRSTREAD_SKIP_VIEWER=1  skip the OHIF viewer + playwright-core install (.viewer)
+#   FIRSTREAD_SKIP_CARGO_DEB=1  skip cargo-deb (scripts/package-deb.sh needs it)
 #   FIRSTREAD_PG_URL     URL to verify (default: postgres://postgres@127.0.0.1:5432/postgres)
 set -euo pipefail
 
@@ -24,7 +26,10 @@ LIBTORCH_DIR="$CACHE/libtorch-${TORCH_VERSION}-cpu"
 WHEEL_CACHE="$CACHE/wheels"
 CARVE_STAMP="firstread-carve v1 torch=${TORCH_VERSION} cudart=${CUDART_VERSION} cupti=${CUPTI_VERSION}"
 
-APT_PACKAGES=(dcmtk dicom3tools libgdcm-tools cmake orthanc orthanc-dicomweb pkg-config clang libclang-dev chromium)
+# patchelf: scripts/package-deb.sh points the packaged binary at /usr/lib/firstread
+APT_PACKAGES=(dcmtk dicom3tools libgdcm-tools cmake orthanc orthanc-dicomweb pkg-config clang libclang-dev chromium patchelf)
+# cargo-deb for scripts/package-deb.sh (pinned; installed with cargo install --locked when missing)
+CARGO_DEB_VERSION="3.8.0"
 # OHIF viewer (prebuilt dist/ of the npm package, served by crates/dicomweb at /viewer) and the
 # playwright-core driver for tests/browser/ohif.mjs (uses the apt chromium, 156 on bookworm).
 OHIF_VERSION="3.13.2"
@@ -386,12 +391,29 @@ step_viewer() {
   fi
 }
 
+# ---------------------------------------------------------------- cargo-deb
+step_cargo_deb() {
+  local have
+  have=$(cargo deb --version 2>/dev/null | awk '{print $NF}' || true)
+  if [[ "$have" == "$CARGO_DEB_VERSION" ]]; then
+    note "cargo-deb: $CARGO_DEB_VERSION present (skipped)"
+    return 0
+  fi
+  local t0=$SECONDS
+  log "cargo install --locked cargo-deb@${CARGO_DEB_VERSION} (have: ${have:-none}; ~2 min)"
+  cargo install --locked --quiet "cargo-deb@${CARGO_DEB_VERSION}" >&2 || die "cargo install cargo-deb@${CARGO_DEB_VERSION} failed"
+  have=$(cargo deb --version 2>/dev/null | awk '{print $NF}' || true)
+  [[ "$have" == "$CARGO_DEB_VERSION" ]] || die "cargo deb --version says '${have}', wanted ${CARGO_DEB_VERSION} (is ~/.cargo/bin on PATH?)"
+  note "cargo-deb: installed ${CARGO_DEB_VERSION} in $((SECONDS - t0))s"
+}
+
 T_START=$SECONDS
 [[ "${FIRSTREAD_SKIP_APT:-0}" == 1 ]] || { step_apt; step_orthanc; }
 [[ "${FIRSTREAD_SKIP_PG:-0}" == 1 ]] || step_postgres
 [[ "${FIRSTREAD_SKIP_PY:-0}" == 1 ]] || step_python
 [[ "${FIRSTREAD_SKIP_TORCH:-0}" == 1 ]] || step_libtorch
 [[ "${FIRSTREAD_SKIP_VIEWER:-0}" == 1 ]] || step_viewer
+[[ "${FIRSTREAD_SKIP_CARGO_DEB:-0}" == 1 ]] || step_cargo_deb
 
 echo "bootstrap summary ($((SECONDS - T_START))s):"
 for line in "${SUMMARY[@]}"; do echo "  - $line"; done
