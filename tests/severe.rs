@@ -122,15 +122,28 @@ fn truth(t: &Thorax) -> [[f64; 3]; 2] {
     [0, 1].map(|i| [tr.ml(tr.lung[i]), tr.ml(tr.opacity[i]), tr.ml(tr.effusion[i])])
 }
 
-/// Extent class and severity score the truth masks give (the measurements on the truth).
-fn truth_scores(t: &Thorax) -> (ExtentClass, u8, f64) {
+/// Extent class and severity score the truth masks give (the measurements on the truth), and
+/// the six zones' involvement (%) measured / truth.
+fn truth_scores(t: &Thorax, measured: &firstread_findings::Findings) -> (ExtentClass, u8, f64, String) {
     let tr = &t.truth;
     let f = compute(
         &Grid { hu: &t.hu, shape: t.shape, spacing_mm: t.spacing },
         &Masks::lungs(&tr.lung_mask[0], &tr.lung_mask[1], &tr.opacity_mask),
     )
     .expect("findings on the truth");
-    (f.extent_class, f.severity_score, f.total.involvement_pct)
+    let zones = measured
+        .zones
+        .iter()
+        .zip(&f.zones)
+        .map(|(m, t)| {
+            format!(
+                "{:?} {:?} {:.1} / {:.1} % ({} / {})",
+                m.side, m.level, m.involvement.involvement_pct, t.involvement.involvement_pct, m.score, t.score
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    (f.extent_class, f.severity_score, f.total.involvement_pct, zones)
 }
 
 fn rel(measured: f64, truth: f64) -> f64 {
@@ -194,7 +207,7 @@ fn dependent_consolidation_is_lung_and_opacity() {
         eprintln!("{}", line(&name, &m, &tr));
         regions(&r);
         // The lung within 5 % and the opacity within 15 % (the targets, met in every case:
-        // -11 to +12 %). The thinnest bilateral layer's class is one band low (9.5 % against a
+        // -6 to +10 %). The thinnest bilateral layer's class is one band low (9.9 % against a
         // truth of 10.4 %: it loses its front around the domes); the model README says so.
         let thin_bilateral = sides.len() == 2 && depth_mm < 15.0;
         for i in 0..2 {
@@ -209,8 +222,9 @@ fn dependent_consolidation_is_lung_and_opacity() {
                 failures.push(format!("{name}: healthy side {i} reads {:.1} mL of opacity", m[i][1]));
             }
         }
-        let (class, score, pct) = truth_scores(&t);
         let f = &r.findings;
+        let (class, score, pct, zones) = truth_scores(&t, f);
+        eprintln!("|   | zones, measured / truth: {zones} |");
         let u = &f.uncertainty;
         eprintln!(
             "|   | class {} (truth {}), score {} [{}-{}] (truth {score}), involvement {:.1} % [{:.1}-{:.1}] (truth {pct:.1} %) |",
@@ -241,9 +255,10 @@ fn dependent_consolidation_is_lung_and_opacity() {
         if thin_bilateral && f.extent_class != class && !u.other_classes(f.extent_class).contains(&class) {
             failures.push(format!("{name}: the class one band off is not said as possible"));
         }
-        // every zone with a few mL of false opacity scores 1 (Francone's lowest band is "any"):
-        // within 2 of the truth's today
-        if f.severity_score.abs_diff(score) > 2 {
+        // zones are thirds of each lung's volume: the score is the truth's in four cases of six
+        // and one off where a zone lies on a band's bound (50.8 % read as 47.8 %) or where the
+        // left lung's cut moves with the gas under its dome
+        if f.severity_score.abs_diff(score) > 1 {
             failures.push(format!("{name}: score {} vs {score}", f.severity_score));
         }
         if f.total.involvement_pct < 0.7 * pct {

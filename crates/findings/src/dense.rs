@@ -312,16 +312,15 @@ pub(crate) fn mask_sums(grid: &Grid<'_>, mask: &[u8], inside: impl Fn(usize) -> 
     s
 }
 
-/// The zone (third of the lung's slice extent, as the findings' zones) that holds slice `k`;
-/// slices outside the extent go to the nearest end.
-pub(crate) fn level_of(extent: Option<(usize, usize)>, k: usize) -> Level {
-    for (level, range) in crate::thirds(extent) {
-        if range.is_some_and(|r| r.contains(&k)) {
-            return level;
-        }
+/// The zone of lung `side` (as the findings' zones) that holds slice `k`; a slice outside the
+/// lung goes to the nearest end.
+pub(crate) fn level_of(zones: &[crate::ZoneFindings], side: Side, k: usize) -> Level {
+    let own = || zones.iter().filter(|z| z.side == side);
+    if let Some(z) = own().find(|z| z.slices.as_ref().is_some_and(|r| r.contains(&k))) {
+        return z.level;
     }
-    match extent {
-        Some((first, _)) if k < first => Level::Lower,
+    match own().find(|z| z.level == Level::Lower).and_then(|z| z.slices.clone()) {
+        Some(r) if k < r.start => Level::Lower,
         _ => Level::Upper,
     }
 }

@@ -183,13 +183,16 @@ pub struct LungFindings {
 pub struct ZoneFindings {
     /// Lung.
     pub side: Side,
-    /// Third.
+    /// Third (of the lung's volume, from the base up).
     pub level: Level,
     /// Its volumes.
     #[serde(flatten)]
     pub involvement: Involvement,
     /// Francone zone score 0-5.
     pub score: u8,
+    /// Its canonical slices (inferior -> superior indices); `None` for a lung with no voxel.
+    #[serde(skip)]
+    pub slices: Option<std::ops::Range<usize>>,
 }
 
 /// The slice of largest opacity area in one lung (for key images and planar ROIs).
@@ -271,11 +274,13 @@ impl ExtentClass {
 }
 
 /// Francone et al. 2020 zone score for an involvement in % (0: none; 1: < 5; 2: 5-25;
-/// 3: 26-50; 4: 51-75; 5: > 75). Percentages between the published integer bands (e.g. 25.5)
-/// go to the lower band.
+/// 3: 26-50; 4: 51-75; 5: > 75). The bands are integer percentages, and a measurement is read
+/// to the nearest integer: between two bands (e.g. 25.5) it goes to the lower one, and under
+/// 0.5 % a zone is "none" (a few mL of opacity in a zone of several hundred, within the method's
+/// false-positive floor [`NOISE_FLOOR_PCT`]; a lesion that small is said as a focal lesion).
 pub fn zone_score(pct: f64) -> u8 {
     match pct {
-        p if p <= 0.0 => 0,
+        p if p < 0.5 => 0,
         p if p < 5.0 => 1,
         p if p <= 25.5 => 2,
         p if p <= 50.5 => 3,
@@ -527,10 +532,14 @@ pub fn compute(grid: &Grid<'_>, masks: &Masks<'_>) -> Result<Findings, ShapeMism
         let involvement = Involvement::new(sum.lung as f64 * voxel_ml, sum.opacity as f64 * voxel_ml);
         inv[i] = involvement;
         lungs.push(LungFindings { side, involvement, opacity_mean_hu: sum.mean_hu(), slice_extent: extent });
-        for (level, range) in thirds(extent) {
-            let z = range.map(|r| slices[r].iter().fold(SliceCounts::default(), |a, b| a.add(b))).unwrap_or_default();
+        for (level, range) in thirds(&slices) {
+            let z = range
+                .clone()
+                .map(|r| slices[r].iter().fold(SliceCounts::default(), |a, b| a.add(b)))
+                .unwrap_or_default();
             let involvement = Involvement::new(z.lung as f64 * voxel_ml, z.opacity as f64 * voxel_ml);
-            zones.push(ZoneFindings { side, level, involvement, score: zone_score(involvement.involvement_pct) });
+            let score = zone_score(involvement.involvement_pct);
+            zones.push(ZoneFindings { side, level, involvement, score, slices: range });
         }
         if let Some((k, c)) = slices.iter().enumerate().filter(|(_, c)| c.opacity > 0).max_by_key(|(_, c)| c.opacity) {
             key_slices.push(KeySlice {
@@ -574,7 +583,7 @@ pub fn compute(grid: &Grid<'_>, masks: &Masks<'_>) -> Result<Findings, ShapeMism
         })
         .collect();
 
-    let mut focal_lesions = focal_lesions(grid, &components, focal_min_voxels, &lungs);
+    let mut focal_lesions = focal_lesions(grid, &components, focal_min_voxels, &lungs, &zones);
     let focal_ml: f64 = focal_lesions.iter().map(|l| l.volume_ml).sum();
     let non_focal_involvement_pct = if total_inv.lung_ml > 0.0 {
         (100.0 * (total_inv.opacity_ml - focal_ml) / total_inv.lung_ml).max(0.0)
@@ -626,6 +635,7 @@ fn focal_lesions(
     components: &dense::Components,
     min_voxels: usize,
     lungs: &[LungFindings],
+    zones: &[ZoneFindings],
 ) -> Vec<FocalLesion> {
     let voxel_mm3 = grid.spacing_mm.iter().product::<f64>();
     let mut out = Vec::new();
@@ -653,7 +663,7 @@ fn focal_lesions(
         let centroid_slice = (c.k_sum / c.voxels as f64).round() as usize;
         out.push(FocalLesion {
             side,
-            level: dense::level_of(lung.and_then(|l| l.slice_extent), centroid_slice),
+            level: dense::level_of(zones, side, centroid_slice),
             volume_ml,
             equivalent_diameter_mm,
             max_inplane_diameter_mm: dense::max_inplane_diameter_mm(&c.runs, grid.spacing_mm),
@@ -728,15 +738,33 @@ fn slice_extent(slices: &[SliceCounts]) -> Option<(usize, usize)> {
     Some((first, last))
 }
 
-/// Upper, middle and lower thirds of a slice extent (inferior -> superior indices), as ranges.
-/// The extent's slice count is split as evenly as possible; the zones are contiguous and cover it.
-fn thirds(extent: Option<(usize, usize)>) -> [(Level, Option<std::ops::Range<usize>>); 3] {
-    let Some((first, last)) = extent else {
+/// Upper, middle and lower zones of a lung: the thirds of its volume from the base up
+/// (inferior -> superior slice indices, as ranges; contiguous, covering the lung's slices). Each
+/// cut lies at the slice boundary nearest to a third of the volume. Thirds of the volume rather
+/// than of the height: the first and last slices of a lung hold little of it but most of the
+/// segmentation's doubt (the recess behind the diaphragm dome, the apex, gas under the dome), and
+/// a height split moves with them.
+fn thirds(slices: &[SliceCounts]) -> [(Level, Option<std::ops::Range<usize>>); 3] {
+    let Some((first, last)) = slice_extent(slices) else {
         return [(Level::Upper, None), (Level::Middle, None), (Level::Lower, None)];
     };
-    let n = last - first + 1;
-    let a = first + n / 3; // end of lower third
-    let b = first + (2 * n) / 3; // end of middle third
+    let total: u64 = slices.iter().map(|c| c.lung as u64).sum();
+    // the slice boundary (index of the first slice above the cut) nearest to `share` of the volume
+    let cut = |share: f64, from: usize| -> usize {
+        let target = share * total as f64;
+        let mut below = slices[..from].iter().map(|c| c.lung as u64).sum::<u64>() as f64;
+        let mut best = (from, (below - target).abs());
+        for (k, c) in slices.iter().enumerate().take(last + 1).skip(from) {
+            below += c.lung as f64;
+            let d = (below - target).abs();
+            if d < best.1 {
+                best = (k + 1, d);
+            }
+        }
+        best.0
+    };
+    let a = cut(1.0 / 3.0, first).clamp(first, last + 1);
+    let b = cut(2.0 / 3.0, a).clamp(a, last + 1);
     [(Level::Upper, Some(b..last + 1)), (Level::Middle, Some(a..b)), (Level::Lower, Some(first..a))]
 }
 
@@ -756,7 +784,8 @@ mod tests {
     #[test]
     fn francone_bands() {
         assert_eq!(zone_score(0.0), 0);
-        assert_eq!(zone_score(0.1), 1);
+        assert_eq!(zone_score(0.4), 0);
+        assert_eq!(zone_score(0.5), 1);
         assert_eq!(zone_score(4.9), 1);
         assert_eq!(zone_score(5.0), 2);
         assert_eq!(zone_score(25.0), 2);
@@ -801,12 +830,21 @@ mod tests {
     }
 
     #[test]
-    fn thirds_cover_the_extent() {
-        let t = thirds(Some((10, 39)));
+    fn thirds_of_the_volume_cover_the_extent() {
+        let counts =
+            |lung: &[usize]| lung.iter().map(|&l| SliceCounts { lung: l, ..Default::default() }).collect::<Vec<_>>();
+        // slices 10-39 of equal area: thirds of the height
+        let t = thirds(&counts(&[vec![0; 10], vec![100; 30], vec![0; 5]].concat()));
         assert_eq!(t[2].1, Some(10..20));
         assert_eq!(t[1].1, Some(20..30));
         assert_eq!(t[0].1, Some(30..40));
-        let t = thirds(Some((0, 1)));
+        // a lung widening towards its base, with a stray slice of 5 voxels below it (gas under
+        // the dome): the cuts follow the volume (900 = 300 + 300 + 300), not the stray slice
+        let t = thirds(&counts(&[5, 0, 0, 150, 150, 100, 100, 100, 50, 50, 50, 50, 50, 50]));
+        assert_eq!(t[2].1, Some(0..5));
+        assert_eq!(t[1].1, Some(5..8));
+        assert_eq!(t[0].1, Some(8..14));
+        let t = thirds(&counts(&[1, 1]));
         let covered: usize = t.iter().filter_map(|(_, r)| r.clone()).map(|r| r.len()).sum();
         assert_eq!(covered, 2);
     }

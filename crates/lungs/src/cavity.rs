@@ -152,6 +152,10 @@ pub const SOLID_REACH_MM: f64 = 40.0;
 pub const GROUND_GLASS_REACH_MM: f64 = 15.0;
 /// Regions whose filled part is smaller than this are left out (mL).
 pub const MIN_REGION_ML: f64 = 2.0;
+/// A region lying wholly within this distance of its lung's top is left out (mm): the soft
+/// tissue over the apex (the apical pleural cap, the thoracic inlet in front of the posterior
+/// ribs) is no dependent layer, which lies in the lower and posterior lung.
+pub const APICAL_CAP_MM: f64 = 20.0;
 
 /// Median HU below which a connected part of a slice's lung mask is gas, not lung parenchyma
 /// (aerated lung is -700 to -900 HU; gas, like the stomach's bubble, about -1000).
@@ -329,6 +333,10 @@ pub fn refine(
             }
         }
         let lung = &lungs[side][offset..offset + len];
+        // the lung's highest slice, and the lowest one a region may start in and be no apical cap
+        let top =
+            (0..slices).rev().find(|&k| lungs[side][k * plane..(k + 1) * plane].iter().any(|&v| v != 0)).unwrap_or(0);
+        let cap_from = top as f64 - APICAL_CAP_MM / spacing_mm[0];
         let (sub_hu, sub_opacity) = (&hu[offset..offset + len], &opacity[offset..offset + len]);
         let solid = solid_in_lung(&fills[k0..=k1], side, sub_hu, lung, sub_opacity, [rows, cols], spacing_mm);
         // candidates: filled voxels, the dense model opacity of this lung, and the solid tissue
@@ -338,6 +346,10 @@ pub fn refine(
         for sub_region in components(&candidate, sub_shape, &seeds) {
             let added = sub_region.iter().filter(|&&i| filled.get(i as usize) && lung[i as usize] == 0).count();
             if added as f64 * voxel_ml < MIN_REGION_ML {
+                continue;
+            }
+            let lowest = sub_region.iter().map(|&i| i as usize / plane + k0).min().unwrap_or(0);
+            if lowest as f64 >= cap_from {
                 continue;
             }
             let stats = region_stats(&sub_region, sub_hu, sub_shape, &candidate);
@@ -1209,12 +1221,6 @@ fn fill_direction(
     for j in (0..n.saturating_sub(1)).rev() {
         after[j] = (after[j + 1] + per_line).min(position(j + 1).map_or(f64::INFINITY, |p| p + per_line));
     }
-    let cleaned: Vec<Option<f64>> = (0..n)
-        .map(|j| {
-            let (d, p) = (rib[j]?, position(j)?);
-            (p <= before[j] + OUTLIER_MM || p <= after[j] + OUTLIER_MM).then_some(d)
-        })
-        .collect();
     // the lower envelope of the hits of this slice and its neighbours: no depth behind the lung
     // beyond what a nearby hit allows (where no rib is seen, the cage follows the lung's
     // outline); each slice bounds by the looser of its hits' depths (wide window) and their
@@ -1235,6 +1241,17 @@ fn fill_direction(
             })
             .fold(f64::INFINITY, f64::min)
     };
+    let cleaned: Vec<Option<f64>> = (0..n)
+        .map(|j| {
+            let (d, p) = (rib[j]?, position(j)?);
+            // ... unless the neighbouring slices see the cage at least as deep along this line:
+            // seen along parallel lines, the curve of the cage behind the lung's most posterior
+            // part is steeper than CAGE_SLOPE, and its hits there are deeper than those on both
+            // sides (measured on the phantom: 20 mm over 28 mm), while a line through an
+            // intercostal space reaches deeper than the rib the next slices see on it
+            (p <= before[j] + OUTLIER_MM || p <= after[j] + OUTLIER_MM || d <= envelope(j)).then_some(d)
+        })
+        .collect();
     // the nearest position of the cage seen in the neighbouring slices (their rib hits'
     // positions along the same lines: the cage is smooth through the slices)
     let cage_near = |j: usize| -> f64 {
