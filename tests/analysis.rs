@@ -291,3 +291,91 @@ fn a_single_slice_is_refused() {
     let reason = outcome.result["reason"].as_str().unwrap_or_default().to_lowercase();
     assert!(reason.contains("slice"), "{reason}");
 }
+
+/// Writes `files` again, `copies` times, each copy a new set of SOP Instances stacked above the
+/// last (Image Position (Patient) z raised by the series' height): one taller series.
+fn stacked(files: &[PathBuf], copies: usize, out: &std::path::Path) -> Vec<PathBuf> {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let z = |p: &PathBuf| {
+        let obj = dicom_object::open_file(p).expect("instance");
+        obj.element(tags::IMAGE_POSITION_PATIENT).expect("position").to_multi_float64().expect("ds")
+    };
+    let mut zs: Vec<f64> = files.iter().map(|p| z(p)[2]).collect();
+    zs.sort_by(f64::total_cmp);
+    let height = (zs[zs.len() - 1] - zs[0]) / (zs.len() - 1) as f64 * zs.len() as f64;
+    let mut out_files = files.to_vec();
+    for copy in 1..=copies {
+        for (k, p) in files.iter().enumerate() {
+            let mut obj = dicom_object::open_file(p).expect("instance");
+            let mut position = z(p);
+            position[2] += height * copy as f64;
+            let sop = format!("2.25.{}", uuid::Uuid::new_v4().as_u128());
+            let number = (copy * files.len() + k + 1).to_string();
+            obj.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(sop.as_str())));
+            obj.put(DataElement::new(tags::INSTANCE_NUMBER, VR::IS, PrimitiveValue::from(number.as_str())));
+            obj.put(DataElement::new(
+                tags::IMAGE_POSITION_PATIENT,
+                VR::DS,
+                PrimitiveValue::Strs(position.iter().map(|v| format!("{v:.3}")).collect()),
+            ));
+            obj.meta_mut().media_storage_sop_instance_uid = sop;
+            obj.meta_mut().update_information_group_length();
+            let path = out.join(format!("copy{copy}-{k:04}.dcm"));
+            obj.write_to_file(&path).expect("write");
+            out_files.push(path);
+        }
+    }
+    out_files
+}
+
+/// Issue "no panics in the worker": a study over the worker's memory budget is refused from its
+/// headers with the figures in the reason (not loaded, not retried), and the next study is
+/// analysed normally by the same process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_study_over_the_memory_budget_is_refused_and_the_next_is_analysed() {
+    // 30 x 512 x 512 at 22 bytes a voxel is 165 MiB, 60 slices 330 MiB
+    let node = TestNode::start(|c| {
+        c.assembly.stable_after = Duration::from_millis(500);
+        c.worker.memory_budget_mib = 250;
+    })
+    .await;
+    let port = node.port().to_string();
+    let patient = |id| Patient { name: "Budget^Test", id, accession: id };
+    let dir = tempfile::tempdir().expect("dir");
+    let (large_uid, files) = sample_study(&dir.path().join("large"), &patient("P1"), |_, _| false);
+    let large = stacked(&files, 1, &dir.path().join("large"));
+    assert_eq!(large.len(), 60);
+    let (small_uid, small) = sample_study(&dir.path().join("small"), &patient("P2"), |_, _| false);
+    let job = |uid: String| {
+        let pool = node.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, String, String, i64)>(
+                "SELECT state, coalesce(result->>'status', ''), coalesce(result->>'reason', ''), \
+                 (SELECT count(*) FROM job_runs r WHERE r.job_id = j.id) \
+                 FROM jobs j WHERE kind = 'analysis' AND study_instance_uid = $1",
+            )
+            .bind(uid)
+            .fetch_optional(&pool)
+            .await
+            .expect("job")
+        }
+    };
+    for (uid, files) in [(&large_uid, &large), (&small_uid, &small)] {
+        let mut cmd = dcmtk("storescu");
+        cmd.args(["-aec", "FIRSTREAD", "127.0.0.1", &port]).args(files);
+        assert!(run(cmd).status.success());
+        let done = eventually_async(Duration::from_secs(120), || async {
+            job(uid.clone()).await.is_some_and(|(state, ..)| state == "done")
+        })
+        .await;
+        assert!(done, "the job of {uid} ends");
+    }
+    let (_, status, reason, runs) = job(large_uid).await.expect("large study's job");
+    assert_eq!(status, "refused", "{reason}");
+    assert!(reason.contains("60 x 512 x 512 = 15728640 voxels"), "{reason}");
+    assert!(reason.contains("memory budget of 250 MiB") && reason.contains("allows 11915636"), "{reason}");
+    assert_eq!(runs, 1, "a refusal is not retried");
+    let (_, status, reason, _) = job(small_uid).await.expect("small study's job");
+    assert_eq!(status, "analysed", "the next study is analysed by the same node: {reason}");
+}

@@ -41,6 +41,8 @@ pub struct Analysis {
     ae_title: String,
     /// Notification rules (none: nothing is notified).
     notifications: Option<Notifications>,
+    /// Memory one analysis may take (MiB; 0: none beyond the model's `max_voxels`).
+    memory_budget_mib: u64,
 }
 
 impl std::fmt::Debug for Analysis {
@@ -95,6 +97,7 @@ impl Analysis {
             export: Arc::new(export),
             ae_title: ae_title.to_owned(),
             notifications: None,
+            memory_budget_mib: 0,
         })
     }
 
@@ -104,20 +107,45 @@ impl Analysis {
         self
     }
 
-    /// Runs the whole pipeline on a list of instance files (blocking: call from a blocking thread).
+    /// Refuses, from its headers, a study whose series would take more than `mib` MiB to
+    /// analyse (`[worker] memory_budget_mib`; 0: no budget beyond each model's `max_voxels`).
+    pub fn with_memory_budget(mut self, mib: u64) -> Self {
+        self.memory_budget_mib = mib;
+        self
+    }
+
+    /// Runs the whole pipeline on a list of instance files (blocking: call from a blocking thread),
+    /// with no memory budget beyond the model's `max_voxels`.
     ///
     /// # Errors
     /// Transient failures (I/O, libtorch); refusals are an `Ok` outcome.
     pub fn analyse_files(model: &Mutex<Model>, files: &[PathBuf]) -> Result<Outcome, String> {
+        Self::analyse_files_within(model, files, 0)
+    }
+
+    /// [`Analysis::analyse_files`] within a memory budget (MiB; 0: none): a series over it is
+    /// refused before it is loaded.
+    ///
+    /// # Errors
+    /// Transient failures (I/O, libtorch); refusals are an `Ok` outcome.
+    pub fn analyse_files_within(
+        model: &Mutex<Model>,
+        files: &[PathBuf],
+        memory_budget_mib: u64,
+    ) -> Result<Outcome, String> {
         let started = Instant::now();
         let (manifest, contract) = {
             let m = model.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            (m.manifest.clone(), volume_contract(&m.manifest))
+            (m.manifest.clone(), volume_contract_within(&m.manifest, memory_budget_mib))
         };
         let model_json = json!({ "name": manifest.name, "version": manifest.version, "kind": manifest.kind });
         let study = match firstread_volume::build_study_volume(files, &contract) {
             Ok(v) => v,
             Err(e @ Refusal::Io { .. }) => return Err(e.to_string()),
+            Err(refusal @ Refusal::TooLarge { .. }) => {
+                let reason = format!("{refusal}: {}", voxel_limits(&manifest, memory_budget_mib));
+                return Ok(refused(&model_json, &reason, decisions_of(&refusal)));
+            }
             Err(refusal) => return Ok(refused(&model_json, &refusal.to_string(), decisions_of(&refusal))),
         };
         let t_volume = started.elapsed();
@@ -282,11 +310,12 @@ impl JobHandler for Analysis {
         let root = self.storage.root().to_path_buf();
         let job_for_results = job.clone();
         let (manifest_name, manifest_version) = (manifest.name.clone(), manifest.version.clone());
+        let memory_budget_mib = self.memory_budget_mib;
         let waited = (job.started_at - job.created_at).to_std().unwrap_or_default();
         metrics::histogram!("firstread_stage_seconds", "stage" => "queue_pickup").record(waited.as_secs_f64());
         let (mut result, written, findings) = tokio::task::spawn_blocking(
             move || -> Result<(Value, Vec<results::Written>, Option<firstread_findings::Findings>), String> {
-                let outcome = Analysis::analyse_files(&model, &files)?;
+                let outcome = Analysis::analyse_files_within(&model, &files, memory_budget_mib)?;
                 let Some(analysed) = &outcome.analysed else { return Ok((outcome.result, Vec::new(), None)) };
                 let started = Instant::now();
                 let written = results::write(&root, &job_for_results, &manifest, analysed, predecessor)?;
@@ -459,12 +488,42 @@ fn refine(
 
 /// The volume builder's contract from the model's input contract.
 pub fn volume_contract(m: &Manifest) -> VolumeContract {
+    volume_contract_within(m, 0)
+}
+
+/// The volume builder's contract from the model's input contract and a memory budget (MiB; 0:
+/// none): at most the model's `max_voxels`, and at most the voxels whose analysis fits the
+/// budget at the model's `peak_bytes_per_voxel`.
+pub fn volume_contract_within(m: &Manifest, memory_budget_mib: u64) -> VolumeContract {
     VolumeContract {
         min_slices: m.input.min_slices,
         max_slice_spacing_mm: m.input.slice_spacing_mm[1],
         padding_hu: m.input.padding_hu,
+        max_voxels: m.input.max_voxels.min(budget_voxels(m, memory_budget_mib)),
         ..VolumeContract::default()
     }
+}
+
+/// The voxels whose analysis fits `memory_budget_mib` (usize::MAX for no budget).
+fn budget_voxels(m: &Manifest, memory_budget_mib: u64) -> usize {
+    if memory_budget_mib == 0 || m.input.peak_bytes_per_voxel <= 0.0 {
+        return usize::MAX;
+    }
+    (memory_budget_mib as f64 * 1024.0 * 1024.0 / m.input.peak_bytes_per_voxel) as usize
+}
+
+/// What bounds the voxels, for a refusal's reason.
+fn voxel_limits(m: &Manifest, memory_budget_mib: u64) -> String {
+    let model = format!("model {} {} takes at most {} voxels", m.name, m.version, m.input.max_voxels);
+    if memory_budget_mib == 0 {
+        return model;
+    }
+    format!(
+        "{model}; the worker's memory budget of {memory_budget_mib} MiB ([worker] memory_budget_mib) allows {} at \
+         {} bytes a voxel",
+        budget_voxels(m, memory_budget_mib),
+        m.input.peak_bytes_per_voxel
+    )
 }
 
 /// Checks the parts of the model's input contract the volume builder does not.
@@ -473,7 +532,6 @@ fn outside_contract(m: &Manifest, study: &StudyVolume) -> Option<String> {
     let [lo, hi] = m.input.slice_spacing_mm;
     let [plo, phi] = m.input.pixel_spacing_mm;
     let z_extent = v.spacing_mm[0] * (v.shape[0].saturating_sub(1)) as f64;
-    let voxels: usize = v.shape.iter().product();
     if v.spacing_mm[0] < lo || v.spacing_mm[0] > hi {
         Some(format!("slice spacing {:.2} mm outside the model's {lo}-{hi} mm", v.spacing_mm[0]))
     } else if v.spacing_mm[1] < plo || v.spacing_mm[1] > phi || v.spacing_mm[2] < plo || v.spacing_mm[2] > phi {
@@ -486,8 +544,6 @@ fn outside_contract(m: &Manifest, study: &StudyVolume) -> Option<String> {
             "the series covers {z_extent:.0} mm; the model needs {} mm to cover the lungs",
             m.input.min_z_extent_mm
         ))
-    } else if voxels > m.input.max_voxels {
-        Some(format!("{voxels} voxels exceed the model's {}", m.input.max_voxels))
     } else {
         None
     }

@@ -348,6 +348,10 @@ pub struct WorkerConfig {
     /// Upper bound of the retry delay.
     #[serde(with = "humantime_serde")]
     pub backoff_max: Duration,
+    /// Memory one analysis may take (MiB; 0: no budget beyond each model's `max_voxels`). A
+    /// study whose series needs more (voxels x the model's `peak_bytes_per_voxel`) is refused
+    /// from its headers, before it is loaded, with the figures in the reason.
+    pub memory_budget_mib: u64,
     /// Testing aid: hold every job at least this long (to test crashes mid-job). Keep "0s".
     #[serde(with = "humantime_serde")]
     pub hold_for: Duration,
@@ -365,6 +369,7 @@ impl Default for WorkerConfig {
             max_attempts: 5,
             backoff_base: Duration::from_secs(2),
             backoff_max: Duration::from_secs(300),
+            memory_budget_mib: 0,
             hold_for: Duration::ZERO,
         }
     }

@@ -200,7 +200,8 @@ impl Node {
                     export_config.clone(),
                     &config.node.ae_title,
                 )?
-                .with_notifications(Notifications::new(notify.clone())),
+                .with_notifications(Notifications::new(notify.clone()))
+                .with_memory_budget(config.worker.memory_budget_mib),
             );
             let exporter =
                 Arc::new(Export::new(storage.clone(), index.pool().clone(), export_config, &config.node.ae_title));

@@ -49,6 +49,10 @@ pub const PIPELINE_DENOISE: &str = "kernel-aware";
 /// The pleural-cavity refinement step (`firstread_lungs::refine`).
 pub const PIPELINE_REFINE: &str = "pleural-cavity";
 
+fn default_peak_bytes_per_voxel() -> f64 {
+    32.0
+}
+
 /// What the model accepts (the caller refuses other input with a reason).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct InputContract {
@@ -62,6 +66,10 @@ pub struct InputContract {
     pub min_z_extent_mm: f64,
     /// Most voxels.
     pub max_voxels: usize,
+    /// Peak memory of one analysis per input voxel (bytes): the model, its step before and after,
+    /// the measurements. With the worker's memory budget it bounds the voxels a study may have.
+    #[serde(default = "default_peak_bytes_per_voxel")]
+    pub peak_bytes_per_voxel: f64,
     /// HU values are clamped to this range before the model.
     pub hu_clip: [f32; 2],
     /// HU value of padding and outside-FOV voxels.

@@ -21,6 +21,9 @@ pub struct VolumeContract {
     pub max_gantry_tilt_deg: f64,
     /// HU written for Pixel Padding Value (0028,0120) voxels (PS3.3 C.7.5.1.1.2). Default -1024.
     pub padding_hu: f32,
+    /// Most voxels (`slices x rows x cols`) a volume may have: a larger series is refused from
+    /// its headers, before any pixel is decoded or memory is taken for it. Default 2^31.
+    pub max_voxels: usize,
 }
 
 impl Default for VolumeContract {
@@ -31,6 +34,7 @@ impl Default for VolumeContract {
             spacing_tolerance: 0.1,
             max_gantry_tilt_deg: 0.5,
             padding_hu: -1024.0,
+            max_voxels: 1 << 31,
         }
     }
 }

@@ -55,6 +55,22 @@ pub enum Refusal {
         /// The contract's tolerance (fraction of the median).
         tolerance: f64,
     },
+    /// The series has more voxels than the contract accepts ([`crate::VolumeContract::max_voxels`]).
+    #[error("series {series_instance_uid} has {slices} x {rows} x {cols} = {voxels} voxels, more than the {max_voxels} accepted")]
+    TooLarge {
+        /// Series Instance UID (0020,000E).
+        series_instance_uid: String,
+        /// Slices, rows and columns.
+        slices: usize,
+        /// Rows (0028,0010).
+        rows: usize,
+        /// Columns (0028,0011).
+        cols: usize,
+        /// Their product.
+        voxels: usize,
+        /// The contract's maximum.
+        max_voxels: usize,
+    },
     /// The slice spacing exceeds the contract's maximum.
     #[error("slice spacing {spacing_mm:.2} mm is larger than the {max_mm:.2} mm accepted")]
     SpacingTooLarge {
