@@ -7,7 +7,7 @@
 //!
 //! Output ([`Findings`]), each value with its unit:
 //! - lung volume left/right/total (mL); opacity volume (mL) and percentage of lung involved (%),
-//!   per lung and per zone (upper, middle, lower third of each lung's cranio-caudal extent);
+//!   per lung and per zone (upper, middle, lower third of each lung's volume, cranio-caudally);
 //! - mean HU of the opacities;
 //! - the zone-based CT severity score 0-30: six zones scored 0-5 by the bands of Francone et al.,
 //!   "Chest CT score in COVID-19 patients: correlation with disease severity and short-term
@@ -47,7 +47,7 @@ pub use pattern::{suggest_pattern, Pattern, PatternInputs};
 pub const NOISE_FLOOR_PCT: f64 = 1.0;
 /// The largest relative error of an opacity volume the method is validated to: 15 %, the target
 /// of the severe-disease validation, which every phantom and written-in case meets (measured -11
-/// to +12 %, `models/covid19-lung-ct/README.md`). With [`NOISE_FLOOR_PCT`] it gives the
+/// to +10 %, `models/covid19-lung-ct/README.md`). With [`NOISE_FLOOR_PCT`] it gives the
 /// [`Uncertainty`] of every result.
 pub const OPACITY_RELATIVE_ERROR: f64 = 0.15;
 /// Consolidation density: opacity voxels above this HU form dense focal lesions (the manifest's
@@ -87,7 +87,7 @@ impl Side {
     }
 }
 
-/// Cranio-caudal third of a lung.
+/// Cranio-caudal third of a lung's volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
@@ -190,8 +190,8 @@ pub struct ZoneFindings {
     pub involvement: Involvement,
     /// Francone zone score 0-5.
     pub score: u8,
-    /// Its canonical slices (inferior -> superior indices); `None` for a lung with no voxel.
-    #[serde(skip)]
+    /// Its canonical slices (inferior -> superior indices, `start..end`); `None` for a lung with
+    /// no voxel.
     pub slices: Option<std::ops::Range<usize>>,
 }
 
@@ -381,7 +381,7 @@ pub struct IndeterminateDense {
 pub struct FocalLesion {
     /// The lung holding most of its voxels.
     pub side: Side,
-    /// The zone (third of that lung's extent) of its centroid slice.
+    /// The zone (third of that lung's volume) of its centroid slice.
     pub level: Level,
     /// Volume (mL).
     pub volume_ml: f64,

@@ -1,9 +1,9 @@
 //! Key images of a first read as Secondary Capture Image Storage (PS3.3 A.8.1), for viewers and
 //! PACS without SR or SEG support.
 //!
-//! Which slices ([`choose_key_slices`]): the six zones are the upper, middle and lower thirds of
-//! each lung's slice extent ([`firstread_findings::LungFindings::slice_extent`], split exactly as
-//! `firstread_findings` splits it); in each zone holding opacity, the slice with the most opacity
+//! Which slices ([`choose_key_slices`]): the six zones are the findings' own
+//! ([`firstread_findings::ZoneFindings::slices`]: the upper, middle and lower thirds of each lung's
+//! volume); in each zone holding opacity, the slice with the most opacity
 //! voxels inside that lung (ties: the most superior, as `firstread_findings` picks its key
 //! slices). Zones that pick the same slice share one image, so there are at most six images, in
 //! order from superior to inferior. Without any opacity there is one image, of the middle slice.
@@ -233,7 +233,6 @@ pub fn choose_key_slices(input: &ResultInput) -> Result<Vec<KeyImage>, ReportErr
     let plane = rows * cols;
     let mut keys: Vec<KeyImage> = Vec::new();
     for (side, lung) in [(Side::Left, masks.left), (Side::Right, masks.right)] {
-        let extent = input.findings.lungs.iter().find(|l| l.side == side).and_then(|l| l.slice_extent);
         // (lung, opacity inside the lung) voxels per slice.
         let counts: Vec<(usize, usize)> = (0..slices)
             .map(|k| {
@@ -244,8 +243,8 @@ pub fn choose_key_slices(input: &ResultInput) -> Result<Vec<KeyImage>, ReportErr
                     .fold((0, 0), |(l, o), (&a, &b)| (l + usize::from(a != 0), o + usize::from(a != 0 && b != 0)))
             })
             .collect();
-        for (level, range) in thirds(extent) {
-            let Some(range) = range else { continue };
+        for zone in input.findings.zones.iter().filter(|z| z.side == side) {
+            let (level, Some(range)) = (zone.level, zone.slices.clone()) else { continue };
             let mut best: Option<usize> = None;
             for k in range.filter(|&k| k < slices) {
                 if counts[k].1 > 0 && best.is_none_or(|b| counts[k].1 >= counts[b].1) {
@@ -266,18 +265,6 @@ pub fn choose_key_slices(input: &ResultInput) -> Result<Vec<KeyImage>, ReportErr
     keys.sort_by_key(|k| std::cmp::Reverse(k.slice));
     keys.truncate(MAX_KEY_IMAGES);
     Ok(keys)
-}
-
-/// Upper, middle and lower thirds of a lung's slice extent, as `firstread_findings` computes its
-/// zones (the extent's slice count split as evenly as possible; lower third first in index order).
-fn thirds(extent: Option<(usize, usize)>) -> [(Level, Option<std::ops::Range<usize>>); 3] {
-    let Some((first, last)) = extent.filter(|(f, l)| f <= l) else {
-        return [(Level::Upper, None), (Level::Middle, None), (Level::Lower, None)];
-    };
-    let n = last - first + 1;
-    let a = first + n / 3;
-    let b = first + (2 * n) / 3;
-    [(Level::Upper, Some(b..last + 1)), (Level::Middle, Some(a..b)), (Level::Lower, Some(first..a))]
 }
 
 /// Renders key image `index` of `count`: interleaved RGB bytes, `Rows x Columns x 3` of the
@@ -629,15 +616,6 @@ fn blend(under: [u8; 3], over: [u8; 3], alpha: f64) -> [u8; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn thirds_match_the_findings_rule() {
-        let t = thirds(Some((10, 39)));
-        assert_eq!(t[2].1, Some(10..20));
-        assert_eq!(t[1].1, Some(20..30));
-        assert_eq!(t[0].1, Some(30..40));
-        assert!(thirds(None).iter().all(|(_, r)| r.is_none()));
-    }
 
     #[test]
     fn wrapping_keeps_lines_short() {

@@ -1022,12 +1022,12 @@ fn properties(nums: Vec<Item>) -> Vec<Item> {
     nums.into_iter().map(|n| n.relationship(HAS_PROPERTIES)).collect()
 }
 
-/// Private code of a cranio-caudal third (zones are thirds of a lung's extent, not lobes).
+/// Private code of a cranio-caudal third (zones are thirds of a lung's volume, not lobes).
 fn zone_code(level: Level) -> Cd {
     match level {
-        Level::Upper => ("UPPER-THIRD", LOCAL_SCHEME, "Upper third of the lung (cranio-caudal)"),
-        Level::Middle => ("MIDDLE-THIRD", LOCAL_SCHEME, "Middle third of the lung (cranio-caudal)"),
-        Level::Lower => ("LOWER-THIRD", LOCAL_SCHEME, "Lower third of the lung (cranio-caudal)"),
+        Level::Upper => ("UPPER-THIRD", LOCAL_SCHEME, "Upper third of the lung volume (cranio-caudal)"),
+        Level::Middle => ("MIDDLE-THIRD", LOCAL_SCHEME, "Middle third of the lung volume (cranio-caudal)"),
+        Level::Lower => ("LOWER-THIRD", LOCAL_SCHEME, "Lower third of the lung volume (cranio-caudal)"),
     }
 }
 

@@ -199,10 +199,14 @@ pub fn trim(s: &str) -> &str {
 /// the stored file keeps the bytes as received.
 pub fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
     let raw = raw_text(obj, tag)?.replace('\0', "");
-    // only a text with an escape sequence can need it: the character set is read for those alone
-    let iso2022 = raw.contains('\u{1b}')
-        && raw_text(obj, tags::SPECIFIC_CHARACTER_SET).is_some_and(|c| crate::charset::is_iso2022(&c));
-    let raw = if iso2022 { crate::charset::decode_iso2022(&raw).into_owned() } else { raw };
+    // only a text with an escape sequence or one of Latin-5's six letters can need it: the
+    // character set is read for those alone
+    let charset =
+        crate::charset::may_need_decoding(&raw).then(|| raw_text(obj, tags::SPECIFIC_CHARACTER_SET)).flatten();
+    let raw = match charset {
+        Some(c) => crate::charset::decode(&c, &raw).into_owned(),
+        None => raw,
+    };
     let joined = raw.split('\\').map(trim).collect::<Vec<_>>().join("\\");
     if joined.chars().all(|c| c == '\\') {
         None

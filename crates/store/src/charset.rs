@@ -29,6 +29,43 @@ pub fn is_iso2022(specific_character_set: &str) -> bool {
     specific_character_set.split('\\').any(|v| v.trim().starts_with("ISO 2022"))
 }
 
+/// Whether a Specific Character Set (0008,0005) is ISO_IR 148 (Latin alphabet No. 5, ISO
+/// 8859-9, Turkish): the DICOM library does not know it and reads its texts as ISO 8859-1, which
+/// [`decode_latin5`] corrects.
+pub fn is_latin5(specific_character_set: &str) -> bool {
+    matches!(specific_character_set.split('\\').next().map(str::trim), Some("ISO_IR 148" | "ISO 2022 IR 148"))
+}
+
+/// Whether a text as the DICOM library decoded it may need [`decode`]: it holds an escape sequence
+/// (ISO 2022) or one of the six ISO 8859-1 characters ISO 8859-9 replaces.
+pub fn may_need_decoding(text: &str) -> bool {
+    text.chars().any(|c| c == '\u{1b}' || LATIN5.iter().any(|&(from, _)| from == c))
+}
+
+/// The text decoded as the data set's Specific Character Set says, where the DICOM library did
+/// not: ISO 2022 code extensions ([`decode_iso2022`]) or ISO_IR 148 ([`decode_latin5`]).
+pub fn decode<'a>(specific_character_set: &str, text: &'a str) -> Cow<'a, str> {
+    if is_latin5(specific_character_set) {
+        decode_latin5(text)
+    } else if is_iso2022(specific_character_set) {
+        decode_iso2022(text)
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// The six code points where ISO 8859-9 differs from ISO 8859-1 (the bytes 0xD0, 0xDD, 0xDE,
+/// 0xF0, 0xFD, 0xFE): Ğ İ Ş ğ ı ş in place of Ð Ý Þ ð ý þ.
+const LATIN5: [(char, char); 6] = [('Ð', 'Ğ'), ('Ý', 'İ'), ('Þ', 'Ş'), ('ð', 'ğ'), ('ý', 'ı'), ('þ', 'ş')];
+
+/// A text of an ISO_IR 148 data set that the DICOM library read as ISO 8859-1, as ISO 8859-9.
+pub fn decode_latin5(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| LATIN5.iter().any(|&(from, _)| from == c)) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(text.chars().map(|c| LATIN5.iter().find(|&&(from, _)| from == c).map_or(c, |&(_, to)| to)).collect())
+}
+
 /// The text with ISO 2022 code extensions decoded; `text` unchanged when it holds no escape
 /// sequence. Characters above U+00FF were decoded already (e.g. single-byte katakana) and are
 /// kept as they are. For texts of a data set whose Specific Character Set [`is_iso2022`].
@@ -136,6 +173,19 @@ mod tests {
         assert_eq!(decode_iso2022("\u{1b}$B=w\u{1b}(B^\u{1b}$B=j\u{1b}(B"), "女^所");
         assert!(is_iso2022("\\ISO 2022 IR 87") && is_iso2022("ISO 2022 IR 6\\ISO 2022 IR 87"));
         assert!(!is_iso2022("ISO_IR 192") && !is_iso2022("ISO_IR 100"));
+        assert!(is_latin5("ISO_IR 148") && !is_latin5("ISO_IR 100") && !is_latin5("ISO 2022 IR 6\\ISO 2022 IR 87"));
+    }
+
+    #[test]
+    fn latin5_is_latin1_but_six_letters() {
+        // "Gül Şahin" in ISO 8859-9 bytes, as an ISO 8859-1 reader sees them (Þ for Ş)
+        let as_latin1: String =
+            [0x47u8, 0xFC, 0x6C, 0x5E, 0xDE, 0x61, 0x68, 0x69, 0x6E].iter().map(|&b| char::from(b)).collect();
+        assert_eq!(decode("ISO_IR 148", &as_latin1), "Gül^Şahin");
+        assert_eq!(decode("ISO_IR 100", &as_latin1), as_latin1, "other character sets are left alone");
+        assert_eq!(decode_latin5("ğ ı İ ş Ğ"), "ğ ı İ ş Ğ", "already decoded text is kept");
+        assert_eq!(decode_latin5("Ðý"), "Ğı");
+        assert!(may_need_decoding(&as_latin1) && !may_need_decoding("Gül"));
         assert!(matches!(decode_iso2022("Doe^Jane"), Cow::Borrowed(_)));
         assert!(matches!(decode_iso2022("王^小東"), Cow::Borrowed(_)));
         assert_eq!(decode_iso2022("Buc^J\u{e9}r\u{f4}me"), "Buc^Jérôme");

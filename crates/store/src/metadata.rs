@@ -46,8 +46,10 @@ pub fn metadata_json(obj: &InMemDicomObject, a: &InstanceAttributes) -> Result<S
         obj
     };
     let mut value = dicom_json::to_value(obj).map_err(|e| e.to_string())?;
-    if a.specific_character_set.as_deref().is_some_and(crate::charset::is_iso2022) {
-        decode_text(&mut value);
+    if let Some(charset) =
+        a.specific_character_set.as_deref().filter(|c| crate::charset::is_iso2022(c) || crate::charset::is_latin5(c))
+    {
+        decode_text(&mut value, charset);
     }
     let Value::Object(map) = &mut value else { return Err("DICOM JSON of a data set is not an object".into()) };
     map.retain(|k, _| !k.starts_with("7FE0"));
@@ -67,16 +69,16 @@ pub fn metadata_json(obj: &InMemDicomObject, a: &InstanceAttributes) -> Result<S
     serde_json::to_string(&value).map_err(|e| e.to_string())
 }
 
-/// Every string of the DICOM JSON tree with its ISO 2022 code extensions decoded
-/// ([`crate::charset::decode_iso2022`]), sequence items included. A person name's groups, which
-/// the JSON encoder split at every `=` byte (also the first half of JIS X 0208 characters such as
-/// 女), are joined again, decoded, and split at the real delimiters.
-fn decode_text(value: &mut Value) {
+/// Every string of the DICOM JSON tree decoded as `charset` says where the DICOM library did not
+/// ([`crate::charset::decode`]: ISO 2022 code extensions, ISO_IR 148), sequence items included.
+/// A person name's groups, which the JSON encoder split at every `=` byte (also the first half of
+/// JIS X 0208 characters such as 女), are joined again, decoded, and split at the real delimiters.
+fn decode_text(value: &mut Value, charset: &str) {
     if let Value::Object(members) = value {
         if members.get("vr").and_then(Value::as_str) == Some("PN") {
             if let Some(Value::Array(names)) = members.get_mut("Value") {
                 for name in names.iter_mut() {
-                    regroup_person_name(name);
+                    regroup_person_name(name, charset);
                 }
             }
             return;
@@ -84,22 +86,22 @@ fn decode_text(value: &mut Value) {
     }
     match value {
         Value::String(s) => {
-            if let std::borrow::Cow::Owned(decoded) = crate::charset::decode_iso2022(s) {
+            if let std::borrow::Cow::Owned(decoded) = crate::charset::decode(charset, s) {
                 *s = decoded;
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(decode_text),
-        Value::Object(members) => members.values_mut().for_each(decode_text),
+        Value::Array(items) => items.iter_mut().for_each(|v| decode_text(v, charset)),
+        Value::Object(members) => members.values_mut().for_each(|v| decode_text(v, charset)),
         _ => {}
     }
 }
 
 /// One person name value `{Alphabetic, Ideographic, Phonetic}` decoded as a whole.
-fn regroup_person_name(name: &mut Value) {
+fn regroup_person_name(name: &mut Value, charset: &str) {
     let Value::Object(groups) = name else { return };
     let part = |key: &str| groups.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
     let joined = [part("Alphabetic"), part("Ideographic"), part("Phonetic")].join("=");
-    let decoded = crate::charset::decode_iso2022(joined.trim_end_matches('='));
+    let decoded = crate::charset::decode(charset, joined.trim_end_matches('='));
     let mut regrouped = Map::new();
     for (key, group) in ["Alphabetic", "Ideographic", "Phonetic"].into_iter().zip(decoded.splitn(3, '=')) {
         if !group.is_empty() {
