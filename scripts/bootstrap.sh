@@ -27,7 +27,7 @@ WHEEL_CACHE="$CACHE/wheels"
 CARVE_STAMP="firstread-carve v1 torch=${TORCH_VERSION} cudart=${CUDART_VERSION} cupti=${CUPTI_VERSION}"
 
 # patchelf: scripts/package-deb.sh points the packaged binary at /usr/lib/firstread
-APT_PACKAGES=(dcmtk dicom3tools libgdcm-tools cmake orthanc orthanc-dicomweb pkg-config clang libclang-dev chromium patchelf)
+APT_PACKAGES=(dcmtk dicom3tools libgdcm-tools cmake orthanc orthanc-dicomweb pkg-config clang libclang-dev chromium patchelf systemd iproute2 procps curl)
 # cargo-deb for scripts/package-deb.sh (pinned; installed with cargo install --locked when missing)
 CARGO_DEB_VERSION="3.8.0"
 # OHIF viewer (prebuilt dist/ of the npm package, served by crates/dicomweb at /viewer) and the

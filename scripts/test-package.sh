@@ -40,7 +40,7 @@ SENDER_AE=PKGTEST_CT
 
 [[ $(id -u) -eq 0 ]] || fail "run as root (dpkg -i, runuser)"
 for tool in /usr/bin/storescu /usr/bin/storescp /usr/bin/dsrdump /usr/bin/dcmdump curl systemd-analyze setpriv unshare; do
-  command -v "$tool" >/dev/null || fail "$tool missing (scripts/bootstrap.sh installs dcmtk)"
+  command -v "$tool" >/dev/null || fail "$tool missing (scripts/bootstrap.sh installs it)"
 done
 [[ -d "$SAMPLE" ]] || fail "no sample CT at $SAMPLE"
 

@@ -274,10 +274,11 @@ impl ExtentClass {
 }
 
 /// Francone et al. 2020 zone score for an involvement in % (0: none; 1: < 5; 2: 5-25;
-/// 3: 26-50; 4: 51-75; 5: > 75). The bands are integer percentages, and a measurement is read
-/// to the nearest integer: between two bands (e.g. 25.5) it goes to the lower one, and under
-/// 0.5 % a zone is "none" (a few mL of opacity in a zone of several hundred, within the method's
-/// false-positive floor [`NOISE_FLOOR_PCT`]; a lesion that small is said as a focal lesion).
+/// 3: 26-50; 4: 51-75; 5: > 75). The bands are integer percentages: a measurement between two
+/// of them (e.g. 25.5) goes to the lower one, "< 5" is read as written (4.9 is 1), and under
+/// 0.5 % (0 when rounded) a zone is "none": a few mL of opacity in a zone of several hundred,
+/// within the method's false-positive floor [`NOISE_FLOOR_PCT`] (a dense lesion that small is
+/// said as a focal lesion; faint ground glass that small is not scored).
 pub fn zone_score(pct: f64) -> u8 {
     match pct {
         p if p < 0.5 => 0,
@@ -895,8 +896,8 @@ mod tests {
     }
 
     /// A chest of two box lungs at 1 mm: `[60, 80, 120]`, right lung columns 10..50, left lung
-    /// 70..110, rows 10..70, slices 5..55 (120 mL each; thirds: lower 5..21, middle 21..38,
-    /// upper 38..55), -850 HU; no opacity.
+    /// 70..110, rows 10..70, slices 5..55 (120 mL each; thirds of the volume: lower 5..22, middle
+    /// 22..38, upper 38..55), -850 HU; no opacity.
     struct Chest {
         shape: [usize; 3],
         hu: Vec<f32>,

@@ -145,6 +145,18 @@ mod tests {
         ]);
         let v: Value = serde_json::from_str(&metadata_json(&latin, &a).expect("json")).expect("parse");
         assert_eq!(v["00100010"]["Value"][0]["Alphabetic"], "A\u{1b}B");
+        // ISO_IR 148: read by the DICOM library as ISO 8859-1 (Þ for the byte of Ş); the JSON and
+        // the indexed attributes say Ş, in names and in other texts
+        let turkish = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::SPECIFIC_CHARACTER_SET, VR::CS, PrimitiveValue::from("ISO_IR 148")),
+            DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from("Þahin^Gül=Ýpek")),
+            DataElement::new(tags::STUDY_DESCRIPTION, VR::LO, PrimitiveValue::from("Toraks BT ðöðüs")),
+        ]);
+        let a = attributes("ISO_IR 148");
+        let v: Value = serde_json::from_str(&metadata_json(&turkish, &a).expect("json")).expect("parse");
+        assert_eq!(v["00100010"]["Value"][0], json!({ "Alphabetic": "Şahin^Gül", "Ideographic": "İpek" }));
+        assert_eq!(v["00081030"]["Value"][0], "Toraks BT ğöğüs");
+        assert_eq!(crate::attributes::text(&turkish, tags::PATIENT_NAME).as_deref(), Some("Şahin^Gül=İpek"));
     }
 
     #[test]
