@@ -329,6 +329,29 @@ fn stacked(files: &[PathBuf], copies: usize, out: &std::path::Path) -> Vec<PathB
     out_files
 }
 
+/// Writes `files` again as a new series of the same study (new Series and SOP Instance UIDs).
+fn as_new_series(files: &[PathBuf], out: &std::path::Path) -> Vec<PathBuf> {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    std::fs::create_dir_all(out).expect("out");
+    let series = format!("2.25.{}", uuid::Uuid::new_v4().as_u128());
+    files
+        .iter()
+        .enumerate()
+        .map(|(k, p)| {
+            let mut obj = dicom_object::open_file(p).expect("instance");
+            let sop = format!("2.25.{}", uuid::Uuid::new_v4().as_u128());
+            obj.put(DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, PrimitiveValue::from(series.as_str())));
+            obj.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(sop.as_str())));
+            obj.meta_mut().media_storage_sop_instance_uid = sop;
+            obj.meta_mut().update_information_group_length();
+            let path = out.join(format!("{k:04}.dcm"));
+            obj.write_to_file(&path).expect("write");
+            path
+        })
+        .collect()
+}
+
 /// Issue "no panics in the worker": a study over the worker's memory budget is refused from its
 /// headers with the figures in the reason (not loaded, not retried), and the next study is
 /// analysed normally by the same process.
@@ -347,6 +370,10 @@ async fn a_study_over_the_memory_budget_is_refused_and_the_next_is_analysed() {
     let large = stacked(&files, 1, &dir.path().join("large"));
     assert_eq!(large.len(), 60);
     let (small_uid, small) = sample_study(&dir.path().join("small"), &patient("P2"), |_, _| false);
+    // a third study holds both: the 60-slice series over the budget and a 30-slice one
+    let (both_uid, tall) = sample_study(&dir.path().join("both"), &patient("P3"), |_, _| false);
+    let mut both = stacked(&tall, 1, &dir.path().join("both"));
+    both.extend(as_new_series(&tall, &dir.path().join("both-short")));
     let job = |uid: String| {
         let pool = node.pool.clone();
         async move {
@@ -361,7 +388,7 @@ async fn a_study_over_the_memory_budget_is_refused_and_the_next_is_analysed() {
             .expect("job")
         }
     };
-    for (uid, files) in [(&large_uid, &large), (&small_uid, &small)] {
+    for (uid, files) in [(&large_uid, &large), (&small_uid, &small), (&both_uid, &both)] {
         let mut cmd = dcmtk("storescu");
         cmd.args(["-aec", "FIRSTREAD", "127.0.0.1", &port]).args(files);
         assert!(run(cmd).status.success());
@@ -378,4 +405,22 @@ async fn a_study_over_the_memory_budget_is_refused_and_the_next_is_analysed() {
     assert_eq!(runs, 1, "a refusal is not retried");
     let (_, status, reason, _) = job(small_uid).await.expect("small study's job");
     assert_eq!(status, "analysed", "the next study is analysed by the same node: {reason}");
+    // the series over the budget is no candidate: the 30-slice series of the same study is read
+    let (_, status, reason, _) = job(both_uid.clone()).await.expect("two-series study's job");
+    assert_eq!(status, "analysed", "{reason}");
+    let series: serde_json::Value =
+        sqlx::query_scalar("SELECT result->'series' FROM jobs WHERE kind = 'analysis' AND study_instance_uid = $1")
+            .bind(&both_uid)
+            .fetch_one(&node.pool)
+            .await
+            .expect("decisions");
+    let decisions = series.as_array().expect("series decisions");
+    let chosen: Vec<_> = decisions.iter().filter(|d| d["chosen"] == true).collect();
+    assert_eq!(chosen.len(), 1, "{series}");
+    assert_eq!(chosen[0]["slices"], 30, "{series}");
+    assert!(
+        decisions.iter().any(|d| d["chosen"] == false
+            && d["reason"].as_str().is_some_and(|r| r.contains("60 x 512 x 512 = 15728640 voxels"))),
+        "the skipped series says why: {series}"
+    );
 }

@@ -349,8 +349,9 @@ pub struct WorkerConfig {
     #[serde(with = "humantime_serde")]
     pub backoff_max: Duration,
     /// Memory one analysis may take (MiB; 0: no budget beyond each model's `max_voxels`). A
-    /// study whose series needs more (voxels x the model's `peak_bytes_per_voxel`) is refused
-    /// from its headers, before it is loaded, with the figures in the reason.
+    /// series that needs more (voxels x the model's `peak_bytes_per_voxel`) is no candidate,
+    /// judged from its headers before it is loaded: a thinner series of the study is read, or the
+    /// study is refused with the figures in the reason.
     pub memory_budget_mib: u64,
     /// Testing aid: hold every job at least this long (to test crashes mid-job). Keep "0s".
     #[serde(with = "humantime_serde")]

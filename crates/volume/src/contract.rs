@@ -21,8 +21,9 @@ pub struct VolumeContract {
     pub max_gantry_tilt_deg: f64,
     /// HU written for Pixel Padding Value (0028,0120) voxels (PS3.3 C.7.5.1.1.2). Default -1024.
     pub padding_hu: f32,
-    /// Most voxels (`slices x rows x cols`) a volume may have: a larger series is refused from
-    /// its headers, before any pixel is decoded or memory is taken for it. Default 2^31.
+    /// Most voxels (`slices x rows x cols`) a volume may have: a larger series is no candidate
+    /// (another series of the study may be chosen; alone, it is refused), judged from its
+    /// headers before any pixel is decoded or memory is taken for it. Default 2^31.
     pub max_voxels: usize,
 }
 

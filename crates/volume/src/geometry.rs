@@ -116,6 +116,20 @@ pub(crate) fn plan_series(
     }
     check_tilt_from_positions(&slices, &frame, contract)?;
     let spacing_mm = slice_spacing(&projections, contract)?;
+    // too large for the contract (the model's or the memory budget's): a candidate no more, so a
+    // thinner series of the same study can still be chosen; refused from the headers, before any
+    // pixel is decoded
+    let voxels = grid.rows.saturating_mul(grid.cols).saturating_mul(slices.len());
+    if voxels > contract.max_voxels {
+        return Err(Refusal::TooLarge {
+            series_instance_uid: series_instance_uid.to_owned(),
+            slices: slices.len(),
+            rows: grid.rows,
+            cols: grid.cols,
+            voxels,
+            max_voxels: contract.max_voxels,
+        });
+    }
     warn_thickness_mismatch(&slices, spacing_mm, &mut warnings);
     Ok(SeriesPlan {
         series_instance_uid: series_instance_uid.to_owned(),

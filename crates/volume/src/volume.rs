@@ -116,17 +116,6 @@ pub(crate) fn assemble_volume(plan: SeriesPlan, contract: &VolumeContract) -> Re
     let Some(slice_len) = slice_len.filter(|l| l.checked_mul(n).is_some_and(|v| v <= MAX_VOXELS)) else {
         return Err(Refusal::InconsistentGeometry(format!("{n} slices of {rows}x{cols} pixels is too large a volume")));
     };
-    // refused from the headers, before the decoding or the allocation below
-    if slice_len * n > contract.max_voxels {
-        return Err(Refusal::TooLarge {
-            series_instance_uid: plan.series_instance_uid.clone(),
-            slices: n,
-            rows,
-            cols,
-            voxels: slice_len * n,
-            max_voxels: contract.max_voxels,
-        });
-    }
     let mut hu = vec![0f32; slice_len * n];
     let target = SliceTarget { grid: &plan.grid, frame: &plan.frame, padding_hu: contract.padding_hu };
     let jobs: Vec<(&InstanceHeader, &mut [f32])> = plan.slices.iter().zip(hu.chunks_exact_mut(slice_len)).collect();
