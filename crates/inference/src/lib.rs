@@ -8,7 +8,7 @@
 pub mod manifest;
 pub mod runner;
 
-pub use manifest::{Manifest, OutputLabel, Pipeline, PIPELINE_DENOISE, PIPELINE_REFINE};
+pub use manifest::{Manifest, ManifestError, OutputLabel, Pipeline, PIPELINE_DENOISE, PIPELINE_REFINE};
 pub use runner::{set_threads, InferenceError, Model, Segmentation};
 
 #[cfg(test)]
@@ -39,6 +39,38 @@ mod tests {
         let seg = model.segment(&hu, shape, [5.0, 1.0, 1.0]).expect("runs");
         assert_eq!(seg.channels.len(), 3);
         assert!(seg.channels.iter().all(|c| c.len() == hu.len() && c.iter().all(|&v| v == 0)));
+    }
+
+    /// A TorchScript file that is not the one the manifest names is refused at load, with its
+    /// path and both hashes; the same package with its file intact loads.
+    #[test]
+    fn a_corrupted_torchscript_is_refused_with_both_hashes() {
+        let copy = tempfile::tempdir().expect("dir");
+        for name in ["manifest.toml", "model.pt"] {
+            std::fs::copy(package().join(name), copy.path().join(name)).expect("copy");
+        }
+        let manifest = Manifest::load(copy.path()).expect("manifest");
+        assert!(Model::load(copy.path()).is_ok(), "the intact copy loads");
+        // one byte changed
+        let path = copy.path().join("model.pt");
+        let mut bytes = std::fs::read(&path).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        std::fs::write(&path, &bytes).expect("write");
+        let Err(err) = Model::load(copy.path()) else { panic!("a changed TorchScript loaded") };
+        let text = err.to_string();
+        assert!(
+            matches!(&err, InferenceError::Manifest(ManifestError::Integrity { expected, found, .. })
+                if *expected == manifest.torchscript_sha256 && found.len() == 64 && found != expected),
+            "{text}"
+        );
+        assert!(text.contains(&path.display().to_string()) && text.contains(&manifest.torchscript_sha256), "{text}");
+        // a manifest without a valid hash is refused before any file is read
+        let toml = std::fs::read_to_string(copy.path().join("manifest.toml")).expect("manifest");
+        let broken = toml.replace(&manifest.torchscript_sha256, "not-a-hash");
+        std::fs::write(copy.path().join("manifest.toml"), broken).expect("write");
+        let err = Manifest::load(copy.path()).expect_err("invalid");
+        assert!(err.to_string().contains("torchscript_sha256 must be 64 hex digits"), "{err}");
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub struct Manifest {
     pub description: String,
     /// TorchScript file, relative to the package folder.
     pub torchscript: String,
+    /// SHA-256 of that file (64 hex digits): checked when the package is loaded, a mismatch
+    /// refuses the package ([`ManifestError::Integrity`]).
+    pub torchscript_sha256: String,
     /// Intended use statement, for reports.
     #[serde(default)]
     pub intended_use: Option<String>,
@@ -141,6 +144,20 @@ pub enum ManifestError {
     /// A rule of the contract broken.
     #[error("model manifest {0}")]
     Invalid(String),
+    /// The TorchScript file is not the one the manifest names (corrupted, or replaced without a
+    /// new manifest).
+    #[error(
+        "{}: sha256 {found} does not match the manifest's torchscript_sha256 {expected}; the package is refused",
+        path.display()
+    )]
+    Integrity {
+        /// The TorchScript file.
+        path: PathBuf,
+        /// `torchscript_sha256` of the manifest.
+        expected: String,
+        /// The file's.
+        found: String,
+    },
 }
 
 impl Manifest {
@@ -157,7 +174,29 @@ impl Manifest {
         Ok(manifest)
     }
 
+    /// Checks the TorchScript file in `dir` against `torchscript_sha256`.
+    ///
+    /// # Errors
+    /// [`ManifestError::Io`] when it cannot be read, [`ManifestError::Integrity`] on a mismatch.
+    pub fn verify_torchscript(&self, dir: &Path) -> Result<PathBuf, ManifestError> {
+        use sha2::{Digest, Sha256};
+        let path = dir.join(&self.torchscript);
+        let bytes = std::fs::read(&path).map_err(|source| ManifestError::Io { path: path.clone(), source })?;
+        let found = format!("{:x}", Sha256::digest(&bytes));
+        if !found.eq_ignore_ascii_case(self.torchscript_sha256.trim()) {
+            return Err(ManifestError::Integrity { path, expected: self.torchscript_sha256.clone(), found });
+        }
+        Ok(path)
+    }
+
     fn validate(&self) -> Result<(), ManifestError> {
+        let sha = self.torchscript_sha256.trim();
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ManifestError::Invalid(format!(
+                "torchscript_sha256 must be 64 hex digits (the SHA-256 of {}), found {sha:?}",
+                self.torchscript
+            )));
+        }
         for (i, o) in self.outputs.iter().enumerate() {
             if o.channel != i {
                 return Err(ManifestError::Invalid(format!(

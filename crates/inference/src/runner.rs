@@ -52,11 +52,12 @@ impl Model {
     /// Loads `models/<name>/` (manifest + TorchScript) on the best available device.
     ///
     /// # Errors
-    /// Manifest errors or a TorchScript file libtorch cannot load.
+    /// Manifest errors, a TorchScript file whose SHA-256 is not the manifest's
+    /// (`ManifestError::Integrity`, with the path and both hashes), or one libtorch cannot load.
     pub fn load(dir: &Path) -> Result<Self, InferenceError> {
         let manifest = Manifest::load(dir)?;
         let device = if cfg!(feature = "cuda") { Device::cuda_if_available() } else { Device::Cpu };
-        let path = dir.join(&manifest.torchscript);
+        let path = manifest.verify_torchscript(dir)?;
         let mut module = CModule::load_on_device(&path, device)
             .map_err(|e| InferenceError::Torch(format!("loading {}: {e}", path.display())))?;
         module.set_eval();
