@@ -26,7 +26,8 @@
 //!    [`RIB_MIN_LATERAL_MM`] from the midline (ribs, not the spine, the sternum or a
 //!    contrast-filled aorta); a hit farther than its neighbours on both sides allow
 //!    ([`CAGE_SLOPE`], judged on positions: through an intercostal space to the scapula) is
-//!    dropped; depths are interpolated over gaps of at most [`MAX_RIB_GAP_MM`] (so where no rib
+//!    dropped, unless the neighbouring slices see the cage as deep on that line (the cage behind
+//!    the lung's most posterior part curves faster than that slope along parallel lines); depths are interpolated over gaps of at most [`MAX_RIB_GAP_MM`] (so where no rib
 //!    is seen the cage follows the lung's outline) and capped by the lower envelope of the hits
 //!    of the slice and its neighbours within [`ENVELOPE_Z_MM`] ([`ENVELOPE_SLOPE`]; the looser
 //!    of a slice's depths and its positions within [`NEIGHBOUR_WINDOW_MM`], as the lung's edge
@@ -46,7 +47,8 @@
 //! 4. Each 3-D connected region of filled voxels, with the dense (> -300 HU) model opacity
 //!    touching it and the solid tissue inside the lung's mask continuing it ([`SOLID_HU`],
 //!    opened like the fill: the part of a lesion against the wall that the model kept as lung
-//!    without calling it opacity), is called:
+//!    without calling it opacity), unless it lies wholly within [`APICAL_CAP_MM`] of its lung's
+//!    top (the soft tissue over the apex: an apical cap, not a dependent layer), is called:
 //!    - consolidation when at least [`AIR_BRONCHOGRAM_MIN`] of it is air (air bronchograms:
 //!      short runs of lung beyond the lung's edge, and the holes the region encloses in-plane):
 //!      lung and opacity;
