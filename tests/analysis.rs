@@ -128,7 +128,7 @@ fn sample(variant: &str) -> Vec<PathBuf> {
 #[test]
 fn the_real_sample_both_lungs_and_the_right_lung_mass() {
     let model = Mutex::new(model());
-    let outcome = Analysis::analyse_files(&model, &sample("")).expect("analysed");
+    let outcome = Analysis::analyse_files(&model, &sample(""), 0).expect("analysed");
     assert_eq!(outcome.result["status"], "analysed", "{}", outcome.result);
     let a = outcome.analysed.expect("volume and masks");
     let f = &a.findings;
@@ -186,14 +186,14 @@ fn the_real_sample_both_lungs_and_the_right_lung_mass() {
 #[test]
 fn shuffled_order_and_every_transfer_syntax_give_identical_findings() {
     let model = Mutex::new(model());
-    let reference = Analysis::analyse_files(&model, &sample("")).expect("analysed").result["findings"].clone();
+    let reference = Analysis::analyse_files(&model, &sample(""), 0).expect("analysed").result["findings"].clone();
     let mut shuffled = sample("");
     shuffled.reverse();
     shuffled.swap(3, 17);
     for (name, files) in
         [("shuffled", shuffled), ("jpegll", sample("-jpegll")), ("jpegls", sample("-jpegls")), ("j2k", sample("-j2k"))]
     {
-        let findings = Analysis::analyse_files(&model, &files).expect("analysed").result["findings"].clone();
+        let findings = Analysis::analyse_files(&model, &files, 0).expect("analysed").result["findings"].clone();
         assert_eq!(findings, reference, "{name}");
     }
 }
@@ -286,10 +286,23 @@ async fn refusals_end_the_job_with_a_clear_reason() {
 #[test]
 fn a_single_slice_is_refused() {
     let model = Mutex::new(model());
-    let outcome = Analysis::analyse_files(&model, &sample("")[..1]).expect("outcome");
+    let outcome = Analysis::analyse_files(&model, &sample("")[..1], 0).expect("outcome");
     assert_eq!(outcome.result["status"], "refused");
     let reason = outcome.result["reason"].as_str().unwrap_or_default().to_lowercase();
     assert!(reason.contains("slice"), "{reason}");
+}
+
+/// Writes instance `p` to `path` as a new SOP Instance (a new SOP Instance UID), after `edit`.
+fn rewrite(p: &std::path::Path, path: &std::path::Path, edit: impl FnOnce(&mut dicom_object::DefaultDicomObject)) {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let mut obj = dicom_object::open_file(p).expect("instance");
+    edit(&mut obj);
+    let sop = format!("2.25.{}", uuid::Uuid::new_v4().as_u128());
+    obj.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(sop.as_str())));
+    obj.meta_mut().media_storage_sop_instance_uid = sop;
+    obj.meta_mut().update_information_group_length();
+    obj.write_to_file(path).expect("write");
 }
 
 /// Writes `files` again, `copies` times, each copy a new set of SOP Instances stacked above the
@@ -297,32 +310,24 @@ fn a_single_slice_is_refused() {
 fn stacked(files: &[PathBuf], copies: usize, out: &std::path::Path) -> Vec<PathBuf> {
     use dicom_core::{DataElement, PrimitiveValue, VR};
     use dicom_dictionary_std::tags;
-    let z = |p: &PathBuf| {
-        let obj = dicom_object::open_file(p).expect("instance");
+    let position = |obj: &dicom_object::DefaultDicomObject| {
         obj.element(tags::IMAGE_POSITION_PATIENT).expect("position").to_multi_float64().expect("ds")
     };
-    let mut zs: Vec<f64> = files.iter().map(|p| z(p)[2]).collect();
+    let mut zs: Vec<f64> = files.iter().map(|p| position(&dicom_object::open_file(p).expect("instance"))[2]).collect();
     zs.sort_by(f64::total_cmp);
     let height = (zs[zs.len() - 1] - zs[0]) / (zs.len() - 1) as f64 * zs.len() as f64;
     let mut out_files = files.to_vec();
     for copy in 1..=copies {
         for (k, p) in files.iter().enumerate() {
-            let mut obj = dicom_object::open_file(p).expect("instance");
-            let mut position = z(p);
-            position[2] += height * copy as f64;
-            let sop = format!("2.25.{}", uuid::Uuid::new_v4().as_u128());
-            let number = (copy * files.len() + k + 1).to_string();
-            obj.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(sop.as_str())));
-            obj.put(DataElement::new(tags::INSTANCE_NUMBER, VR::IS, PrimitiveValue::from(number.as_str())));
-            obj.put(DataElement::new(
-                tags::IMAGE_POSITION_PATIENT,
-                VR::DS,
-                PrimitiveValue::Strs(position.iter().map(|v| format!("{v:.3}")).collect()),
-            ));
-            obj.meta_mut().media_storage_sop_instance_uid = sop;
-            obj.meta_mut().update_information_group_length();
             let path = out.join(format!("copy{copy}-{k:04}.dcm"));
-            obj.write_to_file(&path).expect("write");
+            rewrite(p, &path, |obj| {
+                let mut at = position(obj);
+                at[2] += height * copy as f64;
+                let number = (copy * files.len() + k + 1).to_string();
+                obj.put(DataElement::new(tags::INSTANCE_NUMBER, VR::IS, PrimitiveValue::from(number.as_str())));
+                let at = at.iter().map(|v| format!("{v:.3}")).collect();
+                obj.put(DataElement::new(tags::IMAGE_POSITION_PATIENT, VR::DS, PrimitiveValue::Strs(at)));
+            });
             out_files.push(path);
         }
     }
@@ -339,14 +344,10 @@ fn as_new_series(files: &[PathBuf], out: &std::path::Path) -> Vec<PathBuf> {
         .iter()
         .enumerate()
         .map(|(k, p)| {
-            let mut obj = dicom_object::open_file(p).expect("instance");
-            let sop = format!("2.25.{}", uuid::Uuid::new_v4().as_u128());
-            obj.put(DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, PrimitiveValue::from(series.as_str())));
-            obj.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(sop.as_str())));
-            obj.meta_mut().media_storage_sop_instance_uid = sop;
-            obj.meta_mut().update_information_group_length();
             let path = out.join(format!("{k:04}.dcm"));
-            obj.write_to_file(&path).expect("write");
+            rewrite(p, &path, |obj| {
+                obj.put(DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, PrimitiveValue::from(series.as_str())));
+            });
             path
         })
         .collect()

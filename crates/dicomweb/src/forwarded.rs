@@ -32,11 +32,12 @@ impl TrustedProxies {
     /// none, or when an entry cannot be read before it (what is left of it was written by the
     /// client itself).
     fn client(&self, headers: &HeaderMap) -> Option<IpAddr> {
-        let entries: Vec<String> = headers
+        let entries: Vec<&str> = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(',').map(|a| a.trim().to_owned()).collect::<Vec<_>>())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
             .collect();
         for entry in entries.iter().rev() {
             let ip = entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))?;

@@ -31,24 +31,11 @@ pub fn put(ds: &mut Dataset, tag: &str, vr: &str, value: Option<&str>) {
 
 fn typed(vr: &str, v: &str) -> Option<Value> {
     match vr {
-        "PN" => Some(person_name(v)),
+        "PN" => Some(firstread_store::metadata::person_name(v)),
         "IS" | "SS" | "SL" | "US" | "UL" => v.parse::<i64>().ok().map(Value::from),
         "DS" | "FL" | "FD" => v.parse::<f64>().ok().filter(|f| f.is_finite()).map(Value::from),
         _ => Some(Value::from(v)),
     }
-}
-
-/// A person name in the DICOM JSON model (PS3.18 F.2.2): its component groups, separated by `=`
-/// in DICOM (PS3.5 6.2.1), as `Alphabetic`, `Ideographic` and `Phonetic`; empty groups left out.
-fn person_name(v: &str) -> Value {
-    let mut name = Map::new();
-    for (key, group) in ["Alphabetic", "Ideographic", "Phonetic"].into_iter().zip(v.splitn(3, '=')) {
-        let group = group.trim_end();
-        if !group.is_empty() {
-            name.insert(key.into(), Value::from(group));
-        }
-    }
-    Value::Object(name)
 }
 
 /// Sets a sequence attribute (VR SQ) with `items`.

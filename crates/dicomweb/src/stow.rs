@@ -81,11 +81,11 @@ pub async fn store(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, WebError> {
-    let site = caller.scope().upload_site(query.site.as_deref()).map_err(WebError::BadRequest);
-    unread_body_closes(match site {
-        Ok(site) => handle(&state, client, &headers, body, None, &site).await,
-        Err(e) => Err(e),
-    })
+    let stored = async {
+        let site = caller.scope().upload_site(query.site.as_deref()).map_err(WebError::BadRequest)?;
+        handle(&state, client, &headers, body, None, &site).await
+    };
+    unread_body_closes(stored.await)
 }
 
 /// `POST /studies/{study}[?site=S]`
@@ -98,22 +98,24 @@ pub async fn store_in_study(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, WebError> {
-    let site = caller.scope().upload_site(query.site.as_deref()).map_err(WebError::BadRequest);
-    unread_body_closes(match site {
-        Ok(site) => handle(&state, client, &headers, body, Some(study), &site).await,
-        Err(e) => Err(e),
-    })
+    let stored = async {
+        let site = caller.scope().upload_site(query.site.as_deref()).map_err(WebError::BadRequest)?;
+        handle(&state, client, &headers, body, Some(study), &site).await
+    };
+    unread_body_closes(stored.await)
 }
 
 /// An error answered before the request body was read to its end: `Connection: close`, so that
 /// the client does not send its next request on a connection the server is about to drop (with
 /// the rest of this body still in it).
 fn unread_body_closes(result: Result<Response, WebError>) -> Result<Response, WebError> {
-    result.or_else(|e| {
-        let mut response = e.into_response();
-        response.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
-        Ok(response)
-    })
+    result.or_else(|e| Ok(closing(e.into_response())))
+}
+
+/// The response with `Connection: close`.
+fn closing(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    response
 }
 
 /// STOW-RS's query: the site to store into, for a caller with several.
@@ -336,13 +338,11 @@ async fn handle(
         if !referenced.is_empty() {
             put_sequence(&mut response, "00081199", referenced);
         }
-        let mut response =
+        let response =
             (status, [(header::CONTENT_TYPE, "application/dicom+json")], Value::Object(response).to_string())
                 .into_response();
-        if broken {
-            response.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
-        }
-        Ok(response)
+        // the rest of the body was not read
+        Ok(if broken { closing(response) } else { response })
     }
     .instrument(span)
     .await

@@ -114,29 +114,17 @@ impl Analysis {
         self
     }
 
-    /// Runs the whole pipeline on a list of instance files (blocking: call from a blocking thread),
-    /// with no memory budget beyond the model's `max_voxels`.
+    /// Runs the whole pipeline on a list of instance files (blocking: call from a blocking thread)
+    /// within a memory budget (MiB; 0: none beyond the model's `max_voxels`): a series over it is
+    /// no candidate, judged before it is loaded.
     ///
     /// # Errors
     /// Transient failures (I/O, libtorch); refusals are an `Ok` outcome.
-    pub fn analyse_files(model: &Mutex<Model>, files: &[PathBuf]) -> Result<Outcome, String> {
-        Self::analyse_files_within(model, files, 0)
-    }
-
-    /// [`Analysis::analyse_files`] within a memory budget (MiB; 0: none): a series over it is
-    /// refused before it is loaded.
-    ///
-    /// # Errors
-    /// Transient failures (I/O, libtorch); refusals are an `Ok` outcome.
-    pub fn analyse_files_within(
-        model: &Mutex<Model>,
-        files: &[PathBuf],
-        memory_budget_mib: u64,
-    ) -> Result<Outcome, String> {
+    pub fn analyse_files(model: &Mutex<Model>, files: &[PathBuf], memory_budget_mib: u64) -> Result<Outcome, String> {
         let started = Instant::now();
         let (manifest, contract) = {
             let m = model.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            (m.manifest.clone(), volume_contract_within(&m.manifest, memory_budget_mib))
+            (m.manifest.clone(), volume_contract(&m.manifest, memory_budget_mib))
         };
         let model_json = json!({ "name": manifest.name, "version": manifest.version, "kind": manifest.kind });
         let study = match firstread_volume::build_study_volume(files, &contract) {
@@ -315,7 +303,7 @@ impl JobHandler for Analysis {
         metrics::histogram!("firstread_stage_seconds", "stage" => "queue_pickup").record(waited.as_secs_f64());
         let (mut result, written, findings) = tokio::task::spawn_blocking(
             move || -> Result<(Value, Vec<results::Written>, Option<firstread_findings::Findings>), String> {
-                let outcome = Analysis::analyse_files_within(&model, &files, memory_budget_mib)?;
+                let outcome = Analysis::analyse_files(&model, &files, memory_budget_mib)?;
                 let Some(analysed) = &outcome.analysed else { return Ok((outcome.result, Vec::new(), None)) };
                 let started = Instant::now();
                 let written = results::write(&root, &job_for_results, &manifest, analysed, predecessor)?;
@@ -486,15 +474,10 @@ fn refine(
     Ok(refined)
 }
 
-/// The volume builder's contract from the model's input contract.
-pub fn volume_contract(m: &Manifest) -> VolumeContract {
-    volume_contract_within(m, 0)
-}
-
 /// The volume builder's contract from the model's input contract and a memory budget (MiB; 0:
 /// none): at most the model's `max_voxels`, and at most the voxels whose analysis fits the
 /// budget at the model's `peak_bytes_per_voxel`.
-pub fn volume_contract_within(m: &Manifest, memory_budget_mib: u64) -> VolumeContract {
+pub fn volume_contract(m: &Manifest, memory_budget_mib: u64) -> VolumeContract {
     VolumeContract {
         min_slices: m.input.min_slices,
         max_slice_spacing_mm: m.input.slice_spacing_mm[1],

@@ -198,7 +198,7 @@ pub fn analysis(models_dir: &Path, model: &str, sample: &[PathBuf], repeats: usi
         let mut runs = Vec::new();
         for _ in 0..repeats.max(1) {
             let started = Instant::now();
-            let outcome = Analysis::analyse_files(&model, files).map_err(|e| anyhow::anyhow!(e))?;
+            let outcome = Analysis::analyse_files(&model, files, 0).map_err(|e| anyhow::anyhow!(e))?;
             anyhow::ensure!(outcome.result["status"] == "analysed", "{name}: {}", outcome.result);
             let t = &outcome.result["timings_ms"];
             let get = |k: &str| t[k].as_f64().unwrap_or(f64::NAN) / 1000.0;

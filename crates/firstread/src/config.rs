@@ -396,6 +396,13 @@ pub struct RetentionConfig {
     pub keep_runs: Duration,
 }
 
+impl RetentionConfig {
+    /// Whether anything is ever purged: `max_age` or `max_storage_bytes` set.
+    pub fn enabled(&self) -> bool {
+        self.max_age.is_some() || self.max_storage_bytes.is_some()
+    }
+}
+
 impl Default for RetentionConfig {
     fn default() -> Self {
         RetentionConfig {

@@ -427,7 +427,7 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Purge { dry_run } => {
             anyhow::ensure!(
-                config.retention.max_age.is_some() || config.retention.max_storage_bytes.is_some(),
+                config.retention.enabled(),
                 "no retention configured: set retention.max_age and/or retention.max_storage_bytes"
             );
             let index = connect(&config).await?;

@@ -73,7 +73,7 @@ pub struct Report {
 /// # Errors
 /// Database errors.
 pub async fn candidates(pool: &PgPool, config: &RetentionConfig) -> Result<Vec<Candidate>, sqlx::Error> {
-    if config.max_age.is_none() && config.max_storage_bytes.is_none() {
+    if !config.enabled() {
         return Ok(Vec::new());
     }
     // every study that may lose its images: assembled, no job unfinished, images left
@@ -131,13 +131,12 @@ pub async fn run(
     node_ae_title: &str,
     dry_run: bool,
 ) -> Result<Report, sqlx::Error> {
-    let studies = candidates(pool, config).await?;
-    let mut report = Report { bytes: studies.iter().map(|c| c.bytes).sum(), ..Report::default() };
     if dry_run {
-        report.studies = studies;
-        return Ok(report);
+        let studies = candidates(pool, config).await?;
+        return Ok(Report { bytes: studies.iter().map(|c| c.bytes).sum(), studies, ..Report::default() });
     }
-    // one purge at a time across the nodes sharing the database (the others skip this round)
+    // one purge at a time across the nodes sharing the database (the others skip this round); the
+    // studies are chosen under the lock, so a node that skips does not query them for nothing
     let mut lock = pool.acquire().await?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('firstread-retention'))")
         .fetch_one(&mut *lock)
@@ -146,7 +145,13 @@ pub async fn run(
         info!("another node is purging: skipped");
         return Ok(Report::default());
     }
-    let purged = purge(pool, storage, config, node_ae_title, studies, report).await;
+    let purged = match candidates(pool, config).await {
+        Ok(studies) => {
+            let report = Report { bytes: studies.iter().map(|c| c.bytes).sum(), ..Report::default() };
+            purge(pool, storage, config, node_ae_title, studies, report).await
+        }
+        Err(e) => Err(e),
+    };
     let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext('firstread-retention'))").execute(&mut *lock).await;
     purged
 }
@@ -251,7 +256,7 @@ pub async fn housekeeping(
     node_ae_title: String,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    if config.max_age.is_none() && config.max_storage_bytes.is_none() {
+    if !config.enabled() {
         return;
     }
     let interval = config.interval.max(Duration::from_secs(1));

@@ -181,8 +181,12 @@ impl Manifest {
     pub fn verify_torchscript(&self, dir: &Path) -> Result<PathBuf, ManifestError> {
         use sha2::{Digest, Sha256};
         let path = dir.join(&self.torchscript);
-        let bytes = std::fs::read(&path).map_err(|source| ManifestError::Io { path: path.clone(), source })?;
-        let found = format!("{:x}", Sha256::digest(&bytes));
+        // streamed: a trained model's weights need not be held twice at start-up
+        let mut hasher = Sha256::new();
+        std::fs::File::open(&path)
+            .and_then(|mut file| std::io::copy(&mut file, &mut hasher))
+            .map_err(|source| ManifestError::Io { path: path.clone(), source })?;
+        let found = format!("{:x}", hasher.finalize());
         if !found.eq_ignore_ascii_case(self.torchscript_sha256.trim()) {
             return Err(ManifestError::Integrity { path, expected: self.torchscript_sha256.clone(), found });
         }

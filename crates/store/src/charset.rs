@@ -42,6 +42,12 @@ pub fn may_need_decoding(text: &str) -> bool {
     text.chars().any(|c| c == '\u{1b}' || LATIN5.iter().any(|&(from, _)| from == c))
 }
 
+/// Whether [`decode`] changes texts of this Specific Character Set (ISO 2022 code extensions,
+/// ISO_IR 148); the DICOM library decodes the others itself.
+pub fn decodes(specific_character_set: &str) -> bool {
+    is_latin5(specific_character_set) || is_iso2022(specific_character_set)
+}
+
 /// The text decoded as the data set's Specific Character Set says, where the DICOM library did
 /// not: ISO 2022 code extensions ([`decode_iso2022`]) or ISO_IR 148 ([`decode_latin5`]).
 pub fn decode<'a>(specific_character_set: &str, text: &'a str) -> Cow<'a, str> {

@@ -46,9 +46,7 @@ pub fn metadata_json(obj: &InMemDicomObject, a: &InstanceAttributes) -> Result<S
         obj
     };
     let mut value = dicom_json::to_value(obj).map_err(|e| e.to_string())?;
-    if let Some(charset) =
-        a.specific_character_set.as_deref().filter(|c| crate::charset::is_iso2022(c) || crate::charset::is_latin5(c))
-    {
+    if let Some(charset) = a.specific_character_set.as_deref().filter(|c| crate::charset::decodes(c)) {
         decode_text(&mut value, charset);
     }
     let Value::Object(map) = &mut value else { return Err("DICOM JSON of a data set is not an object".into()) };
@@ -100,16 +98,24 @@ fn decode_text(value: &mut Value, charset: &str) {
 fn regroup_person_name(name: &mut Value, charset: &str) {
     let Value::Object(groups) = name else { return };
     let part = |key: &str| groups.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
-    let joined = [part("Alphabetic"), part("Ideographic"), part("Phonetic")].join("=");
-    let decoded = crate::charset::decode(charset, joined.trim_end_matches('='));
-    let mut regrouped = Map::new();
-    for (key, group) in ["Alphabetic", "Ideographic", "Phonetic"].into_iter().zip(decoded.splitn(3, '=')) {
+    let joined = PN_GROUPS.map(part).join("=");
+    *name = person_name(&crate::charset::decode(charset, joined.trim_end_matches('=')));
+}
+
+/// A person name in the DICOM JSON model (PS3.18 F.2.2): its component groups, separated by `=`
+/// in DICOM (PS3.5 6.2.1), as `Alphabetic`, `Ideographic` and `Phonetic`; empty groups left out.
+pub fn person_name(v: &str) -> Value {
+    let mut name = Map::new();
+    for (key, group) in PN_GROUPS.into_iter().zip(v.splitn(3, '=')) {
+        let group = group.trim_end();
         if !group.is_empty() {
-            regrouped.insert(key.into(), Value::from(group));
+            name.insert(key.into(), Value::from(group));
         }
     }
-    *groups = regrouped;
+    Value::Object(name)
 }
+
+const PN_GROUPS: [&str; 3] = ["Alphabetic", "Ideographic", "Phonetic"];
 
 fn insert_tag(map: &mut Map<String, Value>, tag: Tag, value: Value) {
     map.insert(format!("{:04X}{:04X}", tag.group(), tag.element()), value);

@@ -23,7 +23,8 @@ pub struct VolumeContract {
     pub padding_hu: f32,
     /// Most voxels (`slices x rows x cols`) a volume may have: a larger series is no candidate
     /// (another series of the study may be chosen; alone, it is refused), judged from its
-    /// headers before any pixel is decoded or memory is taken for it. Default 2^31.
+    /// headers before any pixel is decoded or memory is taken for it. Default 2^31, the most a
+    /// volume can hold.
     pub max_voxels: usize,
 }
 
@@ -35,7 +36,7 @@ impl Default for VolumeContract {
             spacing_tolerance: 0.1,
             max_gantry_tilt_deg: 0.5,
             padding_hu: -1024.0,
-            max_voxels: 1 << 31,
+            max_voxels: crate::volume::MAX_VOXELS,
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::pixels::{decode_slice_hu, SliceNotes, SliceTarget};
 use crate::selection::SeriesDecision;
 
 /// Most voxels a volume may hold (2^31, 8 GiB of f32): larger headers are not a CT series.
-const MAX_VOXELS: usize = 1 << 31;
+pub(crate) const MAX_VOXELS: usize = 1 << 31;
 
 /// The volume built for a study and the decision made for each of its series.
 #[derive(Debug, Clone, PartialEq)]
