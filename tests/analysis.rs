@@ -131,7 +131,7 @@ fn the_real_sample_both_lungs_and_the_right_lung_mass() {
     let outcome = Analysis::analyse_files(&model, &sample(""), 0).expect("analysed");
     assert_eq!(outcome.result["status"], "analysed", "{}", outcome.result);
     let a = outcome.analysed.expect("volume and masks");
-    let f = &a.findings;
+    let f = a.findings.as_ref().expect("COVID-19 findings");
     let left = f.lungs.iter().find(|l| l.side == Side::Left).expect("left").involvement;
     let right = f.lungs.iter().find(|l| l.side == Side::Right).expect("right").involvement;
     assert!(left.lung_ml > 800.0 && right.lung_ml > 800.0, "both lungs: {left:?} {right:?}");

@@ -13,6 +13,11 @@ use firstread_e2e::repo_root;
 use firstread_findings::{compute, ExtentClass, Grid, Masks};
 use firstread_inference::Model;
 
+/// The COVID-19 findings of a read (the package has the extension).
+fn covid(r: &Read) -> &firstread_findings::Findings {
+    r.findings.as_ref().expect("covid19-lung-ct has the COVID-19 findings")
+}
+
 fn model() -> Mutex<Model> {
     Mutex::new(Model::load(&repo_root().join("models/covid19-lung-ct")).expect("model package loads"))
 }
@@ -106,7 +111,7 @@ fn regions(r: &Read) {
 
 /// (lung mL, opacity mL, effusion mL) per side [left, right] as measured.
 fn measured(r: &Read) -> [[f64; 3]; 2] {
-    let f = &r.findings;
+    let f = covid(r);
     let mut out = [[0.0; 3]; 2];
     for (i, side) in [firstread_findings::Side::Left, firstread_findings::Side::Right].into_iter().enumerate() {
         let l = f.lungs.iter().find(|l| l.side == side).expect("lung").involvement;
@@ -222,7 +227,7 @@ fn dependent_consolidation_is_lung_and_opacity() {
                 failures.push(format!("{name}: healthy side {i} reads {:.1} mL of opacity", m[i][1]));
             }
         }
-        let f = &r.findings;
+        let f = covid(&r);
         let (class, score, pct, zones) = truth_scores(&t, f);
         eprintln!("|   | zones, measured / truth: {zones} |");
         let u = &f.uncertainty;
@@ -287,7 +292,7 @@ fn masses_against_the_mediastinum_and_the_chest_wall_are_inside_the_lung() {
         let counted = mass.iter().zip(opacity).filter(|(m, o)| **m != 0 && **o != 0).count();
         let (pi, pc) = (100.0 * inside as f64 / n as f64, 100.0 * counted as f64 / n as f64);
         // said as a focal lesion (10 mm or more), and the lung not grown beyond it
-        let focal = r.findings.focal_lesions.iter().map(|l| l.volume_ml).fold(0.0, f64::max);
+        let focal = covid(&r).focal_lesions.iter().map(|l| l.volume_ml).fold(0.0, f64::max);
         let m = measured(&r);
         let tr = truth(&t);
         let lung_error = 100.0 * rel(m[side.index()][0], tr[side.index()][0]);
@@ -350,7 +355,7 @@ fn sample_volume(series: &str) -> firstread_volume::Volume {
 
 fn lungs_of(r: &Read) -> [firstread_findings::Involvement; 2] {
     [firstread_findings::Side::Left, firstread_findings::Side::Right]
-        .map(|s| r.findings.lungs.iter().find(|l| l.side == s).expect("lung").involvement)
+        .map(|s| covid(r).lungs.iter().find(|l| l.side == s).expect("lung").involvement)
 }
 
 /// The severe pattern written into the real sample (`tests/src/inserted.rs`: dependent
@@ -393,19 +398,19 @@ fn severe_pneumonia_written_into_the_real_sample() {
         }
         eprintln!(
             "| {name} | total | involvement {:.1} % -> {:.1} % | {} -> {} | score {} -> {} | {:?} |",
-            before.findings.total.involvement_pct,
-            after.findings.total.involvement_pct,
-            before.findings.extent_class.label(),
-            firstread_findings::vocabulary::class_text(&after.findings),
-            before.findings.severity_score,
-            firstread_findings::vocabulary::score_text(&after.findings),
-            after.findings.pattern,
+            covid(&before).total.involvement_pct,
+            covid(&after).total.involvement_pct,
+            covid(&before).extent_class.label(),
+            firstread_findings::vocabulary::class_text(covid(&after)),
+            covid(&before).severity_score,
+            firstread_findings::vocabulary::score_text(covid(&after)),
+            covid(&after).pattern,
         );
         // what a triage tool must never do: call it negative; the bilateral pattern (22 % of the
         // lungs written) must leave "none or minimal"
-        assert_ne!(after.findings.pattern, firstread_findings::Pattern::Negative, "{name}");
+        assert_ne!(covid(&after).pattern, firstread_findings::Pattern::Negative, "{name}");
         if sides.len() == 2 {
-            assert_ne!(after.findings.extent_class, ExtentClass::NoneOrMinimal, "{name}");
+            assert_ne!(covid(&after).extent_class, ExtentClass::NoneOrMinimal, "{name}");
         }
     }
     for (name, side, written, grown, lung_before, lung_after) in rows {
@@ -483,10 +488,10 @@ fn severe_pneumonia_on_thin_slices() {
     }
     eprintln!(
         "| 2 mm slices | total | involvement {:.1} % -> {:.1} % | {} -> {} |",
-        before.findings.total.involvement_pct,
-        after.findings.total.involvement_pct,
-        before.findings.extent_class.label(),
-        after.findings.extent_class.label()
+        covid(&before).total.involvement_pct,
+        covid(&after).total.involvement_pct,
+        covid(&before).extent_class.label(),
+        covid(&after).extent_class.label()
     );
     eprintln!(
         "| 2 mm slices | {} x {} x {} | model {:.2} s | pleural cavity, bays and caps {:.2} s (test build, for orientation) |",
@@ -496,7 +501,7 @@ fn severe_pneumonia_on_thin_slices() {
         after.model_time.as_secs_f64(),
         after.refine_time.as_secs_f64()
     );
-    assert_ne!(after.findings.extent_class, ExtentClass::NoneOrMinimal);
+    assert_ne!(covid(&after).extent_class, ExtentClass::NoneOrMinimal);
 }
 
 /// The same acquisition reconstructed with a soft (B40f) and a sharp (B70f) kernel: lung and
@@ -524,7 +529,7 @@ fn soft_and_sharp_kernels_give_the_same_answer() {
         assert!((h[i].opacity_ml - s[i].opacity_ml).abs() <= tolerance, "opacity {i}");
     }
     // the mass is in the right lung: both read it as a focal lesion of the same size within 15 %
-    let mass = |r: &Read| r.findings.focal_lesions.iter().map(|l| l.volume_ml).fold(0.0, f64::max);
+    let mass = |r: &Read| covid(r).focal_lesions.iter().map(|l| l.volume_ml).fold(0.0, f64::max);
     let (ms, mh) = (mass(&soft), mass(&sharp));
     eprintln!("| focal lesion | B40f {ms:.1} mL | B70f {mh:.1} mL |");
     assert!(ms > 20.0 && (mh - ms).abs() <= 0.15 * ms, "focal lesion {ms:.1} vs {mh:.1} mL");

@@ -32,6 +32,7 @@
 
 mod dense;
 mod geometry;
+pub mod measures;
 mod pattern;
 pub mod vocabulary;
 
@@ -746,17 +747,22 @@ fn slice_extent(slices: &[SliceCounts]) -> Option<(usize, usize)> {
 /// segmentation's doubt (the recess behind the diaphragm dome, the apex, gas under the dome), and
 /// a height split moves with them.
 fn thirds(slices: &[SliceCounts]) -> [(Level, Option<std::ops::Range<usize>>); 3] {
-    let Some((first, last)) = slice_extent(slices) else {
+    thirds_of_counts(&slices.iter().map(|c| c.lung as u64).collect::<Vec<_>>())
+}
+
+/// [`thirds`] from the voxel count of a region in each slice (inferior first).
+pub(crate) fn thirds_of_counts(counts: &[u64]) -> [(Level, Option<std::ops::Range<usize>>); 3] {
+    let (Some(first), Some(last)) = (counts.iter().position(|&c| c > 0), counts.iter().rposition(|&c| c > 0)) else {
         return [(Level::Upper, None), (Level::Middle, None), (Level::Lower, None)];
     };
-    let total: u64 = slices.iter().map(|c| c.lung as u64).sum();
+    let total: u64 = counts.iter().sum();
     // the slice boundary (index of the first slice above the cut) nearest to `share` of the volume
     let cut = |share: f64, from: usize| -> usize {
         let target = share * total as f64;
-        let mut below = slices[..from].iter().map(|c| c.lung as u64).sum::<u64>() as f64;
+        let mut below = counts[..from].iter().sum::<u64>() as f64;
         let mut best = (from, (below - target).abs());
-        for (k, c) in slices.iter().enumerate().take(last + 1).skip(from) {
-            below += c.lung as f64;
+        for (k, &c) in counts.iter().enumerate().take(last + 1).skip(from) {
+            below += c as f64;
             let d = (below - target).abs();
             if d < best.1 {
                 best = (k + 1, d);

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use firstread_findings::measures::Measures;
 use firstread_findings::vocabulary::roles::{LEFT_PLEURAL_EFFUSION, RIGHT_PLEURAL_EFFUSION};
 use firstread_findings::{Grid, Masks};
 use firstread_inference::{Manifest, Model};
@@ -65,8 +66,10 @@ pub struct Analysed {
     pub study: StudyVolume,
     /// Model output by channel.
     pub segmentation: firstread_inference::Segmentation,
-    /// Computed findings.
-    pub findings: firstread_findings::Findings,
+    /// The findings of the model's extension (`None`: the model has none).
+    pub findings: Option<firstread_findings::Findings>,
+    /// The measurements and classes of the manifest's vocabulary.
+    pub measures: Measures,
 }
 
 impl Analysis {
@@ -166,10 +169,13 @@ impl Analysis {
             },
             "pipeline": {
                 "denoise": read.denoise,
+                "gas_trimmed_ml": read.gas_trimmed,
                 "dense_regions": read.dense_regions,
                 "warnings": read.warnings,
             },
             "findings": read.findings,
+            "measurements": read.measures.measurements,
+            "classifications": read.measures.classifications,
             "timings_ms": {
                 "volume": ms(t_volume),
                 "model": ms(t_model - t_volume),
@@ -178,8 +184,8 @@ impl Analysis {
                 "total": ms(t_findings),
             },
         });
-        let Read { segmentation, findings, .. } = read;
-        Ok(Outcome { result, analysed: Some(Analysed { study, segmentation, findings }) })
+        let Read { segmentation, findings, measures, .. } = read;
+        Ok(Outcome { result, analysed: Some(Analysed { study, segmentation, findings, measures }) })
     }
 
     /// The SR this study version supersedes: the previous version's, when it was analysed.
@@ -301,19 +307,18 @@ impl JobHandler for Analysis {
         let memory_budget_mib = self.memory_budget_mib;
         let waited = (job.started_at - job.created_at).to_std().unwrap_or_default();
         metrics::histogram!("firstread_stage_seconds", "stage" => "queue_pickup").record(waited.as_secs_f64());
-        let (mut result, written, findings) = tokio::task::spawn_blocking(
-            move || -> Result<(Value, Vec<results::Written>, Option<firstread_findings::Findings>), String> {
+        let (mut result, written, findings) =
+            tokio::task::spawn_blocking(move || -> Result<(Value, Vec<results::Written>, Option<Analysed>), String> {
                 let outcome = Analysis::analyse_files(&model, &files, memory_budget_mib)?;
-                let Some(analysed) = &outcome.analysed else { return Ok((outcome.result, Vec::new(), None)) };
+                let Some(analysed) = outcome.analysed else { return Ok((outcome.result, Vec::new(), None)) };
                 let started = Instant::now();
-                let written = results::write(&root, &job_for_results, &manifest, analysed, predecessor)?;
+                let written = results::write(&root, &job_for_results, &manifest, &analysed, predecessor)?;
                 metrics::histogram!("firstread_stage_seconds", "stage" => "reporting")
                     .record(started.elapsed().as_secs_f64());
-                Ok((outcome.result, written, Some(analysed.findings.clone())))
-            },
-        )
-        .await
-        .map_err(|e| format!("analysis task: {e}"))??;
+                Ok((outcome.result, written, Some(analysed)))
+            })
+            .await
+            .map_err(|e| format!("analysis task: {e}"))??;
         let paths: Vec<String> = written.iter().map(|w| w.path.clone()).collect();
         if let Some(obj) = result.as_object_mut() {
             obj.insert("study_version".into(), json!(job.study_version));
@@ -335,7 +340,8 @@ impl JobHandler for Analysis {
             });
             let reason = result["reason"].as_str().unwrap_or("not analysed").to_owned();
             let outcome = match &findings {
-                Some(f) => firstread_notify::event::Outcome::Read(f, sr.as_ref()),
+                Some(Analysed { findings: Some(f), .. }) => firstread_notify::event::Outcome::Read(f, sr.as_ref()),
+                Some(Analysed { measures, .. }) => firstread_notify::event::Outcome::Measured(measures, sr.as_ref()),
                 None => firstread_notify::event::Outcome::Refused(&reason),
             };
             notifications.enqueue(self.index.pool(), job, model, outcome).await?;
@@ -350,13 +356,18 @@ impl JobHandler for Analysis {
 pub struct Read {
     /// Masks by manifest channel (TorchScript channels, refined, then the steps' own).
     pub segmentation: firstread_inference::Segmentation,
-    /// The measurements.
-    pub findings: firstread_findings::Findings,
+    /// The findings of the model's extension ([`firstread_inference::EXTENSION_COVID19`]);
+    /// `None` for a model that has none.
+    pub findings: Option<firstread_findings::Findings>,
+    /// The measurements and classes of the manifest's vocabulary.
+    pub measures: Measures,
     /// The denoised HU the model and the measurements saw, when the denoising step smoothed;
     /// `None`: they saw the input.
     pub hu: Option<Vec<f32>>,
     /// What the denoising step measured and applied.
     pub denoise: Option<firstread_lungs::denoise::DenoiseReport>,
+    /// What the gas step took out of the lung masks (mL, `[left, right]`), when it ran.
+    pub gas_trimmed: Option<[f64; 2]>,
     /// Dense dependent regions the pleural-cavity step found.
     pub dense_regions: Vec<firstread_lungs::DenseRegion>,
     /// What the reader must know from these steps.
@@ -401,29 +412,59 @@ pub fn read_volume(
             .map_err(|e| e.to_string())?
     };
     let model_time = started.elapsed();
+    let gas_trimmed = (manifest.pipeline.trim.as_deref() == Some(firstread_inference::PIPELINE_TRIM_GAS))
+        .then(|| trim_gas(manifest, hu, shape, spacing_mm, &mut segmentation));
     let refined = match manifest.pipeline.refine.as_deref() {
         Some(firstread_inference::PIPELINE_REFINE) => Some(refine(manifest, hu, shape, spacing_mm, &mut segmentation)?),
         _ => None,
     };
     let refine_time = started.elapsed() - model_time;
+    derive_hu_bands(manifest, hu, &mut segmentation);
     let channel = |role: &str| manifest.channel(role).and_then(|c| segmentation.channels.get(c));
-    let (Some(left), Some(right), Some(opacity)) =
-        (channel("left_lung"), channel("right_lung"), channel("lung_opacity"))
-    else {
-        return Err("model output lacks a lung or opacity channel".into());
+    let mask = |role: &str| channel(role).map(Vec::as_slice);
+    let measures = firstread_findings::measures::compute(
+        hu,
+        shape,
+        spacing_mm,
+        &mask,
+        &manifest.measurements,
+        &manifest.classifications,
+    );
+    let (dense_regions, warnings) =
+        refined.as_ref().map(|r| (r.regions.clone(), r.warnings.clone())).unwrap_or_default();
+    let findings = match manifest.extension.as_deref() {
+        Some(firstread_inference::EXTENSION_COVID19) => {
+            let (Some(left), Some(right), Some(opacity)) =
+                (channel("left_lung"), channel("right_lung"), channel("lung_opacity"))
+            else {
+                return Err("model output lacks a lung or opacity channel".into());
+            };
+            let grid = Grid { hu, shape, spacing_mm };
+            let masks = Masks {
+                effusion_left: channel(LEFT_PLEURAL_EFFUSION).map(Vec::as_slice),
+                effusion_right: channel(RIGHT_PLEURAL_EFFUSION).map(Vec::as_slice),
+                indeterminate: refined.as_ref().map(|r| r.indeterminate.as_slice()),
+                ..Masks::lungs(left, right, opacity)
+            };
+            let mut findings = firstread_findings::compute(&grid, &masks).map_err(|e| e.to_string())?;
+            // the reader sees them in the SR and the text, not only in the job record
+            findings.cautions.clone_from(&warnings);
+            Some(findings)
+        }
+        _ => None,
     };
-    let grid = Grid { hu, shape, spacing_mm };
-    let masks = Masks {
-        effusion_left: channel(LEFT_PLEURAL_EFFUSION).map(Vec::as_slice),
-        effusion_right: channel(RIGHT_PLEURAL_EFFUSION).map(Vec::as_slice),
-        indeterminate: refined.as_ref().map(|r| r.indeterminate.as_slice()),
-        ..Masks::lungs(left, right, opacity)
-    };
-    let mut findings = firstread_findings::compute(&grid, &masks).map_err(|e| e.to_string())?;
-    let (dense_regions, warnings) = refined.map(|r| (r.regions, r.warnings)).unwrap_or_default();
-    // the reader sees them in the SR and the text, not only in the job record
-    findings.cautions.clone_from(&warnings);
-    Ok(Read { segmentation, findings, hu: smoothed, denoise, dense_regions, warnings, model_time, refine_time })
+    Ok(Read {
+        segmentation,
+        findings,
+        measures,
+        hu: smoothed,
+        denoise,
+        gas_trimmed,
+        dense_regions,
+        warnings,
+        model_time,
+        refine_time,
+    })
 }
 
 /// The message of a caught panic.
@@ -467,11 +508,61 @@ fn refine(
             segmentation.channels[c] = std::mem::take(mask);
         }
     }
-    if let Some(empty) = manifest.outputs.iter().find(|o| segmentation.channels[o.channel].is_empty()) {
+    let step = manifest.pipeline.refine.as_deref();
+    if let Some(empty) =
+        manifest.outputs.iter().find(|o| o.stage.as_deref() == step && segmentation.channels[o.channel].is_empty())
+    {
         return Err(format!("the pleural-cavity step does not produce output {}", empty.name));
     }
     // what the step produced for itself is back in `refined` for the caller (regions, warnings)
     Ok(refined)
+}
+
+/// Runs the gas step on the left and right lung channels; mL taken out of each.
+fn trim_gas(
+    manifest: &Manifest,
+    hu: &[f32],
+    shape: [usize; 3],
+    spacing_mm: [f64; 3],
+    segmentation: &mut firstread_inference::Segmentation,
+) -> [f64; 2] {
+    let take = |s: &mut firstread_inference::Segmentation, role: &str| {
+        manifest.channel(role).and_then(|c| s.channels.get_mut(c)).map(std::mem::take).unwrap_or_default()
+    };
+    let (mut left, mut right) = (take(segmentation, "left_lung"), take(segmentation, "right_lung"));
+    let t = firstread_lungs::trim_gas(hu, shape, [&mut left, &mut right]);
+    for (role, mask) in [("left_lung", left), ("right_lung", right)] {
+        if let Some(channel) = manifest.channel(role).and_then(|c| segmentation.channels.get_mut(c)) {
+            *channel = mask;
+        }
+    }
+    let voxel_ml = spacing_mm.iter().product::<f64>() / 1000.0;
+    t.voxels.map(|v| v as f64 * voxel_ml)
+}
+
+/// The outputs of stage [`firstread_inference::STAGE_HU_BAND`]: the voxels of their `within`
+/// outputs whose HU (`hu`, the HU the model saw) lies in `hu_band` (lo < HU <= hi), at their
+/// channel.
+fn derive_hu_bands(manifest: &Manifest, hu: &[f32], segmentation: &mut firstread_inference::Segmentation) {
+    for o in manifest.outputs.iter().filter(|o| o.stage.as_deref() == Some(firstread_inference::STAGE_HU_BAND)) {
+        let [lo, hi] = o.hu_band.unwrap_or([0.0, 0.0]);
+        let within: Vec<&[u8]> = o
+            .within
+            .iter()
+            .filter_map(|name| manifest.channel(name).and_then(|c| segmentation.channels.get(c)))
+            .map(Vec::as_slice)
+            .filter(|m| m.len() == hu.len())
+            .collect();
+        let mask: Vec<u8> = hu
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| u8::from(within.iter().any(|m| m[i] != 0) && f64::from(v) > lo && f64::from(v) <= hi))
+            .collect();
+        if segmentation.channels.len() <= o.channel {
+            segmentation.channels.resize(o.channel + 1, Vec::new());
+        }
+        segmentation.channels[o.channel] = mask;
+    }
 }
 
 /// The volume builder's contract from the model's input contract and a memory budget (MiB; 0:

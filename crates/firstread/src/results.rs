@@ -48,7 +48,8 @@ pub fn write(
     let input = ResultInput {
         volume,
         segmentation: &analysed.segmentation,
-        findings: &analysed.findings,
+        findings: analysed.findings.as_ref(),
+        measures: &analysed.measures,
         manifest,
         source: &source,
         uids: &uids,

@@ -8,7 +8,10 @@
 pub mod manifest;
 pub mod runner;
 
-pub use manifest::{Manifest, ManifestError, OutputLabel, Pipeline, PIPELINE_DENOISE, PIPELINE_REFINE};
+pub use manifest::{
+    Manifest, ManifestError, OutputLabel, Pipeline, EXTENSION_COVID19, PIPELINE_DENOISE, PIPELINE_REFINE,
+    PIPELINE_TRIM_GAS, STAGE_HU_BAND,
+};
 pub use runner::{set_threads, InferenceError, Model, Segmentation};
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use firstread_findings::measures::{ClassificationSpec, MeasurementSpec};
 use serde::Deserialize;
 
 /// A model package's manifest. Unknown keys are allowed (documentation for humans).
@@ -32,7 +33,23 @@ pub struct Manifest {
     /// Steps the node runs around the TorchScript (none for a package that is TorchScript only).
     #[serde(default)]
     pub pipeline: Pipeline,
+    /// Findings the node computes in code of its own for this kind of model, beyond the
+    /// vocabulary: [`EXTENSION_COVID19`] or none. The one extension point for what the
+    /// vocabulary cannot express.
+    #[serde(default)]
+    pub extension: Option<String>,
+    /// Measurements in the node's vocabulary (`firstread_findings::measures`).
+    #[serde(default)]
+    pub measurements: Vec<MeasurementSpec>,
+    /// Classes by bands over those measurements.
+    #[serde(default)]
+    pub classifications: Vec<ClassificationSpec>,
 }
+
+/// The COVID-19 pneumonia findings (`firstread_findings::compute`: involvement, zones, CT
+/// severity score, SFR extent class, RSNA pattern suggestion, effusions, focal lesions). Needs
+/// outputs named `left_lung`, `right_lung` and `lung_opacity`.
+pub const EXTENSION_COVID19: &str = "covid19-pneumonia";
 
 /// Steps of a model that the node implements in Rust, around its TorchScript
 /// (`crates/lungs`). Each names one implementation; an unknown name refuses the package.
@@ -45,7 +62,14 @@ pub struct Pipeline {
     /// `stage` names it are produced by that step, not by the TorchScript.
     #[serde(default)]
     pub refine: Option<String>,
+    /// After the model, before `refine`: `"gas"` ([`PIPELINE_TRIM_GAS`]: gas wrapped in tissue
+    /// taken out of the lung masks), or none.
+    #[serde(default)]
+    pub trim: Option<String>,
 }
+
+/// The gas trimming step (`firstread_lungs::trim_gas`).
+pub const PIPELINE_TRIM_GAS: &str = "gas";
 
 /// The kernel-aware in-plane denoising step (`firstread_lungs::denoise`).
 pub const PIPELINE_DENOISE: &str = "kernel-aware";
@@ -117,10 +141,22 @@ pub struct OutputLabel {
     /// Recommended display colour, sRGB 0-255 (converted to CIELab for Recommended Display CIELab Value).
     pub recommended_display_rgb: [u8; 3],
     /// The pipeline step that produces this channel; `None`: the TorchScript does. Channels of
-    /// the TorchScript come first.
+    /// the TorchScript come first. [`STAGE_HU_BAND`]: the node derives it from `within` and
+    /// `hu_band` after the model and its steps.
     #[serde(default)]
     pub stage: Option<String>,
+    /// [`STAGE_HU_BAND`]: the outputs (listed before this one) whose voxels it selects from.
+    #[serde(default)]
+    pub within: Vec<String>,
+    /// [`STAGE_HU_BAND`]: the voxels with `lo < HU <= hi` (HU the model saw), e.g.
+    /// `[-1100, -950]` for the low attenuation area at -950 HU.
+    #[serde(default)]
+    pub hu_band: Option<[f64; 2]>,
 }
+
+/// An output the node derives from earlier outputs and an HU band (a generic step: any package
+/// may use it).
+pub const STAGE_HU_BAND: &str = "hu-band";
 
 /// Manifest errors.
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +249,17 @@ impl Manifest {
             None | Some(PIPELINE_DENOISE) => {}
             Some(other) => return Err(ManifestError::Invalid(format!("names an unknown denoise step {other:?}"))),
         }
+        match self.pipeline.trim.as_deref() {
+            None => {}
+            Some(PIPELINE_TRIM_GAS) => {
+                for role in ["left_lung", "right_lung"] {
+                    if self.channel(role).is_none() {
+                        return Err(ManifestError::Invalid(format!("lacks an output named {role} (trim needs it)")));
+                    }
+                }
+            }
+            Some(other) => return Err(ManifestError::Invalid(format!("names an unknown trim step {other:?}"))),
+        }
         match self.pipeline.refine.as_deref() {
             None | Some(PIPELINE_REFINE) => {}
             Some(other) => return Err(ManifestError::Invalid(format!("names an unknown refine step {other:?}"))),
@@ -226,6 +273,21 @@ impl Manifest {
                         o.name
                     )))
                 }
+                Some(STAGE_HU_BAND) => {
+                    let earlier = |name: &String| self.outputs[..o.channel].iter().any(|e| &e.name == name);
+                    if o.within.is_empty() || !o.within.iter().all(earlier) {
+                        return Err(ManifestError::Invalid(format!(
+                            "output {} ({STAGE_HU_BAND}) needs `within`: outputs listed before it",
+                            o.name
+                        )));
+                    }
+                    if !o.hu_band.is_some_and(|[lo, hi]| lo.is_finite() && hi.is_finite() && lo < hi) {
+                        return Err(ManifestError::Invalid(format!(
+                            "output {} ({STAGE_HU_BAND}) needs hu_band = [lo, hi], lo < hi",
+                            o.name
+                        )));
+                    }
+                }
                 Some(stage) if Some(stage) != self.pipeline.refine.as_deref() => {
                     return Err(ManifestError::Invalid(format!(
                         "output {} comes from step {stage:?}, which the pipeline does not run",
@@ -235,11 +297,31 @@ impl Manifest {
                 _ => {}
             }
         }
-        for role in ["left_lung", "right_lung", "lung_opacity"] {
-            if self.channel(role).is_none() {
-                return Err(ManifestError::Invalid(format!("lacks an output named {role}")));
+        match self.extension.as_deref() {
+            None => {}
+            Some(EXTENSION_COVID19) => {
+                for role in ["left_lung", "right_lung", "lung_opacity"] {
+                    if self.channel(role).is_none() {
+                        return Err(ManifestError::Invalid(format!(
+                            "lacks an output named {role} (extension {EXTENSION_COVID19} needs it)"
+                        )));
+                    }
+                }
+            }
+            Some(other) => return Err(ManifestError::Invalid(format!("names an unknown extension {other:?}"))),
+        }
+        if self.pipeline.refine.is_some() {
+            for role in ["left_lung", "right_lung", "lung_opacity"] {
+                if self.channel(role).is_none() {
+                    return Err(ManifestError::Invalid(format!(
+                        "lacks an output named {role} (the refine step needs it)"
+                    )));
+                }
             }
         }
+        let names: Vec<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
+        firstread_findings::measures::validate(&self.measurements, &self.classifications, &names)
+            .map_err(ManifestError::Invalid)?;
         if self.input.slice_spacing_mm[0] > self.input.slice_spacing_mm[1] || self.input.min_slices == 0 {
             return Err(ManifestError::Invalid("has an empty input range".into()));
         }

@@ -17,6 +17,9 @@
 //!   takes dense lesions that leave a bay in the lung's outline (a mass against the mediastinum
 //!   or the wall) into the lung, and the caps of dense lesions into the opacity.
 //!
+//! - [`trim_gas()`] ([`gas`], after the model): in-plane parts of a lung mask that are gas wrapped
+//!   in tissue (the stomach's bubble under the left dome, bowel) are taken out of it.
+//!
 //! Volumes are `[slices, rows, cols]` row-major in the canonical orientation of the model
 //! contract: axis 0 inferior -> superior, axis 1 anterior -> posterior, axis 2 patient right ->
 //! left. Spacing is `[slice, row, col]` in mm. HU are Hounsfield units.
@@ -25,6 +28,8 @@ pub mod bays;
 pub mod cavity;
 pub mod denoise;
 pub mod follow;
+pub mod gas;
 
 pub use cavity::{refine, DenseKind, DenseRegion, Refined};
 pub use denoise::{denoise, Denoised};
+pub use gas::{trim_gas, GasTrimmed};

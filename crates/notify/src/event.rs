@@ -4,6 +4,7 @@
 //! from `firstread_findings::vocabulary`, the same as the SR's.
 
 use chrono::{DateTime, Utc};
+use firstread_findings::measures::Measures;
 use firstread_findings::vocabulary::{self, Reported, ReportedValue};
 use firstread_findings::{ExtentClass, Findings, Side};
 use serde::{Deserialize, Serialize};
@@ -220,6 +221,9 @@ pub struct Event {
 pub enum Outcome<'a> {
     /// Read, with its findings and SR.
     Read(&'a Findings, Option<&'a ResultObject>),
+    /// Read by a model described by the measurement vocabulary alone (no findings extension),
+    /// with its measurements, classes and SR.
+    Measured(&'a Measures, Option<&'a ResultObject>),
     /// Refused, with the reason.
     Refused(&'a str),
 }
@@ -268,6 +272,11 @@ impl Event {
                 event.summary = vocabulary::summary_text(f);
                 event.sr = sr.cloned();
             }
+            Outcome::Measured(m, sr) => {
+                event.measurements = measured(m);
+                event.summary = m.summary_text();
+                event.sr = sr.cloned();
+            }
             Outcome::Refused(reason) => {
                 event.kind = EventKind::Refused;
                 event.refusal_reason = Some(reason.to_owned());
@@ -296,6 +305,112 @@ impl Event {
     }
 }
 
+/// The classes (coded, flagged by their band, the possible ones listed after) and the whole-region
+/// measurements of a vocabulary result, in manifest order.
+fn measured(m: &Measures) -> Vec<Measurement> {
+    let coded = |c: &firstread_findings::measures::CodeSpec| Coded {
+        code: c.value.clone(),
+        scheme: c.scheme.clone(),
+        meaning: c.meaning.clone(),
+    };
+    let mut out = Vec::new();
+    for c in &m.classifications {
+        for (band, possible) in c.class.iter().map(|b| (b, false)).chain(c.possible.iter().map(|b| (b, true))) {
+            out.push(Measurement {
+                key: if possible { format!("{}.possible", c.key) } else { c.key.clone() },
+                concept: coded(&band.code),
+                label: if possible { format!("{}, possibly", c.label) } else { c.label.clone() },
+                value: Value::Code(coded(&band.code)),
+                laterality: None,
+                abnormal: Some(band.abnormal),
+                reference_range: None,
+            });
+        }
+    }
+    for x in m.measurements.iter().filter(|x| x.zone.is_none()) {
+        let Some(value) = x.value else { continue };
+        let scale = 10f64.powi(i32::try_from(x.kind.decimals()).unwrap_or(1));
+        out.push(Measurement {
+            key: format!("{}.{}", x.key, x.region),
+            concept: coded(&x.code),
+            label: format!("{}, {}", x.label, x.region.replace('_', " ")),
+            value: Value::Numeric {
+                value: (value * scale).round() / scale,
+                ucum: x.unit.into(),
+                unit: x.unit_symbol.into(),
+            },
+            laterality: None,
+            abnormal: None,
+            reference_range: None,
+        });
+    }
+    out
+}
+
 fn decode_extent(code: &Coded) -> Option<ExtentClass> {
     ExtentClass::ALL.into_iter().find(|c| vocabulary::extent_code(*c).value == code.code)
+}
+
+#[cfg(test)]
+mod tests {
+    use firstread_findings::measures::{classify, Band, ClassificationSpec, CodeSpec, Kind, Measurement as Measured};
+
+    use super::*;
+
+    fn code(value: &str, meaning: &str) -> CodeSpec {
+        CodeSpec { scheme: "99FIRSTREAD".into(), value: value.into(), meaning: meaning.into() }
+    }
+
+    #[test]
+    fn a_vocabulary_result_carries_its_classes_and_values() {
+        let band = |below: Option<f64>, value: &str, abnormal| Band {
+            below,
+            value: value.into(),
+            label: value.into(),
+            code: code(value, value),
+            abnormal,
+        };
+        let spec = ClassificationSpec {
+            key: "emphysema".into(),
+            label: "Emphysema".into(),
+            measurement: "laa".into(),
+            region: "both".into(),
+            absolute_error: 1.0,
+            code: code("EMPH", "Emphysema"),
+            source: None,
+            bands: vec![band(Some(5.0), "none", false), band(None, "emphysema", true)],
+        };
+        let measured = |zone, value| Measured {
+            key: "laa".into(),
+            label: "%LAA-950".into(),
+            code: code("LAA-950", "Lung volume at or below -950 HU, percent"),
+            kind: Kind::PercentAtOrBelow,
+            region: "both".into(),
+            zone,
+            value: Some(value),
+            unit: "%",
+            unit_symbol: "%",
+            voxels: 1000,
+        };
+        let measures = Measures {
+            measurements: vec![measured(None, 4.567), measured(Some(firstread_findings::Level::Upper), 9.0)],
+            classifications: vec![classify(&spec, Some(4.567))],
+        };
+        let event = Event::new(
+            "r",
+            Study::default(),
+            Model::default(),
+            Outcome::Measured(&measures, None),
+            Default::default(),
+            Default::default(),
+        );
+        assert_eq!(event.kind, EventKind::FirstRead);
+        assert_eq!(event.summary, "Emphysema: none, possibly emphysema");
+        let keys: Vec<(&str, Option<bool>)> = event.measurements.iter().map(|m| (m.key.as_str(), m.abnormal)).collect();
+        // the class, the class within the error (flagged), the whole-lung value; no zone values
+        assert_eq!(keys, [("emphysema", Some(false)), ("emphysema.possible", Some(true)), ("laa.both", None)]);
+        assert_eq!(event.measurements[2].value, Value::Numeric { value: 4.6, ucum: "%".into(), unit: "%".into() });
+        assert_eq!(event.measurements[2].concept.code, "LAA-950");
+        assert!(event.extent_class.is_none() && event.severity_score.is_none());
+    }
 }

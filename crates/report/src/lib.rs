@@ -26,8 +26,10 @@ pub struct ResultInput<'a> {
     pub volume: &'a firstread_volume::Volume,
     /// Model output masks by channel, `[slices, rows, cols]` each.
     pub segmentation: &'a firstread_inference::Segmentation,
-    /// The measurements.
-    pub findings: &'a firstread_findings::Findings,
+    /// The findings of the model's extension (`None`: a model with its vocabulary only).
+    pub findings: Option<&'a firstread_findings::Findings>,
+    /// The measurements and classes of the manifest's vocabulary.
+    pub measures: &'a firstread_findings::measures::Measures,
     /// The model package manifest (name, version, output labels and codes, method).
     pub manifest: &'a firstread_inference::Manifest,
     /// Patient/study attributes of the source study.

@@ -105,6 +105,10 @@ pub struct KeyImage {
 /// `left_lung`, `right_lung` or `lung_opacity` output, or the image is larger than DICOM allows.
 pub fn build_key_images(input: &ResultInput) -> Result<Vec<FileDicomObject<InMemDicomObject>>, ReportError> {
     let err = |message: String| ReportError::Write { what: "SC", message };
+    if input.findings.is_none() {
+        // a model with the vocabulary only has no key slices
+        return Ok(Vec::new());
+    }
     let keys = choose_key_slices(input)?;
     let [_, rows, cols] = input.volume.shape;
     let rows16 = u16::try_from(rows).map_err(|_| err(format!("{rows} rows")))?;
@@ -228,6 +232,7 @@ fn role_masks<'a>(input: &ResultInput<'a>) -> Result<RoleMasks<'a>, ReportError>
 /// # Errors
 /// [`ReportError::Write`] as [`build_key_images`].
 pub fn choose_key_slices(input: &ResultInput) -> Result<Vec<KeyImage>, ReportError> {
+    let Some(findings) = input.findings else { return Ok(Vec::new()) };
     let masks = role_masks(input)?;
     let [slices, rows, cols] = input.volume.shape;
     let plane = rows * cols;
@@ -243,7 +248,7 @@ pub fn choose_key_slices(input: &ResultInput) -> Result<Vec<KeyImage>, ReportErr
                     .fold((0, 0), |(l, o), (&a, &b)| (l + usize::from(a != 0), o + usize::from(a != 0 && b != 0)))
             })
             .collect();
-        for zone in input.findings.zones.iter().filter(|z| z.side == side) {
+        for zone in findings.zones.iter().filter(|z| z.side == side) {
             let (level, Some(range)) = (zone.level, zone.slices.clone()) else { continue };
             let mut best: Option<usize> = None;
             for k in range.filter(|&k| k < slices) {
@@ -473,7 +478,7 @@ const WHITE: [u8; 3] = [255, 255, 255];
 const YELLOW: [u8; 3] = [255, 214, 0];
 
 fn draw_legend(img: &mut Canvas, input: &ResultInput, key: &KeyImage, index: usize, count: usize, masks: &RoleMasks) {
-    let f = input.findings;
+    let Some(f) = input.findings else { return };
     let m = input.manifest;
     let v = input.volume;
     let font = Font::for_columns(img.cols);

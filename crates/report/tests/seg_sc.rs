@@ -72,11 +72,15 @@ fn fixture() -> &'static Fixture {
     })
 }
 
+static NO_MEASURES: firstread_findings::measures::Measures =
+    firstread_findings::measures::Measures { measurements: Vec::new(), classifications: Vec::new() };
+
 fn input<'a>(f: &'a Fixture, segmentation: &'a Segmentation, findings: &'a Findings) -> ResultInput<'a> {
     ResultInput {
         volume: &f.volume,
         segmentation,
-        findings,
+        findings: Some(findings),
+        measures: &NO_MEASURES,
         manifest: &f.manifest,
         source: &f.source,
         uids: &f.uids,

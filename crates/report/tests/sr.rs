@@ -66,11 +66,15 @@ fn sample() -> &'static Sample {
     })
 }
 
+static NO_MEASURES: firstread_findings::measures::Measures =
+    firstread_findings::measures::Measures { measurements: Vec::new(), classifications: Vec::new() };
+
 fn input(s: &Sample, predecessor: Option<(String, String, String)>) -> ResultInput<'_> {
     ResultInput {
         volume: &s.volume,
         segmentation: &s.segmentation,
-        findings: &s.findings,
+        findings: Some(&s.findings),
+        measures: &NO_MEASURES,
         manifest: &s.manifest,
         source: &s.source,
         uids: &s.uids,
@@ -497,7 +501,7 @@ fn without_opacity_the_measurements_container_is_empty_but_present() {
     assert!(findings.key_slices.is_empty());
     let mut i = input(s, None);
     i.segmentation = &seg;
-    i.findings = &findings;
+    i.findings = Some(&findings);
     let obj = build_sr(&i).expect("SR built");
     let (dump, back) = validate(&obj, "sr-no-opacity.dcm");
     assert!(dump.contains("Imaging Measurements"), "{dump}");
@@ -637,7 +641,7 @@ fn effusion_dense_region_and_focal_lesion_reach_the_srs_seg_and_key_images() {
     i.volume = &p.volume;
     i.segmentation = &p.segmentation;
     i.manifest = &p.manifest;
-    i.findings = f;
+    i.findings = Some(f);
 
     // planar SR: a TEXT item per finding, its measurements as HAS PROPERTIES NUMs
     let (dump, back) = validate(&build_sr(&i).expect("SR built"), "sr-pleural.dcm");
@@ -729,7 +733,7 @@ fn effusion_dense_region_and_focal_lesion_reach_the_srs_seg_and_key_images() {
     i3.volume = &p.volume;
     i3.segmentation = &three;
     i3.manifest = &p.manifest;
-    i3.findings = f;
+    i3.findings = Some(f);
     let seg3 = firstread_report::seg::build_seg(&i3).expect("SEG of 3 channels built");
     dciodvfy_only(&seg3, "seg-three.dcm");
     assert_eq!(items(&seg3, tags::SEGMENT_SEQUENCE).len(), 3);

@@ -57,6 +57,8 @@ use crate::contour::{outline_largest_component, Outline};
 use crate::dataset::{new_instance, put_seq, put_str, truncate, SeriesHeader};
 use crate::{ReportError, ResultInput};
 
+mod measures;
+
 /// SOP Class UID of Comprehensive 3D SR Storage (PS3.4 B.5).
 pub const COMPREHENSIVE_3D_SR_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.88.34";
 /// SOP Class UID of Segmentation Storage, referenced by the volumetric groups.
@@ -199,8 +201,9 @@ fn err(what: &'static str, message: impl Into<String>) -> ReportError {
 pub fn build_sr(input: &ResultInput) -> Result<FileDicomObject<InMemDicomObject>, ReportError> {
     const WHAT: &str = "SR";
     let ctx = Context::new(input, WHAT)?;
+    let Some(findings) = input.findings else { return measures::build_sr(&ctx) };
     let mut groups = Vec::new();
-    for key in &input.findings.key_slices {
+    for key in &findings.key_slices {
         groups.push(ctx.planar_group(key)?);
     }
     let mut content = ctx.preamble();
@@ -235,7 +238,7 @@ pub fn build_sr(input: &ResultInput) -> Result<FileDicomObject<InMemDicomObject>
 pub fn build_volumetric_sr(input: &ResultInput) -> Result<FileDicomObject<InMemDicomObject>, ReportError> {
     const WHAT: &str = "volumetric SR";
     let ctx = Context::new(input, WHAT)?;
-    let f = input.findings;
+    let Some(f) = input.findings else { return measures::build_volumetric_sr(&ctx) };
     let mut groups = Vec::new();
     for lung in &f.lungs {
         groups.push(ctx.volumetric_group(lung.side, None, &lung.involvement, lung.opacity_mean_hu, None)?);
@@ -515,7 +518,8 @@ impl<'a> Context<'a> {
         if v.slices.len() != v.shape[0] {
             return Err(err(what, "the volume does not list one source image per slice"));
         }
-        for role in ["left_lung", "right_lung", "lung_opacity"] {
+        let roles: &[&str] = if input.findings.is_some() { &["left_lung", "right_lung", "lung_opacity"] } else { &[] };
+        for role in roles {
             match input.manifest.channel(role) {
                 Some(c) if c < seg.channels.len() => {}
                 _ => return Err(err(what, format!("the model output has no {role} channel"))),
@@ -538,6 +542,11 @@ impl<'a> Context<'a> {
             input.source.study_instance_uid.clone()
         };
         Ok(Context { input, what, study_uid, plane: v.shape[1] * v.shape[2] })
+    }
+
+    /// The findings of the model's extension.
+    fn findings(&self) -> Result<&'a firstread_findings::Findings, ReportError> {
+        self.input.findings.ok_or_else(|| err(self.what, "the result has no findings"))
     }
 
     /// The mask of a manifest role (checked in `new`).
@@ -682,7 +691,7 @@ impl<'a> Context<'a> {
 
     /// TID 1410 Planar ROI Measurements and Qualitative Evaluations on a key slice.
     fn planar_group(&self, key: &KeySlice) -> Result<Item, ReportError> {
-        let f = self.input.findings;
+        let f = self.findings()?;
         let lung = f
             .lungs
             .iter()
@@ -716,7 +725,7 @@ impl<'a> Context<'a> {
     /// TID 1500 row 12 Qualitative Evaluations (extended with NUM rows for the scores and the
     /// involvement, TID 1500 being extensible).
     fn qualitative_evaluations(&self) -> Result<Item, ReportError> {
-        let f = self.input.findings;
+        let f = self.findings()?;
         let what = self.what;
         let mut items = vec![Item::code(CONTAINS, EXTENT_CLASS, extent_code(f.extent_class))];
         // a class the method's error allows is said, never rounded away

@@ -1,0 +1,185 @@
+//! Gas outside the lung that a lung mask took in: the stomach's bubble under the left dome, bowel
+//! gas, gas beside the oesophagus. Taken out of the masks before anything is measured (the
+//! manifest's `[pipeline] trim = "gas"`).
+//!
+//! A part of a slice's lung mask (4-connected in-plane) is gas when
+//! - its median HU is below [`GAS_HU`] (aerated lung is -700 to -900 HU; gas about -1000), and
+//! - the ring of [`RING_PIXELS`] pixels around it holds less than [`MAX_AERATED_RING`] aerated lung
+//!   (-950 < HU <= -400): a bubble is wrapped in the stomach wall and abdominal tissue, while a
+//!   bulla or a cluster of emphysema that a slice shows apart from the rest of the lung is wrapped
+//!   in lung parenchyma behind its thin wall.
+//!
+//! The rule cannot tell gas from a bulla that lies against the chest wall or the diaphragm with no
+//! lung around it in that slice; such a bulla is left out of the lung (README limits).
+
+/// Median HU below which a part is gas, not lung parenchyma (as in the pleural-cavity step).
+pub const GAS_HU: f32 = crate::cavity::GAS_HU;
+/// Width of the ring around a part that is looked at (pixels, Chebyshev distance).
+pub const RING_PIXELS: usize = 3;
+/// Largest share of aerated lung in the ring of a part that is gas.
+pub const MAX_AERATED_RING: f64 = 0.2;
+/// Aerated lung, for the ring: -950 < HU <= this.
+const AERATED_MAX_HU: f32 = -400.0;
+
+/// What [`trim_gas`] took out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct GasTrimmed {
+    /// Voxels taken out of each mask, in the order given.
+    pub voxels: [usize; 2],
+}
+
+/// Takes the gas parts (module doc) out of both masks, slice by slice. `hu` and the masks are
+/// `[slices, rows, cols]` (`shape`), non-zero inside; a mask of another size is left as it is.
+pub fn trim_gas(hu: &[f32], shape: [usize; 3], masks: [&mut Vec<u8>; 2]) -> GasTrimmed {
+    let [slices, rows, cols] = shape;
+    let plane = rows * cols;
+    let mut trimmed = GasTrimmed::default();
+    for (m, mask) in masks.into_iter().enumerate() {
+        if mask.len() != hu.len() || hu.len() != slices * plane {
+            continue;
+        }
+        for k in 0..slices {
+            let range = k * plane..(k + 1) * plane;
+            trimmed.voxels[m] += trim_slice(&hu[range.clone()], &mut mask[range], rows, cols);
+        }
+    }
+    trimmed
+}
+
+/// One slice: returns the pixels taken out.
+fn trim_slice(hu: &[f32], mask: &mut [u8], rows: usize, cols: usize) -> usize {
+    let mut seen = vec![false; mask.len()];
+    let mut stack = Vec::new();
+    let mut removed = 0;
+    for start in 0..mask.len() {
+        if mask[start] == 0 || seen[start] {
+            continue;
+        }
+        seen[start] = true;
+        stack.push(start);
+        let mut part = Vec::new();
+        while let Some(p) = stack.pop() {
+            part.push(p);
+            let (r, c) = (p / cols, p % cols);
+            let neighbours = [
+                (c > 0).then(|| p - 1),
+                (c + 1 < cols).then(|| p + 1),
+                (r > 0).then(|| p - cols),
+                (r + 1 < rows).then(|| p + cols),
+            ];
+            for q in neighbours.into_iter().flatten() {
+                if mask[q] != 0 && !seen[q] {
+                    seen[q] = true;
+                    stack.push(q);
+                }
+            }
+        }
+        let mut values: Vec<f32> = part.iter().map(|&p| hu[p]).collect();
+        values.sort_by(f32::total_cmp);
+        if values[values.len() / 2] >= GAS_HU || ring_aerated_share(hu, &part, rows, cols) >= MAX_AERATED_RING {
+            continue;
+        }
+        for &p in &part {
+            mask[p] = 0;
+        }
+        removed += part.len();
+    }
+    removed
+}
+
+/// Share of aerated lung among the pixels within [`RING_PIXELS`] of `part` (not in it).
+fn ring_aerated_share(hu: &[f32], part: &[usize], rows: usize, cols: usize) -> f64 {
+    let (mut r0, mut r1, mut c0, mut c1) = (usize::MAX, 0, usize::MAX, 0);
+    for &p in part {
+        let (r, c) = (p / cols, p % cols);
+        (r0, r1, c0, c1) = (r0.min(r), r1.max(r), c0.min(c), c1.max(c));
+    }
+    let (r0, c0) = (r0.saturating_sub(RING_PIXELS), c0.saturating_sub(RING_PIXELS));
+    let (r1, c1) = ((r1 + RING_PIXELS).min(rows - 1), (c1 + RING_PIXELS).min(cols - 1));
+    let (h, w) = (r1 - r0 + 1, c1 - c0 + 1);
+    // the part and its Chebyshev dilation inside the box
+    let mut inside = vec![false; h * w];
+    for &p in part {
+        inside[(p / cols - r0) * w + (p % cols - c0)] = true;
+    }
+    let mut near = vec![false; h * w];
+    for r in 0..h {
+        for c in 0..w {
+            if inside[r * w + c] {
+                for rr in r.saturating_sub(RING_PIXELS)..=(r + RING_PIXELS).min(h - 1) {
+                    for cc in c.saturating_sub(RING_PIXELS)..=(c + RING_PIXELS).min(w - 1) {
+                        near[rr * w + cc] = true;
+                    }
+                }
+            }
+        }
+    }
+    let (mut ring, mut aerated) = (0usize, 0usize);
+    for r in 0..h {
+        for c in 0..w {
+            if near[r * w + c] && !inside[r * w + c] {
+                ring += 1;
+                let v = hu[(r0 + r) * cols + c0 + c];
+                aerated += usize::from(v > GAS_HU && v <= AERATED_MAX_HU);
+            }
+        }
+    }
+    if ring == 0 {
+        0.0
+    } else {
+        aerated as f64 / ring as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One 40 x 40 slice of soft tissue (40 HU) holding `lung` (-850 HU) and `gas` (-1000 HU)
+    /// discs, all in the mask.
+    fn slice(discs: &[((f64, f64), f64, f32)]) -> (Vec<f32>, Vec<u8>) {
+        let mut hu = vec![40.0f32; 1600];
+        let mut mask = vec![0u8; 1600];
+        for &((cr, cc), radius, value) in discs {
+            for r in 0..40 {
+                for c in 0..40 {
+                    if (r as f64 - cr).hypot(c as f64 - cc) <= radius {
+                        hu[r * 40 + c] = value;
+                        mask[r * 40 + c] = 1;
+                    }
+                }
+            }
+        }
+        (hu, mask)
+    }
+
+    #[test]
+    fn a_bubble_in_tissue_goes_a_bulla_in_lung_stays() {
+        // a gas bubble apart from the lung, in tissue: taken out; the lung stays
+        let (hu, mut mask) = slice(&[((10.0, 10.0), 6.0, -850.0), ((28.0, 28.0), 5.0, -1000.0)]);
+        let lung_pixels = mask.iter().filter(|&&v| v != 0).count();
+        let mut other = vec![0u8; 1600];
+        let t = trim_gas(&hu, [1, 40, 40], [&mut mask, &mut other]);
+        assert!(t.voxels[0] > 60, "{t:?}");
+        assert_eq!(mask[28 * 40 + 28], 0);
+        assert_eq!(mask[10 * 40 + 10], 1);
+        assert_eq!(mask.iter().filter(|&&v| v != 0).count(), lung_pixels - t.voxels[0]);
+        // a bulla behind a 1-pixel wall inside a lung: its own part of the mask, kept
+        let (mut hu, _) = slice(&[((20.0, 20.0), 14.0, -850.0)]);
+        let mut mask: Vec<u8> = hu.iter().map(|&v| u8::from(v < -500.0)).collect();
+        for r in 0..40 {
+            for c in 0..40 {
+                let d = (r as f64 - 20.0).hypot(c as f64 - 20.0);
+                if d <= 5.0 {
+                    hu[r * 40 + c] = -1000.0;
+                } else if d <= 6.0 {
+                    hu[r * 40 + c] = 40.0;
+                    mask[r * 40 + c] = 0;
+                }
+            }
+        }
+        let before = mask.clone();
+        let t = trim_gas(&hu, [1, 40, 40], [&mut mask, &mut other]);
+        assert_eq!((t.voxels, mask == before), ([0, 0], true));
+    }
+}
