@@ -14,7 +14,7 @@ use firstread_findings::{compute, ExtentClass, Grid, Masks};
 use firstread_inference::Model;
 
 fn model() -> Mutex<Model> {
-    Mutex::new(Model::load(&repo_root().join("models/covid19-lung-ct")).expect("model package loads"))
+    Mutex::new(Model::load(&repo_root().join("models/covid19-lung-ct/0.2.1")).expect("model package loads"))
 }
 
 /// Runs the pipeline on a phantom; with `SEVERE_DUMP` set, writes what it found into

@@ -419,7 +419,7 @@ fn session_config(
 async fn job(pool: &PgPool, kind: &str, study: &str, destination: &str) -> anyhow::Result<Option<JobRow>> {
     sqlx::query_as(
         "SELECT state, attempts, last_error, result, created_at, started_at FROM jobs \
-         WHERE kind = $1 AND study_instance_uid = $2 AND ($3 = '' OR destination = $3) \
+         WHERE kind = $1 AND study_instance_uid = $2 AND ($3 = '' OR destination = $3) AND NOT shadow \
          ORDER BY study_version DESC, id DESC LIMIT 1",
     )
     .bind(kind)
