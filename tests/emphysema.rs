@@ -1,4 +1,4 @@
-//! The second pathology, `models/emphysema-ct`: a package that is a folder (a manifest and the
+//! The second pathology, `models/emphysema-ct/0.1.0`: a package that is a folder (a manifest and the
 //! lung TorchScript of covid19-lung-ct), computed by the node's measurement vocabulary
 //! (`firstread_findings::measures`) through the production pipeline (`analysis::read_volume`).
 //!
@@ -21,7 +21,7 @@ use firstread_findings::Level;
 use firstread_inference::Model;
 
 fn package() -> std::path::PathBuf {
-    repo_root().join("models/emphysema-ct")
+    repo_root().join("models/emphysema-ct/0.1.0")
 }
 
 fn model() -> Mutex<Model> {
@@ -324,6 +324,8 @@ fn the_sample_reads_alike_with_both_kernels_and_its_objects_are_valid() {
         study_instance_uid: "1.2.826.0.1.3680043.10.1.1".into(),
         study_version: 1,
         model: manifest.name.clone(),
+        model_version: manifest.version.clone(),
+        shadow: false,
         destination: String::new(),
         payload: serde_json::Value::Null,
         attempt: 1,
@@ -346,4 +348,87 @@ fn the_sample_reads_alike_with_both_kernels_and_its_objects_are_valid() {
     let seg = dicom_object::open_file(root.path().join(&written[2].path)).expect("SEG");
     let segments = seg.element(dicom_dictionary_std::tags::SEGMENT_SEQUENCE).expect("segments");
     assert_eq!(segments.items().map(<[_]>::len), Some(4));
+}
+
+/// A node with its default configuration runs every installed package: the sample sent with dcmtk
+/// storescu gets the COVID-19 read and the emphysema read, each its own SR and SEG series, both
+/// exported to the sender's storescp, dciodvfy-clean, each SR naming its model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chest_ct_gets_both_reports_from_a_node_with_both_packages() {
+    use firstread_e2e::*;
+    let dir = tempfile::tempdir().expect("dir");
+    let received_dir = dir.path().join("received");
+    std::fs::create_dir_all(&received_dir).expect("dir");
+    let scp_port = free_port();
+    let _scp = storescp(scp_port, &received_dir);
+    let node = TestNode::start(|c| {
+        c.assembly.stable_after = std::time::Duration::from_millis(500);
+        // the default: every package under models_dir at its highest version
+        c.worker.models = None;
+        c.export.destinations = vec![firstread_dimse::Destination {
+            ae_title: "MODALITY".into(),
+            host: "127.0.0.1".into(),
+            port: scp_port,
+            tls: None,
+        }];
+    })
+    .await;
+    let mut cmd = dcmtk("storescu");
+    cmd.args(["-aec", "FIRSTREAD", "-aet", "MODALITY", "127.0.0.1", &node.port().to_string()]).args(sample_series(""));
+    assert!(run(cmd).status.success(), "sample sent");
+    let rows = || async {
+        sqlx::query_as::<_, (String, String, String, Option<String>)>(
+            "SELECT kind, model, state, result_status FROM jobs WHERE kind IN ('analysis', 'export') ORDER BY kind, model",
+        )
+        .fetch_all(&node.pool)
+        .await
+        .expect("jobs")
+    };
+    let settled = eventually_async(std::time::Duration::from_secs(300), || async {
+        let r = rows().await;
+        r.len() == 4 && r.iter().all(|j| j.2 == "done")
+    })
+    .await;
+    let r = rows().await;
+    assert!(settled, "{r:?}");
+    assert_eq!(
+        r.iter().map(|j| (j.0.as_str(), j.1.as_str(), j.3.as_deref())).collect::<Vec<_>>(),
+        [
+            ("analysis", "covid19-lung-ct", Some("analysed")),
+            ("analysis", "emphysema-ct", Some("analysed")),
+            ("export", "covid19-lung-ct", None),
+            ("export", "emphysema-ct", None),
+        ]
+    );
+    let (laa,): (Option<f64>,) = sqlx::query_as(
+        "SELECT (m->>'value')::float8 FROM jobs, jsonb_array_elements(result->'measurements') m \
+         WHERE kind = 'analysis' AND model = 'emphysema-ct' AND m->>'key' = 'laa_950' AND m->>'region' = 'both_lungs'",
+    )
+    .fetch_one(&node.pool)
+    .await
+    .expect("the emphysema job's %LAA-950");
+    // the in-process read of the same files (the other test): 1.23 %
+    assert!(laa.is_some_and(|v| (v - 1.23).abs() < 0.01), "{laa:?}");
+
+    // the sender got both result sets: per model an SR series, a volumetric SR, a SEG
+    let mut by_model: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for f in files_under(&received_dir) {
+        dciodvfy(&f);
+        let obj = dicom_object::open_file(&f).expect("received object");
+        let text =
+            |tag| obj.element(tag).ok().and_then(|e| e.to_multi_str().ok().map(|v| v.to_vec())).unwrap_or_default();
+        let modality = text(dicom_dictionary_std::tags::MODALITY).concat();
+        let model = text(dicom_dictionary_std::tags::SOFTWARE_VERSIONS)
+            .into_iter()
+            .find(|v| !v.starts_with("firstread "))
+            .unwrap_or_default();
+        by_model.entry(model.trim().to_owned()).or_default().push(modality.trim().to_owned());
+    }
+    for modalities in by_model.values_mut() {
+        modalities.sort();
+    }
+    let emphysema = by_model.get("emphysema-ct 0.1.0").cloned().unwrap_or_default();
+    assert_eq!(emphysema, ["SEG", "SR", "SR"], "{by_model:?}");
+    let covid = by_model.get("covid19-lung-ct 0.2.1").cloned().unwrap_or_default();
+    assert!(covid.iter().filter(|m| *m == "SR").count() == 2 && covid.contains(&"SEG".to_owned()), "{by_model:?}");
 }

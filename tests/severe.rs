@@ -19,7 +19,7 @@ fn covid(r: &Read) -> &firstread_findings::Findings {
 }
 
 fn model() -> Mutex<Model> {
-    Mutex::new(Model::load(&repo_root().join("models/covid19-lung-ct")).expect("model package loads"))
+    Mutex::new(Model::load(&repo_root().join("models/covid19-lung-ct/0.2.1")).expect("model package loads"))
 }
 
 /// Runs the pipeline on a phantom; with `SEVERE_DUMP` set, writes what it found into

@@ -94,6 +94,8 @@ impl TestNode {
         config.dimse.idle_timeout = Duration::from_secs(20);
         config.worker.poll_interval = Duration::from_millis(200);
         config.worker.models_dir = repo_root().join("models");
+        // one model: the tests count its result objects (tests/emphysema.rs runs every package)
+        config.worker.models = Some(vec![COVID_MODEL.into()]);
         config.log.filter = "warn".into();
         config.http.listen = "127.0.0.1:0".parse().expect("addr");
         config.http.token = Some(TEST_TOKEN.into());
@@ -163,6 +165,9 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The repository root.
+/// The model the node tests run (every installed package runs by default).
+pub const COVID_MODEL: &str = "covid19-lung-ct";
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
 }
@@ -455,6 +460,8 @@ pub fn node_env(db: &TestDb, root: &Path, port: u16) -> Vec<(&'static str, Strin
         ("FIRSTREAD_DIMSE__LISTEN", format!("127.0.0.1:{port}")),
         ("FIRSTREAD_WORKER__POLL_INTERVAL", "200ms".into()),
         ("FIRSTREAD_WORKER__MODELS_DIR", repo_root().join("models").display().to_string()),
+        // one model: the tests count its result objects (tests/emphysema.rs runs every package)
+        ("FIRSTREAD_WORKER__MODELS", format!("[\"{COVID_MODEL}\"]")),
         // HTTP on a port of its own (tests that use it set FIRSTREAD_HTTP__LISTEN themselves)
         ("FIRSTREAD_HTTP__LISTEN", "127.0.0.1:0".into()),
         ("FIRSTREAD_HTTP__TOKEN", TEST_TOKEN.into()),

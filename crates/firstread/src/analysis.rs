@@ -10,6 +10,10 @@
 //! model's contract) ends as a completed job with `status = "refused"` and the reason: retrying
 //! would not change it. Transient failures (files unreadable, libtorch errors) are failed
 //! attempts, retried with backoff and then dead.
+//!
+//! A job names its model version and role (`jobs.model_version`, `jobs.shadow`). A shadow's
+//! result objects are written and indexed (series descriptions marked "SHADOW"), never exported
+//! or notified.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -31,12 +35,18 @@ use crate::config::ExportConfig;
 use crate::notify::Notifications;
 use crate::results;
 
-/// The analysis handler, holding the loaded models.
+/// A loaded model package, shared by the workers of a process.
+type LoadedModel = Arc<Mutex<Model>>;
+
+/// The analysis handler, holding the loaded model versions.
 #[derive(Clone)]
 pub struct Analysis {
     index: Index,
     storage: Storage,
-    models: Arc<HashMap<String, Arc<Mutex<Model>>>>,
+    /// The loaded packages by (name, version).
+    models: Arc<HashMap<(String, String), LoadedModel>>,
+    /// The active version of each active model (for jobs queued before versions were recorded).
+    active: Arc<HashMap<String, String>>,
     export: Arc<ExportConfig>,
     /// Our AE title, recorded as the source of indexed result objects.
     ae_title: String,
@@ -73,30 +83,45 @@ pub struct Analysed {
 }
 
 impl Analysis {
-    /// Loads every model package `models_dir/<name>/` for `names`; result objects are indexed
-    /// as coming from `ae_title` (ours).
+    /// Loads the package of every model version in `runs` (`crate::models::plan`); result
+    /// objects are indexed as coming from `ae_title` (ours).
     ///
     /// # Errors
-    /// A package that does not load (missing files, invalid manifest, bad TorchScript).
+    /// A package that does not load (missing files, invalid manifest, bad TorchScript), or whose
+    /// manifest names another model or version than its folders.
     pub fn load(
         index: Index,
         storage: Storage,
-        models_dir: &std::path::Path,
-        names: &[String],
+        runs: &[crate::models::ModelRun],
         export: ExportConfig,
         ae_title: &str,
     ) -> anyhow::Result<Self> {
         let mut models = HashMap::new();
-        for name in names {
-            let model = Model::load(&models_dir.join(name))
-                .map_err(|e| anyhow::anyhow!("model package {name} in {}: {e}", models_dir.display()))?;
-            info!(model = %name, version = %model.manifest.version, device = ?model.device(), "model loaded");
-            models.insert(name.clone(), Arc::new(Mutex::new(model)));
+        let mut active = HashMap::new();
+        for run in runs {
+            let (name, version) = (&run.model.name, &run.model.version);
+            let model =
+                Model::load(&run.dir).map_err(|e| anyhow::anyhow!("model package {}: {e}", run.dir.display()))?;
+            let m = &model.manifest;
+            if m.name != *name || m.version != *version {
+                anyhow::bail!(
+                    "model package {}: its manifest names {} {}, not the {name} {version} of its folders",
+                    run.dir.display(),
+                    m.name,
+                    m.version
+                );
+            }
+            info!(model = %name, version = %version, shadow = run.model.shadow, device = ?model.device(), "model loaded");
+            if !run.model.shadow {
+                active.insert(name.clone(), version.clone());
+            }
+            models.insert((name.clone(), version.clone()), Arc::new(Mutex::new(model)));
         }
         Ok(Analysis {
             index,
             storage,
             models: Arc::new(models),
+            active: Arc::new(active),
             export: Arc::new(export),
             ae_title: ae_title.to_owned(),
             notifications: None,
@@ -188,28 +213,34 @@ impl Analysis {
         Ok(Outcome { result, analysed: Some(Analysed { study, segmentation, findings, measures }) })
     }
 
-    /// The SR this study version supersedes: the previous version's, when it was analysed.
+    /// The SR this study version supersedes: that of the previous study version's analysis by
+    /// the same model in the same role (the active read it replaces, which may be another
+    /// model version's; for a shadow, the previous shadow read), when it was analysed.
     async fn predecessor(&self, job: &Job, manifest: &Manifest) -> Result<Option<(String, String, String)>, String> {
         if job.study_version <= 1 {
             return Ok(None);
         }
-        let status: Option<String> = sqlx::query_scalar(
-            "SELECT result->>'status' FROM jobs WHERE kind = 'analysis' AND study_instance_uid = $1 \
-             AND study_version = $2 AND model = $3 AND state = 'done' AND site = $4",
+        let version: Option<String> = sqlx::query_scalar(
+            "SELECT result->'model'->>'version' FROM jobs WHERE kind = 'analysis' AND study_instance_uid = $1 \
+             AND study_version = $2 AND model = $3 AND state = 'done' AND site = $4 AND shadow = $5 \
+             AND result_status = 'analysed' \
+             ORDER BY model_version = $6 DESC, id DESC LIMIT 1",
         )
         .bind(&job.study_instance_uid)
         .bind(job.study_version - 1)
         .bind(&job.model)
         .bind(&job.site)
+        .bind(job.shadow)
+        .bind(&manifest.version)
         .fetch_optional(self.index.pool())
         .await
         .map_err(|e| e.to_string())?
         .flatten();
-        Ok((status.as_deref() == Some("analysed")).then(|| {
+        Ok(version.map(|version| {
             let previous = firstread_report::ResultUids::derive(
                 &results::study_key(job),
                 &manifest.name,
-                &manifest.version,
+                &version,
                 job.study_version - 1,
             );
             (firstread_report::sr::COMPREHENSIVE_3D_SR_STORAGE.to_owned(), previous.sr_instance, previous.sr_series)
@@ -218,7 +249,7 @@ impl Analysis {
 
     /// One export job per destination of the study (its sender when known, and `always`), of
     /// the study's site only.
-    async fn enqueue_exports(&self, job: &Job, files: &[String]) -> Result<(), String> {
+    async fn enqueue_exports(&self, job: &Job, model_version: &str, files: &[String]) -> Result<(), String> {
         let calling: Option<String> =
             sqlx::query_scalar("SELECT calling_ae_title FROM studies WHERE site = $1 AND study_instance_uid = $2")
                 .bind(&job.site)
@@ -236,6 +267,7 @@ impl Analysis {
                     study_instance_uid: &job.study_instance_uid,
                     study_version: job.study_version,
                     model: &job.model,
+                    model_version,
                     destination: &dest.ae_title,
                     payload: &payload,
                     max_attempts: self.export.max_attempts,
@@ -296,8 +328,16 @@ impl Analysis {
 
 impl JobHandler for Analysis {
     async fn handle(&self, job: &Job) -> Result<Value, JobError> {
-        let model =
-            self.models.get(&job.model).cloned().ok_or_else(|| format!("model {} not loaded here", job.model))?;
+        // a job queued before versions were recorded runs the model's active version
+        let version = match job.model_version.as_str() {
+            "" => self.active.get(&job.model).cloned().unwrap_or_default(),
+            v => v.to_owned(),
+        };
+        let model = self
+            .models
+            .get(&(job.model.clone(), version.clone()))
+            .cloned()
+            .ok_or_else(|| format!("model {} {version} not loaded here", job.model))?;
         let files = self.files_of(&job.site, &job.study_instance_uid).await?;
         let manifest = model.lock().unwrap_or_else(std::sync::PoisonError::into_inner).manifest.clone();
         let predecessor = self.predecessor(job, &manifest).await?;
@@ -322,14 +362,22 @@ impl JobHandler for Analysis {
         let paths: Vec<String> = written.iter().map(|w| w.path.clone()).collect();
         if let Some(obj) = result.as_object_mut() {
             obj.insert("study_version".into(), json!(job.study_version));
+            obj.insert("shadow".into(), json!(job.shadow));
             obj.insert("result_files".into(), json!(paths));
         }
         if !written.is_empty() {
             // indexed before the exports are queued: once the sender has the results, DICOMweb
             // serves them too
             self.index_results(job, &written).await?;
-            info!(objects = written.len(), "first read ready");
-            self.enqueue_exports(job, &paths).await?;
+            if job.shadow {
+                info!(objects = written.len(), model = %job.model, version = %version, "shadow read indexed (not exported)");
+            } else {
+                info!(objects = written.len(), "first read ready");
+                self.enqueue_exports(job, &version, &paths).await?;
+            }
+        }
+        if job.shadow {
+            return Ok(result);
         }
         if let Some(notifications) = &self.notifications {
             let model = firstread_notify::event::Model { name: manifest_name, version: manifest_version };

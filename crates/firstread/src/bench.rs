@@ -178,12 +178,13 @@ impl WebhookClock {
     }
 }
 
-/// Runs the analysis benchmark and returns the Markdown report.
+/// Runs the analysis benchmark with the model package in `package` (its version folder) and
+/// returns the Markdown report.
 ///
 /// # Errors
 /// Model or sample unavailable.
-pub fn analysis(models_dir: &Path, model: &str, sample: &[PathBuf], repeats: usize) -> anyhow::Result<String> {
-    let model = Mutex::new(Model::load(&models_dir.join(model))?);
+pub fn analysis(package: &Path, sample: &[PathBuf], repeats: usize) -> anyhow::Result<String> {
+    let model = Mutex::new(Model::load(package)?);
     let tmp = tempfile::tempdir()?;
     let big = resampled_series(sample, 300, tmp.path())?;
     let mut out = String::new();
@@ -551,9 +552,10 @@ pub async fn triage(postgres: &str, studies: i64, runs: usize) -> anyhow::Result
         .execute(pool)
         .await?;
         sqlx::query(
-            "INSERT INTO jobs (kind, site, study_instance_uid, study_version, model, payload, max_attempts, state, attempts, \
-                 finished_at, result) \
-             SELECT 'analysis', s.site, s.study_instance_uid, v, 'covid19-lung-ct', '{}', 5, 'done', 1, s.last_image_at + interval '4 s', \
+            "INSERT INTO jobs (kind, site, study_instance_uid, study_version, model, model_version, payload, max_attempts, \
+                 state, attempts, finished_at, result) \
+             SELECT 'analysis', s.site, s.study_instance_uid, v, 'covid19-lung-ct', '0.2.0', '{}', 5, 'done', 1, \
+                 s.last_image_at + interval '4 s', \
                  CASE WHEN n % 20 = 0 THEN jsonb_build_object('status', 'refused', 'reason', 'no axial CT series') \
                  ELSE jsonb_build_object('status', 'analysed', 'model', jsonb_build_object('version', '0.2.0'), \
                      'volume', jsonb_build_object('series_instance_uid', s.study_instance_uid || '.1'), \

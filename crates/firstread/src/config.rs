@@ -326,9 +326,16 @@ impl AssemblyConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// Model packages each study version is analysed with (folder names under `models_dir`).
-    pub models: Vec<String>,
-    /// Where model packages live.
+    /// The active models, whose results are exported and notified: `NAME` (its highest installed
+    /// version that is not a shadow) or `NAME@VERSION` (that version folder). Absent: every
+    /// package under `models_dir`, each at its highest installed version that is not a shadow
+    /// (`crate::models::plan`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+    /// Shadow model versions (`NAME@VERSION`): they analyse the same studies; their results are
+    /// indexed with "SHADOW" in their series descriptions, never exported or notified.
+    pub shadow: Vec<String>,
+    /// Where model packages live: `<models_dir>/<name>/<version>/manifest.toml`.
     pub models_dir: PathBuf,
     /// libtorch intra-op threads (0: libtorch's default, one per core).
     pub threads: usize,
@@ -358,10 +365,23 @@ pub struct WorkerConfig {
     pub hold_for: Duration,
 }
 
+impl WorkerConfig {
+    /// The model versions this node runs (active first, then shadows), checked against the
+    /// packages installed in `models_dir` (`crate::models::plan`).
+    ///
+    /// # Errors
+    /// What is wrong, naming the folder (unknown model or version, a shadow also active, two
+    /// active versions of one model).
+    pub fn model_runs(&self) -> Result<Vec<crate::models::ModelRun>, String> {
+        crate::models::plan(&self.models_dir, self.models.as_deref(), &self.shadow)
+    }
+}
+
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            models: vec!["covid19-lung-ct".into()],
+            models: None,
+            shadow: Vec::new(),
             models_dir: PathBuf::from("models"),
             threads: 0,
             concurrency: 1,
@@ -800,6 +820,56 @@ mod tests {
             assert_eq!(with_rule.check_sites(), Ok(()));
             // the deprecated destinations that are no peer belong to the unknown senders' site
             assert_eq!(c.export()?.site_of("SOMEONE"), "guests");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn models_old_and_new_configurations() {
+        figment::Jail::expect_with(|jail| {
+            for version in ["0.1.0", "0.2.1", "0.10.0", "0.9.0"] {
+                let dir = jail.directory().join("models/covid19-lung-ct").join(version);
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                std::fs::write(dir.join("manifest.toml"), "").map_err(|e| e.to_string())?;
+            }
+            let runs = |c: &Config| -> Result<Vec<String>, String> {
+                Ok(c.worker
+                    .model_runs()?
+                    .iter()
+                    .map(|r| {
+                        format!("{}@{}{}", r.model.name, r.model.version, if r.model.shadow { " shadow" } else { "" })
+                    })
+                    .collect())
+            };
+            // nothing said: every package at its highest version, numerically
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.worker.models, None);
+            assert_eq!(runs(&c)?, ["covid19-lung-ct@0.10.0"]);
+            // a configuration of before versions: the model at its active version
+            jail.create_file("old.toml", "[worker]\nmodels = [\"covid19-lung-ct\"]\n")?;
+            let c = Config::load(Some(Path::new("old.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(runs(&c)?, ["covid19-lung-ct@0.10.0"]);
+            // a pin and a shadow, from the file and from the environment
+            jail.create_file(
+                "pinned.toml",
+                "[worker]\nmodels = [\"covid19-lung-ct@0.2.1\"]\nshadow = [\"covid19-lung-ct@0.1.0\"]\n",
+            )?;
+            let c = Config::load(Some(Path::new("pinned.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(runs(&c)?, ["covid19-lung-ct@0.2.1", "covid19-lung-ct@0.1.0 shadow"]);
+            jail.set_env("FIRSTREAD_WORKER__SHADOW", "[\"covid19-lung-ct@0.10.0\"]");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(runs(&c)?, ["covid19-lung-ct@0.9.0", "covid19-lung-ct@0.10.0 shadow"]);
+            // a shadow that is also active, an unknown version: refused naming the folder
+            let c = Config::load(Some(Path::new("pinned.toml"))).map_err(|e| e.to_string())?;
+            let mut both = c.clone();
+            both.worker.shadow = vec!["covid19-lung-ct@0.2.1".into()];
+            assert!(runs(&both).is_err_and(|e| e.contains("both active") && e.contains("covid19-lung-ct/0.2.1")));
+            let mut unknown = c;
+            unknown.worker.models = Some(vec!["covid19-lung-ct@0.3.0".into()]);
+            assert!(runs(&unknown).is_err_and(|e| e.contains("models/covid19-lung-ct/0.3.0")));
+            // printed back: no models key when none was set
+            let printed = toml::to_string_pretty(&Config::default()).map_err(|e| e.to_string())?;
+            assert!(printed.contains("shadow = []") && !printed.contains("models = "), "{printed}");
             Ok(())
         });
     }

@@ -1,6 +1,7 @@
 //! Starting the node's HTTP side: DICOMweb over the node's storage, index and ingest, its
 //! authentication (a configured or generated bearer token), the OHIF viewer when installed,
-//! and `/metrics` with gauges read from the database at each scrape.
+//! `/metrics` with gauges read from the database at each scrape, and `GET /api/models/compare`
+//! (two model versions compared, [`crate::models::compare`]) behind the same authentication.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -82,8 +83,10 @@ pub async fn start(
         changes,
     };
     let trusted = Arc::new(firstread_dicomweb::forwarded::TrustedProxies::new(&config.http.trusted_proxies));
+    let models = models_api(index.pool().clone(), pages.auth.clone());
     let app = app
         .merge(firstread_pages::router(pages))
+        .merge(models)
         .layer(axum::middleware::from_fn_with_state(
             crate::http_audit::HttpAudit::new(index.pool().clone()),
             crate::http_audit::record,
@@ -133,6 +136,45 @@ pub async fn start(
     Ok(addr)
 }
 
+/// `GET /api/models/compare?name=&a=&b=[&limit=]`: [`crate::models::compare`] over the caller's
+/// sites, as JSON (`limit`: study versions listed, 1-1000, default 100; the figures cover all).
+/// 400 without the three parameters or with a = b; 401 unauthenticated.
+fn models_api(pool: PgPool, auth: Arc<Auth>) -> axum::Router {
+    axum::Router::new()
+        .route("/api/models/compare", axum::routing::get(compare_versions))
+        .route_layer(axum::middleware::from_fn_with_state(auth, firstread_dicomweb::auth::require))
+        .with_state(pool)
+}
+
+/// The query string of `GET /api/models/compare`.
+#[derive(Debug, serde::Deserialize)]
+struct CompareQuery {
+    name: String,
+    a: String,
+    b: String,
+    limit: Option<usize>,
+}
+
+async fn compare_versions(
+    axum::extract::State(pool): axum::extract::State<PgPool>,
+    axum::Extension(caller): axum::Extension<firstread_dicomweb::auth::Caller>,
+    axum::extract::Query(q): axum::extract::Query<CompareQuery>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if q.a == q.b || [&q.name, &q.a, &q.b].iter().any(|s| s.trim().is_empty()) {
+        return (axum::http::StatusCode::BAD_REQUEST, "name, a and b: a model and two different versions of it\n")
+            .into_response();
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    match crate::models::compare(&pool, &q.name, &q.a, &q.b, &caller.scope(), limit).await {
+        Ok(c) => axum::Json(c).into_response(),
+        Err(e) => {
+            warn!(error = %e, "model comparison failed");
+            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+        }
+    }
+}
+
 /// The deprecated shared token: the configured one, or the one an earlier version generated
 /// into `<root>/http-token` (the migration path: it keeps working until it is removed). New
 /// installs have none: users sign in and machines have their own tokens.
@@ -159,7 +201,7 @@ SELECT CASE
                     ELSE 'analysed' END
         FROM jobs j
         WHERE j.kind = 'analysis' AND j.site = s.site AND j.study_instance_uid = s.study_instance_uid
-          AND j.study_version = s.queued_version
+          AND j.study_version = s.queued_version AND NOT j.shadow
     ), 'analysing')
 END AS state, s.site, count(*) AS n
 FROM studies s GROUP BY 1, 2";

@@ -108,7 +108,7 @@ fn classify(method: &Method, path: &str, query: &str) -> Option<(Action, Option<
             let action = if query_resource { Action::Query } else { Action::Retrieve };
             Some((action, study_in_path.or(study_in_query)))
         }
-        ["triage", "api", "studies", ..] => Some((Action::Query, None)),
+        ["triage", "api", "studies", ..] | ["api", "models", ..] => Some((Action::Query, None)),
         ["triage", "api", "feedback", ..] => Some((Action::Feedback, None)),
         ["triage", "studies", ..] => Some((Action::Retrieve, study_in_path)),
         _ => None,

@@ -3,7 +3,8 @@
 //! This crate wires the concept crates together (see `docs/ARCHITECTURE.md`):
 //! [`config`] (TOML + environment), [`telemetry`] (tracing), [`ingest`] (Store SCP -> storage
 //! -> index) and [`node`] (start/stop a node); [`http`] serves DICOMweb, [`http_audit`] records its
-//! accesses in the audit trail; [`retention`] purges old received images; [`demo`] runs the whole
+//! accesses in the audit trail; [`retention`] purges old received images; [`models`] says which
+//! model versions run (active and shadow) and compares two; [`demo`] runs the whole
 //! path on the bundled sample CT. The `firstread` binary is `src/main.rs`.
 
 pub mod analysis;
@@ -14,6 +15,7 @@ pub mod export;
 pub mod http;
 pub mod http_audit;
 pub mod ingest;
+pub mod models;
 pub mod node;
 pub mod notify;
 pub mod results;

@@ -43,6 +43,11 @@ enum Command {
         #[command(subcommand)]
         what: JobsCommand,
     },
+    /// Model packages: the installed versions and the role each runs in; two versions compared.
+    Models {
+        #[command(subcommand)]
+        what: ModelsCommand,
+    },
     /// Users of the HTTP side: people (radiologist, admin) and machine clients (service).
     User {
         #[command(subcommand)]
@@ -149,6 +154,30 @@ enum JobsCommand {
     Cancel {
         /// The job id.
         id: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelsCommand {
+    /// The packages installed under `worker.models_dir`, each version's role (active, shadow or
+    /// not run) by `worker.models` and `worker.shadow`.
+    List,
+    /// Compares two versions of a model over the study versions both analysed: extent-class
+    /// agreement, mean absolute differences of involvement and severity score, agreement of each
+    /// with the radiologist's class where feedback gives one.
+    Compare {
+        /// The model (its folder name).
+        name: String,
+        /// Version A (e.g. the active one).
+        a: String,
+        /// Version B (e.g. the shadow).
+        b: String,
+        /// List at most this many study versions (the most recent); the figures cover all.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -355,6 +384,34 @@ async fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Models { what: ModelsCommand::List } => {
+            let installed = firstread::models::installed(&config.worker.models_dir).map_err(anyhow::Error::msg)?;
+            let runs = config.worker.model_runs().map_err(anyhow::Error::msg)?;
+            println!("{:<32} {:<16} {:<8} FOLDER", "MODEL", "VERSION", "ROLE");
+            for (name, versions) in &installed {
+                for version in versions.iter().rev() {
+                    let role = runs
+                        .iter()
+                        .find(|r| r.model.name == *name && r.model.version == *version)
+                        .map_or("-", |r| if r.model.shadow { "shadow" } else { "active" });
+                    let folder = config.worker.models_dir.join(name).join(version);
+                    println!("{name:<32} {version:<16} {role:<8} {}", folder.display());
+                }
+            }
+            Ok(())
+        }
+        Command::Models { what: ModelsCommand::Compare { name, a, b, limit, json } } => {
+            anyhow::ensure!(a != b, "compare two different versions of {name}");
+            let index = connect(&config).await?;
+            let comparison =
+                firstread::models::compare(index.pool(), &name, &a, &b, &firstread_sites::Scope::Every, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string(&comparison)?);
+            } else {
+                print!("{}", comparison.render());
+            }
+            Ok(())
+        }
         Command::Audit { study, actor, action, since, limit, json } => {
             let index = connect(&config).await?;
             let filter = firstread_audit::Filter { study, actor, action, since, limit };
@@ -484,11 +541,10 @@ async fn run() -> anyhow::Result<()> {
                 .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
                 .collect();
             files.sort();
-            let model = config.worker.models.first().context("no model configured")?.clone();
-            let table = tokio::task::spawn_blocking(move || {
-                firstread::bench::analysis(&config.worker.models_dir, &model, &files, repeats)
-            })
-            .await??;
+            let runs = config.worker.model_runs().map_err(anyhow::Error::msg)?;
+            let package = runs.into_iter().find(|r| !r.model.shadow).context("no active model")?.dir;
+            let table =
+                tokio::task::spawn_blocking(move || firstread::bench::analysis(&package, &files, repeats)).await??;
             let report = format!(
                 "# Analysis benchmark\n\nMachine: {} cores; `firstread bench analysis` (release build), median of {repeats} runs, \
                  libtorch on CPU. Peak RSS is the process's high-water mark after the case.\n\n{table}",

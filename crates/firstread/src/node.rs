@@ -61,11 +61,14 @@ impl Node {
     /// assembly (promotion of ready studies) runs with either role: it is safe to run anywhere.
     ///
     /// # Errors
-    /// Storage root not writable, database unreachable, migration failure, port in use.
+    /// Storage root not writable, database unreachable, migration failure, port in use, model
+    /// versions that cannot run (`crate::models::plan`).
     pub async fn start(config: &Config, roles: Roles) -> anyhow::Result<Node> {
         // counters count from the start, whether or not HTTP serves them
         let _ = crate::telemetry::metrics();
         config.check_sites().map_err(anyhow::Error::msg)?;
+        // every role promotes studies to jobs, one per model version: checked before anything starts
+        let model_runs = config.worker.model_runs().map_err(anyhow::Error::msg)?;
         let storage = Storage::open(&config.storage.root, config.storage.fsync)
             .await
             .with_context(|| format!("opening storage root {}", config.storage.root.display()))?;
@@ -87,6 +90,10 @@ impl Node {
                 "sites": config.sites(), "peers": config.peers.iter().map(|p| &p.ae_title).collect::<Vec<_>>(),
                 "unknown_peers": config.dimse.unknown_peers, "dicom_tls": config.dimse.tls.is_some(),
                 "https": config.http.tls.is_some(), "version": env!("CARGO_PKG_VERSION"),
+                "models": model_runs.iter().filter(|r| !r.model.shadow)
+                    .map(|r| format!("{}@{}", r.model.name, r.model.version)).collect::<Vec<_>>(),
+                "shadow": model_runs.iter().filter(|r| r.model.shadow)
+                    .map(|r| format!("{}@{}", r.model.name, r.model.version)).collect::<Vec<_>>(),
             }),
         };
         if let Err(e) = firstread_audit::record(index.pool(), &started).await {
@@ -96,7 +103,7 @@ impl Node {
             index.pool().clone(),
             node_id.clone(),
             AssemblyConfig {
-                models: config.worker.models.clone(),
+                models: model_runs.iter().map(|r| r.model.clone()).collect(),
                 max_attempts: config.worker.max_attempts,
                 association_stale_after: config.assembly.association_stale_after,
                 early_ready: config.assembly.early_ready,
@@ -195,8 +202,7 @@ impl Node {
                 Analysis::load(
                     index.clone(),
                     storage.clone(),
-                    &config.worker.models_dir,
-                    &config.worker.models,
+                    &model_runs,
                     export_config.clone(),
                     &config.node.ae_title,
                 )?
@@ -336,8 +342,11 @@ async fn assemble(
     let mut failing = false;
     while !shutdown.is_cancelled() {
         let mut result = assembly.promote().await.map(|jobs| {
-            for (site, study, version, model) in jobs {
-                info!(site = %site, study = %study, version, model = %model, "study ready: analysis queued");
+            for j in jobs {
+                info!(
+                    site = %j.site, study = %j.study_instance_uid, version = j.study_version, model = %j.model,
+                    model_version = %j.model_version, shadow = j.shadow, "study ready: analysis queued"
+                );
             }
         });
         if heartbeat && result.is_ok() && last_heartbeat.elapsed() >= config.heartbeat_interval {

@@ -35,10 +35,12 @@ impl Notifications {
     /// # Errors
     /// Database errors (the analysis job is retried; the deliveries already queued stay unique).
     pub async fn enqueue(&self, pool: &PgPool, job: &Job, model: Model, outcome: Outcome<'_>) -> Result<(), String> {
-        if self.config.rules.is_empty() {
+        // a shadow model version's read is never notified
+        if self.config.rules.is_empty() || job.shadow {
             return Ok(());
         }
         let (study, last_image_at) = study_of(pool, &job.site, &job.study_instance_uid, job.study_version).await?;
+        let model_version = model.version.clone();
         let base = Event::new("", study, model, outcome, last_image_at, Utc::now());
         let queue = PgQueue::new(pool.clone());
         // the latest earlier study version notified, per destination (one query for all rules;
@@ -80,6 +82,7 @@ impl Notifications {
                         study_instance_uid: &job.study_instance_uid,
                         study_version: job.study_version,
                         model: &job.model,
+                        model_version: &model_version,
                         destination: &destination,
                         payload: &payload,
                         max_attempts: self.config.max_attempts,

@@ -5,6 +5,7 @@
 //! file. The objects are deterministic (UIDs and dates derived from the job and the model
 //! version), so a rerun overwrites them with the same bytes, and a study version analysed by one
 //! model version keeps its files when another model version analyses it or a later study version.
+//! A shadow job's objects say so in their Series Description ([`SHADOW_MARK`]).
 
 use std::io::Write;
 use std::path::Path;
@@ -16,6 +17,25 @@ use firstread_store::attributes::describe;
 use firstread_store::InstanceAttributes;
 
 use crate::analysis::Analysed;
+
+/// What starts the Series Description (0008,103E) of a shadow model version's result objects,
+/// so a viewer's series list tells them from the active read.
+pub const SHADOW_MARK: &str = "SHADOW ";
+
+/// Marks a result object as a shadow's: [`SHADOW_MARK`] before its Series Description, the
+/// whole cut to the 64 characters of LO.
+fn mark_shadow(obj: &mut dicom_object::FileDicomObject<dicom_object::InMemDicomObject>) {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let description = obj
+        .element(tags::SERIES_DESCRIPTION)
+        .ok()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_end_matches([' ', '\0']).to_owned())
+        .unwrap_or_default();
+    let marked: String = format!("{SHADOW_MARK}{description}").chars().take(64).collect();
+    obj.put(DataElement::new(tags::SERIES_DESCRIPTION, VR::LO, PrimitiveValue::from(marked)));
+}
 
 /// A result object on disk.
 #[derive(Debug, Clone)]
@@ -29,7 +49,8 @@ pub struct Written {
     pub size_bytes: u64,
 }
 
-/// Builds and writes the result objects; returns them, SR first.
+/// Builds and writes the result objects (a shadow job's marked, [`SHADOW_MARK`]); returns them,
+/// SR first.
 ///
 /// # Errors
 /// A message when an object cannot be built or written.
@@ -74,6 +95,11 @@ pub fn write(
     ];
     for image in key_images.map_err(|e| e.to_string())? {
         objects.push(("sc", image));
+    }
+    if job.shadow {
+        for (_, obj) in &mut objects {
+            mark_shadow(obj);
+        }
     }
     let dir_rel = result_dir(&job.site, &job.study_instance_uid, job.study_version, &manifest.name, &manifest.version)?;
     let dir = root.join(&dir_rel);
@@ -148,6 +174,33 @@ fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> Result<T, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shadow_says_so_first_within_64_characters() {
+        use dicom_core::{DataElement, PrimitiveValue, VR};
+        use dicom_dictionary_std::tags;
+        let mut obj = dicom_object::FileDicomObject::new_empty_with_meta(
+            dicom_object::FileMetaTableBuilder::new()
+                .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.88.34")
+                .media_storage_sop_instance_uid("2.25.1")
+                .transfer_syntax("1.2.840.10008.1.2.1")
+                .build()
+                .expect("meta"),
+        );
+        let description = |obj: &dicom_object::FileDicomObject<dicom_object::InMemDicomObject>| {
+            obj.element(tags::SERIES_DESCRIPTION).expect("description").to_str().expect("text").into_owned()
+        };
+        obj.put(DataElement::new(
+            tags::SERIES_DESCRIPTION,
+            VR::LO,
+            PrimitiveValue::from("firstread first read (covid19-lung-ct 0.1.0)"),
+        ));
+        mark_shadow(&mut obj);
+        assert_eq!(description(&obj), "SHADOW firstread first read (covid19-lung-ct 0.1.0)");
+        obj.put(DataElement::new(tags::SERIES_DESCRIPTION, VR::LO, PrimitiveValue::from("x".repeat(64))));
+        mark_shadow(&mut obj);
+        assert_eq!(description(&obj), format!("SHADOW {}", "x".repeat(57)));
+    }
 
     #[test]
     fn one_folder_per_study_version_model_and_model_version() {

@@ -39,7 +39,8 @@ pub async fn render(pool: &PgPool, limit: i64) -> Result<String, sqlx::Error> {
         let site: String = r.try_get(8)?;
         let _ = writeln!(out, "{study:<66} {version:>4} {count:>9} {state:<28} {from:<16} {last:<19} {site}");
         let jobs = sqlx::query(
-            "SELECT id, kind, study_version, model, destination, state, attempts, max_attempts, coalesce(last_error, '') \
+            "SELECT id, kind, study_version, model, destination, state, attempts, max_attempts, coalesce(last_error, ''), \
+                 model_version, shadow \
              FROM jobs WHERE site = $2 AND study_instance_uid = $1 ORDER BY id",
         )
         .bind(&study)
@@ -58,6 +59,12 @@ pub async fn render(pool: &PgPool, limit: i64) -> Result<String, sqlx::Error> {
                 j.try_get(7)?,
             );
             let error: String = j.try_get(8)?;
+            let (model_version, shadow): (String, bool) = (j.try_get(9)?, j.try_get(10)?);
+            let model = match (model_version.is_empty(), shadow) {
+                (true, _) => model,
+                (false, false) => format!("{model} {model_version}"),
+                (false, true) => format!("{model} {model_version} (shadow)"),
+            };
             let target = if dest.is_empty() { model } else { format!("{model} -> {dest}") };
             let _ = write!(out, "    job {id:<6} {kind:<8} v{v:<3} {target:<28} {state:<8} attempt {attempts}/{max}");
             if !error.is_empty() {

@@ -139,8 +139,8 @@ pub async fn record(pool: &PgPool, f: &NewFeedback, scope: &firstread_sites::Sco
              comment, author) \
          SELECT site, study_instance_uid, study_version, model, coalesce(result->'model'->>'version', ''), $3, $4, $5, $6 \
          FROM jobs WHERE kind = 'analysis' AND study_instance_uid = $1 AND study_version = $2 AND state = 'done' \
-           AND ($7::text[] IS NULL OR site = ANY($7)) AND ($8::text IS NULL OR site = $8) \
-         ORDER BY id LIMIT 1 RETURNING id",
+           AND NOT shadow AND ($7::text[] IS NULL OR site = ANY($7)) AND ($8::text IS NULL OR site = $8) \
+         ORDER BY extent_class IS NULL, id LIMIT 1 RETURNING id",
     )
     .bind(&f.study_instance_uid)
     .bind(f.study_version)
@@ -173,7 +173,7 @@ pub async fn list(
                 f.verdict, f.extent_class, f.comment, f.author, f.created_at, f.site \
          FROM feedback f LEFT JOIN jobs j ON j.kind = 'analysis' AND j.site = f.site \
               AND j.study_instance_uid = f.study_instance_uid \
-              AND j.study_version = f.study_version AND j.model = f.model \
+              AND j.study_version = f.study_version AND j.model = f.model AND NOT j.shadow \
          WHERE ($1::bigint IS NULL OR f.id = $1) AND ($2::text[] IS NULL OR f.site = ANY($2)) ORDER BY f.id",
     )
     .bind(id)

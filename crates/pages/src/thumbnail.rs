@@ -37,7 +37,8 @@ pub async fn key_image_png(
 ) -> Result<Vec<u8>, ThumbnailError> {
     let files: Option<serde_json::Value> = sqlx::query_scalar(
         "SELECT result->'result_files' FROM jobs WHERE kind = 'analysis' AND study_instance_uid = $1 \
-         AND study_version = $2 AND state = 'done' AND ($3::text[] IS NULL OR site = ANY($3)) ORDER BY id LIMIT 1",
+         AND study_version = $2 AND state = 'done' AND NOT shadow AND ($3::text[] IS NULL OR site = ANY($3)) \
+         ORDER BY extent_class IS NULL, id LIMIT 1",
     )
     .bind(study)
     .bind(version)

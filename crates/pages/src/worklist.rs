@@ -3,6 +3,9 @@
 //! possibly moderate" ranks with the moderate ones), then CT severity score, then waiting time (the longest wait first);
 //! versions without a result yet come after the read ones, longest wait first.
 //!
+//! The read a row shows is an active model version's, never a shadow's (`jobs.shadow`); with
+//! several active models, the one whose result has an extent class, else the first queued.
+//!
 //! Status of a study version, from the index and the queue:
 //! `receiving` (images still arriving: stability time not reached), `waiting` (stable, not yet
 //! queued: an association still open), `queued`, `analysing`, `done`, `refused` (the model's
@@ -142,8 +145,8 @@ WITH versions AS (
     LEFT JOIN LATERAL (
         SELECT j.id, j.state, j.result_status, j.extent_class, j.extent_class_highest, j.severity_score FROM jobs j
         WHERE j.kind = 'analysis' AND j.site = s.site AND j.study_instance_uid = s.study_instance_uid
-          AND j.study_version = v.version
-        ORDER BY j.id LIMIT 1
+          AND j.study_version = v.version AND NOT j.shadow
+        ORDER BY j.extent_class IS NULL, j.id LIMIT 1
     ) j ON true
     WHERE s.analysable
       AND ($1::text IS NULL OR s.site = $1)

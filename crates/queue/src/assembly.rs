@@ -14,8 +14,8 @@
 //! larger than 1.5 x the median spacing), the study is made stable at once instead of waiting
 //! for `stable_after`. A second series on a later association then opens a new study version.
 //!
-//! Promotion creates one analysis job per (study, version, model) and marks the version queued,
-//! under `FOR UPDATE SKIP LOCKED`, so any number of nodes can run it concurrently.
+//! Promotion creates one analysis job per (study, version, model, model version) and marks the
+//! version queued, under `FOR UPDATE SKIP LOCKED`, so any number of nodes can run it concurrently.
 
 use std::time::Duration;
 
@@ -26,11 +26,39 @@ use uuid::Uuid;
 
 use crate::jobs::QueueError;
 
+/// A model version study versions are analysed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelVersion {
+    /// Model name (its package folder under the models folder).
+    pub name: String,
+    /// Model version (its version folder).
+    pub version: String,
+    /// A shadow: analysed and indexed like the active version, never exported or notified.
+    pub shadow: bool,
+}
+
+/// An analysis job promotion created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promoted {
+    /// The study's site.
+    pub site: String,
+    /// Study Instance UID.
+    pub study_instance_uid: String,
+    /// Study version.
+    pub study_version: i32,
+    /// Model name.
+    pub model: String,
+    /// Model version.
+    pub model_version: String,
+    /// Whether the job runs the model version as a shadow.
+    pub shadow: bool,
+}
+
 /// Assembly settings.
 #[derive(Debug, Clone)]
 pub struct AssemblyConfig {
-    /// Models each ready study version is analysed with (one job each).
-    pub models: Vec<String>,
+    /// Model versions each ready study version is analysed with (one job each).
+    pub models: Vec<ModelVersion>,
     /// Attempts per analysis job.
     pub max_attempts: i32,
     /// An open association whose node has not heartbeat for this long is considered gone.
@@ -159,21 +187,35 @@ impl Assembly {
     }
 
     /// Applies early readiness (when enabled), then promotes every ready study version to
-    /// analysis jobs. Returns the (site, study, version, model) of each job created.
+    /// analysis jobs, one per configured model version. Returns the jobs created.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn promote(&self) -> Result<Vec<(String, String, i32, String)>, QueueError> {
+    pub async fn promote(&self) -> Result<Vec<Promoted>, QueueError> {
         if self.config.early_ready {
             self.apply_early_readiness().await?;
         }
+        let models = &self.config.models;
         let rows = sqlx::query(PROMOTE_SQL)
             .bind(self.config.association_stale_after.as_secs_f64())
-            .bind(&self.config.models)
+            .bind(models.iter().map(|m| m.name.clone()).collect::<Vec<_>>())
             .bind(self.config.max_attempts)
+            .bind(models.iter().map(|m| m.version.clone()).collect::<Vec<_>>())
+            .bind(models.iter().map(|m| m.shadow).collect::<Vec<_>>())
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))).collect()
+        rows.iter()
+            .map(|r| {
+                Ok(Promoted {
+                    site: r.try_get(0)?,
+                    study_instance_uid: r.try_get(1)?,
+                    study_version: r.try_get(2)?,
+                    model: r.try_get(3)?,
+                    model_version: r.try_get(4)?,
+                    shadow: r.try_get(5)?,
+                })
+            })
+            .collect()
     }
 
     async fn apply_early_readiness(&self) -> Result<(), QueueError> {
@@ -230,10 +272,11 @@ WITH ready AS (
     WHERE s.site = r.site AND s.study_instance_uid = r.study_instance_uid
     RETURNING s.site, s.study_instance_uid, s.version
 )
-INSERT INTO jobs (kind, site, study_instance_uid, study_version, model, max_attempts)
-SELECT 'analysis', m.site, m.study_instance_uid, m.version, model, $3 FROM marked m CROSS JOIN unnest($2::text[]) AS model
+INSERT INTO jobs (kind, site, study_instance_uid, study_version, model, model_version, shadow, max_attempts)
+SELECT 'analysis', m.site, m.study_instance_uid, m.version, v.model, v.model_version, v.shadow, $3
+FROM marked m CROSS JOIN unnest($2::text[], $4::text[], $5::boolean[]) AS v(model, model_version, shadow)
 ON CONFLICT DO NOTHING
-RETURNING site, study_instance_uid, study_version, model
+RETURNING site, study_instance_uid, study_version, model, model_version, shadow
 "#;
 
 /// The geometry of each series of a site's study, from the index (PS3.3 C.7.6.2 Image Plane

@@ -56,8 +56,14 @@ pub struct Job {
     pub study_instance_uid: String,
     /// Study version (1 for the first analysis; +1 per accepted late arrival).
     pub study_version: i32,
-    /// Model name (analysis jobs).
+    /// Model name (analysis jobs; the model whose results an export or notify job sends).
     pub model: String,
+    /// Model version (its version folder; "" for jobs queued before versions were recorded:
+    /// the model's active version).
+    pub model_version: String,
+    /// Whether an analysis job runs its model version as a shadow (results indexed, never
+    /// exported or notified).
+    pub shadow: bool,
     /// Destination AE title (export jobs).
     pub destination: String,
     /// Kind-specific parameters.
@@ -149,15 +155,16 @@ impl PgQueue {
         &self.pool
     }
 
-    /// Enqueues a job unless the same (kind, site, study, version, model, destination) exists;
-    /// returns its id when created.
+    /// Enqueues a job unless the same (kind, site, study, version, model, model version,
+    /// destination) exists; returns its id when created.
     ///
     /// # Errors
     /// Database errors.
     pub async fn enqueue(&self, job: &NewJob<'_>) -> Result<Option<i64>, QueueError> {
         Ok(sqlx::query_scalar(
-            "INSERT INTO jobs (kind, study_instance_uid, study_version, model, destination, payload, max_attempts, site) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING RETURNING id",
+            "INSERT INTO jobs (kind, study_instance_uid, study_version, model, destination, payload, max_attempts, site, \
+                 model_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING RETURNING id",
         )
         .bind(job.kind.as_str())
         .bind(job.study_instance_uid)
@@ -167,6 +174,7 @@ impl PgQueue {
         .bind(job.payload)
         .bind(job.max_attempts)
         .bind(job.site)
+        .bind(job.model_version)
         .fetch_optional(&self.pool)
         .await?)
     }
@@ -239,6 +247,8 @@ pub struct NewJob<'a> {
     pub study_version: i32,
     /// Model name (analysis) or the model whose results are exported.
     pub model: &'a str,
+    /// Model version, likewise.
+    pub model_version: &'a str,
     /// Destination AE title (export jobs), "" otherwise.
     pub destination: &'a str,
     /// Kind-specific parameters.
@@ -265,7 +275,7 @@ impl JobQueue for PgQueue {
                    ((state = 'queued' AND run_after <= now()) OR (state = 'running' AND lease_expires_at < now())) \
                  ORDER BY run_after, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
              RETURNING id, study_instance_uid, study_version, model, destination, payload, attempts, max_attempts, started_at, \
-                       created_at, site",
+                       created_at, site, model_version, shadow",
         )
         .bind(kind.as_str())
         .bind(worker)
@@ -280,6 +290,8 @@ impl JobQueue for PgQueue {
             study_instance_uid: r.try_get(1)?,
             study_version: r.try_get(2)?,
             model: r.try_get(3)?,
+            model_version: r.try_get(11)?,
+            shadow: r.try_get(12)?,
             destination: r.try_get(4)?,
             payload: r.try_get(5)?,
             attempt: r.try_get(6)?,

@@ -12,6 +12,6 @@ pub mod assembly;
 pub mod jobs;
 pub mod worker;
 
-pub use assembly::{Assembly, AssemblyConfig, SeriesGeometry};
+pub use assembly::{Assembly, AssemblyConfig, ModelVersion, Promoted, SeriesGeometry};
 pub use jobs::{Backoff, Job, JobKind, JobQueue, NewJob, PgQueue, QueueError};
 pub use worker::{JobError, JobHandler, WorkerConfig};

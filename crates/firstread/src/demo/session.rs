@@ -416,15 +416,20 @@ fn session_config(
     config
 }
 
+/// The model whose first read the demo prints (the others installed run too; their result
+/// objects reach the receiving AE with the rest).
+const DEMO_MODEL: &str = "covid19-lung-ct";
+
 async fn job(pool: &PgPool, kind: &str, study: &str, destination: &str) -> anyhow::Result<Option<JobRow>> {
     sqlx::query_as(
         "SELECT state, attempts, last_error, result, created_at, started_at FROM jobs \
-         WHERE kind = $1 AND study_instance_uid = $2 AND ($3 = '' OR destination = $3) \
-         ORDER BY study_version DESC, id DESC LIMIT 1",
+         WHERE kind = $1 AND study_instance_uid = $2 AND ($3 = '' OR destination = $3) AND NOT shadow \
+         ORDER BY study_version DESC, (kind = 'analysis' AND model <> $4), id DESC LIMIT 1",
     )
     .bind(kind)
     .bind(study)
     .bind(destination)
+    .bind(DEMO_MODEL)
     .fetch_optional(pool)
     .await
     .with_context(|| format!("reading the {kind} job"))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the rule-based lung / lung-opacity TorchScript module and save it as model.pt.
 
-    /opt/torchvenv/bin/python models/covid19-lung-ct/export.py [--out models/covid19-lung-ct/model.pt]
+    /opt/torchvenv/bin/python models/covid19-lung-ct/0.2.1/export.py [--out models/covid19-lung-ct/0.2.1/model.pt]
 
 The module has no weights: it is a quantitative-CT pipeline (HU thresholds, box morphology,
 connected components by label propagation) written with tensor ops only, so it scripts with

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks used to tune the rule-based lung / opacity module (model.pt).
 
-    /opt/torchvenv/bin/python models/covid19-lung-ct/test_model.py [--model model.pt] [--sample DIR]
+    /opt/torchvenv/bin/python models/covid19-lung-ct/0.2.1/test_model.py [--model model.pt] [--sample DIR]
                                                                   [--skip-sample] [--skip-bench]
 
 Synthetic phantoms (body ellipse ~0 HU in -1024 air, table with an air cavity, spine, two lung
