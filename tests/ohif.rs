@@ -2,6 +2,8 @@
 //! `tests/browser/ohif.mjs`) opens the OHIF viewer the node serves at `/viewer` on the study the
 //! node just analysed: the CT renders, the SR's ROIs are drawn on their slices, the SEG overlay
 //! shows, and nothing goes wrong in the console, the network or the viewer's notifications.
+//! The node runs both model packages: the COVID-19 read's SR ROIs and SEG are checked first, then
+//! the emphysema read's SR (no ROIs: classes and values) and its four-segment SEG.
 //! Screenshots go to `target/ohif-screenshots/` (the ones in `docs/screenshots/` come from here).
 //! The node serves HTTPS with a test CA's certificate, which the browser trusts by its key.
 
@@ -9,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use firstread_e2e::pki::Ca;
-use firstread_e2e::{dcmtk, eventually_async, repo_root, run, sample_series, serve_with_https, TestDb, TEST_TOKEN};
+use firstread_e2e::{dcmtk, eventually_async, repo_root, run, sample_series, serve_with_https_and, TestDb, TEST_TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ohif_shows_the_ct_the_sr_rois_and_the_seg_overlay() {
@@ -18,7 +20,8 @@ async fn ohif_shows_the_ct_the_sr_rois_and_the_seg_overlay() {
     let pki = tempfile::tempdir().expect("dir");
     let ca = Ca::new(pki.path(), "hospital-ca");
     let certificate = ca.issue("firstread");
-    let (_node, dimse, http) = serve_with_https(&db, dir.path(), &certificate);
+    let both = ("FIRSTREAD_WORKER__MODELS", "[\"covid19-lung-ct\", \"emphysema-ct\"]".to_owned());
+    let (_node, dimse, http) = serve_with_https_and(&db, dir.path(), &certificate, &[both]);
     let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
 
     let files = sample_series("");
@@ -43,7 +46,7 @@ async fn ohif_shows_the_ct_the_sr_rois_and_the_seg_overlay() {
         .fetch_one(&pool)
         .await
         .unwrap_or(0)
-            == 1
+            == 2
     })
     .await;
     assert!(analysed, "the sample was not analysed");
@@ -52,22 +55,27 @@ async fn ohif_shows_the_ct_the_sr_rois_and_the_seg_overlay() {
 
     let out_dir = repo_root().join("target/ohif-screenshots");
     std::fs::create_dir_all(&out_dir).expect("screenshot dir");
-    let out = run({
-        let mut c = Command::new("node");
-        c.arg(repo_root().join("tests/browser/ohif.mjs"))
-            .args(["--base", &format!("https://127.0.0.1:{http}"), "--study", &study, "--token", TEST_TOKEN])
-            .args(["--trust-spki", &certificate.spki_sha256()])
-            // the script's own QIDO-RS requests (Node's fetch) trust the test CA
-            .env("NODE_EXTRA_CA_CERTS", &ca.certificate)
-            .arg("--out")
-            .arg(&out_dir)
-            .args(["--timeout-ms", "90000"]);
-        c
-    });
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("ohif.mjs printed no JSON ({e}):\n{stdout}\n{stderr}"));
+    let viewer = |filters: &[&str], out: &std::path::Path| {
+        let out = run({
+            let mut c = Command::new("node");
+            c.arg(repo_root().join("tests/browser/ohif.mjs"))
+                .args(["--base", &format!("https://127.0.0.1:{http}"), "--study", &study, "--token", TEST_TOKEN])
+                .args(["--trust-spki", &certificate.spki_sha256()])
+                // the script's own QIDO-RS requests (Node's fetch) trust the test CA
+                .env("NODE_EXTRA_CA_CERTS", &ca.certificate)
+                .arg("--out")
+                .arg(out)
+                .args(filters)
+                .args(["--timeout-ms", "90000"]);
+            c
+        });
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let summary: serde_json::Value = serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("ohif.mjs printed no JSON ({e}):\n{stdout}\n{stderr}"));
+        (out.status.success(), summary, stderr)
+    };
+    let (ok, summary, stderr) = viewer(&["--sr-filter", "^firstread ", "--seg-filter", "covid19-lung-ct"], &out_dir);
     assert_eq!(summary["ct_rendered"], true, "{summary:#}");
     assert_eq!(summary["cross_origin_isolated"], true, "{summary:#}");
     assert!(summary["sr_rois"].as_u64().unwrap_or(0) >= 1, "SR ROIs drawn: {summary:#}");
@@ -75,5 +83,19 @@ async fn ohif_shows_the_ct_the_sr_rois_and_the_seg_overlay() {
     assert_eq!(summary["console_errors"], serde_json::json!([]), "{summary:#}");
     assert_eq!(summary["failed_requests"], serde_json::json!([]), "{summary:#}");
     assert_eq!(summary["error_notifications"], serde_json::json!([]), "{summary:#}");
-    assert!(out.status.success() && summary["ok"] == true, "{summary:#}\n{stderr}");
+    assert!(ok && summary["ok"] == true, "{summary:#}\n{stderr}");
+
+    // the emphysema read: its two SRs open without a crash (shown as text: no ROIs), its SEG lists
+    // the lungs, the opacity and the low attenuation area
+    let emphysema_dir = out_dir.join("emphysema");
+    std::fs::create_dir_all(&emphysema_dir).expect("screenshot dir");
+    let (ok, summary, stderr) =
+        viewer(&["--sr-filter", "emphysema-ct", "--seg-filter", "emphysema-ct", "--no-rois"], &emphysema_dir);
+    assert_eq!(summary["ct_rendered"], true, "{summary:#}");
+    assert_eq!(summary["sr"].as_array().map(Vec::len), Some(2), "the emphysema SRs: {summary:#}");
+    assert_eq!(summary["seg_segments"], 4, "SEG segments listed: {summary:#}");
+    assert_eq!(summary["console_errors"], serde_json::json!([]), "{summary:#}");
+    assert_eq!(summary["failed_requests"], serde_json::json!([]), "{summary:#}");
+    assert_eq!(summary["error_notifications"], serde_json::json!([]), "{summary:#}");
+    assert!(ok && summary["ok"] == true, "{summary:#}\n{stderr}");
 }

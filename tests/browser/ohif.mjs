@@ -2,7 +2,7 @@
 // Browser test of the OHIF viewer served by the firstread DICOMweb server (crates/dicomweb/viewer).
 //
 //   node tests/browser/ohif.mjs --base http://127.0.0.1:PORT --study <StudyInstanceUID> --out <dir> \
-//        [--token <bearer>] [--auth cookie|config|url] [--sr-filter <regex>] [--timeout-ms 60000] [--chromium PATH]
+//        [--token <bearer>] [--auth cookie|config|url] [--sr-filter <regex>] [--seg-filter <regex>] [--no-rois] [--timeout-ms 60000] [--chromium PATH]
 //
 // Opens <base>/viewer/viewer?StudyInstanceUIDs=<uid> in headless Chromium (Debian's /usr/bin/chromium
 // driven by playwright-core from <repo>/.viewer, installed by scripts/bootstrap.sh) and checks, each step
@@ -41,7 +41,7 @@ const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable
 function usage(msg) {
   if (msg) process.stderr.write(`ohif.mjs: ${msg}\n`);
   process.stderr.write('usage: node tests/browser/ohif.mjs --base URL --study UID --out DIR [--token T] [--auth cookie|config|url]\n' +
-    '       [--sr-filter REGEX] [--timeout-ms N] [--chromium PATH] [--viewer-dir DIR] [--verbose]\n' +
+    '       [--sr-filter REGEX] [--seg-filter REGEX] [--no-rois] [--timeout-ms N] [--chromium PATH] [--viewer-dir DIR] [--verbose]\n' +
     '       [--trust-spki BASE64]  (an HTTPS --base: trust the server key with this SHA-256 SPKI hash)\n');
   process.exit(2);
 }
@@ -60,6 +60,8 @@ function parseArgs(argv) {
       case '--auth': o.auth = val(); break;
       case '--token-in-url': o.auth = 'url'; break;
       case '--sr-filter': o.srFilter = new RegExp(val(), 'i'); break;
+      case '--seg-filter': o.segFilter = new RegExp(val(), 'i'); break;
+      case '--no-rois': o.noRois = true; break;
       case '--timeout-ms': o.timeoutMs = Number(val()); break;
       case '--chromium': o.chromium = val(); break;
       case '--viewer-dir': o.viewerDir = val(); break;
@@ -421,7 +423,8 @@ async function main() {
     if (!r.viewport_rendered && r.rois === 0) r.errors.push('the SR viewport shows no image and no ROI');
   }
   summary.sr_rois = Math.max(0, ...summary.sr.map(r => r.rois));
-  if (summary.ct_rendered && srs.length && summary.sr_rois === 0) fail('sr', 'no SR series drew any ROI');
+  // --no-rois: reports without planar ROIs (a model with measurements and classes only)
+  if (summary.ct_rendered && srs.length && summary.sr_rois === 0 && !opts.noRois) fail('sr', 'no SR series drew any ROI');
   for (const r of summary.sr) {
     if (r.crashed) {
       const why = r.errors.find(m => /error boundary|page error/i.test(m)) || '';
@@ -430,7 +433,7 @@ async function main() {
   }
 
   // ---------------------------------------------------------------- seg
-  const segs = series.filter(s => s.modality === 'SEG');
+  const segs = series.filter(s => s.modality === 'SEG' && (!opts.segFilter || opts.segFilter.test(s.description)));
   if (summary.ct_rendered && !segs.length) fail('seg', 'the study has no SEG series');
   if (summary.ct_rendered && segs.length) {
     const s = segs[0];

@@ -603,6 +603,16 @@ pub fn serve_with_http(db: &TestDb, root: &Path) -> (Process, u16, u16) {
 
 /// As [`serve_with_http`], with HTTPS only on the HTTP port, with `certificate`'s files.
 pub fn serve_with_https(db: &TestDb, root: &Path, certificate: &pki::Issued) -> (Process, u16, u16) {
+    serve_with_https_and(db, root, certificate, &[])
+}
+
+/// [`serve_with_https`] with more environment overrides (`FIRSTREAD_*`), applied last.
+pub fn serve_with_https_and(
+    db: &TestDb,
+    root: &Path,
+    certificate: &pki::Issued,
+    extra: &[(&'static str, String)],
+) -> (Process, u16, u16) {
     let (dimse, http) = (free_port(), free_port());
     let mut env = node_env(db, root, dimse);
     env.push(("FIRSTREAD_HTTP__LISTEN", format!("127.0.0.1:{http}")));
@@ -613,6 +623,7 @@ pub fn serve_with_https(db: &TestDb, root: &Path, certificate: &pki::Issued) -> 
         "FIRSTREAD_HTTP__VIEWER_DIR",
         repo_root().join(".viewer/node_modules/@ohif/app/dist").display().to_string(),
     ));
+    env.extend(extra.iter().cloned());
     (Process::start(&["serve"], &env), dimse, http)
 }
 

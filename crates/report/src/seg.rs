@@ -96,7 +96,12 @@ pub fn build_seg(input: &ResultInput) -> Result<FileDicomObject<InMemDicomObject
     let (date, time) = (input.content_date.as_str(), input.content_time.as_str());
 
     // Patient, General Study, SOP Common, General Series, Segmentation Series.
-    let description = format!("firstread lung segmentation ({} {})", m.name, m.version);
+    // a vocabulary package's series start with its name (a study may hold several packages' SEGs);
+    // the COVID-19 package's description is kept, so its objects stay byte-identical
+    let description = match input.findings {
+        Some(_) => format!("firstread lung segmentation ({} {})", m.name, m.version),
+        None => format!("{} {} segmentation", m.name, m.version),
+    };
     let mut obj = new_instance(
         input,
         &SeriesHeader {

@@ -424,7 +424,7 @@ async fn job(pool: &PgPool, kind: &str, study: &str, destination: &str) -> anyho
     sqlx::query_as(
         "SELECT state, attempts, last_error, result, created_at, started_at FROM jobs \
          WHERE kind = $1 AND study_instance_uid = $2 AND ($3 = '' OR destination = $3) AND NOT shadow \
-         ORDER BY study_version DESC, (kind = 'analysis' AND model <> $4), id DESC LIMIT 1",
+         ORDER BY study_version DESC, model <> $4, id DESC LIMIT 1",
     )
     .bind(kind)
     .bind(study)

@@ -2,14 +2,21 @@
 //! extension): the same TID 1500 structure as the COVID-19 reports, written from the manifest's
 //! codes and the computed [`firstread_findings::measures::Measures`].
 //!
-//! - [`build_sr`] (displayable, 126000): no planar groups (the vocabulary has no key slices), an
-//!   empty Imaging Measurements container (OHIF needs it), and Qualitative Evaluations: each
+//! - [`build_sr`]: no planar groups (the vocabulary has no key slices), an empty Imaging
+//!   Measurements container, and Qualitative Evaluations: each
 //!   classification as a CODE item (concept: the classification's code, value: its band's code)
 //!   with the classified value (HAS PROPERTIES NUM) and every class the value's validated error also
 //!   allows ("Class within the method's error"); each whole-region measurement as a NUM with its
-//!   finding site; the summary text; the method and its limits.
+//!   finding site; the summary text; the method and its limits. Titled (18748-4, LN, "Diagnostic
+//!   imaging report") with an empty Image Library, as the volumetric SR: OHIF 3.13 loads the
+//!   measurements of every (126000, DCM) report it opens, and its error boundary fails on one with
+//!   none ("Cannot destructure property 'displaySetInstanceUID' of 'measurement'", seen in
+//!   tests/ohif.rs); under this title it shows the document as text.
 //! - [`build_volumetric_sr`] (18748-4): one TID 1411 group per segment and per third of it, each
 //!   referencing its SEG segment, with every measurement of that region.
+//!
+//! Series descriptions start with the model's name and version ("emphysema-ct 0.1.0 first read"),
+//! so that a study read by several packages lists which series is whose.
 
 use dicom_object::{FileDicomObject, InMemDicomObject};
 use firstread_findings::measures::{CodeSpec, Measurement};
@@ -17,8 +24,8 @@ use firstread_findings::Level;
 
 use super::{
     ucum, volumetric_sr_uids, zone_code, Cd, Cd2, Context, Document, Item, CONTAINS, DIAGNOSTIC_IMAGING_REPORT,
-    FINDING_SITE, HAS_CONCEPT_MOD, HAS_PROPERTIES, IMAGING_MEASUREMENTS, IMAGING_MEASUREMENT_REPORT, MEASUREMENT_GROUP,
-    METHOD_AND_LIMITS, QUALITATIVE_EVALUATIONS, SEGMENTATION_STORAGE, SR_SERIES_NUMBER, TOPOGRAPHICAL_MODIFIER,
+    FINDING_SITE, HAS_CONCEPT_MOD, HAS_PROPERTIES, IMAGING_MEASUREMENTS, MEASUREMENT_GROUP, METHOD_AND_LIMITS,
+    QUALITATIVE_EVALUATIONS, SEGMENTATION_STORAGE, SR_SERIES_NUMBER, TOPOGRAPHICAL_MODIFIER,
     VOLUMETRIC_SR_SERIES_NUMBER,
 };
 use crate::ReportError;
@@ -88,12 +95,12 @@ pub(super) fn build_sr(ctx: &Context<'_>) -> Result<FileDicomObject<InMemDicomOb
     items.push(Item::text(CONTAINS, SUMMARY, summary(ctx)));
     items.push(Item::text(CONTAINS, METHOD_AND_LIMITS, method_text(ctx)));
     let mut content = ctx.preamble();
-    content.push(ctx.image_library(true));
+    content.push(ctx.image_library(false));
     content.push(Item::container(CONTAINS, IMAGING_MEASUREMENTS, None));
     content.push(Item::container(CONTAINS, QUALITATIVE_EVALUATIONS, None).with(items));
-    let description = format!("firstread first read ({} {})", input.manifest.name, input.manifest.version);
+    let description = format!("{} {} first read", input.manifest.name, input.manifest.version);
     ctx.document(Document {
-        title: IMAGING_MEASUREMENT_REPORT,
+        title: DIAGNOSTIC_IMAGING_REPORT,
         series_uid: &input.uids.sr_series,
         instance_uid: &input.uids.sr_instance,
         series_number: SR_SERIES_NUMBER,
@@ -155,7 +162,7 @@ pub(super) fn build_volumetric_sr(ctx: &Context<'_>) -> Result<FileDicomObject<I
         series_uid: &series_uid,
         instance_uid: &instance_uid,
         series_number: VOLUMETRIC_SR_SERIES_NUMBER,
-        description: "firstread volumetric measurements",
+        description: &format!("{} {} volumetric measurements", input.manifest.name, input.manifest.version),
         content,
         references,
         predecessor: None,
