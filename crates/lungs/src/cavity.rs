@@ -754,46 +754,15 @@ fn carry_slice(
 /// parenchyma, which the model may take for lung; no walk starts from it. `None` when there is
 /// none (the usual case: no copy).
 fn without_gas(lung: &[u8], hu: &[f32], rows: usize, cols: usize) -> Option<Vec<u8>> {
-    let mut seen = vec![false; lung.len()];
     let mut out: Option<Vec<u8>> = None;
-    let mut stack = Vec::new();
-    for start in 0..lung.len() {
-        if lung[start] == 0 || seen[start] {
-            continue;
-        }
-        seen[start] = true;
-        stack.push(start);
-        let mut part = Vec::new();
-        while let Some(p) = stack.pop() {
-            part.push(p);
-            let (r, c) = (p / cols, p % cols);
-            let mut visit = |q: usize| {
-                if lung[q] != 0 && !seen[q] {
-                    seen[q] = true;
-                    stack.push(q);
-                }
-            };
-            if c > 0 {
-                visit(p - 1);
-            }
-            if c + 1 < cols {
-                visit(p + 1);
-            }
-            if r > 0 {
-                visit(p - cols);
-            }
-            if r + 1 < rows {
-                visit(p + cols);
-            }
-        }
-        let mut values: Vec<f32> = part.iter().map(|&p| hu[p]).collect();
-        if median(&mut values).is_some_and(|m| m < GAS_HU) {
+    crate::gas::for_each_part(lung, rows, cols, |part| {
+        if crate::gas::median_below_gas(hu, part) {
             let cleaned = out.get_or_insert_with(|| lung.to_vec());
-            for p in part {
+            for &p in part {
                 cleaned[p] = 0;
             }
         }
-    }
+    });
     out
 }
 
@@ -816,7 +785,7 @@ fn median_around(slice: &[f32], [rows, cols]: [usize; 2], p: usize, window: &mut
 }
 
 /// The median of `values` (reordered), `None` when empty.
-fn median<T: Copy + PartialOrd>(values: &mut [T]) -> Option<T> {
+pub(crate) fn median<T: Copy + PartialOrd>(values: &mut [T]) -> Option<T> {
     let mid = values.len() / 2;
     if values.is_empty() {
         return None;

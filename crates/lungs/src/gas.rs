@@ -48,16 +48,37 @@ pub fn trim_gas(hu: &[f32], shape: [usize; 3], masks: [&mut Vec<u8>; 2]) -> GasT
 
 /// One slice: returns the pixels taken out.
 fn trim_slice(hu: &[f32], mask: &mut [u8], rows: usize, cols: usize) -> usize {
+    let mut gas = Vec::new();
+    for_each_part(mask, rows, cols, |part| {
+        if median_below_gas(hu, part) && ring_aerated_share(hu, part, rows, cols) < MAX_AERATED_RING {
+            gas.extend_from_slice(part);
+        }
+    });
+    for &p in &gas {
+        mask[p] = 0;
+    }
+    gas.len()
+}
+
+/// Whether the median HU of `part` is below [`GAS_HU`].
+pub(crate) fn median_below_gas(hu: &[f32], part: &[usize]) -> bool {
+    let mut values: Vec<f32> = part.iter().map(|&p| hu[p]).collect();
+    crate::cavity::median(&mut values).is_some_and(|m| m < GAS_HU)
+}
+
+/// Calls `f` with the pixel offsets of each 4-connected part of a slice's `mask`
+/// (`[rows, cols]`, non-zero inside).
+pub(crate) fn for_each_part(mask: &[u8], rows: usize, cols: usize, mut f: impl FnMut(&[usize])) {
     let mut seen = vec![false; mask.len()];
     let mut stack = Vec::new();
-    let mut removed = 0;
+    let mut part = Vec::new();
     for start in 0..mask.len() {
         if mask[start] == 0 || seen[start] {
             continue;
         }
         seen[start] = true;
         stack.push(start);
-        let mut part = Vec::new();
+        part.clear();
         while let Some(p) = stack.pop() {
             part.push(p);
             let (r, c) = (p / cols, p % cols);
@@ -74,17 +95,8 @@ fn trim_slice(hu: &[f32], mask: &mut [u8], rows: usize, cols: usize) -> usize {
                 }
             }
         }
-        let mut values: Vec<f32> = part.iter().map(|&p| hu[p]).collect();
-        values.sort_by(f32::total_cmp);
-        if values[values.len() / 2] >= GAS_HU || ring_aerated_share(hu, &part, rows, cols) >= MAX_AERATED_RING {
-            continue;
-        }
-        for &p in &part {
-            mask[p] = 0;
-        }
-        removed += part.len();
+        f(&part);
     }
-    removed
 }
 
 /// Share of aerated lung among the pixels within [`RING_PIXELS`] of `part` (not in it).

@@ -149,24 +149,8 @@ pub(super) fn build_volumetric_sr(ctx: &Context<'_>) -> Result<FileDicomObject<I
         }
         groups.push(Item::container(CONTAINS, MEASUREMENT_GROUP, Some("1411")).with(items));
     }
-    let mut content = ctx.preamble();
-    content.push(ctx.image_library(false));
-    content.push(Item::container(CONTAINS, IMAGING_MEASUREMENTS, None).with(groups));
-    let references = vec![
-        (input.volume.series_instance_uid.clone(), ctx.ct_references()),
-        (input.uids.seg_series.clone(), vec![(SEGMENTATION_STORAGE.to_owned(), input.uids.seg_instance.clone())]),
-    ];
-    let (series_uid, instance_uid) = volumetric_sr_uids(input.uids);
-    ctx.document(Document {
-        title: DIAGNOSTIC_IMAGING_REPORT,
-        series_uid: &series_uid,
-        instance_uid: &instance_uid,
-        series_number: VOLUMETRIC_SR_SERIES_NUMBER,
-        description: &format!("{} {} volumetric measurements", input.manifest.name, input.manifest.version),
-        content,
-        references,
-        predecessor: None,
-    })
+    let description = format!("{} {} volumetric measurements", input.manifest.name, input.manifest.version);
+    ctx.volumetric_document(groups, &description)
 }
 
 fn code_of_classification(ctx: &Context<'_>, key: &str) -> Cd2 {

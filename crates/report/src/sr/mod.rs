@@ -251,24 +251,7 @@ pub fn build_volumetric_sr(input: &ResultInput) -> Result<FileDicomObject<InMemD
             groups.push(group);
         }
     }
-    let mut content = ctx.preamble();
-    content.push(ctx.image_library(false));
-    content.push(Item::container(CONTAINS, IMAGING_MEASUREMENTS, None).with(groups));
-    let references = vec![
-        (input.volume.series_instance_uid.clone(), ctx.ct_references()),
-        (input.uids.seg_series.clone(), vec![(SEGMENTATION_STORAGE.to_owned(), input.uids.seg_instance.clone())]),
-    ];
-    let (series_uid, instance_uid) = volumetric_sr_uids(input.uids);
-    ctx.document(Document {
-        title: DIAGNOSTIC_IMAGING_REPORT,
-        series_uid: &series_uid,
-        instance_uid: &instance_uid,
-        series_number: VOLUMETRIC_SR_SERIES_NUMBER,
-        description: "firstread volumetric measurements",
-        content,
-        references,
-        predecessor: None,
-    })
+    ctx.volumetric_document(groups, "firstread volumetric measurements")
 }
 
 /// Series and SOP Instance UID of the volumetric SR.
@@ -914,6 +897,34 @@ impl<'a> Context<'a> {
         items
             .push(Item::num(what, CRANIOCAUDAL_EXTENT, effusion.craniocaudal_extent_mm, 1, MM)?.with(self.algorithm()));
         Ok(Some(Item::container(CONTAINS, MEASUREMENT_GROUP, Some("1411")).with(items)))
+    }
+
+    /// The volumetric SR with these TID 1411 `groups`: no Image Library entries, the CT and the
+    /// SEG as evidence, series [`VOLUMETRIC_SR_SERIES_NUMBER`], no predecessor.
+    fn volumetric_document(
+        &self,
+        groups: Vec<Item>,
+        description: &str,
+    ) -> Result<FileDicomObject<InMemDicomObject>, ReportError> {
+        let input = self.input;
+        let mut content = self.preamble();
+        content.push(self.image_library(false));
+        content.push(Item::container(CONTAINS, IMAGING_MEASUREMENTS, None).with(groups));
+        let references = vec![
+            (input.volume.series_instance_uid.clone(), self.ct_references()),
+            (input.uids.seg_series.clone(), vec![(SEGMENTATION_STORAGE.to_owned(), input.uids.seg_instance.clone())]),
+        ];
+        let (series_uid, instance_uid) = volumetric_sr_uids(input.uids);
+        self.document(Document {
+            title: DIAGNOSTIC_IMAGING_REPORT,
+            series_uid: &series_uid,
+            instance_uid: &instance_uid,
+            series_number: VOLUMETRIC_SR_SERIES_NUMBER,
+            description,
+            content,
+            references,
+            predecessor: None,
+        })
     }
 
     /// The SR document: Patient and General Study (copied), SR Document Series, General
