@@ -174,7 +174,7 @@ async fn a_new_model_version_reanalyses_a_stored_study_and_corrects_the_first_re
     let old_uid = text(&old_sr, tags::SOP_INSTANCE_UID);
     let new_uid = text(&new_sr, tags::SOP_INSTANCE_UID);
     assert_ne!(old_uid, new_uid);
-    assert_eq!(predecessors(&new_sr), [old_uid.clone()], "Predecessor Documents Sequence");
+    assert_eq!(predecessors(&new_sr).as_slice(), std::slice::from_ref(&old_uid), "Predecessor Documents Sequence");
     assert!(predecessors(&old_sr).is_empty());
 
     // the storescp received 0.2.1's objects, its SR among them

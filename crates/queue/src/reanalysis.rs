@@ -2,8 +2,9 @@
 //! version, queued at [`REANALYSIS_PRIORITY`] so that live studies are claimed before them.
 //!
 //! Each matching study is taken at its latest assembled study version (`studies.queued_version`);
-//! a study version that version of the model already has an analysis job for (done, queued or
-//! running, in any role) is skipped. Inserts use `ON CONFLICT DO NOTHING` against the jobs'
+//! studies whose images retention purged (`studies.purged_at`) cannot be read again and are left
+//! out; a study version that version of the model already has an analysis job for (done, queued
+//! or running, in any role) is skipped. Inserts use `ON CONFLICT DO NOTHING` against the jobs'
 //! unique key, so two operators running it at once queue each study version once.
 
 use std::collections::BTreeMap;
@@ -74,7 +75,7 @@ pub async fn queue_reanalysis(pool: &PgPool, r: &Reanalysis<'_>) -> Result<Reana
              WHERE j.kind = 'analysis' AND j.site = s.site AND j.study_instance_uid = s.study_instance_uid \
                AND j.study_version = s.queued_version AND j.model = $1 AND j.model_version = $2) \
          FROM studies s \
-         WHERE s.analysable AND s.queued_version >= 1 AND coalesce(s.last_image_at, s.last_received_at) >= $3 \
+         WHERE s.analysable AND s.queued_version >= 1 AND s.purged_at IS NULL AND coalesce(s.last_image_at, s.last_received_at) >= $3 \
            AND ($4::text IS NULL OR s.site = $4) \
          ORDER BY coalesce(s.last_image_at, s.last_received_at), s.site, s.study_instance_uid",
     )
