@@ -213,10 +213,17 @@ impl Analysis {
         Ok(Outcome { result, analysed: Some(Analysed { study, segmentation, findings, measures }) })
     }
 
-    /// The SR this study version supersedes: that of the previous study version's analysis by
-    /// the same model in the same role (the active read it replaces, which may be another
-    /// model version's; for a shadow, the previous shadow read), when it was analysed.
+    /// The SR this read supersedes. For an active read: another version's active read of the
+    /// same study version (a re-analysis with a new model version replaces it), else that of
+    /// the previous study version by the same model in the same role (the active read it
+    /// replaces, which may be another model version's; for a shadow, the previous shadow
+    /// read), when it was analysed.
     async fn predecessor(&self, job: &Job, manifest: &Manifest) -> Result<Option<(String, String, String)>, String> {
+        if !job.shadow {
+            if let Some(older) = self.same_version_read(job, &manifest.version).await? {
+                return Ok(Some(Self::sr_of(job, manifest, &older, job.study_version)));
+            }
+        }
         if job.study_version <= 1 {
             return Ok(None);
         }
@@ -236,15 +243,34 @@ impl Analysis {
         .await
         .map_err(|e| e.to_string())?
         .flatten();
-        Ok(version.map(|version| {
-            let previous = firstread_report::ResultUids::derive(
-                &results::study_key(job),
-                &manifest.name,
-                &version,
-                job.study_version - 1,
-            );
-            (firstread_report::sr::COMPREHENSIVE_3D_SR_STORAGE.to_owned(), previous.sr_instance, previous.sr_series)
-        }))
+        Ok(version.map(|version| Self::sr_of(job, manifest, &version, job.study_version - 1)))
+    }
+
+    /// The version of the latest done, analysed active read of the job's study version by
+    /// another version of the same model (what a re-analysis supersedes).
+    async fn same_version_read(&self, job: &Job, version: &str) -> Result<Option<String>, String> {
+        Ok(sqlx::query_scalar(
+            "SELECT result->'model'->>'version' FROM jobs WHERE kind = 'analysis' AND site = $1 \
+             AND study_instance_uid = $2 AND study_version = $3 AND model = $4 AND state = 'done' \
+             AND NOT shadow AND result_status = 'analysed' AND result->'model'->>'version' <> $5 \
+             ORDER BY finished_at DESC NULLS LAST, id DESC LIMIT 1",
+        )
+        .bind(&job.site)
+        .bind(&job.study_instance_uid)
+        .bind(job.study_version)
+        .bind(&job.model)
+        .bind(version)
+        .fetch_optional(self.index.pool())
+        .await
+        .map_err(|e| e.to_string())?
+        .flatten())
+    }
+
+    /// The SR (SOP Class, SOP Instance and Series UIDs) of `version`'s read of `study_version`.
+    fn sr_of(job: &Job, manifest: &Manifest, version: &str, study_version: i32) -> (String, String, String) {
+        let uids =
+            firstread_report::ResultUids::derive(&results::study_key(job), &manifest.name, version, study_version);
+        (firstread_report::sr::COMPREHENSIVE_3D_SR_STORAGE.to_owned(), uids.sr_instance, uids.sr_series)
     }
 
     /// One export job per destination of the study (its sender when known, and `always`), of

@@ -48,6 +48,25 @@ enum Command {
         #[command(subcommand)]
         what: ModelsCommand,
     },
+    /// Queues a model's analysis of stored studies (re-analysis), at a priority below live
+    /// studies: the latest study version of each study whose last image arrived on or after
+    /// `--since`, skipping those the model version already read.
+    Reanalyse {
+        /// The model, `NAME` (its active version here) or `NAME@VERSION` (a version this node
+        /// runs, active or shadow).
+        #[arg(long)]
+        model: String,
+        /// Studies whose last image arrived on or after this date (YYYY-MM-DD, UTC) or time
+        /// (RFC 3339).
+        #[arg(long, value_parser = parse_since)]
+        since: chrono::DateTime<chrono::Utc>,
+        /// Only studies of this site.
+        #[arg(long)]
+        site: Option<String>,
+        /// Count what would be queued; queue nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Users of the HTTP side: people (radiologist, admin) and machine clients (service).
     User {
         #[command(subcommand)]
@@ -313,6 +332,16 @@ enum Bench {
 }
 
 /// Parses "1s", "500ms", "2m" (humantime).
+/// `YYYY-MM-DD` (midnight UTC) or an RFC 3339 time.
+fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(date.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{s:?} is neither YYYY-MM-DD nor an RFC 3339 time: {e}"))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime_serde::re::humantime::parse_duration(s).map_err(|e| e.to_string())
 }
@@ -410,6 +439,23 @@ async fn run() -> anyhow::Result<()> {
             } else {
                 print!("{}", comparison.render());
             }
+            Ok(())
+        }
+        Command::Reanalyse { model, since, site, dry_run } => {
+            let runs = config.worker.model_runs().map_err(anyhow::Error::msg)?;
+            let run = firstread::models::reanalysis_run(&runs, &model).map_err(anyhow::Error::msg)?;
+            let index = connect(&config).await?;
+            let request = firstread_queue::reanalysis::Reanalysis {
+                model: &run.name,
+                model_version: &run.version,
+                shadow: run.shadow,
+                since,
+                site: site.as_deref(),
+                max_attempts: config.worker.max_attempts,
+                dry_run,
+            };
+            let summary = firstread_queue::reanalysis::queue_reanalysis(index.pool(), &request).await?;
+            print!("{}", firstread::models::render_reanalysis(&run, &summary, dry_run));
             Ok(())
         }
         Command::Audit { study, actor, action, since, limit, json } => {

@@ -210,6 +210,59 @@ pub fn plan(models_dir: &Path, models: Option<&[String]>, shadow: &[String]) -> 
     Ok(active.into_iter().map(|m| run(m, false)).chain(shadows.into_iter().map(|m| run(m, true))).collect())
 }
 
+/// The model version `firstread reanalyse --model ENTRY` runs: `NAME` is the active version of
+/// NAME in `runs` ([`plan`]); `NAME@VERSION` that version, active or shadow (its role kept).
+///
+/// # Errors
+/// A malformed entry, or a model or version this node does not run (naming what it runs).
+pub fn reanalysis_run(runs: &[ModelRun], entry: &str) -> Result<ModelVersion, String> {
+    let (name, version) = parse_entry(entry, "--model")?;
+    let of_name: Vec<&ModelVersion> = runs.iter().map(|r| &r.model).filter(|m| m.name == name).collect();
+    let found = match &version {
+        Some(v) => of_name.iter().find(|m| m.version == *v),
+        None => of_name.iter().find(|m| !m.shadow),
+    };
+    found.map(|m| (*m).clone()).ok_or_else(|| {
+        let running: Vec<String> = of_name
+            .iter()
+            .map(|m| format!("{}@{}{}", m.name, m.version, if m.shadow { " (shadow)" } else { "" }))
+            .collect();
+        format!(
+            "this node does not run {entry} ([worker] models and shadow run: {}); re-analysis queues only \
+             versions its workers load",
+            if running.is_empty() { "none of that model".to_owned() } else { running.join(", ") }
+        )
+    })
+}
+
+/// The summary `firstread reanalyse` prints: per site and in all, queued and skipped.
+pub fn render_reanalysis(
+    run: &ModelVersion,
+    summary: &firstread_queue::reanalysis::ReanalysisSummary,
+    dry_run: bool,
+) -> String {
+    let role = if run.shadow { " (shadow: results stored only)" } else { "" };
+    let verb = if dry_run { "would queue" } else { "queued" };
+    let mut out = format!(
+        "re-analysis with {} {}{role}, priority {}\n",
+        run.name,
+        run.version,
+        firstread_queue::reanalysis::REANALYSIS_PRIORITY
+    );
+    out.push_str(&format!("{:<24} {:>8} {:>8}\n", "SITE", "QUEUED", "SKIPPED"));
+    for (site, c) in &summary.sites {
+        out.push_str(&format!("{site:<24} {:>8} {:>8}\n", c.queued, c.skipped));
+    }
+    out.push_str(&format!(
+        "{verb} {}, skipped {} (already read by {} {})\n",
+        summary.queued(),
+        summary.skipped(),
+        run.name,
+        run.version
+    ));
+    out
+}
+
 fn list_or_none<'a>(names: impl Iterator<Item = &'a String>) -> String {
     let list: Vec<&str> = names.map(String::as_str).collect();
     if list.is_empty() {
@@ -497,6 +550,19 @@ mod tests {
 
     fn strings(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn reanalysis_runs_the_active_or_a_named_version_this_node_runs() {
+        let dir = folder(&[("covid19-lung-ct", "0.1.0"), ("covid19-lung-ct", "0.2.1"), ("emphysema-ct", "0.1.0")]);
+        let plan = plan(dir.path(), None, &strings(&["covid19-lung-ct@0.1.0"])).expect("plan");
+        let active = reanalysis_run(&plan, "covid19-lung-ct").expect("active");
+        assert_eq!((active.version.as_str(), active.shadow), ("0.2.1", false));
+        let shadow = reanalysis_run(&plan, "covid19-lung-ct@0.1.0").expect("shadow");
+        assert_eq!((shadow.version.as_str(), shadow.shadow), ("0.1.0", true));
+        let unknown = reanalysis_run(&plan, "covid19-lung-ct@0.0.9").expect_err("not run");
+        assert!(unknown.contains("covid19-lung-ct@0.2.1, covid19-lung-ct@0.1.0 (shadow)"), "{unknown}");
+        assert!(reanalysis_run(&plan, "../x").is_err());
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! Exactly one delivery per (study version, model, rule, channel): the queue's unique key. A
 //! study version that replaces one already notified on a (rule, channel) sends a correction
 //! there, whether or not the new result still matches the rule, so a receiver never keeps a
-//! superseded result.
+//! superseded result. So does a read of the same study version by another model version (a
+//! re-analysis, `firstread reanalyse`): its message corrects the earlier version's.
 
 use std::sync::Arc;
 
@@ -43,24 +44,24 @@ impl Notifications {
         let model_version = model.version.clone();
         let base = Event::new("", study, model, outcome, last_image_at, Utc::now());
         let queue = PgQueue::new(pool.clone());
-        // the latest earlier study version notified, per destination (one query for all rules;
-        // none before the second version)
-        let mut earlier_by_destination = std::collections::HashMap::<String, i32>::new();
-        if job.study_version > 1 {
-            earlier_by_destination = sqlx::query_as(
-                "SELECT destination, max(study_version) FROM jobs WHERE kind = 'notify' AND study_instance_uid = $1 \
-             AND model = $2 AND study_version < $3 AND site = $4 GROUP BY destination",
-            )
-            .bind(&job.study_instance_uid)
-            .bind(&job.model)
-            .bind(job.study_version)
-            .bind(&job.site)
-            .fetch_all(pool)
-            .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .collect();
-        }
+        // the latest earlier read notified, per destination (one query for all rules): an
+        // earlier study version's, or another model version's read of this study version (a
+        // re-analysis with a new model version corrects it)
+        let earlier_by_destination: std::collections::HashMap<String, i32> = sqlx::query_as(
+            "SELECT destination, max(study_version) FROM jobs WHERE kind = 'notify' AND study_instance_uid = $1 \
+             AND model = $2 AND site = $4 AND (study_version < $3 OR (study_version = $3 AND model_version <> $5)) \
+             GROUP BY destination",
+        )
+        .bind(&job.study_instance_uid)
+        .bind(&job.model)
+        .bind(job.study_version)
+        .bind(&job.site)
+        .bind(&model_version)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
         for rule in &self.config.rules {
             let matches = rule.matches(&base);
             for channel in &rule.channels {
@@ -147,9 +148,14 @@ impl Deliveries {
     }
 }
 
-/// The delivery id of a job: a UUID v5 of its unique key, the same on every attempt.
+/// The delivery id of a job: a UUID v5 of its unique key, the same on every attempt. A
+/// correction of the same study version (another model version's read) adds the model version,
+/// so it differs from the message it corrects.
 pub fn delivery_id(job: &Job) -> String {
-    let key = format!("{}/{}/{}/{}", crate::results::study_key(job), job.study_version, job.model, job.destination);
+    let mut key = format!("{}/{}/{}/{}", crate::results::study_key(job), job.study_version, job.model, job.destination);
+    if job.payload.get("supersedes_study_version").and_then(Value::as_i64) == Some(i64::from(job.study_version)) {
+        key = format!("{key}/{}", job.model_version);
+    }
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, key.as_bytes()).to_string()
 }
 

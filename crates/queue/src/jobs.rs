@@ -110,7 +110,8 @@ pub enum QueueError {
 /// (SQLite) can be added beside PostgreSQL.
 pub trait JobQueue: Send + Sync + 'static {
     /// Claims the next claimable job of `kind` for `worker`: queued and due, or running with an
-    /// expired lease. Jobs whose lease expired on their last attempt become `dead` instead.
+    /// expired lease; the highest priority first (`jobs.priority`: re-analysis below live work),
+    /// then the oldest. Jobs whose lease expired on their last attempt become `dead` instead.
     fn claim(
         &self,
         kind: JobKind,
@@ -273,7 +274,7 @@ impl JobQueue for PgQueue {
                  lease_expires_at = now() + make_interval(secs => $3), started_at = now() \
              WHERE id = (SELECT id FROM jobs WHERE kind = $1 AND \
                    ((state = 'queued' AND run_after <= now()) OR (state = 'running' AND lease_expires_at < now())) \
-                 ORDER BY run_after, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                 ORDER BY priority DESC, run_after, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
              RETURNING id, study_instance_uid, study_version, model, destination, payload, attempts, max_attempts, started_at, \
                        created_at, site, model_version, shadow",
         )

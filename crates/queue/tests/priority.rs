@@ -1,0 +1,132 @@
+//! Queue priorities on a real PostgreSQL (FIRSTREAD_TEST_PG, default the local server): a live
+//! analysis job queued after a backlog of 50 re-analysis jobs is the next job claimed; the
+//! backlog then drains oldest first; re-analysis skips what the model version already read.
+
+use std::time::Duration;
+
+use firstread_queue::reanalysis::{queue_reanalysis, Reanalysis, REANALYSIS_PRIORITY};
+use firstread_queue::{JobKind, JobQueue, NewJob, PgQueue};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+fn admin_url() -> String {
+    std::env::var("FIRSTREAD_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A migrated database of its own, and its name (dropped by [`drop_db`]).
+async fn create_db() -> (PgPool, String) {
+    let name = format!("firstread_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = PgPoolOptions::new().max_connections(1).connect(&admin_url()).await.expect("PostgreSQL reachable");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
+    admin.close().await;
+    let base = admin_url();
+    let url = format!("{}/{name}", base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base));
+    let pool = PgPoolOptions::new().max_connections(4).connect(&url).await.expect("connect");
+    sqlx::migrate!("../../schemas").run(&pool).await.expect("migrations");
+    (pool, name)
+}
+
+async fn drop_db(pool: PgPool, name: &str) {
+    pool.close().await;
+    let admin = PgPoolOptions::new().max_connections(1).connect(&admin_url()).await.expect("PostgreSQL reachable");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.expect("drop");
+}
+
+/// An analysed study (version 1 queued) received `age_days` ago.
+async fn stored_study(pool: &PgPool, site: &str, study: &str, age_days: i32) {
+    sqlx::query(
+        "INSERT INTO studies (site, study_instance_uid, analysable, queued_version, last_image_at, last_received_at, \
+             calling_ae_title, called_ae_title, peer_address) \
+         VALUES ($1, $2, true, 1, now() - make_interval(days => $3), now() - make_interval(days => $3), 'CT', 'FIRSTREAD', '127.0.0.1')",
+    )
+    .bind(site)
+    .bind(study)
+    .bind(age_days)
+    .execute(pool)
+    .await
+    .expect("study");
+}
+
+#[tokio::test]
+async fn a_live_job_is_claimed_before_a_reanalysis_backlog() {
+    let (pool, name) = create_db().await;
+    for i in 0..50 {
+        stored_study(&pool, if i % 2 == 0 { "north" } else { "south" }, &format!("1.2.3.{i}"), 3).await;
+    }
+    let since = chrono::Utc::now() - chrono::Duration::days(7);
+    let request = |dry_run| Reanalysis {
+        model: "covid19-lung-ct",
+        model_version: "0.2.1",
+        shadow: false,
+        since,
+        site: None,
+        max_attempts: 3,
+        dry_run,
+    };
+    let dry = queue_reanalysis(&pool, &request(true)).await.expect("dry run");
+    assert_eq!((dry.queued(), dry.skipped()), (50, 0));
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&pool).await.expect("count");
+    assert_eq!(queued, 0, "a dry run queues nothing");
+    let summary = queue_reanalysis(&pool, &request(false)).await.expect("reanalysis");
+    assert_eq!((summary.queued(), summary.skipped()), (50, 0));
+    assert_eq!((summary.sites["north"].queued, summary.sites["south"].queued), (25, 25));
+    let priorities: Vec<i16> =
+        sqlx::query_scalar("SELECT DISTINCT priority FROM jobs").fetch_all(&pool).await.expect("priorities");
+    assert_eq!(priorities, [REANALYSIS_PRIORITY]);
+
+    // a live study arrives after the backlog
+    let queue = PgQueue::new(pool.clone());
+    let live = queue
+        .enqueue(&NewJob {
+            kind: JobKind::Analysis,
+            site: "north",
+            study_instance_uid: "9.9.9",
+            study_version: 1,
+            model: "covid19-lung-ct",
+            model_version: "0.2.1",
+            destination: "",
+            payload: &serde_json::json!({}),
+            max_attempts: 3,
+        })
+        .await
+        .expect("enqueue")
+        .expect("created");
+    let lease = Duration::from_secs(60);
+    let first = queue.claim(JobKind::Analysis, "w1", lease).await.expect("claim").expect("a job");
+    assert_eq!((first.id, first.study_instance_uid.as_str()), (live, "9.9.9"), "the live job first");
+    // then the backlog, oldest first
+    let second = queue.claim(JobKind::Analysis, "w1", lease).await.expect("claim").expect("a job");
+    let oldest: i64 =
+        sqlx::query_scalar("SELECT min(id) FROM jobs WHERE priority < 0").fetch_one(&pool).await.expect("min");
+    assert_eq!(second.id, oldest);
+
+    // the claim's order is the index's (no sort of the queued jobs)
+    let mut tx = pool.begin().await.expect("tx");
+    sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await.expect("set");
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT id FROM jobs WHERE kind = 'analysis' AND \
+           ((state = 'queued' AND run_after <= now()) OR (state = 'running' AND lease_expires_at < now())) \
+         ORDER BY priority DESC, run_after, id LIMIT 1",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .expect("explain");
+    tx.rollback().await.expect("rollback");
+    let plan = plan.join("\n");
+    assert!(plan.contains("jobs_claimable_idx") && !plan.contains("Sort"), "{plan}");
+
+    // a purged study cannot be read again: left out
+    sqlx::query("UPDATE studies SET purged_at = now() WHERE study_instance_uid = '1.2.3.0'")
+        .execute(&pool)
+        .await
+        .expect("purge");
+    // again: everything is queued already, per site
+    let again = queue_reanalysis(&pool, &request(false)).await.expect("again");
+    assert_eq!((again.queued(), again.skipped()), (0, 49));
+    // a site filter and a date after every study
+    let north =
+        queue_reanalysis(&pool, &Reanalysis { site: Some("north"), model_version: "0.3.0", ..request(true) }).await;
+    assert_eq!(north.expect("north").sites.keys().collect::<Vec<_>>(), ["north"]);
+    let none = queue_reanalysis(&pool, &Reanalysis { since: chrono::Utc::now(), ..request(true) }).await;
+    assert_eq!(none.expect("none").queued(), 0);
+    drop_db(pool, &name).await;
+}
