@@ -250,29 +250,40 @@ TCP_NODELAY=1 /usr/bin/storescu -aec FIRSTREAD -aet "$SENDER_AE" 127.0.0.1 "$DIM
 send_s=$((SECONDS - t))
 t=$SECONDS
 db() { as_postgres -d firstread -c "$1"; }
+# every installed package reads the study (two today): wait for every analysis and every export
 state=""
 for _ in $(seq 1 300); do
-  state=$(db "select string_agg(state::text, ',') from jobs where kind = 'export'" 2>/dev/null || true)
-  [[ "$state" == "done" ]] && break
-  [[ "$state" == *dead* ]] && fail "export job dead: $(db "select last_error from jobs where kind = 'export'")"
+  state=$(db "select count(*) filter (where kind = 'analysis' and state <> 'done') || ' ' || \
+    count(*) filter (where kind = 'export') || ' ' || count(*) filter (where kind = 'export' and state <> 'done') || ' ' || \
+    count(*) filter (where state = 'dead') from jobs" 2>/dev/null || true)
+  read -r analysing exports sending dead <<<"$state"
+  [[ "${dead:-0}" == 0 ]] || fail "a job is dead: $(db "select kind || ' ' || model || ': ' || coalesce(last_error, '') from jobs where state = 'dead'")"
+  [[ "${analysing:-1}" == 0 && "${exports:-0}" -ge 1 && "${sending:-1}" == 0 ]] && break
   kill -0 "$NODE_PID" 2>/dev/null || fail "the node exited"
   sleep 1
 done
-[[ "$state" == "done" ]] || fail "no export within 300 s (jobs: $(db "select kind || ':' || state from jobs" | tr '\n' ' '))"
+[[ "${analysing:-1}" == 0 && "${exports:-0}" -ge 1 && "${sending:-1}" == 0 ]] \
+  || fail "no export within 300 s (jobs: $(db "select kind || ':' || model || ':' || state from jobs" | tr '\n' ' '))"
 result_s=$((SECONDS - t))
 declare -A kinds=()
 sr_file=""
 for f in "$WORK"/received/*; do
   cls=$(/usr/bin/dcmdump -q -Un +P 0008,0016 "$f" | sed -n 's/.*\[\(.*\)\].*/\1/p')
   case "$cls" in
-    1.2.840.10008.5.1.4.1.1.88.*) kinds[SR]=$(( ${kinds[SR]:-0} + 1 )); [[ -n "$sr_file" ]] || sr_file=$f ;;
+    1.2.840.10008.5.1.4.1.1.88.*)
+      kinds[SR]=$(( ${kinds[SR]:-0} + 1 ))
+      # the COVID-19 package's first-read SR (the emphysema package sends its own)
+      if [[ -z "$sr_file" ]] && /usr/bin/dcmdump -q +P 0008,103E "$f" | grep -q 'first read (covid19-lung-ct'; then
+        sr_file=$f
+      fi ;;
     1.2.840.10008.5.1.4.1.1.66.4) kinds[SEG]=$(( ${kinds[SEG]:-0} + 1 )) ;;
     1.2.840.10008.5.1.4.1.1.7*) kinds[SC]=$(( ${kinds[SC]:-0} + 1 )) ;;
     *) kinds[other]=$(( ${kinds[other]:-0} + 1 )) ;;
   esac
 done
 summary="SR ${kinds[SR]:-0}, SEG ${kinds[SEG]:-0}, SC ${kinds[SC]:-0}"
-[[ ${kinds[SR]:-0} -ge 1 && ${kinds[SEG]:-0} -ge 1 && ${kinds[SC]:-0} -ge 1 ]] || fail "results received: $summary"
+[[ ${kinds[SR]:-0} -ge 1 && ${kinds[SEG]:-0} -ge 1 && ${kinds[SC]:-0} -ge 1 && -n "$sr_file" ]] \
+  || fail "results received: $summary (COVID-19 first-read SR: ${sr_file:-none})"
 model_line=$(/usr/bin/dsrdump "$sr_file" | grep -m1 'covid19-lung-ct' || true)
 [[ -n "$model_line" ]] || fail "dsrdump of the SR does not name the model covid19-lung-ct"
 log "results back at $SENDER_AE ($summary) ${result_s}s after the last C-STORE; dsrdump: ${model_line#"${model_line%%[! ]*}"}"
