@@ -263,18 +263,6 @@ fn a_value_near_the_bound_is_said_to_be_unsure() {
     assert!(c.abnormal(), "a possible emphysema is flagged");
 }
 
-fn sample_files(series: &str) -> Vec<std::path::PathBuf> {
-    let dir = repo_root().join(format!("data/ct/{series}"));
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("sample CT present")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
-        .collect();
-    files.sort();
-    files
-}
-
 fn dciodvfy(path: &Path) {
     let out = std::process::Command::new("/usr/bin/dciodvfy").arg(path).output().expect("dciodvfy runs");
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -287,7 +275,8 @@ fn the_sample_reads_alike_with_both_kernels_and_its_objects_are_valid() {
     let model = model();
     let mut reads = Vec::new();
     for series in ["lung-dx-a0002-b40f", "lung-dx-a0002-b70f"] {
-        let outcome = firstread::analysis::Analysis::analyse_files(&model, &sample_files(series), 0).expect("analysis");
+        let outcome = firstread::analysis::Analysis::analyse_files(&model, &firstread_e2e::series_files(series), 0)
+            .expect("analysis");
         assert_eq!(outcome.result["status"], "analysed", "{}", outcome.result);
         let analysed = outcome.analysed.expect("analysed");
         let laa = analysed.measures.value("laa_950", "both_lungs").expect("LAA");

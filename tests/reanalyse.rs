@@ -12,7 +12,6 @@ use dicom_dictionary_std::tags;
 use firstread::{Node, Roles};
 use firstread_dimse::Destination;
 use firstread_e2e::*;
-use firstread_notify::{Channel, ChannelKind, Rule};
 use serde_json::Value;
 
 const MODEL: &str = "covid19-lung-ct";
@@ -93,28 +92,7 @@ async fn a_new_model_version_reanalyses_a_stored_study_and_corrects_the_first_re
         c.worker.models = Some(vec![format!("{MODEL}@0.1.0")]);
         c.export.destinations =
             vec![Destination { ae_title: "MODALITY".into(), host: "127.0.0.1".into(), port: scp_port, tls: None }];
-        c.notify.channels = vec![Channel {
-            name: "ward".into(),
-            kind: ChannelKind::Webhook,
-            url: Some(format!("http://127.0.0.1:{hook_port}/hooks/firstread")),
-            address: None,
-            secret: Some("s3cret".into()),
-            secret_file: None,
-            bearer_token: None,
-            receiving_application: "RIS".into(),
-            receiving_facility: "HOSPITAL".into(),
-            timeout: Duration::from_secs(5),
-        }];
-        c.notify.rules = vec![Rule {
-            name: "every-read".into(),
-            channels: vec!["ward".into()],
-            senders: Vec::new(),
-            sites: Vec::new(),
-            extent_class_at_least: None,
-            severity_score_at_least: None,
-            involvement_pct_at_least: None,
-            refused: false,
-        }];
+        webhook_every_read(c, hook_port, "s3cret");
     })
     .await;
     let port = node.dimse_addr.expect("DIMSE").port();

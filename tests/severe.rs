@@ -342,14 +342,7 @@ fn effusion_is_reported_and_not_counted_as_opacity() {
 
 /// The sample's volume, of the B40f series or its B70f reconstruction.
 fn sample_volume(series: &str) -> firstread_volume::Volume {
-    let dir = repo_root().join(format!("data/ct/{series}"));
-    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
-        .expect("sample CT present")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
-        .collect();
-    files.sort();
+    let files = firstread_e2e::series_files(series);
     firstread_volume::build_study_volume(&files, &firstread_volume::VolumeContract::default()).expect("volume").volume
 }
 

@@ -165,11 +165,51 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The repository root.
+/// Notifies every read to a webhook receiver at `127.0.0.1:<port>/hooks/firstread`, signed with
+/// `secret` (channel "ward", rule "every-read").
+pub fn webhook_every_read(c: &mut Config, port: u16, secret: &str) {
+    use firstread_notify::{Channel, ChannelKind, Rule};
+    c.notify.channels = vec![Channel {
+        name: "ward".into(),
+        kind: ChannelKind::Webhook,
+        url: Some(format!("http://127.0.0.1:{port}/hooks/firstread")),
+        address: None,
+        secret: Some(secret.into()),
+        secret_file: None,
+        bearer_token: None,
+        receiving_application: "RIS".into(),
+        receiving_facility: "HOSPITAL".into(),
+        timeout: Duration::from_secs(5),
+    }];
+    c.notify.rules = vec![Rule {
+        name: "every-read".into(),
+        channels: vec!["ward".into()],
+        senders: Vec::new(),
+        sites: Vec::new(),
+        extent_class_at_least: None,
+        severity_score_at_least: None,
+        involvement_pct_at_least: None,
+        refused: false,
+    }];
+}
+
 /// The model the node tests run (every installed package runs by default).
 pub const COVID_MODEL: &str = "covid19-lung-ct";
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+/// The `.dcm` files of `data/ct/<series>` (e.g. "lung-dx-a0002-b70f"), sorted.
+pub fn series_files(series: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join(format!("data/ct/{series}")))
+        .expect("sample CT present")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .collect();
+    files.sort();
+    files
 }
 
 /// The bundled sample CT series (30 slices) in one of its encodings:

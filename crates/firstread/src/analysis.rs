@@ -504,9 +504,7 @@ pub fn read_volume(
         &manifest.measurements,
         &manifest.classifications,
     );
-    let (dense_regions, warnings) =
-        refined.as_ref().map(|r| (r.regions.clone(), r.warnings.clone())).unwrap_or_default();
-    let findings = match manifest.extension.as_deref() {
+    let mut findings = match manifest.extension.as_deref() {
         Some(firstread_inference::EXTENSION_COVID19) => {
             let (Some(left), Some(right), Some(opacity)) =
                 (channel("left_lung"), channel("right_lung"), channel("lung_opacity"))
@@ -520,13 +518,15 @@ pub fn read_volume(
                 indeterminate: refined.as_ref().map(|r| r.indeterminate.as_slice()),
                 ..Masks::lungs(left, right, opacity)
             };
-            let mut findings = firstread_findings::compute(&grid, &masks).map_err(|e| e.to_string())?;
-            // the reader sees them in the SR and the text, not only in the job record
-            findings.cautions.clone_from(&warnings);
-            Some(findings)
+            Some(firstread_findings::compute(&grid, &masks).map_err(|e| e.to_string())?)
         }
         _ => None,
     };
+    let (dense_regions, warnings) = refined.map(|r| (r.regions, r.warnings)).unwrap_or_default();
+    if let Some(findings) = findings.as_mut() {
+        // the reader sees them in the SR and the text, not only in the job record
+        findings.cautions.clone_from(&warnings);
+    }
     Ok(Read {
         segmentation,
         findings,
