@@ -19,7 +19,7 @@ fn covid(r: &Read) -> &firstread_findings::Findings {
 }
 
 fn model() -> Mutex<Model> {
-    Mutex::new(Model::load(&repo_root().join("models/covid19-lung-ct/0.2.1")).expect("model package loads"))
+    Mutex::new(Model::load(&repo_root().join("models/covid19-lung-ct/0.2.2")).expect("model package loads"))
 }
 
 /// Runs the pipeline on a phantom; with `SEVERE_DUMP` set, writes what it found into
@@ -260,9 +260,9 @@ fn dependent_consolidation_is_lung_and_opacity() {
         if thin_bilateral && f.extent_class != class && !u.other_classes(f.extent_class).contains(&class) {
             failures.push(format!("{name}: the class one band off is not said as possible"));
         }
-        // zones are thirds of each lung's volume: the score is the truth's in four cases of six
-        // and one off where a zone lies on a band's bound (50.8 % read as 47.8 %) or where the
-        // left lung's cut moves with the gas under its dome
+        // zones are thirds of each lung's volume: the score is the truth's in five cases of six
+        // and one off where a zone lies on a band's bound (50.8 % read as 49.3 %); 0.2.2's gas
+        // step keeps the stomach's bubble from moving the left lung's cuts (0.2.1: one more off)
         if f.severity_score.abs_diff(score) > 1 {
             failures.push(format!("{name}: score {} vs {score}", f.severity_score));
         }

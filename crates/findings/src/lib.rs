@@ -1196,7 +1196,7 @@ mod tests {
     /// The README and the manifest of the model package state the code's noise floor.
     #[test]
     fn the_noise_floor_and_the_error_are_stated_once() {
-        let package = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/covid19-lung-ct/0.2.1");
+        let package = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/covid19-lung-ct/0.2.2");
         let manifest = std::fs::read_to_string(package.join("manifest.toml")).unwrap();
         let value = |key: &str| {
             manifest

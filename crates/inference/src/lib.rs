@@ -20,7 +20,7 @@ mod tests {
     use std::path::Path;
 
     fn package() -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/covid19-lung-ct/0.2.1")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/covid19-lung-ct/0.2.2")
     }
 
     #[test]

@@ -55,7 +55,7 @@ fn fixture() -> &'static Fixture {
         files.sort();
         assert_eq!(files.len(), 30, "the sample has 30 slices");
         firstread_inference::set_threads(2);
-        let model = Model::load(&repo_root().join("models/covid19-lung-ct/0.2.1")).expect("model package loads");
+        let model = Model::load(&repo_root().join("models/covid19-lung-ct/0.2.2")).expect("model package loads");
         let m = &model.manifest;
         let contract = VolumeContract {
             min_slices: m.input.min_slices,

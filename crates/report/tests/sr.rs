@@ -44,7 +44,7 @@ fn sample() -> &'static Sample {
             .collect();
         files.sort();
         assert_eq!(files.len(), 30);
-        let model = Model::load(&repo().join("models/covid19-lung-ct/0.2.1")).expect("model package loads");
+        let model = Model::load(&repo().join("models/covid19-lung-ct/0.2.2")).expect("model package loads");
         let m = &model.manifest;
         let contract = VolumeContract {
             min_slices: m.input.min_slices,
