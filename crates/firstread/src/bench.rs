@@ -7,6 +7,8 @@
 //!   on a warm in-process node ([`crate::demo::Session`]), split into stages ([`Stages`]).
 //! - `firstread bench stow-memory`: the peak RSS of a node receiving one STOW-RS request of a
 //!   single huge instance ([`stow_memory`]).
+//! - `firstread bench reanalysis`: a live study's time to result while a re-analysis backlog of
+//!   stored studies runs ([`reanalysis`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,16 @@ use firstread_inference::Model;
 use crate::analysis::Analysis;
 use crate::config::Config;
 use crate::demo::{Session, Stages, TempDatabase};
+
+pub mod reanalysis;
+
+/// The 1-minute load average from /proc/loadavg ("?" where there is none), for the reports.
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
 
 /// Peak resident set size of this process so far (MiB), from /proc/self/status (VmHWM).
 pub fn peak_rss_mib() -> Option<f64> {
@@ -364,10 +376,7 @@ pub fn time_to_result_table(cases: &[(usize, Vec<TimeToResultRun>)]) -> String {
 /// largest study (under `stable_after` + 2 s).
 pub fn time_to_result_report(cases: &[(usize, Vec<TimeToResultRun>)], stable_after: Duration) -> String {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into());
+    let load = load_average();
     let head = std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .output()

@@ -307,6 +307,37 @@ enum Bench {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// A live study's time to result while a re-analysis of stored studies runs (a new model
+    /// version made active and `firstread reanalyse` queued), against an idle queue.
+    Reanalysis {
+        /// Folder of the sample series (its files named 1-*.dcm).
+        #[arg(long, default_value = DEFAULT_SAMPLE)]
+        sample: PathBuf,
+        /// Studies stored and read by the old version, then re-analysed.
+        #[arg(long, default_value_t = 50)]
+        studies: usize,
+        /// Timed live studies on the idle queue and during the re-analysis (each).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Model name.
+        #[arg(long, default_value = "covid19-lung-ct")]
+        model: String,
+        /// The version the stored studies are read with.
+        #[arg(long, default_value = "0.2.1")]
+        old: String,
+        /// The version made active, which re-analyses them.
+        #[arg(long, default_value = "0.2.2")]
+        new: String,
+        /// The node's stable_after.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        stable_after: Duration,
+        /// PostgreSQL server on which the temporary database is created.
+        #[arg(long, default_value = DEFAULT_POSTGRES)]
+        postgres: String,
+        /// Write the report here (and print it).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Last C-STORE-RSP to SR acknowledged by the receiving AE on a warm in-process node, split
     /// into stages, for the sample and a 300-slice study made from it.
     TimeToResult {
@@ -376,7 +407,10 @@ async fn run() -> anyhow::Result<()> {
     }
     // The demo and the time-to-result benchmark draw progress bars on stderr: only warnings
     // there unless a log filter was chosen.
-    let quiet = matches!(cli.command, Command::Demo { .. } | Command::Bench { what: Bench::TimeToResult { .. } });
+    let quiet = matches!(
+        cli.command,
+        Command::Demo { .. } | Command::Bench { what: Bench::TimeToResult { .. } | Bench::Reanalysis { .. } }
+    );
     if quiet && config.log.filter == LogConfig::default().filter && std::env::var_os("FIRSTREAD_LOG__FILTER").is_none()
     {
         config.log.filter = "warn".into();
@@ -615,6 +649,23 @@ async fn run() -> anyhow::Result<()> {
                     .await?;
             let report = firstread::bench::time_to_result_report(&cases, stable_after);
             emit(&report, out.as_deref())
+        }
+        Command::Bench {
+            what: Bench::Reanalysis { sample, studies, runs, model, old, new, stable_after, postgres, out },
+        } => {
+            let files = demo::sample_files(&sample)?;
+            let b = firstread::bench::reanalysis::reanalysis_backlog(
+                &config,
+                &postgres,
+                &files,
+                &model,
+                [&old, &new],
+                studies,
+                runs.max(1),
+                stable_after,
+            )
+            .await?;
+            emit(&firstread::bench::reanalysis::reanalysis_report(&b, &sample), out.as_deref())
         }
         Command::Bench { what: Bench::StowMemory { pixel_mib, postgres, storage, out } } => {
             let m = firstread::bench::stow_memory(&postgres, &storage, pixel_mib).await?;

@@ -106,12 +106,21 @@ pub enum QueueError {
     LeaseLost(i64),
 }
 
+/// How long after its stability deadline a study pending assembly still holds back jobs below
+/// priority 0 (re-analysis): a study still receiving, or about to be promoted, is live work on
+/// its way. One held past it (an association open but silent) no longer does, so a stuck study
+/// never starves the backlog.
+pub const ARRIVING_WINDOW: Duration = Duration::from_secs(60);
+
 /// The queue operations workers need: a small interface so that an embedded single-node backend
 /// (SQLite) can be added beside PostgreSQL.
 pub trait JobQueue: Send + Sync + 'static {
     /// Claims the next claimable job of `kind` for `worker`: queued and due, or running with an
     /// expired lease; the highest priority first (`jobs.priority`: re-analysis below live work),
-    /// then the oldest. Jobs whose lease expired on their last attempt become `dead` instead.
+    /// then the oldest. A job below priority 0 is not started while a live study is arriving (a
+    /// study pending assembly whose stability deadline is at most [`ARRIVING_WINDOW`] past), so
+    /// that a worker is free when that study becomes ready. Jobs whose lease expired on their
+    /// last attempt become `dead` instead.
     fn claim(
         &self,
         kind: JobKind,
@@ -274,6 +283,9 @@ impl JobQueue for PgQueue {
                  lease_expires_at = now() + make_interval(secs => $3), started_at = now() \
              WHERE id = (SELECT id FROM jobs WHERE kind = $1 AND \
                    ((state = 'queued' AND run_after <= now()) OR (state = 'running' AND lease_expires_at < now())) \
+                   AND (priority >= 0 OR NOT EXISTS (SELECT 1 FROM studies s \
+                       WHERE s.queued_version < s.version AND s.analysable \
+                         AND s.stable_at > now() - make_interval(secs => $4))) \
                  ORDER BY priority DESC, run_after, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
              RETURNING id, study_instance_uid, study_version, model, destination, payload, attempts, max_attempts, started_at, \
                        created_at, site, model_version, shadow",
@@ -281,6 +293,7 @@ impl JobQueue for PgQueue {
         .bind(kind.as_str())
         .bind(worker)
         .bind(lease.as_secs_f64())
+        .bind(ARRIVING_WINDOW.as_secs_f64())
         .fetch_optional(&self.pool)
         .await?;
         let Some(r) = row else { return Ok(None) };

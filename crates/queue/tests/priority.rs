@@ -130,3 +130,77 @@ async fn a_live_job_is_claimed_before_a_reanalysis_backlog() {
     assert_eq!(none.expect("none").queued(), 0);
     drop_db(pool, &name).await;
 }
+
+/// A study still arriving (pending assembly, its stability deadline ahead) holds back the
+/// re-analysis backlog, so that a worker is free when it becomes ready; a live job is claimed
+/// as always; a study stuck pending longer than `ARRIVING_WINDOW` past its deadline holds
+/// nothing back.
+#[tokio::test]
+async fn a_study_on_its_way_holds_back_the_backlog() {
+    let (pool, name) = create_db().await;
+    for i in 0..3 {
+        stored_study(&pool, "north", &format!("1.2.3.{i}"), 3).await;
+    }
+    let since = chrono::Utc::now() - chrono::Duration::days(7);
+    let request = Reanalysis {
+        model: "covid19-lung-ct",
+        model_version: "0.2.2",
+        shadow: false,
+        since,
+        site: None,
+        max_attempts: 3,
+        dry_run: false,
+    };
+    assert_eq!(queue_reanalysis(&pool, &request).await.expect("reanalysis").queued(), 3);
+    let queue = PgQueue::new(pool.clone());
+    let lease = Duration::from_secs(60);
+    // a live study is being received: version 1, not yet queued, stable in 5 s
+    sqlx::query(
+        "INSERT INTO studies (site, study_instance_uid, analysable, version, queued_version, stable_at, \
+             last_image_at, last_received_at, calling_ae_title, called_ae_title, peer_address) \
+         VALUES ('north', '9.9.9', true, 1, 0, now() + interval '5 seconds', now(), now(), 'CT', 'FIRSTREAD', '127.0.0.1')",
+    )
+    .execute(&pool)
+    .await
+    .expect("arriving study");
+    let held = queue.claim(JobKind::Analysis, "w1", lease).await.expect("claim");
+    assert!(held.is_none(), "no re-analysis starts while a study arrives: {held:?}");
+    // its live job (another study's, already promoted) is claimed all the same
+    let live = queue
+        .enqueue(&NewJob {
+            kind: JobKind::Analysis,
+            site: "north",
+            study_instance_uid: "8.8.8",
+            study_version: 1,
+            model: "covid19-lung-ct",
+            model_version: "0.2.2",
+            destination: "",
+            payload: &serde_json::json!({}),
+            max_attempts: 3,
+        })
+        .await
+        .expect("enqueue")
+        .expect("created");
+    let first = queue.claim(JobKind::Analysis, "w1", lease).await.expect("claim").expect("the live job");
+    assert_eq!(first.id, live);
+    assert!(queue.claim(JobKind::Analysis, "w1", lease).await.expect("claim").is_none());
+    // promoted (queued_version = version): the backlog runs again
+    sqlx::query("UPDATE studies SET queued_version = 1 WHERE study_instance_uid = '9.9.9'")
+        .execute(&pool)
+        .await
+        .expect("promote");
+    let next = queue.claim(JobKind::Analysis, "w1", lease).await.expect("claim").expect("a re-analysis job");
+    assert_eq!(next.study_instance_uid, "1.2.3.0");
+    // a study stuck pending (its deadline long past, an association open but silent) holds nothing back
+    sqlx::query(
+        "UPDATE studies SET version = 2, stable_at = now() - make_interval(secs => $1) \
+         WHERE study_instance_uid = '9.9.9'",
+    )
+    .bind(firstread_queue::jobs::ARRIVING_WINDOW.as_secs_f64() + 1.0)
+    .execute(&pool)
+    .await
+    .expect("stuck");
+    let after = queue.claim(JobKind::Analysis, "w1", lease).await.expect("claim").expect("a re-analysis job");
+    assert_eq!(after.study_instance_uid, "1.2.3.1");
+    drop_db(pool, &name).await;
+}

@@ -155,7 +155,9 @@ pub struct Session {
     /// The node's `assembly.stable_after`.
     pub stable_after: Duration,
     ae_title: String,
-    _storage: tempfile::TempDir,
+    /// The temporary storage folder [`Session::start`] made (removed with the session); `None`
+    /// for a caller's folder ([`Session::start_in`]).
+    _storage: Option<tempfile::TempDir>,
 }
 
 impl Session {
@@ -174,8 +176,25 @@ impl Session {
         out: Option<PathBuf>,
     ) -> anyhow::Result<Session> {
         let storage = tempfile::Builder::new().prefix("firstread-demo-").tempdir().context("temporary folder")?;
+        let mut session = Session::start_in(base, database_url, storage.path(), stable_after, out).await?;
+        session._storage = Some(storage);
+        Ok(session)
+    }
+
+    /// As [`Session::start`], with the storage root `storage`, which the session leaves in place
+    /// (a later session on the same database and folder finds the studies stored).
+    ///
+    /// # Errors
+    /// Model package missing, database unreachable, no free port.
+    pub async fn start_in(
+        base: &Config,
+        database_url: &str,
+        storage: &Path,
+        stable_after: Duration,
+        out: Option<PathBuf>,
+    ) -> anyhow::Result<Session> {
         let receiver = Receiver::start(DEMO_AE_TITLE, out).await?;
-        let config = session_config(base, database_url, storage.path(), stable_after, receiver.destination());
+        let config = session_config(base, database_url, storage, stable_after, receiver.destination());
         let node = match Node::start(&config, Roles::ALL).await {
             Ok(node) => node,
             Err(e) => {
@@ -186,7 +205,7 @@ impl Session {
                 )));
             }
         };
-        Ok(Session { node, receiver, stable_after, ae_title: config.node.ae_title.clone(), _storage: storage })
+        Ok(Session { node, receiver, stable_after, ae_title: config.node.ae_title.clone(), _storage: None })
     }
 
     /// Pushes `files` (Part 10) to the node over one association, calling AE [`DEMO_AE_TITLE`],
@@ -370,7 +389,7 @@ impl Session {
         Ok(Delivered { study_version, result, objects, stages: Stages::split(&marks) })
     }
 
-    /// Stops the node, then the receiving AE; the storage folder is removed.
+    /// Stops the node, then the receiving AE; a temporary storage folder the session made is removed.
     pub async fn stop(self) {
         self.node.stop().await;
         self.receiver.stop().await;
