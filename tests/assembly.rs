@@ -31,7 +31,13 @@ async fn two_series(node: &TestNode, pause: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_shorter_than_stable_after_yields_one_job() {
-    let node = TestNode::start(|c| c.assembly.stable_after = Duration::from_secs(2)).await;
+    // stable_after itself: early readiness (on by default) is off here, since a pause of 600 ms
+    // between two associations is longer than its grace
+    let node = TestNode::start(|c| {
+        c.assembly.stable_after = Duration::from_secs(2);
+        c.assembly.early_ready = false;
+    })
+    .await;
     two_series(&node, Duration::from_millis(600)).await;
     let jobs = wait_jobs(&node, STUDY, 1, Duration::from_secs(15)).await;
     assert_eq!(jobs, vec![(1, "done".to_owned())]);
@@ -66,19 +72,45 @@ async fn pause_longer_than_stable_after_opens_a_second_version_only_with_reanaly
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_readiness_for_a_released_contiguous_series_but_not_for_a_gap() {
-    let node = TestNode::start(|c| {
-        c.assembly.stable_after = Duration::from_secs(30);
-        c.assembly.early_ready = true;
-    })
-    .await;
+    // early_ready is on by default
+    let node = TestNode::start(|c| c.assembly.stable_after = Duration::from_secs(30)).await;
     let gap_study = "1.2.826.0.1.3680043.10.543.2";
     send_tiny_series(node.addr(), STUDY, &format!("{STUDY}.1"), 0..10).await;
-    // Slices 0..4 and 6..10 in one association: a missing slice (a gap of twice the spacing). Sent over two
-    // associations, the first half alone would be a released contiguous series and rightly start early.
-    send_tiny_series(node.addr(), gap_study, &format!("{gap_study}.1"), (0..4).chain(6..10)).await;
+    // Slices 0..5 and 6..12 in one association: a missing slice (a gap of twice the spacing), and
+    // 11 slices, enough for the model (10), so the series is a candidate. Sent over two
+    // associations, the first half alone would be released and contiguous, but too short.
+    send_tiny_series(node.addr(), gap_study, &format!("{gap_study}.1"), (0..5).chain(6..12)).await;
     let jobs = wait_jobs(&node, STUDY, 1, Duration::from_secs(10)).await;
     assert_eq!(jobs, vec![(1, "done".to_owned())], "ready well before stable_after (30 s)");
     assert!(jobs_of(&node, gap_study).await.is_empty(), "a series with a gap waits for stable_after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_associations_of_one_sender_make_one_study_version_early() {
+    let node = TestNode::start(|c| c.assembly.stable_after = Duration::from_secs(30)).await;
+    // one association per series, the next opened as soon as the previous one is released
+    for series in 1..=3 {
+        send_tiny_series(node.addr(), STUDY, &format!("{STUDY}.{series}"), 0..10).await;
+    }
+    let jobs = wait_jobs(&node, STUDY, 1, Duration::from_secs(10)).await;
+    assert_eq!(jobs, vec![(1, "done".to_owned())], "ready well before stable_after (30 s)");
+    let seen = node.count("SELECT count(*) FROM instances WHERE received_at <= (SELECT created_at FROM jobs)").await;
+    assert_eq!(seen, 30, "ready after the last series, not after the first");
+    assert_eq!(node.count("SELECT version::int8 FROM studies").await, 1, "one study version");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_association_of_the_same_sender_holds_early_readiness_back() {
+    let node = TestNode::start(|c| c.assembly.stable_after = Duration::from_secs(30)).await;
+    send_tiny_series(node.addr(), STUDY, &format!("{STUDY}.1"), 0..10).await;
+    // The sender opens its next association and stays silent longer than the grace: the study waits.
+    let ct = "1.2.840.10008.5.1.4.1.1.2";
+    let scu = RawScu::connect(node.addr(), "FIRSTREAD", &[(ct, "1.2.840.10008.1.2.1")]).await.expect("associate");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(jobs_of(&node, STUDY).await.is_empty(), "held back while the sender has an association open");
+    scu.release().await;
+    let jobs = wait_jobs(&node, STUDY, 1, Duration::from_secs(10)).await;
+    assert_eq!(jobs, vec![(1, "done".to_owned())], "ready after the release, well before stable_after");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -385,6 +385,10 @@ pub fn time_to_result_report(cases: &[(usize, Vec<TimeToResultRun>)], stable_aft
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_else(|| "?".into());
     let stable = stable_after.as_secs_f64();
+    // the session's node runs the default assembly settings but for stable_after
+    let assembly = crate::config::AssemblyConfig::default();
+    let early = if assembly.early_ready { "on" } else { "off" };
+    let (grace, tick) = (assembly.early_ready_grace.as_millis(), assembly.tick.as_millis());
     let mut out = String::new();
     let _ = writeln!(out, "# Time-to-result benchmark\n");
     let _ = writeln!(
@@ -398,8 +402,9 @@ pub fn time_to_result_report(cases: &[(usize, Vec<TimeToResultRun>)], stable_aft
         out,
         "What is timed: from the **last C-STORE-RSP** the sending SCU receives to the **C-STORE-RSP of the SR** \
          given by the receiving AE (an in-process Store SCP, as in `firstread demo`). One `firstread` node \
-         (every role, in-process, defaults otherwise: fsync on, `early_ready` off, assembly tick 200 ms, \
-         one analysis worker woken by NOTIFY) with `stable_after` = {stable} s; each run sends a new study \
+         (every role, in-process, defaults otherwise: fsync on, `early_ready` {early} (grace {grace} ms), \
+         assembly tick {tick} ms, one analysis worker woken by NOTIFY) with `stable_after` = {stable} s; each \
+         run sends a new study \
          (new UIDs, made from the sample with `resampled_series`) over one association; the first run per \
          case warms the node up and is not counted. The stage split is that of the run with the median \
          total; the stages add up to it.\n"
@@ -408,9 +413,11 @@ pub fn time_to_result_report(cases: &[(usize, Vec<TimeToResultRun>)], stable_aft
     let _ = writeln!(
         out,
         "Stages (from the database, the SCU and the receiving AE, one clock):\n\n\
-         - **stability wait**: last C-STORE-RSP -> the study's stability deadline: its last CT instance's \
-           index time (`instances.received_at`, the transaction that set `studies.stable_at`) + `stable_after`.\n\
-         - **queue pick-up**: stability deadline -> analysis job claimed (`jobs.started_at`): promotion on the \
+         - **stability wait**: last C-STORE-RSP -> the study ready: its stability deadline (its last CT \
+           instance's index time, `instances.received_at`, the transaction that set `studies.stable_at`, + \
+           `stable_after`) or, made ready early (association released, the grace passed, every candidate \
+           series contiguous), the analysis job's creation (`jobs.created_at`) when that came first.\n\
+         - **queue pick-up**: study ready -> analysis job claimed (`jobs.started_at`): promotion on the \
            next assembly tick, NOTIFY, claim.\n\
          - **volume**, **model** (denoising + TorchScript), **pleural cavity**, **measurements**: the analysis job's `result.timings_ms`.\n\
          - **reporting**: the rest of the analysis job until its export job is queued (`jobs.created_at`): \

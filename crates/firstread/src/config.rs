@@ -281,9 +281,15 @@ pub struct AssemblyConfig {
     /// An analysable instance after its study version was queued opens a new study version that
     /// is analysed again (true) or is only stored (false).
     pub reanalyse_late: bool,
-    /// Make a study ready as soon as its senders released their associations and every CT series
-    /// is contiguous, instead of waiting for `stable_after`.
+    /// Make a study ready as soon as its senders released their associations (and opened no
+    /// next one within `early_ready_grace`) and every series that can be analysed (axial original
+    /// CT images, enough slices) is contiguous, instead of waiting for `stable_after`. Scouts,
+    /// dose reports and other series neither block nor trigger it.
     pub early_ready: bool,
+    /// How long early readiness waits after the release of the last association that delivered
+    /// to a study for the same sender's next association (one association per series).
+    #[serde(with = "humantime_serde")]
+    pub early_ready_grace: Duration,
     /// An open association whose node stopped heartbeating this long ago no longer holds its
     /// studies back (the node crashed).
     #[serde(with = "humantime_serde")]
@@ -296,6 +302,10 @@ pub struct AssemblyConfig {
     pub tick: Duration,
 }
 
+/// Default `early_ready_grace` (ms): dcmtk `storescu` invoked back to back, one series each,
+/// opens its next association well within it (see `docs/operations.md`).
+pub const EARLY_READY_GRACE_MS: u64 = 500;
+
 /// A duration written like "30s" in TOML.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -307,7 +317,8 @@ impl Default for AssemblyConfig {
             stable_after: Duration::from_secs(5),
             stable_after_by_ae: Default::default(),
             reanalyse_late: true,
-            early_ready: false,
+            early_ready: true,
+            early_ready_grace: Duration::from_millis(EARLY_READY_GRACE_MS),
             association_stale_after: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(5),
             tick: Duration::from_millis(200),

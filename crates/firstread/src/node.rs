@@ -107,6 +107,8 @@ impl Node {
                 max_attempts: config.worker.max_attempts,
                 association_stale_after: config.assembly.association_stale_after,
                 early_ready: config.assembly.early_ready,
+                early_ready_grace: config.assembly.early_ready_grace,
+                early_min_slices: early_min_slices(&model_runs),
             },
         );
         let shutdown = CancellationToken::new();
@@ -373,6 +375,21 @@ async fn assemble(
             _ = tokio::time::sleep(pause) => {}
         }
     }
+}
+
+/// The fewest slices a series needs to be a candidate for early readiness: the smallest
+/// `min_slices` of the models run (their volume contracts), else the volume builder's default.
+fn early_min_slices(runs: &[crate::models::ModelRun]) -> usize {
+    runs.iter()
+        .filter_map(|r| match firstread_inference::Manifest::load(&r.dir) {
+            Ok(m) => Some(m.input.min_slices),
+            Err(e) => {
+                warn!(error = %e, "model manifest unreadable: early readiness uses the default minimum slices");
+                None
+            }
+        })
+        .min()
+        .unwrap_or(firstread_volume::VolumeContract::default().min_slices)
 }
 
 /// A node id unique per process: host name, process id and a random suffix.

@@ -8,11 +8,25 @@
 //!    association of a node that died (no heartbeat for `association_stale_after`) no longer
 //!    holds its studies back, so a study survives a crash of the receiving node.
 //!
-//! **Early readiness** (opt-in, `early_ready`): when every association that delivered to the
-//! study has been released (A-RELEASE, not aborted) and every analysable series is contiguous
-//! (at least two slices and no gap between neighbouring slice positions along the slice normal
-//! larger than 1.5 x the median spacing), the study is made stable at once instead of waiting
-//! for `stable_after`. A second series on a later association then opens a new study version.
+//! **Early readiness** (`early_ready`, on by default): a study is made stable at once, instead
+//! of waiting for `stable_after`, when all of these hold:
+//! - every association that delivered to it was released (A-RELEASE, not aborted), the last one
+//!   at least `early_ready_grace` ago, and no association of the same sender (calling AE title
+//!   and peer host) is open now: a scanner that sends a study over back-to-back associations,
+//!   one per series, opens the next one within the grace, so its study is not split into two
+//!   study versions;
+//! - among its series, those that can be a **candidate for analysis** are judged, by the rules
+//!   the volume builder chooses a series by (`firstread_store::candidate`): original CT images
+//!   (CT Image Storage, Modality CT, Image Type ORIGINAL\PRIMARY, not LOCALIZER or SCOUT),
+//!   axial (rows within 0.1 rad of ±x, columns of ±y), at `early_min_slices` or more distinct
+//!   positions along the slice normal. Scouts, dose reports (SR, Secondary Capture),
+//!   single-image, derived and non-axial series neither block nor trigger it;
+//! - at least one candidate series exists and every candidate series is complete: one
+//!   orientation and no gap between neighbouring distinct positions larger than 1.5 x their
+//!   median spacing (a missing slice).
+//!
+//! Otherwise the study waits for `stable_after` as before. A series arriving after the study
+//! version was queued opens a new study version (amended results).
 //!
 //! Promotion creates one analysis job per (study, version, model, model version) and marks the
 //! version queued, under `FOR UPDATE SKIP LOCKED`, so any number of nodes can run it concurrently.
@@ -23,6 +37,8 @@ use serde::Serialize;
 use sqlx::postgres::PgPool;
 use sqlx::Row;
 use uuid::Uuid;
+
+use firstread_store::candidate::{self, InstanceKind, DUPLICATE_MM, GAP_FACTOR};
 
 use crate::jobs::QueueError;
 
@@ -63,8 +79,14 @@ pub struct AssemblyConfig {
     pub max_attempts: i32,
     /// An open association whose node has not heartbeat for this long is considered gone.
     pub association_stale_after: Duration,
-    /// Make a released, contiguous study ready before `stable_after`.
+    /// Make a released study whose candidate series are complete ready before `stable_after`.
     pub early_ready: bool,
+    /// How long after the release of the last association that delivered to a study early
+    /// readiness waits for the sender's next association (back-to-back associations of one study).
+    pub early_ready_grace: Duration,
+    /// Fewest distinct slice positions a series needs to be a candidate for analysis (the
+    /// smallest `min_slices` of the models run; at least 2).
+    pub early_min_slices: usize,
 }
 
 /// Study assembly on a PostgreSQL pool, for one node process.
@@ -88,7 +110,7 @@ pub struct OpenAssociation<'a> {
     pub peer_address: &'a str,
 }
 
-/// One series' geometry, as the volume builder and operators need it.
+/// One series' geometry, as early readiness and operators need it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SeriesGeometry {
     /// Series Instance UID.
@@ -101,8 +123,13 @@ pub struct SeriesGeometry {
     pub sop_class_uid: String,
     /// Instances in the series.
     pub instances: usize,
-    /// Slices with an Image Position and Orientation (Patient).
+    /// Original CT images ([`candidate::instance_kind`]): what the volume builder reads.
+    pub original_images: usize,
+    /// Distinct slice positions of the original CT images with an Image Position and Orientation
+    /// (Patient) (positions within 0.01 mm along the normal are one slice).
     pub slices: usize,
+    /// Whether the first original image's orientation is axial ([`candidate::is_axial`]).
+    pub axial: bool,
     /// Lowest and highest position along the slice normal (mm).
     pub position_range_mm: Option<(f64, f64)>,
     /// Median distance between neighbouring slice positions (mm).
@@ -113,6 +140,8 @@ pub struct SeriesGeometry {
     pub single_orientation: bool,
     /// The contiguity rule: >= 2 slices, one orientation, no gap > 1.5 x the median spacing.
     pub contiguous: bool,
+    /// A candidate for analysis: axial original CT images at the minimum number of slices or more.
+    pub candidate: bool,
 }
 
 impl Assembly {
@@ -219,37 +248,61 @@ impl Assembly {
     }
 
     async fn apply_early_readiness(&self) -> Result<(), QueueError> {
-        // Pending, not yet stable, every delivering association released.
-        let candidates: Vec<(String, String)> = sqlx::query_as(
-            "SELECT s.site, s.study_instance_uid FROM studies s \
-             WHERE s.analysable AND s.queued_version < s.version AND s.stable_at > now() \
-               AND EXISTS (SELECT 1 FROM study_deliveries d \
-                   WHERE d.site = s.site AND d.study_instance_uid = s.study_instance_uid) \
-               AND NOT EXISTS (SELECT 1 FROM study_deliveries d JOIN associations a ON a.id = d.association_id \
-                   WHERE d.site = s.site AND d.study_instance_uid = s.study_instance_uid \
-                     AND (a.closed_at IS NULL OR a.ending <> 'released')) \
-             LIMIT 100",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        // Pending and not yet stable; every delivering association released, the last one at
+        // least the grace ago; no association of the same sender (calling AE title and host)
+        // open now (one whose node stopped heartbeating does not count).
+        let candidates: Vec<(String, String)> = sqlx::query_as(EARLY_CANDIDATES_SQL)
+            .bind(self.config.early_ready_grace.as_secs_f64())
+            .bind(self.config.association_stale_after.as_secs_f64())
+            .fetch_all(&self.pool)
+            .await?;
         for (site, study) in candidates {
-            let geometry = series_geometry(&self.pool, &site, &study).await?;
-            let analysable: Vec<_> = geometry.iter().filter(|g| is_analysable_class(&g.sop_class_uid)).collect();
-            if !analysable.is_empty() && analysable.iter().all(|g| g.contiguous) {
-                sqlx::query(
-                    "UPDATE studies SET stable_at = now() \
-                     WHERE site = $1 AND study_instance_uid = $2 AND stable_at > now()",
-                )
-                .bind(&site)
-                .bind(&study)
-                .execute(&self.pool)
-                .await?;
-                tracing::debug!(study = %study, "contiguous and released: ready early");
+            let geometry = series_geometry(&self.pool, &site, &study, self.config.early_min_slices).await?;
+            if !complete_for_analysis(&geometry) {
+                continue;
             }
+            sqlx::query(
+                "UPDATE studies SET stable_at = now() \
+                 WHERE site = $1 AND study_instance_uid = $2 AND stable_at > now()",
+            )
+            .bind(&site)
+            .bind(&study)
+            .execute(&self.pool)
+            .await?;
+            let chosen: Vec<&str> =
+                geometry.iter().filter(|g| g.candidate).map(|g| g.series_instance_uid.as_str()).collect();
+            tracing::debug!(study = %study, candidates = ?chosen, "released and complete: ready early");
         }
         Ok(())
     }
 }
+
+/// Early readiness's geometry rule over a study's series: at least one candidate series, and
+/// every candidate series contiguous. Other series (scouts, dose reports, single images,
+/// non-axial or derived series) are not looked at.
+pub fn complete_for_analysis(series: &[SeriesGeometry]) -> bool {
+    let mut candidates = series.iter().filter(|g| g.candidate).peekable();
+    candidates.peek().is_some() && candidates.all(|g| g.contiguous)
+}
+
+/// Studies early readiness looks at: $1 the grace (s), $2 `association_stale_after` (s). The peer
+/// host is the peer address without its port.
+const EARLY_CANDIDATES_SQL: &str = r#"
+SELECT s.site, s.study_instance_uid FROM studies s
+WHERE s.analysable AND s.queued_version < s.version AND s.stable_at > now()
+  AND EXISTS (SELECT 1 FROM study_deliveries d
+      WHERE d.site = s.site AND d.study_instance_uid = s.study_instance_uid)
+  AND NOT EXISTS (SELECT 1 FROM study_deliveries d JOIN associations a ON a.id = d.association_id
+      WHERE d.site = s.site AND d.study_instance_uid = s.study_instance_uid
+        AND (a.closed_at IS NULL OR a.ending <> 'released' OR a.closed_at > now() - make_interval(secs => $1)))
+  AND NOT EXISTS (SELECT 1 FROM study_deliveries d JOIN associations a ON a.id = d.association_id
+      JOIN associations o ON o.closed_at IS NULL AND o.calling_ae_title = a.calling_ae_title
+          AND regexp_replace(o.peer_address, ':[0-9]+$', '') = regexp_replace(a.peer_address, ':[0-9]+$', '')
+      WHERE d.site = s.site AND d.study_instance_uid = s.study_instance_uid
+        AND o.heartbeat_at > now() - make_interval(secs => $2))
+ORDER BY s.stable_at
+LIMIT 100
+"#;
 
 /// CT Image Storage and Enhanced CT Image Storage: the SOP Classes the models analyse.
 pub fn is_analysable_class(sop_class_uid: &str) -> bool {
@@ -281,7 +334,9 @@ RETURNING site, study_instance_uid, study_version, model, model_version, shadow
 
 /// The geometry of each series of a site's study, from the index (PS3.3 C.7.6.2 Image Plane
 /// module: the slice normal is the cross product of the row and column direction cosines; a
-/// slice's position along it is the dot product with Image Position (Patient)).
+/// slice's position along it is the dot product with Image Position (Patient)). Slices are the
+/// original CT images' ([`candidate::instance_kind`]); a series is a candidate for analysis when
+/// they are axial and at `min_slices` (at least 2) distinct positions or more.
 ///
 /// # Errors
 /// Database errors.
@@ -289,6 +344,7 @@ pub async fn series_geometry(
     pool: &PgPool,
     site: &str,
     study_instance_uid: &str,
+    min_slices: usize,
 ) -> Result<Vec<SeriesGeometry>, QueueError> {
     let rows = sqlx::query(
         "SELECT i.series_instance_uid, s.modality, i.image_type, i.sop_class_uid, i.image_position_patient, \
@@ -299,61 +355,78 @@ pub async fn series_geometry(
     )
     .bind(site)
     .bind(study_instance_uid)
-    .fetch_all(&pool.clone())
+    .fetch_all(pool)
     .await?;
     let mut out: Vec<SeriesGeometry> = Vec::new();
     let mut slices: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
     for r in &rows {
         let series: String = r.try_get(0)?;
+        let modality: Option<String> = r.try_get(1)?;
+        let image_type: Option<String> = r.try_get(2)?;
+        let sop_class_uid: String = r.try_get(3)?;
         if out.last().is_none_or(|g| g.series_instance_uid != series) {
             if let Some(last) = out.last_mut() {
-                finish_geometry(last, &slices);
+                finish_geometry(last, &slices, min_slices);
             }
             slices.clear();
             out.push(SeriesGeometry {
                 series_instance_uid: series,
-                modality: r.try_get(1)?,
-                image_type: r.try_get(2)?,
-                sop_class_uid: r.try_get(3)?,
+                modality: modality.clone(),
+                image_type: image_type.clone(),
+                sop_class_uid: sop_class_uid.clone(),
                 instances: 0,
+                original_images: 0,
                 slices: 0,
+                axial: false,
                 position_range_mm: None,
                 median_spacing_mm: None,
                 max_gap_mm: None,
                 single_orientation: true,
                 contiguous: false,
+                candidate: false,
             });
         }
-        if let Some(g) = out.last_mut() {
-            g.instances += 1;
+        let Some(g) = out.last_mut() else { continue };
+        g.instances += 1;
+        let kind = candidate::instance_kind(&sop_class_uid, modality.as_deref(), image_type.as_deref());
+        if kind != InstanceKind::OriginalImage {
+            continue;
         }
+        g.original_images += 1;
         let position: Option<Vec<f64>> = r.try_get(4)?;
         let orientation: Option<Vec<f64>> = r.try_get(5)?;
         if let (Some(p), Some(o)) = (position, orientation) {
-            slices.push((p, o));
+            if p.len() == 3 && o.len() == 6 && p.iter().chain(&o).all(|v| v.is_finite()) {
+                slices.push((p, o));
+            }
         }
     }
     if let Some(last) = out.last_mut() {
-        finish_geometry(last, &slices);
+        finish_geometry(last, &slices, min_slices);
     }
     Ok(out)
 }
 
-fn finish_geometry(g: &mut SeriesGeometry, slices: &[(Vec<f64>, Vec<f64>)]) {
+fn finish_geometry(g: &mut SeriesGeometry, slices: &[(Vec<f64>, Vec<f64>)], min_slices: usize) {
     let Some((_, first_orientation)) = slices.first() else { return };
     g.single_orientation =
         slices.iter().all(|(_, o)| o.iter().zip(first_orientation).all(|(a, b)| (a - b).abs() < 1e-4));
+    let unit = <[f64; 6]>::try_from(first_orientation.as_slice()).ok().and_then(candidate::unit_cosines);
+    g.axial = unit.is_some_and(|(row, col)| candidate::is_axial(row, col));
     let normal = slice_normal(first_orientation);
     let mut positions: Vec<f64> = slices.iter().map(|(p, _)| dot(p, &normal)).collect();
     positions.sort_by(f64::total_cmp);
+    // one slice per position, as the volume builder keeps one of duplicates
+    positions.dedup_by(|later, kept| *later - *kept < DUPLICATE_MM);
     g.slices = positions.len();
-    let (lo, hi) = (positions[0], positions[positions.len() - 1]);
+    let (Some(&lo), Some(&hi)) = (positions.first(), positions.last()) else { return };
     g.position_range_mm = Some((lo, hi));
     let gaps: Vec<f64> = positions.windows(2).map(|w| w[1] - w[0]).collect();
     let spacing = contiguity(&gaps);
     g.median_spacing_mm = spacing.median;
     g.max_gap_mm = spacing.max_gap;
     g.contiguous = g.single_orientation && spacing.contiguous;
+    g.candidate = g.axial && g.slices >= min_slices.max(2);
 }
 
 /// Gap statistics of sorted slice positions.
@@ -367,16 +440,18 @@ pub struct Spacing {
     pub contiguous: bool,
 }
 
-/// The contiguity rule on the gaps between neighbouring sorted slice positions (mm).
+/// The contiguity rule on the gaps between neighbouring sorted slice positions (mm): the volume
+/// builder's gap rule ([`candidate::GAP_FACTOR`] x the [`candidate::median`]).
 pub fn contiguity(gaps: &[f64]) -> Spacing {
-    if gaps.is_empty() {
+    let Some(median) = candidate::median(gaps) else {
         return Spacing { median: None, max_gap: None, contiguous: false };
+    };
+    let max_gap = gaps.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Spacing {
+        median: Some(median),
+        max_gap: Some(max_gap),
+        contiguous: median > 1e-6 && max_gap <= GAP_FACTOR * median,
     }
-    let mut sorted = gaps.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
-    let max_gap = sorted[sorted.len() - 1];
-    Spacing { median: Some(median), max_gap: Some(max_gap), contiguous: median > 1e-6 && max_gap <= 1.5 * median }
 }
 
 /// Normal of an Image Orientation (Patient): row cosines x column cosines.
@@ -403,6 +478,63 @@ mod tests {
         assert!(!contiguity(&[]).contiguous, "one slice cannot be judged");
         assert!(!contiguity(&[0.0, 0.0]).contiguous, "duplicates only");
         assert_eq!(contiguity(&[8.0, 16.0, 8.0]).max_gap, Some(16.0));
+    }
+
+    fn geometry(orientation: [f64; 6], z: &[f64], min_slices: usize) -> SeriesGeometry {
+        let mut g = SeriesGeometry {
+            series_instance_uid: "1.2.3".into(),
+            modality: Some("CT".into()),
+            image_type: None,
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+            instances: z.len(),
+            original_images: z.len(),
+            slices: 0,
+            axial: false,
+            position_range_mm: None,
+            median_spacing_mm: None,
+            max_gap_mm: None,
+            single_orientation: true,
+            contiguous: false,
+            candidate: false,
+        };
+        let slices: Vec<(Vec<f64>, Vec<f64>)> = z.iter().map(|&z| (vec![0.0, 0.0, z], orientation.to_vec())).collect();
+        finish_geometry(&mut g, &slices, min_slices);
+        g
+    }
+
+    const AXIAL: [f64; 6] = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
+    const CORONAL: [f64; 6] = [1.0, 0.0, 0.0, 0.0, 0.0, -1.0];
+
+    #[test]
+    fn candidates_are_axial_series_with_enough_slices() {
+        let full = geometry(AXIAL, &[0.0, 8.0, 16.0, 24.0], 3);
+        assert!(full.axial && full.candidate && full.contiguous);
+        let few = geometry(AXIAL, &[0.0, 8.0], 3);
+        assert!(!few.candidate, "fewer slices than the models need");
+        let single = geometry(AXIAL, &[0.0], 1);
+        assert!(!single.candidate && !single.contiguous, "one image is never a candidate");
+        let coronal = geometry(CORONAL, &[0.0, 1.0, 2.0, 3.0], 3);
+        assert!(!coronal.axial && !coronal.candidate);
+        // bolus tracking: many images at one position are one slice
+        let repeated = geometry(AXIAL, &[40.0; 12], 3);
+        assert_eq!(repeated.slices, 1);
+        assert!(!repeated.candidate);
+        let duplicates = geometry(AXIAL, &[0.0, 0.0, 8.0, 16.0, 16.0, 24.0], 3);
+        assert_eq!(duplicates.slices, 4);
+        assert!(duplicates.contiguous, "duplicates are dropped, as the volume builder does");
+    }
+
+    #[test]
+    fn early_readiness_judges_only_candidates() {
+        let axial = geometry(AXIAL, &[0.0, 8.0, 16.0, 24.0], 3);
+        let gap = geometry(AXIAL, &[0.0, 8.0, 24.0, 32.0], 3);
+        let scout = geometry(CORONAL, &[0.0], 3);
+        let mut dose = geometry(AXIAL, &[], 3);
+        dose.sop_class_uid = "1.2.840.10008.5.1.4.1.1.88.67".into();
+        assert!(complete_for_analysis(&[scout.clone(), axial.clone(), dose.clone()]));
+        assert!(!complete_for_analysis(&[scout.clone(), dose]), "no candidate: wait for stable_after");
+        assert!(!complete_for_analysis(&[scout, axial, gap.clone()]), "every candidate must be complete");
+        assert!(!complete_for_analysis(&[gap]));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! - [`storage`]: Part 10 files streamed to a temporary file, fsync'd and linked into a
 //!   study/series/instance layout under the storage root.
 //! - [`attributes`]: lenient extraction of the indexed attributes from a received data set.
+//! - [`candidate`]: which instances and series can become the analysed volume (shared by the
+//!   volume builder and study assembly).
 //! - [`metadata`]: the DICOM JSON metadata kept in the index for DICOMweb.
 //! - [`index`]: the study/series/instance tables (migrations in `schemas/`).
 //! - [`disk`]: the disk guard (watermarks of the storage filesystem).
@@ -11,6 +13,7 @@
 //! and its index row committed.
 
 pub mod attributes;
+pub mod candidate;
 pub mod charset;
 pub mod disk;
 pub mod index;

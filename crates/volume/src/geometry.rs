@@ -4,7 +4,9 @@
 //!   Reference UID; otherwise the slices do not form one grid ([`Refusal::InconsistentGeometry`]).
 //! - Only axial series are accepted: row cosines within 0.1 rad of ±x and column cosines within
 //!   0.1 rad of ±y. The canonical grid then differs from the source grid by at most a flip of
-//!   each in-plane axis, so pixels are copied, never resampled.
+//!   each in-plane axis, so pixels are copied, never resampled. This rule, the duplicate
+//!   tolerance and the gap rule below are `firstread_store::candidate`'s, which study assembly
+//!   applies to the index to make a study ready early.
 //! - Slices are ordered by Image Position (Patient) projected on the slice normal
 //!   (row x column cosines, turned to point superior), never by Instance Number, which scanners
 //!   number in either direction and which reconstructions restart.
@@ -24,12 +26,8 @@ use crate::contract::VolumeContract;
 use crate::error::Refusal;
 use crate::header::InstanceHeader;
 
-/// Positions closer than this along the normal (mm) are the same slice.
-const DUPLICATE_MM: f64 = 0.01;
-/// Largest angle (rad) between a direction cosine and the axis it is taken for.
-const AXIS_TOLERANCE_RAD: f64 = 0.1;
-/// A gap is a position difference larger than this multiple of the median spacing.
-const GAP_FACTOR: f64 = 1.5;
+// The axial, duplicate and gap rules are shared with study assembly's early readiness.
+use firstread_store::candidate::{is_axial, median, unit_cosines, AXIS_TOLERANCE_RAD, DUPLICATE_MM, GAP_FACTOR};
 /// Largest difference (mm) between Pixel Spacing values of slices of one grid.
 const PIXEL_SPACING_TOLERANCE_MM: f64 = 1e-3;
 /// Largest difference between direction cosines of slices of one grid.
@@ -182,13 +180,6 @@ fn grid_of(image: &InstanceHeader) -> Result<ImageGrid, Refusal> {
     })
 }
 
-/// Normalised row and column cosines; `None` unless both are near-unit and near-orthogonal.
-fn unit_cosines(o: [f64; 6]) -> Option<([f64; 3], [f64; 3])> {
-    let row = normalise([o[0], o[1], o[2]])?;
-    let col = normalise([o[3], o[4], o[5]])?;
-    (dot(row, col).abs() < 0.01).then_some((row, col))
-}
-
 fn grid_difference(a: &ImageGrid, b: &ImageGrid) -> Option<String> {
     let close = |x: &[f64], y: &[f64], tol: f64| x.iter().zip(y).all(|(p, q)| (p - q).abs() <= tol);
     if a.rows != b.rows || a.cols != b.cols {
@@ -212,8 +203,7 @@ fn grid_difference(a: &ImageGrid, b: &ImageGrid) -> Option<String> {
 /// The canonical frame of an axial grid, or [`Refusal::NotAxial`] naming the plane.
 pub(crate) fn axial_frame(grid: &ImageGrid) -> Result<AxialFrame, Refusal> {
     let (r, c) = (grid.row_cosines, grid.col_cosines);
-    let near = |v: f64| v.abs() >= AXIS_TOLERANCE_RAD.cos();
-    if !(near(r[0]) && near(c[1])) {
+    if !is_axial(r, c) {
         return Err(Refusal::NotAxial { plane: plane_name(r, c), row_cosines: r, column_cosines: c });
     }
     let n = cross(r, c);
@@ -365,17 +355,6 @@ fn warn_thickness_mismatch(slices: &[InstanceHeader], spacing_mm: f64, warnings:
     }
 }
 
-fn median(values: &[f64]) -> Option<f64> {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(v[n / 2]),
-        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
-    }
-}
-
 fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
     a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 }
@@ -394,11 +373,6 @@ pub(crate) fn scale(a: [f64; 3], s: f64) -> [f64; 3] {
 
 fn norm(a: [f64; 3]) -> f64 {
     dot(a, a).sqrt()
-}
-
-fn normalise(a: [f64; 3]) -> Option<[f64; 3]> {
-    let n = norm(a);
-    (n.is_finite() && (n - 1.0).abs() < 0.05).then(|| scale(a, 1.0 / n))
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //!    slices; DERIVED/SECONDARY images are reformats, MIPs or derived maps whose HU and geometry
 //!    are not the acquisition's. Other objects (dose reports, secondary captures, SR, presentation
 //!    states) are ignored with a note; Enhanced CT (multi-frame) is not supported yet. A series
-//!    with no such image is skipped with that reason.
+//!    with no such image is skipped with that reason. The classification is
+//!    `firstread_store::candidate::instance_kind`, shared with study assembly.
 //! 3. Each remaining series must pass the geometry rules of [`crate::geometry`]; one that fails is
 //!    skipped with the refusal as its reason.
 //! 4. Among the series that pass, the preferred one covers the z-range best (any series within
@@ -21,7 +22,7 @@
 
 use std::collections::BTreeMap;
 
-use dicom_dictionary_std::uids;
+use firstread_store::candidate::{self, InstanceKind};
 
 use crate::contract::VolumeContract;
 use crate::error::Refusal;
@@ -54,30 +55,6 @@ pub struct SeriesDecision {
 pub(crate) struct Selection {
     pub plan: SeriesPlan,
     pub decisions: Vec<SeriesDecision>,
-}
-
-/// What an instance is, for selection.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum InstanceKind {
-    OriginalImage,
-    Localizer(String),
-    Derived(String),
-    EnhancedCt,
-    NotCtModality(String),
-    OtherSopClass(String),
-}
-
-impl InstanceKind {
-    fn describe(&self) -> String {
-        match self {
-            InstanceKind::OriginalImage => "original CT image".to_owned(),
-            InstanceKind::Localizer(t) => format!("localizer/scout (Image Type {t})"),
-            InstanceKind::Derived(t) => format!("derived or secondary image, e.g. a reformat (Image Type {t})"),
-            InstanceKind::EnhancedCt => "Enhanced CT (multi-frame) is not supported yet".to_owned(),
-            InstanceKind::NotCtModality(m) => format!("CT Image Storage with Modality {m}, not CT"),
-            InstanceKind::OtherSopClass(uid) => format!("not a CT image: {} ({uid})", sop_class_name(uid)),
-        }
-    }
 }
 
 /// A series with its instances sorted into original images and the rest.
@@ -184,29 +161,10 @@ fn screen_series(instances: Vec<InstanceHeader>) -> ScreenedSeries {
     ScreenedSeries { uid, description, images, others: others.into_iter().collect(), total, thickness, kernel }
 }
 
-/// Classifies one instance by SOP Class UID (0008,0016), Modality (0008,0060) and Image Type
-/// (0008,0008). A missing Modality or Image Type does not exclude a CT Image Storage instance.
+/// Classifies one instance ([`firstread_store::candidate::instance_kind`], which study assembly
+/// uses too, so that what makes a study ready early is what is read here).
 fn instance_kind(h: &InstanceHeader) -> InstanceKind {
-    let class = h.attrs.sop_class_uid.as_str();
-    if class == uids::ENHANCED_CT_IMAGE_STORAGE || class == uids::LEGACY_CONVERTED_ENHANCED_CT_IMAGE_STORAGE {
-        return InstanceKind::EnhancedCt;
-    }
-    if class != uids::CT_IMAGE_STORAGE {
-        return InstanceKind::OtherSopClass(class.to_owned());
-    }
-    if let Some(m) = h.attrs.modality.as_deref().filter(|m| !m.eq_ignore_ascii_case("CT")) {
-        return InstanceKind::NotCtModality(m.to_owned());
-    }
-    let Some(image_type) = h.attrs.image_type.as_deref() else { return InstanceKind::OriginalImage };
-    let values: Vec<String> = image_type.split('\\').map(|v| v.trim().to_ascii_uppercase()).collect();
-    let has = |v: &str| values.iter().any(|x| x == v);
-    if has("LOCALIZER") || has("SCOUT") {
-        InstanceKind::Localizer(image_type.to_owned())
-    } else if has("ORIGINAL") && has("PRIMARY") {
-        InstanceKind::OriginalImage
-    } else {
-        InstanceKind::Derived(image_type.to_owned())
-    }
+    candidate::instance_kind(&h.attrs.sop_class_uid, h.attrs.modality.as_deref(), h.attrs.image_type.as_deref())
 }
 
 fn other_kinds(others: &[(InstanceKind, usize)]) -> String {
@@ -277,24 +235,4 @@ fn summary(plan: &SeriesPlan, kernel: Option<&str>) -> String {
         kernel.unwrap_or("absent"),
         classify_kernel(kernel).name()
     )
-}
-
-/// Names of the SOP classes most often found next to CT images (PS3.4 B.5), for reasons.
-fn sop_class_name(uid: &str) -> &'static str {
-    match uid {
-        uids::SECONDARY_CAPTURE_IMAGE_STORAGE => "Secondary Capture Image Storage",
-        uids::X_RAY_RADIATION_DOSE_SR_STORAGE => "X-Ray Radiation Dose SR Storage",
-        uids::ENHANCED_SR_STORAGE => "Enhanced SR Storage",
-        uids::COMPREHENSIVE_SR_STORAGE => "Comprehensive SR Storage",
-        uids::COMPREHENSIVE3_DSR_STORAGE => "Comprehensive 3D SR Storage",
-        uids::BASIC_TEXT_SR_STORAGE => "Basic Text SR Storage",
-        uids::GRAYSCALE_SOFTCOPY_PRESENTATION_STATE_STORAGE => "Grayscale Softcopy Presentation State Storage",
-        uids::ENCAPSULATED_PDF_STORAGE => "Encapsulated PDF Storage",
-        uids::RAW_DATA_STORAGE => "Raw Data Storage",
-        uids::SEGMENTATION_STORAGE => "Segmentation Storage",
-        uids::CT_IMAGE_STORAGE_FOR_PROCESSING => "CT Image Storage For Processing",
-        uids::MR_IMAGE_STORAGE => "MR Image Storage",
-        uids::POSITRON_EMISSION_TOMOGRAPHY_IMAGE_STORAGE => "Positron Emission Tomography Image Storage",
-        _ => "other SOP class",
-    }
 }

@@ -23,8 +23,10 @@ pub struct Sent {
 pub struct Marks {
     /// The SCU received the last C-STORE-RSP.
     pub last_response_at: DateTime<Utc>,
-    /// The study's stability deadline: its last CT instance indexed (`instances.received_at`, the
-    /// same transaction time that set `studies.stable_at`) + `stable_after`.
+    /// The study became ready: its stability deadline (its last CT instance indexed,
+    /// `instances.received_at`, the same transaction time that set `studies.stable_at`, +
+    /// `stable_after`), or, made ready early (`early_ready`), the analysis job's creation
+    /// (`jobs.created_at`) when that came first.
     pub stable_at: DateTime<Utc>,
     /// `jobs.started_at` of the analysis job (claimed by a worker).
     pub analysis_started_at: DateTime<Utc>,
@@ -46,9 +48,10 @@ pub struct Marks {
 /// consecutive stages (seconds; they add up to `total_s`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
 pub struct Stages {
-    /// Last C-STORE-RSP -> the study's stability deadline (about `stable_after`), s.
+    /// Last C-STORE-RSP -> the study ready: its stability deadline (about `stable_after`), or the
+    /// analysis job's creation when early readiness came first, s.
     pub stability_wait_s: f64,
-    /// Stability deadline -> analysis job claimed: promotion (assembly tick), NOTIFY, claim, s.
+    /// Study ready -> analysis job claimed: promotion (assembly tick), NOTIFY, claim, s.
     pub queue_pickup_s: f64,
     /// Instance files read and decoded, CT volume built, s.
     pub volume_s: f64,
@@ -371,8 +374,10 @@ impl Session {
         .fetch_one(pool)
         .await
         .context("reading when the CT was indexed")?;
-        let stable_at = last_indexed.context("no CT instance indexed")?
+        let deadline = last_indexed.context("no CT instance indexed")?
             + chrono::Duration::from_std(self.stable_after).unwrap_or_default();
+        // made ready early, the job was created (promoted) before the deadline
+        let stable_at = deadline.min(analysis.created_at);
         let ms = |k: &str| result["timings_ms"][k].as_f64().unwrap_or(0.0);
         let marks = Marks {
             last_response_at: sent.last_response_at,
