@@ -123,7 +123,8 @@ pub struct Row {
 pub struct PackageRead {
     /// The package (manifest `name`).
     pub model: String,
-    /// Its version, once read (else the version the job runs, when recorded).
+    /// The version the job runs (`jobs.model_version`; absent for jobs queued before versions
+    /// were recorded).
     pub model_version: Option<String>,
     /// `queued`, `analysing`, `done`, `refused`, `failed`.
     pub status: String,
@@ -241,12 +242,13 @@ SELECT p.study_instance_uid, p.version, coalesce(j.model, ''), j.result->'model'
        j.result->'findings'->'uncertainty',
        s.calling_ae_title,
        p.abnormal,
-       (SELECT coalesce(json_agg(json_build_object('model', r.model,
-                'model_version', coalesce(r.result->'model'->>'version', nullif(r.model_version, '')),
+       -- every active read, from columns: never the result document (a COVID-19 read's is large)
+       (SELECT coalesce(json_agg(json_build_object('model', r.model, 'model_version', nullif(r.model_version, ''),
                 'state', r.state, 'result_status', r.result_status,
-                'reason', coalesce(r.result->>'reason', r.last_error), 'extent_class', r.extent_class IS NOT NULL,
-                'classifications', r.result->'classifications',
-                'measurements', jsonb_path_query_array(r.result, '$.measurements[*] ? (@.zone == null)'))
+                'reason', CASE WHEN r.state = 'dead' THEN r.last_error
+                               WHEN r.result_status = 'refused' THEN r.result->>'reason' END,
+                'extent_class', r.extent_class IS NOT NULL,
+                'classifications', r.vocabulary->'classifications', 'measurements', r.vocabulary->'measurements')
                 ORDER BY r.id), '[]'::json)
         FROM jobs r WHERE r.kind = 'analysis' AND r.site = p.site AND r.study_instance_uid = p.study_instance_uid
           AND r.study_version = p.version AND NOT r.shadow)
@@ -369,7 +371,7 @@ pub async fn page(pool: &PgPool, filter: &Filter, scope: &firstread_sites::Scope
 }
 
 /// One job's read as the query gives it (`classifications` and the whole-region `measurements`
-/// as the analysis recorded them).
+/// as the analysis recorded them, from `jobs.vocabulary`).
 #[derive(Debug, Deserialize)]
 struct RecordedRead {
     model: String,
