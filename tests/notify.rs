@@ -26,16 +26,7 @@ fn channel(name: &str, kind: ChannelKind) -> Channel {
 }
 
 fn rule(name: &str, channels: &[&str]) -> Rule {
-    Rule {
-        name: name.into(),
-        channels: channels.iter().map(|c| (*c).to_owned()).collect(),
-        senders: Vec::new(),
-        sites: Vec::new(),
-        extent_class_at_least: None,
-        severity_score_at_least: None,
-        involvement_pct_at_least: None,
-        refused: false,
-    }
+    Rule { name: name.into(), channels: channels.iter().map(|c| (*c).to_owned()).collect(), ..Rule::default() }
 }
 
 async fn job(node: &TestNode, destination: &str, version: i32) -> Option<(String, i32, Option<String>)> {

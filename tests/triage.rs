@@ -228,3 +228,119 @@ async fn a_possible_higher_class_ranks_with_that_class() {
     assert_eq!(range["extent_class"], serde_json::json!(["none_or_minimal", "moderate"]));
     assert_eq!(range["severity_score"], serde_json::json!([7, 9]));
 }
+
+/// Every active package's read is on the row, and a package's abnormal class ranks its study
+/// version after the extent class: among the "none or minimal" COVID-19 reads, the one whose
+/// emphysema read is "none, possibly emphysema" comes before higher scores; a shadow's classes
+/// never count; study versions without an extent class come last, the abnormal one first.
+/// Results as the analysis jobs record them, straight into the database, through the page's query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abnormal_class_of_another_package_ranks_after_the_extent_class() {
+    let db = TestDb::create().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("db");
+    firstread_store::index::MIGRATOR.run(&pool).await.expect("migrations");
+    let band = |value: &str, label: &str, abnormal: bool| {
+        serde_json::json!({ "below": if abnormal { Value::Null } else { 5.0.into() }, "value": value, "label": label,
+            "abnormal": abnormal, "code": { "scheme": "99FIRSTREAD", "value": value, "meaning": label } })
+    };
+    let none = band("none", "no emphysema by LAA-950 (< 5 %)", false);
+    let emphysema = band("emphysema", "emphysema by LAA-950 (>= 5 %)", true);
+    let vocabulary = |laa: f64, class: &Value, possible: Vec<Value>| {
+        serde_json::json!({ "status": "analysed", "model": { "name": "emphysema-ct", "version": "0.1.0" },
+            "findings": null,
+            "measurements": [
+                { "key": "laa_950", "label": "%LAA-950", "kind": "percent_at_or_below", "region": "both_lungs",
+                  "zone": null, "value": laa, "unit": "%", "unit_symbol": "%", "voxels": 1000 },
+                { "key": "laa_950", "label": "%LAA-950", "kind": "percent_at_or_below", "region": "left_lung",
+                  "zone": "upper", "value": 40.0, "unit": "%", "unit_symbol": "%", "voxels": 100 }],
+            "classifications": [{ "key": "emphysema", "label": "Emphysema by quantitative CT",
+                "measurement": "laa_950", "region": "both_lungs", "value": laa, "class": class,
+                "possible": possible, "source": null }] })
+    };
+    let covid = |class: &str, score: i32| {
+        serde_json::json!({ "status": "analysed", "model": { "name": "covid19-lung-ct", "version": "0.2.1" },
+            "findings": { "extent_class": class, "severity_score": score, "total": { "involvement_pct": 3.0 } },
+            "measurements": [], "classifications": [] })
+    };
+    let refused = serde_json::json!({ "status": "refused", "reason": "no axial CT series" });
+    // (study, COVID-19 result, emphysema result, a shadow emphysema result)
+    let studies: [(&str, Value, Option<Value>, Option<Value>); 6] = [
+        ("2.25.1", covid("moderate", 5), None, None),
+        ("2.25.2", covid("none_or_minimal", 9), Some(vocabulary(1.2, &none, vec![])), None),
+        ("2.25.3", covid("none_or_minimal", 2), Some(vocabulary(4.6, &none, vec![emphysema.clone()])), None),
+        (
+            "2.25.4",
+            covid("none_or_minimal", 3),
+            Some(vocabulary(2.0, &none, vec![])),
+            Some(vocabulary(9.0, &emphysema, vec![])),
+        ),
+        ("2.25.5", refused.clone(), Some(vocabulary(12.0, &emphysema, vec![])), None),
+        ("2.25.6", refused, None, None),
+    ];
+    for (i, (study, covid, vocabulary, shadow)) in studies.into_iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO studies (study_instance_uid, calling_ae_title, called_ae_title, peer_address, analysable, \
+                 queued_version, last_image_at) VALUES ($1, 'CT', 'FIRSTREAD', '127.0.0.1', true, 1, \
+                 now() - make_interval(mins => $2))",
+        )
+        .bind(study)
+        // the later studies waited longer: without the classes they would rank first
+        .bind(i32::try_from(i).expect("small"))
+        .execute(&pool)
+        .await
+        .expect("study");
+        for (model, version, shadow, result) in [
+            ("covid19-lung-ct", "0.2.1", false, Some(covid)),
+            ("emphysema-ct", "0.1.0", false, vocabulary),
+            ("emphysema-ct", "0.2.0", true, shadow),
+        ] {
+            let Some(result) = result else { continue };
+            sqlx::query(
+                "INSERT INTO jobs (kind, study_instance_uid, study_version, model, model_version, shadow, max_attempts, \
+                     state, result) VALUES ('analysis', $1, 1, $2, $3, $4, 3, 'done', $5)",
+            )
+            .bind(study)
+            .bind(model)
+            .bind(version)
+            .bind(shadow)
+            .bind(result)
+            .execute(&pool)
+            .await
+            .expect("job");
+        }
+    }
+    let page = firstread_pages::worklist::page(&pool, &Default::default(), &firstread_sites::Scope::Every)
+        .await
+        .expect("page");
+    let order: Vec<&str> = page.rows.iter().map(|r| r.study_instance_uid.as_str()).collect();
+    assert_eq!(order, ["2.25.1", "2.25.3", "2.25.2", "2.25.4", "2.25.5", "2.25.6"]);
+    let abnormal: Vec<bool> = page.rows.iter().map(|r| r.abnormal).collect();
+    assert_eq!(abnormal, [false, true, false, false, true, false], "the shadow's emphysema does not count");
+    let row = |study: &str| page.rows.iter().find(|r| r.study_instance_uid == study).expect("row");
+    // the row's read stays the COVID-19 one; every active read is listed, never the shadow
+    let unsure = row("2.25.3");
+    assert_eq!((unsure.model.as_str(), unsure.extent_class.as_deref()), ("covid19-lung-ct", Some("none_or_minimal")));
+    let models: Vec<(&str, &str, bool)> =
+        unsure.reads.iter().map(|r| (r.model.as_str(), r.status.as_str(), r.extent_class)).collect();
+    assert_eq!(models, [("covid19-lung-ct", "done", true), ("emphysema-ct", "done", false)]);
+    let class = &unsure.reads[1].classes[0];
+    assert_eq!(class.label, "Emphysema by quantitative CT");
+    assert_eq!(
+        (class.class.as_deref(), class.class_label.as_deref(), class.class_abnormal),
+        (Some("none"), Some("no emphysema by LAA-950 (< 5 %)"), false)
+    );
+    let possible: Vec<(&str, bool)> = class.possible.iter().map(|p| (p.label.as_str(), p.abnormal)).collect();
+    assert_eq!(possible, [("emphysema by LAA-950 (>= 5 %)", true)]);
+    assert_eq!(class.value.as_deref(), Some("4.6 %"), "the whole-lung value, not a zone's");
+    assert_eq!(row("2.25.4").reads.len(), 2, "no shadow read: {:?}", row("2.25.4").reads);
+    // no COVID-19 read: the row's status is that read's refusal, the emphysema read is listed
+    let no_extent = row("2.25.5");
+    assert_eq!((no_extent.status.as_str(), no_extent.extent_class.as_deref()), ("refused", None));
+    assert_eq!(no_extent.reads[0].reason.as_deref(), Some("no axial CT series"));
+    assert_eq!(no_extent.reads[1].classes[0].class.as_deref(), Some("emphysema"));
+    assert!(no_extent.reads[1].classes[0].class_abnormal);
+    // the page's JSON
+    let json = serde_json::to_value(&page.rows[1]).expect("json");
+    assert_eq!(json["abnormal"], true);
+    assert_eq!(json["reads"][1]["classes"][0]["possible"][0]["class"], "emphysema");
+}

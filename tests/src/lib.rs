@@ -181,16 +181,7 @@ pub fn webhook_every_read(c: &mut Config, port: u16, secret: &str) {
         receiving_facility: "HOSPITAL".into(),
         timeout: Duration::from_secs(5),
     }];
-    c.notify.rules = vec![Rule {
-        name: "every-read".into(),
-        channels: vec!["ward".into()],
-        senders: Vec::new(),
-        sites: Vec::new(),
-        extent_class_at_least: None,
-        severity_score_at_least: None,
-        involvement_pct_at_least: None,
-        refused: false,
-    }];
+    c.notify.rules = vec![Rule { name: "every-read".into(), channels: vec!["ward".into()], ..Rule::default() }];
 }
 
 /// The model the node tests run (every installed package runs by default).
@@ -688,6 +679,16 @@ pub fn sample_study(
     patient: &Patient<'_>,
     ground_glass: impl Fn(f64, f64) -> bool,
 ) -> (String, Vec<PathBuf>) {
+    sample_study_hu(out, patient, |z, x, hu| if hu < -500.0 && ground_glass(z, x) { hu + 300.0 } else { hu })
+}
+
+/// As [`sample_study`], each voxel's HU replaced by `map(z, x, hu)` (stored values clamped to
+/// the pixel representation).
+pub fn sample_study_hu(
+    out: &Path,
+    patient: &Patient<'_>,
+    map: impl Fn(f64, f64, f64) -> f64,
+) -> (String, Vec<PathBuf>) {
     use dicom_core::{DataElement, PrimitiveValue, VR};
     use dicom_dictionary_std::tags;
     let mut src: Vec<(f64, dicom_object::DefaultDicomObject)> = sample_series("")
@@ -723,7 +724,7 @@ pub fn sample_study(
                 };
                 let hu = stored * slope + intercept;
                 let x = (i % cols) as f64 / cols as f64;
-                let hu = if hu < -500.0 && ground_glass(z, x) { hu + 300.0 } else { hu };
+                let hu = map(z, x, hu);
                 let v = ((hu - intercept) / slope).round();
                 if signed {
                     (v as i16).to_le_bytes()

@@ -129,6 +129,22 @@ impl Analysis {
         })
     }
 
+    /// The classifications of each active model's manifest (name, `[[classifications]]`), what
+    /// notification rules may name ([`firstread_notify::NotifyConfig::check_vocabulary`]).
+    pub fn active_classifications(&self) -> Vec<(String, Vec<firstread_findings::measures::ClassificationSpec>)> {
+        let mut out: Vec<_> = self
+            .active
+            .iter()
+            .filter_map(|(name, version)| {
+                let model = self.models.get(&(name.clone(), version.clone()))?;
+                let m = model.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                Some((name.clone(), m.manifest.classifications.clone()))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// Queues notifications of each result by these rules.
     pub fn with_notifications(mut self, notifications: Notifications) -> Self {
         self.notifications = Some(notifications);

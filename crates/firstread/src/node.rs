@@ -200,16 +200,22 @@ impl Node {
             firstread_inference::set_threads(config.worker.threads);
             let notify = Arc::new(config.notify.clone().resolve()?);
             let export_config = config.export().map_err(|e| anyhow::anyhow!(e))?;
+            let analysis = Analysis::load(
+                index.clone(),
+                storage.clone(),
+                &model_runs,
+                export_config.clone(),
+                &config.node.ae_title,
+            )?;
+            // a rule naming a class no active package states would never send: refused here
+            let vocabularies = analysis.active_classifications();
+            let packages: Vec<firstread_notify::config::Vocabulary<'_>> =
+                vocabularies.iter().map(|(name, classes)| (name.as_str(), classes.as_slice())).collect();
+            notify.check_vocabulary(&packages)?;
             let handler = Arc::new(
-                Analysis::load(
-                    index.clone(),
-                    storage.clone(),
-                    &model_runs,
-                    export_config.clone(),
-                    &config.node.ae_title,
-                )?
-                .with_notifications(Notifications::new(notify.clone()))
-                .with_memory_budget(config.worker.memory_budget_mib),
+                analysis
+                    .with_notifications(Notifications::new(notify.clone()))
+                    .with_memory_budget(config.worker.memory_budget_mib),
             );
             let exporter =
                 Arc::new(Export::new(storage.clone(), index.pool().clone(), export_config, &config.node.ae_title));

@@ -4,7 +4,7 @@
 //! from `firstread_findings::vocabulary`, the same as the SR's.
 
 use chrono::{DateTime, Utc};
-use firstread_findings::measures::Measures;
+use firstread_findings::measures::{Classification, Measures};
 use firstread_findings::vocabulary::{self, Reported, ReportedValue};
 use firstread_findings::{ExtentClass, Findings, Side};
 use serde::{Deserialize, Serialize};
@@ -198,6 +198,11 @@ pub struct Event {
     pub severity_score: Option<u8>,
     /// Lung involvement, both lungs (%), when read.
     pub involvement_pct: Option<f64>,
+    /// The classes of a package described by its vocabulary (its manifest's
+    /// `[[classifications]]`), as decided; rules match on them (`classification`, `class_in`,
+    /// `abnormal`). Absent from the JSON when there are none (a COVID-19 read, a refusal).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classifications: Vec<Classified>,
     /// One line a person reads first.
     pub summary: String,
     /// Why the study was refused.
@@ -214,6 +219,45 @@ pub struct Event {
     pub result_at: DateTime<Utc>,
     /// [`PRE_READ_NOTICE`].
     pub notice: String,
+}
+
+/// One classification of a vocabulary result: the class its value falls in and the classes the
+/// method's validated error allows besides ("possibly ...").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Classified {
+    /// The classification's key in the manifest (`emphysema`).
+    pub key: String,
+    /// Its display label ("Emphysema by quantitative CT").
+    pub label: String,
+    /// The class: its band's `value` (`none`); `None` when the value was not measured.
+    pub class: Option<String>,
+    /// The class's display label ("no emphysema by LAA-950 (< 5 %)").
+    pub class_label: Option<String>,
+    /// The other classes within the method's validated error (band `value`s).
+    #[serde(default)]
+    pub possible: Vec<String>,
+    /// Whether the class or a possible one is a band marked `abnormal`.
+    pub abnormal: bool,
+}
+
+impl Classified {
+    /// The classes the result states: the class, then the possible ones.
+    pub fn stated(&self) -> impl Iterator<Item = &str> {
+        self.class.iter().chain(&self.possible).map(String::as_str)
+    }
+}
+
+impl From<&Classification> for Classified {
+    fn from(c: &Classification) -> Self {
+        Classified {
+            key: c.key.clone(),
+            label: c.label.clone(),
+            class: c.class.as_ref().map(|b| b.value.clone()),
+            class_label: c.class.as_ref().map(|b| b.label.clone()),
+            possible: c.possible.iter().map(|b| b.value.clone()).collect(),
+            abnormal: c.abnormal(),
+        }
+    }
 }
 
 /// What the analysis produced.
@@ -250,6 +294,7 @@ impl Event {
             possible_extent_class: None,
             severity_score: None,
             involvement_pct: None,
+            classifications: Vec::new(),
             summary: String::new(),
             refusal_reason: None,
             measurements: Vec::new(),
@@ -274,6 +319,7 @@ impl Event {
             }
             Outcome::Measured(m, sr) => {
                 event.measurements = measured(m);
+                event.classifications = m.classifications.iter().map(Classified::from).collect();
                 event.summary = m.summary_text();
                 event.sr = sr.cloned();
             }
@@ -412,5 +458,32 @@ mod tests {
         assert_eq!(event.measurements[2].value, Value::Numeric { value: 4.6, ucum: "%".into(), unit: "%".into() });
         assert_eq!(event.measurements[2].concept.code, "LAA-950");
         assert!(event.extent_class.is_none() && event.severity_score.is_none());
+        // the class as decided, for the rules: none, possibly emphysema (abnormal)
+        assert_eq!(
+            event.classifications,
+            [Classified {
+                key: "emphysema".into(),
+                label: "Emphysema".into(),
+                class: Some("none".into()),
+                class_label: Some("none".into()),
+                possible: vec!["emphysema".into()],
+                abnormal: true,
+            }]
+        );
+        let json = serde_json::to_value(&event).expect("json");
+        assert_eq!(json["classifications"][0]["possible"], serde_json::json!(["emphysema"]));
+        // a COVID-19 read or a refusal has none, and its JSON has no such key
+        let refused = Event::new(
+            "r",
+            Study::default(),
+            Model::default(),
+            Outcome::Refused("x"),
+            Default::default(),
+            Default::default(),
+        );
+        let json = serde_json::to_value(&refused).expect("json");
+        assert!(json.get("classifications").is_none(), "{json}");
+        let back: Event = serde_json::from_value(json).expect("an earlier payload reads back");
+        assert!(back.classifications.is_empty());
     }
 }

@@ -1,10 +1,16 @@
 //! The triage worklist: one row per study version (and model), ranked by criticality: SFR extent
 //! class (critical first; the highest class the method's error allows, so "none or minimal,
-//! possibly moderate" ranks with the moderate ones), then CT severity score, then waiting time (the longest wait first);
-//! versions without a result yet come after the read ones, longest wait first.
+//! possibly moderate" ranks with the moderate ones), then whether another active package states
+//! an abnormal class (a package described by its vocabulary, e.g. emphysema: its class or one
+//! within the method's error, "possibly emphysema", marked `abnormal` in its manifest), then CT
+//! severity score, then waiting time (the longest wait first); versions without a result yet come
+//! after the read ones, longest wait first. Versions without an extent class (no COVID-19 read,
+//! or it was refused) rank after those with one, abnormal classes first among them.
 //!
 //! The read a row shows is an active model version's, never a shadow's (`jobs.shadow`); with
-//! several active models, the one whose result has an extent class, else the first queued.
+//! several active models, the one whose result has an extent class, else the first queued. Every
+//! active package's read of the study version is in [`Row::reads`] (status and classes), what
+//! the page shows as "Other findings".
 //!
 //! Status of a study version, from the index and the queue:
 //! `receiving` (images still arriving: stability time not reached), `waiting` (stable, not yet
@@ -105,6 +111,59 @@ pub struct Row {
     /// `{involvement_pct, extent_class, severity_score}`, each `[lowest, highest]`); the rank
     /// takes the highest class.
     pub uncertainty: Option<serde_json::Value>,
+    /// Whether an active package states an abnormal class for this version (its class or one
+    /// within the method's error); ranks it after the extent class.
+    pub abnormal: bool,
+    /// Every active (non-shadow) package's read of this version, in the order they were queued.
+    pub reads: Vec<PackageRead>,
+}
+
+/// One active package's read of a study version.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackageRead {
+    /// The package (manifest `name`).
+    pub model: String,
+    /// The version the job runs (`jobs.model_version`; absent for jobs queued before versions
+    /// were recorded).
+    pub model_version: Option<String>,
+    /// `queued`, `analysing`, `done`, `refused`, `failed`.
+    pub status: String,
+    /// Why refused or failed.
+    pub reason: Option<String>,
+    /// Whether the read has an extent class (the COVID-19 read the row's result shows).
+    pub extent_class: bool,
+    /// Its classes (manifest `[[classifications]]`), in manifest order.
+    pub classes: Vec<ReadClass>,
+}
+
+/// One classification of a read, as the page says it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReadClass {
+    /// The classification's key (`emphysema`).
+    pub key: String,
+    /// Its label from the manifest ("Emphysema by quantitative CT").
+    pub label: String,
+    /// The class (band `value`); `None`: not measured.
+    pub class: Option<String>,
+    /// Its label from the manifest ("no emphysema by LAA-950 (< 5 %)").
+    pub class_label: Option<String>,
+    /// Whether the class is a band marked abnormal.
+    pub class_abnormal: bool,
+    /// The classes within the method's validated error, said "possibly ...".
+    pub possible: Vec<PossibleClass>,
+    /// The classified value with its unit ("1.2 %"), when measured.
+    pub value: Option<String>,
+}
+
+/// A class within the method's validated error.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PossibleClass {
+    /// Band `value`.
+    pub class: String,
+    /// Its label from the manifest.
+    pub label: String,
+    /// Marked abnormal.
+    pub abnormal: bool,
 }
 
 /// A page of rows.
@@ -135,7 +194,7 @@ WITH versions AS (
             WHEN j.result_status = 'refused' THEN 'refused'
             ELSE 'done'
         END AS status,
-        j.extent_class,
+        j.extent_class, coalesce(j.abnormal, false) AS abnormal,
         CASE j.extent_class_highest
             WHEN 'critical' THEN 5 WHEN 'severe' THEN 4 WHEN 'extensive' THEN 3
             WHEN 'moderate' THEN 2 WHEN 'none_or_minimal' THEN 1 END AS class_rank,
@@ -143,7 +202,11 @@ WITH versions AS (
     FROM studies s
     CROSS JOIN LATERAL generate_series(1, greatest(s.version, 1)) AS v(version)
     LEFT JOIN LATERAL (
-        SELECT j.id, j.state, j.result_status, j.extent_class, j.extent_class_highest, j.severity_score FROM jobs j
+        -- the row's read, and whether any active read states an abnormal class (the window runs
+        -- over every active job of the version before LIMIT)
+        SELECT j.id, j.state, j.result_status, j.extent_class, j.extent_class_highest, j.severity_score,
+               bool_or(j.abnormal_class) OVER () AS abnormal
+        FROM jobs j
         WHERE j.kind = 'analysis' AND j.site = s.site AND j.study_instance_uid = s.study_instance_uid
           AND j.study_version = v.version AND NOT j.shadow
         ORDER BY j.extent_class IS NULL, j.id LIMIT 1
@@ -156,7 +219,7 @@ WITH versions AS (
 ), page AS (
     SELECT *, count(*) OVER () AS total FROM versions
     WHERE ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR extent_class = $3)
-    ORDER BY class_rank DESC NULLS LAST, severity_score DESC NULLS LAST, last_image_at ASC NULLS LAST,
+    ORDER BY class_rank DESC NULLS LAST, abnormal DESC, severity_score DESC NULLS LAST, last_image_at ASC NULLS LAST,
              study_instance_uid, site, version DESC
     LIMIT $6 OFFSET $7
 )
@@ -177,7 +240,18 @@ SELECT p.study_instance_uid, p.version, coalesce(j.model, ''), j.result->'model'
         FROM jobs n WHERE n.kind = 'notify' AND n.site = p.site AND n.study_instance_uid = p.study_instance_uid
           AND n.study_version = p.version),
        j.result->'findings'->'uncertainty',
-       s.calling_ae_title
+       s.calling_ae_title,
+       p.abnormal,
+       -- every active read, from columns: never the result document (a COVID-19 read's is large)
+       (SELECT coalesce(json_agg(json_build_object('model', r.model, 'model_version', nullif(r.model_version, ''),
+                'state', r.state, 'result_status', r.result_status,
+                'reason', CASE WHEN r.state = 'dead' THEN r.last_error
+                               WHEN r.result_status = 'refused' THEN r.result->>'reason' END,
+                'extent_class', r.extent_class IS NOT NULL,
+                'classifications', r.vocabulary->'classifications', 'measurements', r.vocabulary->'measurements')
+                ORDER BY r.id), '[]'::json)
+        FROM jobs r WHERE r.kind = 'analysis' AND r.site = p.site AND r.study_instance_uid = p.study_instance_uid
+          AND r.study_version = p.version AND NOT r.shadow)
 FROM page p
 JOIN studies s ON s.site = p.site AND s.study_instance_uid = p.study_instance_uid
 LEFT JOIN jobs j ON j.id = p.job_id
@@ -186,7 +260,7 @@ LEFT JOIN LATERAL (
     WHERE f.site = p.site AND f.study_instance_uid = p.study_instance_uid AND f.study_version = p.version
     ORDER BY f.id DESC LIMIT 1
 ) f ON true
-ORDER BY p.class_rank DESC NULLS LAST, p.severity_score DESC NULLS LAST, p.last_image_at ASC NULLS LAST,
+ORDER BY p.class_rank DESC NULLS LAST, p.abnormal DESC, p.severity_score DESC NULLS LAST, p.last_image_at ASC NULLS LAST,
          p.study_instance_uid, p.site, p.version DESC
 "#;
 
@@ -289,9 +363,119 @@ pub async fn page(pool: &PgPool, filter: &Filter, scope: &firstread_sites::Scope
             notifications: r.try_get(25)?,
             uncertainty: r.try_get(26)?,
             sender: r.try_get(27)?,
+            abnormal: r.try_get(28)?,
+            reads: reads(r.try_get(29)?),
         });
     }
     Ok(Page { total, rows: out, now: Utc::now() })
+}
+
+/// One job's read as the query gives it (`classifications` and the whole-region `measurements`
+/// as the analysis recorded them, from `jobs.vocabulary`).
+#[derive(Debug, Deserialize)]
+struct RecordedRead {
+    model: String,
+    model_version: Option<String>,
+    state: String,
+    result_status: Option<String>,
+    reason: Option<String>,
+    extent_class: bool,
+    #[serde(default)]
+    classifications: Option<Vec<RecordedClass>>,
+    #[serde(default)]
+    measurements: Option<Vec<RecordedMeasurement>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RecordedClass {
+    key: String,
+    label: String,
+    measurement: String,
+    region: String,
+    value: Option<f64>,
+    class: Option<RecordedBand>,
+    #[serde(default)]
+    possible: Vec<RecordedBand>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RecordedBand {
+    value: String,
+    label: String,
+    #[serde(default)]
+    abnormal: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct RecordedMeasurement {
+    key: String,
+    region: String,
+    kind: Option<firstread_findings::measures::Kind>,
+    unit_symbol: Option<String>,
+}
+
+/// The page's reads from the query's JSON; a job whose record does not read (written by
+/// another version, hand-edited) is shown with its status and no classes, never an error.
+fn reads(json: serde_json::Value) -> Vec<PackageRead> {
+    let serde_json::Value::Array(items) = json else { return Vec::new() };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let model = item.get("model").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+            match serde_json::from_value::<RecordedRead>(item) {
+                Ok(r) => Some(package_read(r)),
+                Err(e) => {
+                    tracing::debug!(%model, error = %e, "a read's record does not parse");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+fn package_read(r: RecordedRead) -> PackageRead {
+    let status = match (r.state.as_str(), r.result_status.as_deref()) {
+        ("queued", _) => "queued",
+        ("running", _) => "analysing",
+        ("dead", _) => "failed",
+        (_, Some("refused")) => "refused",
+        _ => "done",
+    };
+    let measurements = r.measurements.unwrap_or_default();
+    let classes = r
+        .classifications
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            let unit = measurements.iter().find(|m| m.key == c.measurement && m.region == c.region);
+            let value = c.value.map(|v| {
+                let decimals = unit.and_then(|m| m.kind).map_or(1, firstread_findings::measures::Kind::decimals);
+                let symbol = unit.and_then(|m| m.unit_symbol.as_deref()).unwrap_or("");
+                format!("{v:.decimals$} {symbol}").trim_end().to_owned()
+            });
+            ReadClass {
+                key: c.key,
+                label: c.label,
+                class_abnormal: c.class.as_ref().is_some_and(|b| b.abnormal),
+                class: c.class.as_ref().map(|b| b.value.clone()),
+                class_label: c.class.map(|b| b.label),
+                possible: c
+                    .possible
+                    .into_iter()
+                    .map(|b| PossibleClass { class: b.value, label: b.label, abnormal: b.abnormal })
+                    .collect(),
+                value,
+            }
+        })
+        .collect();
+    PackageRead {
+        model: r.model,
+        model_version: r.model_version,
+        status: status.to_owned(),
+        reason: if matches!(status, "refused" | "failed") { r.reason } else { None },
+        extent_class: r.extent_class,
+        classes,
+    }
 }
 
 /// The display label of an extent class JSON name.
@@ -302,6 +486,41 @@ pub fn extent_label(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vocabulary_read_gives_its_classes_with_their_values() {
+        let json = serde_json::json!([
+            { "model": "covid19-lung-ct", "model_version": "0.2.1", "state": "done", "result_status": "analysed",
+              "reason": null, "extent_class": true, "classifications": [], "measurements": [] },
+            { "model": "emphysema-ct", "model_version": "0.1.0", "state": "done", "result_status": "analysed",
+              "reason": null, "extent_class": false,
+              "classifications": [{ "key": "emphysema", "label": "Emphysema by quantitative CT",
+                  "measurement": "laa_950", "region": "both_lungs", "value": 4.56, "source": null,
+                  "class": { "below": 5.0, "value": "none", "label": "no emphysema", "abnormal": false,
+                             "code": { "scheme": "99FIRSTREAD", "value": "X", "meaning": "x" } },
+                  "possible": [{ "below": null, "value": "emphysema", "label": "emphysema", "abnormal": true,
+                             "code": { "scheme": "SCT", "value": "87433001", "meaning": "Pulmonary emphysema" } }] }],
+              "measurements": [{ "key": "laa_950", "region": "both_lungs", "kind": "percent_at_or_below",
+                  "unit": "%", "unit_symbol": "%", "zone": null, "value": 4.56 }] },
+            { "model": "other-ct", "model_version": null, "state": "dead", "result_status": null,
+              "reason": "libtorch failed", "extent_class": false, "classifications": null, "measurements": [] },
+            { "model": "broken", "state": 7 }
+        ]);
+        let r = reads(json);
+        assert_eq!(r.len(), 3, "a record that does not parse is left out: {r:?}");
+        assert_eq!((r[0].status.as_str(), r[0].extent_class, r[0].classes.len()), ("done", true, 0));
+        let c = &r[1].classes[0];
+        assert_eq!(
+            (c.class.as_deref(), c.class_label.as_deref(), c.class_abnormal),
+            (Some("none"), Some("no emphysema"), false)
+        );
+        assert_eq!(
+            c.possible,
+            [PossibleClass { class: "emphysema".into(), label: "emphysema".into(), abnormal: true }]
+        );
+        assert_eq!(c.value.as_deref(), Some("4.6 %"));
+        assert_eq!((r[2].status.as_str(), r[2].reason.as_deref()), ("failed", Some("libtorch failed")));
+    }
 
     #[test]
     fn labels_come_from_the_vocabulary() {

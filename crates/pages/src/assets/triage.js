@@ -105,13 +105,42 @@ function scoreRange(row) {
 }
 
 function resultCell(row) {
-  if (!row.extent_class) return el('td', { class: 'result' }, el('span', { class: 'sub', text: row.status === 'done' ? 'no result' : '—' }));
+  if (!row.extent_class) {
+    // no extent class: a package described by its vocabulary alone says its classes under Other findings
+    const classed = (row.reads || []).some((r) => r.classes.length);
+    return el('td', { class: 'result' }, el('span', { class: 'sub', text: row.status === 'done' && !classed ? 'no result' : '—' }));
+  }
   return el('td', { class: 'result' },
     el('span', { class: `badge class ${row.extent_class}`, text: row.extent_label || row.extent_class }),
     possibly(row),
     el('div', { class: 'sub' },
       `score ${row.severity_score ?? '?'}${scoreRange(row)}/30 · involvement ${row.involvement_pct == null ? '?' : row.involvement_pct.toFixed(1)} %`),
     el('div', { class: 'sub', text: row.model ? `${row.model} ${row.model_version || ''} · pre-read aid` : '' }));
+}
+
+// every other active package's read: its classes (label from its manifest, "possibly ..." within
+// the method's error, abnormal ones marked), or its status while it has none
+function otherCell(row) {
+  const td = el('td', { class: 'other' });
+  for (const read of row.reads || []) {
+    if (!read.classes.length && (read.extent_class || read.model === row.model)) continue; // the First read column's
+    const who = `${read.model}${read.model_version ? ` ${read.model_version}` : ''}`;
+    if (!read.classes.length) {
+      td.append(el('div', { class: 'sub', 'data-model': read.model, text: `${who}: ${read.status}${read.reason ? ` (${read.reason})` : ''}` }));
+      continue;
+    }
+    for (const c of read.classes) {
+      const abnormal = c.class_abnormal || c.possible.some((p) => p.abnormal);
+      td.append(el('div', { class: `finding${abnormal ? ' abnormal' : ''}`, 'data-model': read.model, 'data-key': c.key, 'data-class': c.class || '' },
+        el('span', { class: `badge ${c.class_abnormal ? 'abnormal' : 'normal'}`, text: c.class_label || 'not measured' }),
+        c.possible.length ? el('span', {
+          class: `possibly${c.possible.some((p) => p.abnormal) ? ' abnormal' : ''}`, title: "within the method's validated error",
+          text: ` possibly ${c.possible.map((p) => p.label).join(', ')}`,
+        }) : null,
+        el('div', { class: 'sub', text: `${c.label}${c.value ? ` ${c.value}` : ''} · ${who}` })));
+    }
+  }
+  return td;
 }
 
 function feedbackCell(row) {
@@ -169,7 +198,7 @@ function render(rows) {
     const ids = [row.patient_id && `ID ${row.patient_id}`, row.accession_number && `Acc ${row.accession_number}`].filter(Boolean).join(' · ');
     return el('tr', {
       class: 'study', 'data-study': row.study_instance_uid, 'data-version': row.study_version,
-      'data-status': row.status, 'data-class': row.extent_class || '',
+      'data-status': row.status, 'data-class': row.extent_class || '', 'data-abnormal': row.abnormal ? 'true' : null,
     },
     el('td', { class: 'c-rank', text: String(state.offset + i + 1) }),
     el('td', { class: 'key' }, key),
@@ -177,6 +206,7 @@ function render(rows) {
       el('div', { class: 'ids', text: ids }),
       el('div', { class: 'sub', text: `${row.study_description || ''}${row.study_version > 1 ? ` · version ${row.study_version}` : ''}` })),
     resultCell(row),
+    otherCell(row),
     el('td', {}, el('div', { class: `status ${row.status}`, text: row.status }),
       row.reason ? el('div', { class: 'reason', text: row.reason }) : null,
       ...(row.notifications || []).map((n) => el('div', {
