@@ -1,6 +1,6 @@
 //! The canonical Hounsfield-unit volume and its geometry in patient coordinates.
 //!
-//! Canonical orientation (what the model expects, see `models/covid19-lung-ct/0.2.2/export.py`):
+//! Canonical orientation (what the model expects, see `models/covid19-lung-ct/0.2.1/export.py`):
 //! axis 0 = slices from inferior to superior (increasing LPS z), axis 1 = anterior to posterior
 //! (increasing y), axis 2 = patient right to left (increasing x). Voxel centres are the pixel
 //! centres of the source images (PS3.3 C.7.6.2.1.1: Image Position (Patient) is the centre of the
