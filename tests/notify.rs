@@ -10,21 +10,6 @@ use firstread_e2e::*;
 use firstread_notify::{Channel, ChannelKind, Rule};
 use serde_json::Value;
 
-fn channel(name: &str, kind: ChannelKind) -> Channel {
-    Channel {
-        name: name.into(),
-        kind,
-        url: None,
-        address: None,
-        secret: None,
-        secret_file: None,
-        bearer_token: None,
-        receiving_application: "RIS".into(),
-        receiving_facility: "HOSPITAL".into(),
-        timeout: Duration::from_secs(5),
-    }
-}
-
 fn rule(name: &str, channels: &[&str]) -> Rule {
     Rule { name: name.into(), channels: channels.iter().map(|c| (*c).to_owned()).collect(), ..Rule::default() }
 }

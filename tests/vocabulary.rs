@@ -26,21 +26,6 @@ use serde_json::Value;
 const PASSWORD: &str = "a long enough passphrase";
 const EMPHYSEMA: &str = "emphysema-ct";
 
-fn channel(name: &str, kind: ChannelKind) -> Channel {
-    Channel {
-        name: name.into(),
-        kind,
-        url: None,
-        address: None,
-        secret: None,
-        secret_file: None,
-        bearer_token: None,
-        receiving_application: "RIS".into(),
-        receiving_facility: "HOSPITAL".into(),
-        timeout: Duration::from_secs(5),
-    }
-}
-
 fn storescu(port: u16, files: &[std::path::PathBuf]) {
     let mut cmd = dcmtk("storescu");
     cmd.args(["-aec", "FIRSTREAD", "-aet", "CT_CHEST_1", "127.0.0.1", &port.to_string()]).args(files);

@@ -166,20 +166,30 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 /// The repository root.
 /// Notifies every read to a webhook receiver at `127.0.0.1:<port>/hooks/firstread`, signed with
-/// `secret` (channel "ward", rule "every-read").
-pub fn webhook_every_read(c: &mut Config, port: u16, secret: &str) {
-    use firstread_notify::{Channel, ChannelKind, Rule};
-    c.notify.channels = vec![Channel {
-        name: "ward".into(),
-        kind: ChannelKind::Webhook,
-        url: Some(format!("http://127.0.0.1:{port}/hooks/firstread")),
+/// A notification channel named `name` of `kind`, receiving application "RIS" at "HOSPITAL",
+/// 5 s timeout, everything else unset (the tests set the address, URL or secret they need).
+pub fn channel(name: &str, kind: firstread_notify::ChannelKind) -> firstread_notify::Channel {
+    firstread_notify::Channel {
+        name: name.into(),
+        kind,
+        url: None,
         address: None,
-        secret: Some(secret.into()),
+        secret: None,
         secret_file: None,
         bearer_token: None,
         receiving_application: "RIS".into(),
         receiving_facility: "HOSPITAL".into(),
         timeout: Duration::from_secs(5),
+    }
+}
+
+/// `secret` (channel "ward", rule "every-read").
+pub fn webhook_every_read(c: &mut Config, port: u16, secret: &str) {
+    use firstread_notify::{Channel, ChannelKind, Rule};
+    c.notify.channels = vec![Channel {
+        url: Some(format!("http://127.0.0.1:{port}/hooks/firstread")),
+        secret: Some(secret.into()),
+        ..channel("ward", ChannelKind::Webhook)
     }];
     c.notify.rules = vec![Rule { name: "every-read".into(), channels: vec!["ward".into()], ..Rule::default() }];
 }

@@ -424,16 +424,20 @@ pub fn time_to_result_report(cases: &[(usize, Vec<TimeToResultRun>)], stable_aft
            instance lookup, SR, volumetric SR, SEG and key images built and written with fsync.\n\
          - **export**: export job queued -> SR acknowledged: claim, association, C-STORE of the SR (sent first).\n"
     );
-    if let Some((slices, runs)) = cases.iter().max_by_key(|(s, _)| *s) {
+    // issue 16's targets: 2.0 s for 300 x 512 x 512, 0.8 s for the 30-slice sample (medians)
+    for (slices, runs) in cases {
+        let target = match slices {
+            30 => 0.8,
+            300 => 2.0,
+            _ => continue,
+        };
         let mut totals: Vec<f64> = runs.iter().map(|r| r.stages.total_s).collect();
         totals.sort_by(f64::total_cmp);
         if let Some(median) = totals.get(totals.len() / 2) {
-            let target = stable + 2.0;
-            let verdict = if *median < target { "met" } else { "**not met**" };
+            let verdict = if *median <= target { "met" } else { "**not met**" };
             let _ = writeln!(
                 out,
-                "Target: under `stable_after` + 2 s = {target:.1} s for {slices} slices on 2 cores: median \
-                 {median:.2} s, {verdict}.\n"
+                "Target: at most {target:.1} s for {slices} slices on 2 cores (median): {median:.2} s, {verdict}.\n"
             );
         }
     }

@@ -46,6 +46,25 @@ async fn stored_study(pool: &PgPool, site: &str, study: &str, age_days: i32) {
     .expect("study");
 }
 
+/// A live analysis job (priority 0) of site "north", study version 1; its id.
+async fn live_job(queue: &PgQueue, study: &str, model_version: &str) -> i64 {
+    queue
+        .enqueue(&NewJob {
+            kind: JobKind::Analysis,
+            site: "north",
+            study_instance_uid: study,
+            study_version: 1,
+            model: "covid19-lung-ct",
+            model_version,
+            destination: "",
+            payload: &serde_json::json!({}),
+            max_attempts: 3,
+        })
+        .await
+        .expect("enqueue")
+        .expect("created")
+}
+
 #[tokio::test]
 async fn a_live_job_is_claimed_before_a_reanalysis_backlog() {
     let (pool, name) = create_db().await;
@@ -75,21 +94,7 @@ async fn a_live_job_is_claimed_before_a_reanalysis_backlog() {
 
     // a live study arrives after the backlog
     let queue = PgQueue::new(pool.clone());
-    let live = queue
-        .enqueue(&NewJob {
-            kind: JobKind::Analysis,
-            site: "north",
-            study_instance_uid: "9.9.9",
-            study_version: 1,
-            model: "covid19-lung-ct",
-            model_version: "0.2.1",
-            destination: "",
-            payload: &serde_json::json!({}),
-            max_attempts: 3,
-        })
-        .await
-        .expect("enqueue")
-        .expect("created");
+    let live = live_job(&queue, "9.9.9", "0.2.1").await;
     let lease = Duration::from_secs(60);
     let first = queue.claim(JobKind::Analysis, "w1", lease).await.expect("claim").expect("a job");
     assert_eq!((first.id, first.study_instance_uid.as_str()), (live, "9.9.9"), "the live job first");
@@ -166,21 +171,7 @@ async fn a_study_on_its_way_holds_back_the_backlog() {
     let held = queue.claim(JobKind::Analysis, "w1", lease).await.expect("claim");
     assert!(held.is_none(), "no re-analysis starts while a study arrives: {held:?}");
     // its live job (another study's, already promoted) is claimed all the same
-    let live = queue
-        .enqueue(&NewJob {
-            kind: JobKind::Analysis,
-            site: "north",
-            study_instance_uid: "8.8.8",
-            study_version: 1,
-            model: "covid19-lung-ct",
-            model_version: "0.2.2",
-            destination: "",
-            payload: &serde_json::json!({}),
-            max_attempts: 3,
-        })
-        .await
-        .expect("enqueue")
-        .expect("created");
+    let live = live_job(&queue, "8.8.8", "0.2.2").await;
     let first = queue.claim(JobKind::Analysis, "w1", lease).await.expect("claim").expect("the live job");
     assert_eq!(first.id, live);
     assert!(queue.claim(JobKind::Analysis, "w1", lease).await.expect("claim").is_none());
