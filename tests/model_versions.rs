@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use dicom_dictionary_std::tags;
-use firstread_dimse::Destination;
 use firstread_e2e::*;
 use serde_json::Value;
 
@@ -42,21 +41,14 @@ fn text(obj: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag) -> String 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_version_is_analysed_and_indexed_never_sent_and_compared() {
-    let dir = tempfile::tempdir().expect("dir");
-    let received_dir = dir.path().join("received");
-    std::fs::create_dir_all(&received_dir).expect("dir");
-    let (scp_port, hook_port) = (free_port(), free_port());
-    let _scp = storescp(scp_port, &received_dir);
-    let hook_out = dir.path().join("hook");
-    let _hook = receiver("webhook", hook_port, &hook_out, &["--secret", "s3cret"]);
+    let peers = ResultPeers::start();
+    let (received_dir, hook_out) = (peers.received_dir.as_path(), peers.hook_out.as_path());
     let node = TestNode::start(|c| {
         c.assembly.stable_after = Duration::from_millis(500);
         // the name alone: its highest installed version that is not a shadow
         c.worker.models = Some(vec![MODEL.into()]);
         c.worker.shadow = vec![format!("{MODEL}@0.1.0")];
-        c.export.destinations =
-            vec![Destination { ae_title: "MODALITY".into(), host: "127.0.0.1".into(), port: scp_port, tls: None }];
-        webhook_every_read(c, hook_port, "s3cret");
+        peers.wire(c);
     })
     .await;
     let mut cmd = dcmtk("storescu");
@@ -111,7 +103,7 @@ async fn a_shadow_version_is_analysed_and_indexed_never_sent_and_compared() {
     assert_eq!(notifications, [("0.2.2".to_owned(), "every-read/ward".to_owned(), "done".to_owned())]);
 
     // the sender got exactly the active version's objects
-    let got = files_under(&received_dir);
+    let got = files_under(received_dir);
     assert_eq!(got.len(), active_files.len(), "one copy of each 0.2.2 object, none of 0.1.0: {got:?}");
     let mut srs = 0;
     for f in &got {
@@ -136,7 +128,7 @@ async fn a_shadow_version_is_analysed_and_indexed_never_sent_and_compared() {
     assert_eq!(srs, 2, "the TID 1500 SR and the volumetric SR");
 
     // the webhook: one message, the active read
-    let delivered = received(&hook_out);
+    let delivered = received(hook_out);
     assert_eq!(delivered.len(), 1, "{delivered:?}");
     assert_eq!(delivered[0]["body"]["model"]["version"], "0.2.2", "{}", delivered[0]);
 

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use dicom_dictionary_std::tags;
 use firstread::{Node, Roles};
-use firstread_dimse::Destination;
 use firstread_e2e::*;
 use serde_json::Value;
 
@@ -80,19 +79,12 @@ fn reanalyse(db_url: &str, extra: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_model_version_reanalyses_a_stored_study_and_corrects_the_first_read() {
-    let dir = tempfile::tempdir().expect("dir");
-    let received_dir = dir.path().join("received");
-    std::fs::create_dir_all(&received_dir).expect("dir");
-    let (scp_port, hook_port) = (free_port(), free_port());
-    let _scp = storescp(scp_port, &received_dir);
-    let hook_out = dir.path().join("hook");
-    let _hook = receiver("webhook", hook_port, &hook_out, &["--secret", "s3cret"]);
+    let peers = ResultPeers::start();
+    let (received_dir, hook_out) = (peers.received_dir.as_path(), peers.hook_out.as_path());
     let TestNode { node, config, dir: storage, db, pool } = TestNode::start(|c| {
         c.assembly.stable_after = Duration::from_millis(500);
         c.worker.models = Some(vec![format!("{MODEL}@0.1.0")]);
-        c.export.destinations =
-            vec![Destination { ae_title: "MODALITY".into(), host: "127.0.0.1".into(), port: scp_port, tls: None }];
-        webhook_every_read(c, hook_port, "s3cret");
+        peers.wire(c);
     })
     .await;
     let port = node.dimse_addr.expect("DIMSE").port();
@@ -118,7 +110,7 @@ async fn a_new_model_version_reanalyses_a_stored_study_and_corrects_the_first_re
     assert!(first, "0.1.0's read: {:?}, exports {:?}", analyses(&pool).await, jobs_of(&pool, "export").await);
     let read = analyses(&pool).await;
     assert_eq!((read[0].0.as_str(), read[0].3.as_deref(), read[0].4), ("0.1.0", Some("analysed"), 0));
-    let received_first = files_under(&received_dir).len();
+    let received_first = files_under(received_dir).len();
 
     // the configuration pins 0.2.1: the node restarts with it
     node.stop().await;
@@ -156,7 +148,7 @@ async fn a_new_model_version_reanalyses_a_stored_study_and_corrects_the_first_re
     assert!(predecessors(&old_sr).is_empty());
 
     // the storescp received 0.2.1's objects, its SR among them
-    let got = files_under(&received_dir);
+    let got = files_under(received_dir);
     assert!(got.len() > received_first, "{got:?}");
     let received_srs: Vec<String> = got
         .iter()
@@ -167,7 +159,7 @@ async fn a_new_model_version_reanalyses_a_stored_study_and_corrects_the_first_re
     assert!(received_srs.contains(&new_uid) && received_srs.contains(&old_uid), "{received_srs:?}");
 
     // the webhook: the first read, then a correction of it by 0.2.1
-    let delivered = received(&hook_out);
+    let delivered = received(hook_out);
     assert_eq!(delivered.len(), 2, "{delivered:?}");
     let bodies: Vec<&Value> = delivered.iter().map(|d| &d["body"]).collect();
     let second_body = bodies.iter().find(|b| b["model"]["version"] == "0.2.1").expect("0.2.1's message");

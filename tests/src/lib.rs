@@ -591,6 +591,46 @@ pub fn storescp(port: u16, dir: &Path) -> Peer {
     peer
 }
 
+/// Where a node's results go in the model-version tests: a dcmtk storescp (AE MODALITY) writing
+/// into `received_dir` and a webhook receiver (HMAC secret "s3cret") appending to `hook_out`, in
+/// a temporary folder; stopped when dropped. [`ResultPeers::wire`] points a node at both.
+pub struct ResultPeers {
+    /// Files the storescp received.
+    pub received_dir: PathBuf,
+    /// The webhook receiver's JSON lines ([`received`]).
+    pub hook_out: PathBuf,
+    scp_port: u16,
+    hook_port: u16,
+    _scp: Peer,
+    _hook: Peer,
+    _dir: tempfile::TempDir,
+}
+
+impl ResultPeers {
+    /// Starts both peers on free ports.
+    pub fn start() -> ResultPeers {
+        let dir = tempfile::tempdir().expect("dir");
+        let received_dir = dir.path().join("received");
+        std::fs::create_dir_all(&received_dir).expect("dir");
+        let (scp_port, hook_port) = (free_port(), free_port());
+        let _scp = storescp(scp_port, &received_dir);
+        let hook_out = dir.path().join("hook");
+        let _hook = receiver("webhook", hook_port, &hook_out, &["--secret", "s3cret"]);
+        ResultPeers { received_dir, hook_out, scp_port, hook_port, _scp, _hook, _dir: dir }
+    }
+
+    /// The storescp as the node's only export destination, every read notified to the webhook.
+    pub fn wire(&self, c: &mut Config) {
+        c.export.destinations = vec![firstread_dimse::Destination {
+            ae_title: "MODALITY".into(),
+            host: "127.0.0.1".into(),
+            port: self.scp_port,
+            tls: None,
+        }];
+        webhook_every_read(c, self.hook_port, "s3cret");
+    }
+}
+
 /// A real Orthanc (AE ORTHANC, Debian package `orthanc`) on loopback ports with its storage in
 /// `dir`.
 pub fn orthanc(dir: &Path, dicom_port: u16, http_port: u16) -> Peer {

@@ -302,23 +302,20 @@ impl NotifyConfig {
                 }
             }
             let classes: Vec<&str> = scoped.iter().flat_map(|c| c.bands.iter().map(|b| b.value.as_str())).collect();
+            let subject =
+                rule.classification.as_deref().map_or_else(|| "the active packages".to_owned(), |k| format!("{k:?}"));
             if let Some(unknown) = rule.class_in.iter().find(|v| !classes.contains(&v.as_str())) {
                 return bad(format!(
                     "rule {}: class_in names {unknown:?}, which is no class of {} (classes: {})",
                     rule.name,
-                    rule.classification
-                        .as_deref()
-                        .map_or_else(|| "the active packages".to_owned(), |k| format!("{k:?}")),
+                    subject,
                     if classes.is_empty() { "none".to_owned() } else { classes.join(", ") }
                 ));
             }
             if rule.abnormal && !scoped.iter().any(|c| c.bands.iter().any(|b| b.abnormal)) {
                 return bad(format!(
                     "rule {}: abnormal = true, but no class of {} is marked abnormal",
-                    rule.name,
-                    rule.classification
-                        .as_deref()
-                        .map_or_else(|| "the active packages".to_owned(), |k| format!("{k:?}"))
+                    rule.name, subject
                 ));
             }
         }

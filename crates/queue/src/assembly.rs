@@ -144,6 +144,34 @@ pub struct SeriesGeometry {
     pub candidate: bool,
 }
 
+impl SeriesGeometry {
+    /// A series' identity before any instance is counted or slice measured (no slices, not
+    /// contiguous, not a candidate).
+    fn unmeasured(
+        series_instance_uid: String,
+        modality: Option<String>,
+        image_type: Option<String>,
+        sop_class_uid: String,
+    ) -> SeriesGeometry {
+        SeriesGeometry {
+            series_instance_uid,
+            modality,
+            image_type,
+            sop_class_uid,
+            instances: 0,
+            original_images: 0,
+            slices: 0,
+            axial: false,
+            position_range_mm: None,
+            median_spacing_mm: None,
+            max_gap_mm: None,
+            single_orientation: true,
+            contiguous: false,
+            candidate: false,
+        }
+    }
+}
+
 impl Assembly {
     /// Assembly for the node `node_id` (unique per process).
     pub fn new(pool: PgPool, node_id: impl Into<String>, config: AssemblyConfig) -> Self {
@@ -369,22 +397,7 @@ pub async fn series_geometry(
                 finish_geometry(last, &slices, min_slices);
             }
             slices.clear();
-            out.push(SeriesGeometry {
-                series_instance_uid: series,
-                modality: modality.clone(),
-                image_type: image_type.clone(),
-                sop_class_uid: sop_class_uid.clone(),
-                instances: 0,
-                original_images: 0,
-                slices: 0,
-                axial: false,
-                position_range_mm: None,
-                median_spacing_mm: None,
-                max_gap_mm: None,
-                single_orientation: true,
-                contiguous: false,
-                candidate: false,
-            });
+            out.push(SeriesGeometry::unmeasured(series, modality.clone(), image_type.clone(), sop_class_uid.clone()));
         }
         let Some(g) = out.last_mut() else { continue };
         g.instances += 1;
@@ -482,20 +495,9 @@ mod tests {
 
     fn geometry(orientation: [f64; 6], z: &[f64], min_slices: usize) -> SeriesGeometry {
         let mut g = SeriesGeometry {
-            series_instance_uid: "1.2.3".into(),
-            modality: Some("CT".into()),
-            image_type: None,
-            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
             instances: z.len(),
             original_images: z.len(),
-            slices: 0,
-            axial: false,
-            position_range_mm: None,
-            median_spacing_mm: None,
-            max_gap_mm: None,
-            single_orientation: true,
-            contiguous: false,
-            candidate: false,
+            ..SeriesGeometry::unmeasured("1.2.3".into(), Some("CT".into()), None, "1.2.840.10008.5.1.4.1.1.2".into())
         };
         let slices: Vec<(Vec<f64>, Vec<f64>)> = z.iter().map(|&z| (vec![0.0, 0.0, z], orientation.to_vec())).collect();
         finish_geometry(&mut g, &slices, min_slices);

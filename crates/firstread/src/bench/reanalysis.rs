@@ -98,9 +98,7 @@ pub async fn reanalysis_backlog(
             resampled_series(sample, slices, &tmp.path().join(made.to_string()))
         };
         // 1. the stored studies, read by the old version
-        let mut old = base.clone();
-        old.worker.models = Some(vec![format!("{model}@{old_version}")]);
-        old.worker.shadow = Vec::new();
+        let old = running(base, model, old_version);
         let session = Session::start_in(&old, &db.url, storage.path(), stable_after, None).await?;
         let hidden = indicatif::ProgressBar::hidden();
         let seeded = async {
@@ -109,7 +107,7 @@ pub async fn reanalysis_backlog(
                 session.send(&files, &hidden).await.with_context(|| format!("storing study {i}"))?;
             }
             wait_until(session.node.index.pool(), "analysis and export of the stored studies", |pool| async move {
-                unfinished(&pool, "").await
+                unfinished(&pool).await
             })
             .await
         }
@@ -117,9 +115,7 @@ pub async fn reanalysis_backlog(
         session.stop().await;
         seeded?;
         // 2. the new version active: live studies on an idle queue
-        let mut new = base.clone();
-        new.worker.models = Some(vec![format!("{model}@{new_version}")]);
-        new.worker.shadow = Vec::new();
+        let new = running(base, model, new_version);
         let session = Session::start_in(&new, &db.url, storage.path(), stable_after, None).await?;
         let timed = async {
             let pool = session.node.index.pool().clone();
@@ -127,7 +123,7 @@ pub async fn reanalysis_backlog(
                 let (session, pool) = (&session, pool.clone());
                 async move {
                     let sent = session.send(&files, &indicatif::ProgressBar::hidden()).await?;
-                    let backlog_queued = queued_reanalysis(&pool).await?;
+                    let backlog_queued = reanalysis_jobs(&pool, "queued").await?;
                     let delivered =
                         session.wait_for_results(&sent, Duration::from_secs(120), &indicatif::ProgressBar::hidden()).await?;
                     Ok::<_, anyhow::Error>(LiveRun { total_s: delivered.stages.total_s, backlog_queued })
@@ -159,14 +155,14 @@ pub async fn reanalysis_backlog(
                 bail!("re-analysis queued {} study versions, expected {studies}", summary.queued());
             }
             wait_until(&pool, "the first re-analysis jobs", |pool| async move {
-                Ok(done_reanalysis(&pool).await? < 3)
+                Ok(reanalysis_jobs(&pool, "done").await? < 3)
             })
             .await?;
             let mut busy = Vec::new();
             for _ in 0..runs {
                 busy.push(live(study(sample)?).await?);
             }
-            wait_until(&pool, "the re-analysis backlog", |pool| async move { unfinished(&pool, "").await }).await?;
+            wait_until(&pool, "the re-analysis backlog", |pool| async move { unfinished(&pool).await }).await?;
             let backlog_s = started.elapsed().as_secs_f64();
             // 4. exactly one new result per stored study
             let (reanalysed_once, job_median_s): (i64, f64) = sqlx::query_as(
@@ -210,28 +206,28 @@ pub async fn reanalysis_backlog(
     measured
 }
 
-/// Analysis or export jobs not yet done or dead (`model_version` = '' for any).
-async fn unfinished(pool: &PgPool, model_version: &str) -> anyhow::Result<bool> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM jobs WHERE kind IN ('analysis', 'export') AND state NOT IN ('done', 'dead') \
-         AND ($1 = '' OR model_version = $1)",
+/// `base` with one active model version and no shadow.
+fn running(base: &Config, model: &str, version: &str) -> Config {
+    let mut c = base.clone();
+    c.worker.models = Some(vec![format!("{model}@{version}")]);
+    c.worker.shadow = Vec::new();
+    c
+}
+
+/// Whether analysis or export jobs are not yet done or dead.
+async fn unfinished(pool: &PgPool) -> anyhow::Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM jobs WHERE kind IN ('analysis', 'export') AND state NOT IN ('done', 'dead'))",
     )
-    .bind(model_version)
     .fetch_one(pool)
-    .await?;
-    Ok(n > 0)
+    .await?)
 }
 
-async fn queued_reanalysis(pool: &PgPool) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM jobs WHERE priority = $1 AND state = 'queued'")
+/// Re-analysis jobs in `state`.
+async fn reanalysis_jobs(pool: &PgPool, state: &str) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM jobs WHERE priority = $1 AND state = $2")
         .bind(REANALYSIS_PRIORITY)
-        .fetch_one(pool)
-        .await?)
-}
-
-async fn done_reanalysis(pool: &PgPool) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM jobs WHERE priority = $1 AND state = 'done'")
-        .bind(REANALYSIS_PRIORITY)
+        .bind(state)
         .fetch_one(pool)
         .await?)
 }
