@@ -36,28 +36,6 @@ struct Study {
     dose: Vec<PathBuf>,
 }
 
-fn uid() -> String {
-    format!("2.25.{}", uuid::Uuid::new_v4().as_u128())
-}
-
-/// Copies `src` as a new instance of `study`/`series` into `out`, after `edit`.
-fn copy_as(src: &Path, out: &Path, study: &str, series: &str, edit: impl FnOnce(&mut InMemDicomObject)) -> PathBuf {
-    let mut obj = dicom_object::open_file(src).expect("sample instance");
-    let sop = uid();
-    for (tag, value) in
-        [(tags::STUDY_INSTANCE_UID, study), (tags::SERIES_INSTANCE_UID, series), (tags::SOP_INSTANCE_UID, &sop)]
-    {
-        obj.put(DataElement::new(tag, VR::UI, PrimitiveValue::from(value)));
-    }
-    edit(&mut obj);
-    obj.meta_mut().media_storage_sop_instance_uid = sop.clone();
-    obj.meta_mut().update_information_group_length();
-    std::fs::create_dir_all(out).expect("out");
-    let path = out.join(format!("{sop}.dcm"));
-    obj.write_to_file(&path).expect("write");
-    path
-}
-
 /// An X-Ray Radiation Dose SR (the CT dose report a scanner sends last) of `study`.
 fn dose_report(out: &Path, study: &str, patient_id: &str) -> PathBuf {
     let (series, sop) = (uid(), uid());

@@ -302,7 +302,7 @@ fn the_sample_reads_alike_with_both_kernels_and_its_objects_are_valid() {
     assert!((soft.1 - sharp.1).abs() <= 1.0, "B40f {:.2} vs B70f {:.2} %LAA-950", soft.1, sharp.1);
     assert!((soft.2 - sharp.2).abs() <= 15.0, "PD15 B40f {} vs B70f {}", soft.2, sharp.2);
 
-    // the result objects: SR, volumetric SR, SEG with four segments; no key images
+    // the result objects: SR, volumetric SR, SEG with four segments, one key image
     let root = tempfile::tempdir().expect("tmp");
     let manifest = model.lock().expect("model").manifest.clone();
     let now = chrono::Utc::now();
@@ -324,7 +324,7 @@ fn the_sample_reads_alike_with_both_kernels_and_its_objects_are_valid() {
     };
     let written = firstread::results::write(root.path(), &job, &manifest, &soft.3, None).expect("result objects");
     let modalities: Vec<String> = written.iter().filter_map(|w| w.attributes.modality.clone()).collect();
-    assert_eq!(modalities, ["SR", "SR", "SEG"], "{written:?}");
+    assert_eq!(modalities, ["SR", "SR", "SEG", "OT"], "{written:?}");
     for w in &written {
         dciodvfy(&root.path().join(&w.path));
     }
@@ -337,6 +337,40 @@ fn the_sample_reads_alike_with_both_kernels_and_its_objects_are_valid() {
     let seg = dicom_object::open_file(root.path().join(&written[2].path)).expect("SEG");
     let segments = seg.element(dicom_dictionary_std::tags::SEGMENT_SEQUENCE).expect("segments");
     assert_eq!(segments.items().map(<[_]>::len), Some(4));
+
+    // the key image is the slice with the most low attenuation area and opacity voxels (the
+    // non-anatomical segments), ties to the most superior
+    let analysed = &soft.3;
+    let [slices, rows, cols] = analysed.study.volume.shape;
+    let plane = rows * cols;
+    let findings: Vec<&Vec<u8>> = ["lung_opacity", "low_attenuation_area"]
+        .iter()
+        .map(|role| &analysed.segmentation.channels[manifest.channel(role).expect("output")])
+        .collect();
+    let per_slice: Vec<usize> = (0..slices)
+        .map(|k| findings.iter().map(|m| m[k * plane..(k + 1) * plane].iter().filter(|&&x| x != 0).count()).sum())
+        .collect();
+    let most = per_slice.iter().copied().max().expect("slices");
+    assert!(most > 0, "the sample has low attenuation voxels");
+    let expected = per_slice.iter().rposition(|&n| n == most).expect("the slice");
+    let sc = dicom_object::open_file(root.path().join(&written[3].path)).expect("key image");
+    let text = |obj: &dicom_object::DefaultDicomObject, tag| {
+        obj.element(tag).ok().and_then(|e| e.to_str().ok()).map(|s| s.trim().to_owned()).unwrap_or_default()
+    };
+    let source = sc.element(dicom_dictionary_std::tags::SOURCE_IMAGE_SEQUENCE).expect("source image");
+    let referenced = source.items().and_then(|i| i.first()).expect("one source image");
+    let referenced_uid = referenced
+        .element(dicom_dictionary_std::tags::REFERENCED_SOP_INSTANCE_UID)
+        .ok()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_end_matches(['\0', ' ']).to_owned());
+    assert_eq!(referenced_uid.as_deref(), Some(analysed.study.volume.slices[expected].sop_instance_uid.as_str()));
+    assert!(text(&sc, dicom_dictionary_std::tags::DERIVATION_DESCRIPTION).contains("emphysema-ct 0.1.0"));
+    assert_eq!(text(&sc, dicom_dictionary_std::tags::PHOTOMETRIC_INTERPRETATION), "RGB");
+    // the legend bands: the title's yellow on the dimmed top band, and the image is not blank
+    let pixels = sc.element(dicom_dictionary_std::tags::PIXEL_DATA).expect("pixels").to_bytes().expect("bytes");
+    let yellow = pixels.chunks_exact(3).take(cols * 24).filter(|p| p[0] > 200 && p[1] > 150 && p[2] < 60).count();
+    assert!(yellow > 50, "the burned-in title: {yellow} yellow pixels in the top band");
 }
 
 /// A node with its default configuration runs every installed package: the sample sent with dcmtk
@@ -399,7 +433,7 @@ async fn a_chest_ct_gets_both_reports_from_a_node_with_both_packages() {
     // the in-process read of the same files (the other test): 1.23 %
     assert!(laa.is_some_and(|v| (v - 1.23).abs() < 0.01), "{laa:?}");
 
-    // the sender got both result sets: per model an SR series, a volumetric SR, a SEG
+    // the sender got both result sets: per model an SR series, a volumetric SR, a SEG, key images
     let mut by_model: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for f in files_under(&received_dir) {
         dciodvfy(&f);
@@ -417,7 +451,7 @@ async fn a_chest_ct_gets_both_reports_from_a_node_with_both_packages() {
         modalities.sort();
     }
     let emphysema = by_model.get("emphysema-ct 0.1.0").cloned().unwrap_or_default();
-    assert_eq!(emphysema, ["SEG", "SR", "SR"], "{by_model:?}");
+    assert_eq!(emphysema, ["OT", "SEG", "SR", "SR"], "{by_model:?}");
     let covid = by_model.get("covid19-lung-ct 0.2.2").cloned().unwrap_or_default();
     assert!(covid.iter().filter(|m| *m == "SR").count() == 2 && covid.contains(&"SEG".to_owned()), "{by_model:?}");
 }

@@ -237,7 +237,7 @@ async fn a_shadow_version_is_analysed_and_indexed_never_sent_and_compared() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_refuses_to_start_with_versions_that_cannot_run() {
+async fn a_node_refuses_to_start_with_versions_or_a_device_that_cannot_run() {
     let db = TestDb::create().await;
     let root = tempfile::tempdir().expect("dir");
     let start = |extra: &[(&'static str, &str)]| {
@@ -276,4 +276,12 @@ async fn a_node_refuses_to_start_with_versions_that_cannot_run() {
     );
     let twice = start(&[("FIRSTREAD_WORKER__MODELS", "[\"covid19-lung-ct@0.1.0\", \"covid19-lung-ct\"]")]);
     assert!(twice.contains("two versions of covid19-lung-ct active"), "{twice}");
+    // a GPU asked for where there is none (the CI machine has no CUDA build or device)
+    let gpu = start(&[("FIRSTREAD_WORKER__DEVICE", "cuda")]);
+    assert!(
+        gpu.contains("worker.device = \"cuda:0\"") && gpu.contains("device = \"cpu\""),
+        "says which setting and what to do: {gpu}"
+    );
+    let typo = start(&[("FIRSTREAD_WORKER__DEVICE", "gpu")]);
+    assert!(typo.contains("\"cuda:N\""), "{typo}");
 }

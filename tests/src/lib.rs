@@ -803,3 +803,34 @@ pub fn sample_study_hu(
     }
     (study, files)
 }
+
+/// A new UID under 2.25 (a UUID as a decimal integer, PS3.5 B.2).
+pub fn uid() -> String {
+    format!("2.25.{}", uuid::Uuid::new_v4().as_u128())
+}
+
+/// Copies `src` as a new instance of `study`/`series` into `out`, after `edit`.
+pub fn copy_as(
+    src: &Path,
+    out: &Path,
+    study: &str,
+    series: &str,
+    edit: impl FnOnce(&mut dicom_object::InMemDicomObject),
+) -> PathBuf {
+    let mut obj = dicom_object::open_file(src).expect("sample instance");
+    let sop = uid();
+    for (tag, value) in [
+        (dicom_dictionary_std::tags::STUDY_INSTANCE_UID, study),
+        (dicom_dictionary_std::tags::SERIES_INSTANCE_UID, series),
+        (dicom_dictionary_std::tags::SOP_INSTANCE_UID, &sop),
+    ] {
+        obj.put(dicom_core::DataElement::new(tag, dicom_core::VR::UI, dicom_core::PrimitiveValue::from(value)));
+    }
+    edit(&mut obj);
+    obj.meta_mut().media_storage_sop_instance_uid = sop.clone();
+    obj.meta_mut().update_information_group_length();
+    std::fs::create_dir_all(out).expect("out");
+    let path = out.join(format!("{sop}.dcm"));
+    obj.write_to_file(&path).expect("write");
+    path
+}

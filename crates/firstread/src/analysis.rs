@@ -83,16 +83,18 @@ pub struct Analysed {
 }
 
 impl Analysis {
-    /// Loads the package of every model version in `runs` (`crate::models::plan`); result
-    /// objects are indexed as coming from `ae_title` (ours).
+    /// Loads the package of every model version in `runs` (`crate::models::plan`) on `device`
+    /// (`[worker] device`); result objects are indexed as coming from `ae_title` (ours).
     ///
     /// # Errors
-    /// A package that does not load (missing files, invalid manifest, bad TorchScript), or whose
-    /// manifest names another model or version than its folders.
+    /// A device that is not there (CUDA asked for without CUDA), a package that does not load
+    /// (missing files, invalid manifest, bad TorchScript), or whose manifest names another model
+    /// or version than its folders.
     pub fn load(
         index: Index,
         storage: Storage,
         runs: &[crate::models::ModelRun],
+        device: firstread_inference::DeviceChoice,
         export: ExportConfig,
         ae_title: &str,
     ) -> anyhow::Result<Self> {
@@ -100,8 +102,10 @@ impl Analysis {
         let mut active = HashMap::new();
         for run in runs {
             let (name, version) = (&run.model.name, &run.model.version);
-            let model =
-                Model::load(&run.dir).map_err(|e| anyhow::anyhow!("model package {}: {e}", run.dir.display()))?;
+            let model = Model::load_on(&run.dir, device).map_err(|e| match e {
+                firstread_inference::InferenceError::Device(why) => anyhow::anyhow!("worker.{why}"),
+                e => anyhow::anyhow!("model package {}: {e}", run.dir.display()),
+            })?;
             let m = &model.manifest;
             if m.name != *name || m.version != *version {
                 anyhow::bail!(
@@ -664,6 +668,7 @@ pub fn volume_contract(m: &Manifest, memory_budget_mib: u64) -> VolumeContract {
         max_slice_spacing_mm: m.input.slice_spacing_mm[1],
         padding_hu: m.input.padding_hu,
         max_voxels: m.input.max_voxels.min(budget_voxels(m, memory_budget_mib)),
+        takes: m.takes.clone(),
         ..VolumeContract::default()
     }
 }

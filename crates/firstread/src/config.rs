@@ -348,6 +348,11 @@ pub struct WorkerConfig {
     pub shadow: Vec<String>,
     /// Where model packages live: `<models_dir>/<name>/<version>/manifest.toml`.
     pub models_dir: PathBuf,
+    /// Where the TorchScript runs: `"cpu"`, `"auto"` (default: a CUDA GPU when this build has
+    /// CUDA and one is visible, else the CPU), `"cuda"` or `"cuda:N"` (a node whose build has no
+    /// CUDA or that sees no such device refuses to start, saying why).
+    #[serde(default)]
+    pub device: firstread_inference::DeviceChoice,
     /// libtorch intra-op threads (0: libtorch's default, one per core).
     pub threads: usize,
     /// Concurrent jobs per process.
@@ -378,13 +383,16 @@ pub struct WorkerConfig {
 
 impl WorkerConfig {
     /// The model versions this node runs (active first, then shadows), checked against the
-    /// packages installed in `models_dir` (`crate::models::plan`).
+    /// packages installed in `models_dir` (`crate::models::plan`), with which studies each takes
+    /// (`crate::models::read_manifests`).
     ///
     /// # Errors
     /// What is wrong, naming the folder (unknown model or version, a shadow also active, two
-    /// active versions of one model).
+    /// active versions of one model, a manifest that does not load).
     pub fn model_runs(&self) -> Result<Vec<crate::models::ModelRun>, String> {
-        crate::models::plan(&self.models_dir, self.models.as_deref(), &self.shadow)
+        let mut runs = crate::models::plan(&self.models_dir, self.models.as_deref(), &self.shadow)?;
+        crate::models::read_manifests(&mut runs)?;
+        Ok(runs)
     }
 }
 
@@ -394,6 +402,7 @@ impl Default for WorkerConfig {
             models: None,
             shadow: Vec::new(),
             models_dir: PathBuf::from("models"),
+            device: firstread_inference::DeviceChoice::Auto,
             threads: 0,
             concurrency: 1,
             lease: Duration::from_secs(30),
@@ -835,13 +844,16 @@ mod tests {
         });
     }
 
+    /// A manifest that loads (each run's `[takes]` is read from it).
+    const MANIFEST: &str = include_str!("../../../models/emphysema-ct/0.1.0/manifest.toml");
+
     #[test]
     fn models_old_and_new_configurations() {
         figment::Jail::expect_with(|jail| {
             for version in ["0.1.0", "0.2.1", "0.10.0", "0.9.0"] {
                 let dir = jail.directory().join("models/covid19-lung-ct").join(version);
                 std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-                std::fs::write(dir.join("manifest.toml"), "").map_err(|e| e.to_string())?;
+                std::fs::write(dir.join("manifest.toml"), MANIFEST).map_err(|e| e.to_string())?;
             }
             let runs = |c: &Config| -> Result<Vec<String>, String> {
                 Ok(c.worker

@@ -483,6 +483,7 @@ async fn run() -> anyhow::Result<()> {
                 model: &run.name,
                 model_version: &run.version,
                 shadow: run.shadow,
+                takes: &run.takes,
                 since,
                 site: site.as_deref(),
                 max_attempts: config.worker.max_attempts,
@@ -623,11 +624,15 @@ async fn run() -> anyhow::Result<()> {
             files.sort();
             let runs = config.worker.model_runs().map_err(anyhow::Error::msg)?;
             let package = runs.into_iter().find(|r| !r.model.shadow).context("no active model")?.dir;
+            let device = config.worker.device;
+            let on = device.resolved_name()?;
             let table =
-                tokio::task::spawn_blocking(move || firstread::bench::analysis(&package, &files, repeats)).await??;
+                tokio::task::spawn_blocking(move || firstread::bench::analysis(&package, device, &files, repeats))
+                    .await??;
             let report = format!(
                 "# Analysis benchmark\n\nMachine: {} cores; `firstread bench analysis` (release build), median of {repeats} runs, \
-                 libtorch on CPU. Peak RSS is the process's high-water mark after the case.\n\n{table}",
+                 the TorchScript on {on} (`[worker] device = \"{device}\"`; the node's own steps on the CPU). Peak RSS is \
+                 the process's high-water mark after the case.\n\n{table}",
                 std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
             );
             emit(&report, out.as_deref())

@@ -20,12 +20,15 @@ use serde::Serialize;
 use sqlx::{PgPool, Row};
 
 /// One model version a node runs: what assembly creates jobs for and where its package is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelRun {
     /// Name, version and role (active or shadow).
     pub model: ModelVersion,
     /// Its package folder, `<models_dir>/<name>/<version>`.
     pub dir: PathBuf,
+    /// Its manifest, once [`read_manifests`] read it (`WorkerConfig::model_runs`); `None` from
+    /// [`plan`] alone.
+    pub manifest: Option<firstread_inference::Manifest>,
 }
 
 /// Orders version strings component by component (split at `.` and `-`), numerically where
@@ -205,9 +208,25 @@ pub fn plan(models_dir: &Path, models: Option<&[String]>, shadow: &[String]) -> 
     }
     let run = |(name, version): (String, String), shadow: bool| ModelRun {
         dir: models_dir.join(&name).join(&version),
-        model: ModelVersion { name, version, shadow },
+        model: ModelVersion { name, version, shadow, takes: Default::default() },
+        manifest: None,
     };
     Ok(active.into_iter().map(|m| run(m, false)).chain(shadows.into_iter().map(|m| run(m, true))).collect())
+}
+
+/// Reads each run's manifest into it, once, and sets its `takes` from the manifest's `[takes]`
+/// (which studies it takes).
+///
+/// # Errors
+/// A manifest that does not load, naming its package.
+pub fn read_manifests(runs: &mut [ModelRun]) -> Result<(), String> {
+    for run in runs.iter_mut() {
+        let manifest = firstread_inference::Manifest::load(&run.dir)
+            .map_err(|e| format!("model {}@{}: {e}", run.model.name, run.model.version))?;
+        run.model.takes = manifest.takes.clone();
+        run.manifest = Some(manifest);
+    }
+    Ok(())
 }
 
 /// The model version `firstread reanalyse --model ENTRY` runs: `NAME` is the active version of

@@ -204,6 +204,7 @@ impl Node {
                 index.clone(),
                 storage.clone(),
                 &model_runs,
+                config.worker.device,
                 export_config.clone(),
                 &config.node.ae_title,
             )?;
@@ -384,16 +385,11 @@ async fn assemble(
 }
 
 /// The fewest slices a series needs to be a candidate for early readiness: the smallest
-/// `min_slices` of the models run (their volume contracts), else the volume builder's default.
+/// `min_slices` of the models run (their volume contracts, from the manifests
+/// `WorkerConfig::model_runs` read), else the volume builder's default.
 fn early_min_slices(runs: &[crate::models::ModelRun]) -> usize {
     runs.iter()
-        .filter_map(|r| match firstread_inference::Manifest::load(&r.dir) {
-            Ok(m) => Some(m.input.min_slices),
-            Err(e) => {
-                warn!(error = %e, "model manifest unreadable: early readiness uses the default minimum slices");
-                None
-            }
-        })
+        .filter_map(|r| r.manifest.as_ref().map(|m| m.input.min_slices))
         .min()
         .unwrap_or(firstread_volume::VolumeContract::default().min_slices)
 }

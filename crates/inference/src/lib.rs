@@ -8,11 +8,12 @@
 pub mod manifest;
 pub mod runner;
 
+pub use manifest::Takes;
 pub use manifest::{
     Manifest, ManifestError, OutputLabel, Pipeline, EXTENSION_COVID19, PIPELINE_DENOISE, PIPELINE_REFINE,
     PIPELINE_TRIM_GAS, STAGE_HU_BAND,
 };
-pub use runner::{set_threads, InferenceError, Model, Segmentation};
+pub use runner::{set_threads, DeviceChoice, InferenceError, Model, Segmentation};
 
 #[cfg(test)]
 mod tests {
@@ -74,6 +75,32 @@ mod tests {
         std::fs::write(copy.path().join("manifest.toml"), broken).expect("write");
         let err = Manifest::load(copy.path()).expect_err("invalid");
         assert!(err.to_string().contains("torchscript_sha256 must be 64 hex digits"), "{err}");
+    }
+
+    #[test]
+    fn the_device_is_chosen_and_cuda_without_cuda_is_refused_with_what_to_do() {
+        assert_eq!("cpu".parse(), Ok(DeviceChoice::Cpu));
+        assert_eq!(" AUTO ".parse(), Ok(DeviceChoice::Auto));
+        assert_eq!("cuda".parse(), Ok(DeviceChoice::Cuda(0)));
+        assert_eq!("cuda:1".parse(), Ok(DeviceChoice::Cuda(1)));
+        assert!("gpu".parse::<DeviceChoice>().is_err_and(|e| e.contains("\"cuda:N\"")));
+        assert!("cuda:x".parse::<DeviceChoice>().is_err());
+        assert_eq!(DeviceChoice::Cuda(1).to_string(), "cuda:1");
+        assert_eq!(DeviceChoice::default(), DeviceChoice::Auto);
+        let cpu = Model::load_on(&package(), DeviceChoice::Cpu).expect("loads on the CPU");
+        assert_eq!(cpu.device(), tch::Device::Cpu);
+        if cfg!(feature = "cuda") && tch::Cuda::is_available() {
+            let gpu = Model::load_on(&package(), DeviceChoice::Cuda(0)).expect("loads on CUDA");
+            assert_eq!(gpu.device(), tch::Device::Cuda(0));
+            return;
+        }
+        // this machine has no GPU (or this build no CUDA): auto is the CPU, cuda is refused
+        assert_eq!(Model::load_on(&package(), DeviceChoice::Auto).expect("loads").device(), tch::Device::Cpu);
+        let Err(err) = Model::load_on(&package(), DeviceChoice::Cuda(0)) else { panic!("CUDA without CUDA loaded") };
+        let text = err.to_string();
+        let expected = if cfg!(feature = "cuda") { "sees no CUDA device" } else { "built without CUDA" };
+        assert!(matches!(err, InferenceError::Device(_)) && text.contains(expected), "{text}");
+        assert!(text.contains("device = \"cpu\""), "says what to do: {text}");
     }
 
     #[test]

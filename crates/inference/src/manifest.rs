@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use firstread_findings::measures::{ClassificationSpec, MeasurementSpec};
+pub use firstread_store::candidate::Takes;
 use serde::Deserialize;
 
 /// A model package's manifest. Unknown keys are allowed (documentation for humans).
@@ -26,6 +27,10 @@ pub struct Manifest {
     /// Intended use statement, for reports.
     #[serde(default)]
     pub intended_use: Option<String>,
+    /// Which studies it takes (`[takes]`: modality, body part, calling AE titles, sites); absent:
+    /// every CT study.
+    #[serde(default)]
+    pub takes: Takes,
     /// Input contract.
     pub input: InputContract,
     /// One entry per output channel.
@@ -237,6 +242,7 @@ impl Manifest {
                 self.torchscript
             )));
         }
+        self.takes.check().map_err(ManifestError::Invalid)?;
         for (i, o) in self.outputs.iter().enumerate() {
             if o.channel != i {
                 return Err(ManifestError::Invalid(format!(

@@ -1,7 +1,10 @@
 //! Running a TorchScript segmentation model with libtorch (tch `CModule`), on CPU, or on CUDA when
-//! built with the `cuda` feature and a GPU is present. No Python at run time.
+//! built with the `cuda` feature and a GPU is present ([`DeviceChoice`], `[worker] device`). No
+//! Python at run time.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use tch::{CModule, Device, Kind, Tensor};
 
@@ -40,6 +43,115 @@ pub enum InferenceError {
     /// The model's output does not match its contract.
     #[error("model output {0}")]
     Contract(String),
+    /// The device asked for is not there (a CUDA device without CUDA).
+    #[error("{0}")]
+    Device(String),
+}
+
+/// Where the TorchScript runs (`[worker] device`): `"cpu"`, `"auto"` (the default) or `"cuda"` /
+/// `"cuda:N"`. The node's own steps (volume, denoising, pleural cavity, measurements) run on the
+/// CPU whatever the choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum DeviceChoice {
+    /// The CPU, even where a GPU is present.
+    Cpu,
+    /// CUDA device 0 when this build has CUDA (the `cuda` feature) and a device is visible, else
+    /// the CPU.
+    #[default]
+    Auto,
+    /// CUDA device N; a node whose build has no CUDA, or that sees no such device, refuses to
+    /// start and says why.
+    Cuda(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim().to_ascii_lowercase();
+        match s.as_str() {
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "auto" => Ok(DeviceChoice::Auto),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| format!("device {s:?}: one of \"cpu\", \"auto\", \"cuda\", \"cuda:N\"")),
+        }
+    }
+}
+
+impl TryFrom<String> for DeviceChoice {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Auto => f.write_str("auto"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl From<DeviceChoice> for String {
+    fn from(d: DeviceChoice) -> String {
+        d.to_string()
+    }
+}
+
+impl DeviceChoice {
+    /// The device this choice resolves to, in words: "CPU", "CUDA device 0".
+    ///
+    /// # Errors
+    /// As [`DeviceChoice::resolve`].
+    pub fn resolved_name(self) -> Result<String, InferenceError> {
+        Ok(match self.resolve()? {
+            Device::Cuda(n) => format!("CUDA device {n}"),
+            _ => "CPU".to_owned(),
+        })
+    }
+
+    /// The libtorch device for this choice on this build and machine.
+    ///
+    /// # Errors
+    /// [`InferenceError::Device`] for CUDA asked for on a build without CUDA, on a machine
+    /// where libtorch sees no CUDA device, or beyond the devices it sees.
+    pub fn resolve(self) -> Result<Device, InferenceError> {
+        let built_with_cuda = cfg!(feature = "cuda");
+        match self {
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Auto if built_with_cuda => Ok(Device::cuda_if_available()),
+            DeviceChoice::Auto => Ok(Device::Cpu),
+            DeviceChoice::Cuda(_) if !built_with_cuda => Err(InferenceError::Device(format!(
+                "device = \"{self}\": this firstread was built without CUDA; build it with `cargo build --release \
+                 --features cuda` against a CUDA libtorch (docs/libtorch.md, \"GPU\"), or set device = \"cpu\""
+            ))),
+            DeviceChoice::Cuda(n) => {
+                let count = if tch::Cuda::is_available() { tch::Cuda::device_count() } else { 0 };
+                if (n as i64) < count {
+                    Ok(Device::Cuda(n))
+                } else if count == 0 {
+                    Err(InferenceError::Device(format!(
+                        "device = \"{self}\": libtorch sees no CUDA device (is the NVIDIA driver loaded, nvidia-smi \
+                         working, CUDA_VISIBLE_DEVICES unset or right?); set device = \"cpu\" or \"auto\" to run on \
+                         the CPU"
+                    )))
+                } else {
+                    Err(InferenceError::Device(format!(
+                        "device = \"{self}\": libtorch sees {count} CUDA device(s), numbered from 0"
+                    )))
+                }
+            }
+        }
+    }
 }
 
 impl From<tch::TchError> for InferenceError {
@@ -49,14 +161,24 @@ impl From<tch::TchError> for InferenceError {
 }
 
 impl Model {
-    /// Loads `models/<name>/` (manifest + TorchScript) on the best available device.
+    /// Loads `models/<name>/` (manifest + TorchScript) on the best available device
+    /// ([`DeviceChoice::Auto`]).
     ///
     /// # Errors
-    /// Manifest errors, a TorchScript file whose SHA-256 is not the manifest's
-    /// (`ManifestError::Integrity`, with the path and both hashes), or one libtorch cannot load.
+    /// As [`Model::load_on`].
     pub fn load(dir: &Path) -> Result<Self, InferenceError> {
+        Self::load_on(dir, DeviceChoice::Auto)
+    }
+
+    /// Loads `models/<name>/` (manifest + TorchScript) on the device `choice` names.
+    ///
+    /// # Errors
+    /// The device asked for is not there ([`InferenceError::Device`]), manifest errors, a
+    /// TorchScript file whose SHA-256 is not the manifest's (`ManifestError::Integrity`, with the
+    /// path and both hashes), or one libtorch cannot load.
+    pub fn load_on(dir: &Path, choice: DeviceChoice) -> Result<Self, InferenceError> {
+        let device = choice.resolve()?;
         let manifest = Manifest::load(dir)?;
-        let device = if cfg!(feature = "cuda") { Device::cuda_if_available() } else { Device::Cpu };
         let path = manifest.verify_torchscript(dir)?;
         let mut module = CModule::load_on_device(&path, device)
             .map_err(|e| InferenceError::Torch(format!("loading {}: {e}", path.display())))?;

@@ -77,6 +77,7 @@
 //! [`CARRY_MM`] below the last slice that found it); anterior, lateral and paramediastinal
 //! dense disease is left to the model; the dependent side is posterior (supine patients).
 
+use firstread_volume::parallel::map_in_parallel;
 use serde::Serialize;
 
 /// Bone (HU, after denoising): ribs, spine, sternum.
@@ -235,7 +236,6 @@ impl Refined {
     /// The model's masks (non-zero = inside, each `[slices, rows, cols]`) as 0/1, with nothing
     /// found yet.
     pub(crate) fn of_model(left: &[u8], right: &[u8], opacity: &[u8]) -> Self {
-        let binary = |m: &[u8]| m.iter().map(|&v| u8::from(v != 0)).collect::<Vec<u8>>();
         let n = left.len();
         Refined {
             left_lung: binary(left),
@@ -429,8 +429,7 @@ pub fn refine(
     crate::follow::follow_enclosed(&mut out, hu, shape, spacing_mm, &enclosed);
     crate::bays::close_bays(&mut out, hu, shape, spacing_mm);
     out.regions.sort_by(|a, b| b.volume_ml.total_cmp(&a.volume_ml));
-    let volumes =
-        [out.left_lung.iter(), out.right_lung.iter()].map(|m| m.filter(|&&v| v != 0).count() as f64 * voxel_ml);
+    let volumes = [&out.left_lung, &out.right_lung].map(|m| count_set(m) as f64 * voxel_ml);
     for (side, other, name) in [(0, 1, "left"), (1, 0, "right")] {
         if volumes[other] > 500.0 && volumes[side] < 0.3 * volumes[other] {
             out.warnings.push(format!(
@@ -948,19 +947,43 @@ fn lower_envelope(values: impl Iterator<Item = Option<f64>>, slope: f64, window:
     env
 }
 
-/// Runs `f` for every slice, the slices shared among the available cores, in slice order.
+/// Runs `f` for every slice, the slices shared among the available cores, results in slice order.
 pub(crate) fn per_slice<T: Send>(slices: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).clamp(1, 8);
-    let per = slices.div_ceil(threads).max(1);
-    let f = &f;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..slices)
-            .step_by(per)
-            .map(|start| scope.spawn(move || (start..(start + per).min(slices)).map(f).collect::<Vec<T>>()))
-            .collect();
-        // a panic here is a bug in this module, not bad input
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
-    })
+    map_in_parallel((0..slices).collect(), f)
+}
+
+/// Runs `f(k, chunk)` for every chunk `k` of `plane` elements of `volume` (the last one shorter
+/// where `plane` does not divide its length), mutably, the chunks shared among the available
+/// cores; results in chunk order.
+pub(crate) fn per_slice_mut<V: Send, T: Send>(
+    volume: &mut [V],
+    plane: usize,
+    f: impl Fn(usize, &mut [V]) -> T + Sync,
+) -> Vec<T> {
+    if plane == 0 {
+        return Vec::new();
+    }
+    map_in_parallel(volume.chunks_mut(plane).enumerate().collect(), |(k, slice)| f(k, slice))
+}
+
+/// Elements per chunk of the whole-volume passes ([`binary`], [`count_set`]) shared among the
+/// cores.
+const CHUNK: usize = 1 << 20;
+
+/// `mask` as 0/1 (non-zero = 1), on the available cores.
+fn binary(mask: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; mask.len()];
+    per_slice_mut(&mut out, CHUNK, |k, chunk| {
+        for (o, &v) in chunk.iter_mut().zip(&mask[k * CHUNK..]) {
+            *o = u8::from(v != 0);
+        }
+    });
+    out
+}
+
+/// The non-zero elements of `mask`, counted on the available cores.
+fn count_set(mask: &[u8]) -> usize {
+    map_in_parallel(mask.chunks(CHUNK).collect(), |chunk| chunk.iter().filter(|&&v| v != 0).count()).into_iter().sum()
 }
 
 /// The 4-connected neighbours of pixel `p` of a `[rows, cols]` slice (row-major) inside it.
@@ -976,17 +999,19 @@ fn neighbours4(p: usize, rows: usize, cols: usize) -> impl Iterator<Item = usize
 fn walk_slice(family: &Family, cols: usize, col_mm: f64, hu: &[f32], lung: &[u8], midline: f64) -> SliceWalks {
     let mm = |steps: usize| steps as f64 * family.step_mm;
     let at = |(r, c): (usize, usize)| r * cols + c;
-    // each line's first lung voxel, in one pass over the slice
+    // each line's first and last lung voxel, in one pass over the slice
     let mut firsts = vec![usize::MAX; family.lines.len()];
+    let mut lasts = vec![0usize; family.lines.len()];
     for (p, _) in lung.iter().enumerate().filter(|(_, &v)| v != 0) {
         let (j, pos) = family.place[p];
         firsts[j as usize] = firsts[j as usize].min(pos as usize);
+        lasts[j as usize] = lasts[j as usize].max(pos as usize);
     }
     let walks: Vec<Walk> = family
         .lines
         .iter()
-        .zip(&firsts)
-        .map(|(line, &first)| {
+        .zip(firsts.iter().zip(&lasts))
+        .map(|(line, (&first, &last))| {
             let mut w = Walk::default();
             if first == usize::MAX {
                 return w;
@@ -1010,11 +1035,21 @@ fn walk_slice(family: &Family, cols: usize, col_mm: f64, hu: &[f32], lung: &[u8]
                         (fat_run, air_run) = (None, None);
                     }
                 }
-                let Some(exit) = w.exit else { continue };
+                // past the line's last lung voxel no run starts and no exit moves: the walk ends
+                // where nothing more can be found
+                let Some(exit) = w.exit else {
+                    if j > last {
+                        break;
+                    }
+                    continue;
+                };
                 // beyond the deepest layer, nothing more is looked for behind this exit, but the
                 // walk goes on: lung farther along the line (the crescent of lung behind the
                 // diaphragm dome, past the spleen or the liver) gives a new exit
                 if in_run || mm(j - exit) > MAX_DEPTH_MM + 20.0 {
+                    if j > last {
+                        break;
+                    }
                     continue;
                 }
                 let v = hu[i];
@@ -1682,6 +1717,29 @@ mod tests {
             dense_opacity as f64 >= 0.7 * total as f64,
             "{layer_mm} mm layer, {kept_mm} mm kept: {dense_opacity} of {total} layer voxels are opacity"
         );
+    }
+
+    #[test]
+    fn per_slice_work_keeps_slice_order_and_covers_every_element() {
+        // 1000 items over the cores: each result at its own index
+        assert_eq!(per_slice(1000, |k| k * 3), (0..1000).map(|k| k * 3).collect::<Vec<_>>());
+        assert!(per_slice(0, |k| k).is_empty());
+        // chunks of 7 over 50 elements: 8 chunks, the last one of 1, every element written once
+        let mut v = vec![0u32; 50];
+        let lens = per_slice_mut(&mut v, 7, |k, chunk| {
+            for (j, x) in chunk.iter_mut().enumerate() {
+                *x += (k * 7 + j) as u32 + 1;
+            }
+            chunk.len()
+        });
+        assert_eq!(lens, vec![7, 7, 7, 7, 7, 7, 7, 1]);
+        assert_eq!(v, (1..=50).collect::<Vec<u32>>());
+        // whole-volume passes across several chunks
+        let mask: Vec<u8> = (0..3 * CHUNK + 5).map(|i| [0u8, 2, 0, 255, 1][i % 5]).collect();
+        let b = binary(&mask);
+        assert_eq!(b.len(), mask.len());
+        assert!(b.iter().zip(&mask).all(|(&b, &m)| b == u8::from(m != 0)));
+        assert_eq!(count_set(&mask), 3 * (3 * CHUNK + 5) / 5);
     }
 
     #[test]

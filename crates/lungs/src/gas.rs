@@ -38,10 +38,11 @@ pub fn trim_gas(hu: &[f32], shape: [usize; 3], masks: [&mut Vec<u8>; 2]) -> GasT
         if mask.len() != hu.len() || hu.len() != slices * plane {
             continue;
         }
-        for k in 0..slices {
-            let range = k * plane..(k + 1) * plane;
-            trimmed.voxels[m] += trim_slice(&hu[range.clone()], &mut mask[range], rows, cols);
-        }
+        // the slices are independent: shared among the cores
+        let taken = crate::cavity::per_slice_mut(mask, plane, |k, slice| {
+            trim_slice(&hu[k * plane..(k + 1) * plane], slice, rows, cols)
+        });
+        trimmed.voxels[m] = taken.into_iter().sum();
     }
     trimmed
 }
@@ -60,10 +61,21 @@ fn trim_slice(hu: &[f32], mask: &mut [u8], rows: usize, cols: usize) -> usize {
     gas.len()
 }
 
-/// Whether the median HU of `part` is below [`GAS_HU`].
+/// Whether the median HU of `part` is below [`GAS_HU`]. The median is the value at index
+/// `len / 2` once sorted ([`crate::cavity::median`]), so it is below exactly when more than
+/// `len / 2` values are: counted in one pass, without a copy (sorted only when a value is NaN,
+/// which has no place in that order).
 pub(crate) fn median_below_gas(hu: &[f32], part: &[usize]) -> bool {
-    let mut values: Vec<f32> = part.iter().map(|&p| hu[p]).collect();
-    crate::cavity::median(&mut values).is_some_and(|m| m < GAS_HU)
+    let mut below = 0usize;
+    for &p in part {
+        let v = hu[p];
+        if v.is_nan() {
+            let mut values: Vec<f32> = part.iter().map(|&p| hu[p]).collect();
+            return crate::cavity::median(&mut values).is_some_and(|m| m < GAS_HU);
+        }
+        below += usize::from(v < GAS_HU);
+    }
+    below > part.len() / 2
 }
 
 /// Calls `f` with the pixel offsets of each 4-connected part of a slice's `mask`
@@ -146,6 +158,24 @@ fn ring_aerated_share(hu: &[f32], part: &[usize], rows: usize, cols: usize) -> f
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_counted_median_test_agrees_with_the_median() {
+        // odd and even parts, values on both sides of GAS_HU and on it (the median at index
+        // len / 2 of the sorted values, as `median` takes it)
+        let hu: Vec<f32> = (0..64).map(|i| [-1000.0, GAS_HU, -990.0, -800.0, -951.0, -949.0, 40.0][i % 7]).collect();
+        for len in 0..64 {
+            for start in 0..(64 - len).min(8) {
+                let part: Vec<usize> = (start..start + len).collect();
+                let mut values: Vec<f32> = part.iter().map(|&p| hu[p]).collect();
+                let expected = crate::cavity::median(&mut values).is_some_and(|m| m < GAS_HU);
+                assert_eq!(median_below_gas(&hu, &part), expected, "part {start}..{}", start + len);
+            }
+        }
+        // exactly half below: the median is the upper one, not below
+        assert!(!median_below_gas(&[-1000.0, -500.0], &[0, 1]));
+        assert!(median_below_gas(&[-1000.0, -990.0, -500.0], &[0, 1, 2]));
+    }
 
     /// One 40 x 40 slice of soft tissue (40 HU) holding `lung` (-850 HU) and `gas` (-1000 HU)
     /// discs, all in the mask.

@@ -15,8 +15,9 @@
 //! Status of a study version, from the index and the queue:
 //! `receiving` (images still arriving: stability time not reached), `waiting` (stable, not yet
 //! queued: an association still open), `queued`, `analysing`, `done`, `refused` (the model's
-//! reason), `failed` (dead after its attempts, with the last error), `superseded` (a later
-//! version of the study exists).
+//! reason), `failed` (dead after its attempts, with the last error), `not_taken` (assembled, but
+//! no active model takes the study: its manifest's `[takes]`, e.g. another body part or site),
+//! `superseded` (a later version of the study exists).
 
 use chrono::{DateTime, Utc};
 use firstread_findings::ExtentClass;
@@ -178,14 +179,15 @@ pub struct Page {
 }
 
 /// The statuses, in the order of a study's life.
-pub const STATUSES: [&str; 8] =
-    ["receiving", "waiting", "queued", "analysing", "done", "refused", "failed", "superseded"];
+pub const STATUSES: [&str; 9] =
+    ["receiving", "waiting", "queued", "analysing", "done", "refused", "failed", "not_taken", "superseded"];
 
 const QUERY: &str = r#"
 WITH versions AS (
     SELECT s.site, s.study_instance_uid, v.version, s.version AS latest, s.last_image_at, j.id AS job_id,
         CASE
             WHEN v.version < s.version THEN 'superseded'
+            WHEN j.state IS NULL AND s.queued_version >= v.version THEN 'not_taken'
             WHEN j.state IS NULL AND s.stable_at > now() THEN 'receiving'
             WHEN j.state IS NULL THEN 'waiting'
             WHEN j.state = 'queued' THEN 'queued'

@@ -28,8 +28,9 @@
 //! Otherwise the study waits for `stable_after` as before. A series arriving after the study
 //! version was queued opens a new study version (amended results).
 //!
-//! Promotion creates one analysis job per (study, version, model, model version) and marks the
-//! version queued, under `FOR UPDATE SKIP LOCKED`, so any number of nodes can run it concurrently.
+//! Promotion creates one analysis job per (study, version, model, model version) for each model
+//! version that takes the study (its manifest's `[takes]`: site, calling AE title, a CT series of
+//! a Body Part Examined it takes; `schemas/0013_model_takes.sql`) and marks the version queued, under `FOR UPDATE SKIP LOCKED`, so any number of nodes can run it concurrently.
 
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ use sqlx::postgres::PgPool;
 use sqlx::Row;
 use uuid::Uuid;
 
-use firstread_store::candidate::{self, InstanceKind, DUPLICATE_MM, GAP_FACTOR};
+use firstread_store::candidate::{self, InstanceKind, Takes, DUPLICATE_MM, GAP_FACTOR};
 
 use crate::jobs::QueueError;
 
@@ -51,6 +52,8 @@ pub struct ModelVersion {
     pub version: String,
     /// A shadow: analysed and indexed like the active version, never exported or notified.
     pub shadow: bool,
+    /// Which studies it takes (the manifest's `[takes]`).
+    pub takes: Takes,
 }
 
 /// An analysis job promotion created.
@@ -252,13 +255,20 @@ impl Assembly {
         if self.config.early_ready {
             self.apply_early_readiness().await?;
         }
-        let models = &self.config.models;
+        let models: Vec<serde_json::Value> = self
+            .config
+            .models
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "model": m.name, "model_version": m.version, "shadow": m.shadow, "takes": m.takes,
+                })
+            })
+            .collect();
         let rows = sqlx::query(PROMOTE_SQL)
             .bind(self.config.association_stale_after.as_secs_f64())
-            .bind(models.iter().map(|m| m.name.clone()).collect::<Vec<_>>())
+            .bind(sqlx::types::Json(models))
             .bind(self.config.max_attempts)
-            .bind(models.iter().map(|m| m.version.clone()).collect::<Vec<_>>())
-            .bind(models.iter().map(|m| m.shadow).collect::<Vec<_>>())
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -355,7 +365,8 @@ WITH ready AS (
 )
 INSERT INTO jobs (kind, site, study_instance_uid, study_version, model, model_version, shadow, max_attempts)
 SELECT 'analysis', m.site, m.study_instance_uid, m.version, v.model, v.model_version, v.shadow, $3
-FROM marked m CROSS JOIN unnest($2::text[], $4::text[], $5::boolean[]) AS v(model, model_version, shadow)
+FROM marked m CROSS JOIN jsonb_to_recordset($2::jsonb) AS v(model text, model_version text, shadow boolean, takes jsonb)
+WHERE firstread_takes(m.site, m.study_instance_uid, v.takes)
 ON CONFLICT DO NOTHING
 RETURNING site, study_instance_uid, study_version, model, model_version, shadow
 "#;

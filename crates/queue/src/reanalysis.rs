@@ -1,9 +1,10 @@
 //! Re-analysis (`firstread reanalyse`): analysis jobs for stored studies, for one model
 //! version, queued at [`REANALYSIS_PRIORITY`] so that live studies are claimed before them.
 //!
-//! Each matching study is taken at its latest assembled study version (`studies.queued_version`);
-//! studies whose images retention purged (`studies.purged_at`) cannot be read again and are left
-//! out; a study version that version of the model already has an analysis job for (done, queued
+//! Only studies the model version takes (its manifest's `[takes]`, as study assembly applies it:
+//! `firstread_takes` in `schemas/0013_model_takes.sql`) are considered. Each matching study is
+//! taken at its latest assembled study version (`studies.queued_version`); studies whose images
+//! retention purged (`studies.purged_at`) cannot be read again and are left out; a study version that version of the model already has an analysis job for (done, queued
 //! or running, in any role) is skipped. Inserts use `ON CONFLICT DO NOTHING` against the jobs'
 //! unique key, so two operators running it at once queue each study version once.
 
@@ -12,6 +13,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgPool;
 use sqlx::Row;
+
+use firstread_store::candidate::Takes;
 
 use crate::jobs::QueueError;
 
@@ -27,6 +30,8 @@ pub struct Reanalysis<'a> {
     pub model_version: &'a str,
     /// Whether that version runs as a shadow (results stored only).
     pub shadow: bool,
+    /// Which studies it takes (the manifest's `[takes]`): others are left out.
+    pub takes: &'a Takes,
     /// Studies whose last image arrived on or after this instant.
     pub since: DateTime<Utc>,
     /// Only studies of this site.
@@ -76,13 +81,14 @@ pub async fn queue_reanalysis(pool: &PgPool, r: &Reanalysis<'_>) -> Result<Reana
                AND j.study_version = s.queued_version AND j.model = $1 AND j.model_version = $2) \
          FROM studies s \
          WHERE s.analysable AND s.queued_version >= 1 AND s.purged_at IS NULL AND coalesce(s.last_image_at, s.last_received_at) >= $3 \
-           AND ($4::text IS NULL OR s.site = $4) \
+           AND ($4::text IS NULL OR s.site = $4) AND firstread_takes(s.site, s.study_instance_uid, $5::jsonb) \
          ORDER BY coalesce(s.last_image_at, s.last_received_at), s.site, s.study_instance_uid",
     )
     .bind(r.model)
     .bind(r.model_version)
     .bind(r.since)
     .bind(r.site)
+    .bind(sqlx::types::Json(r.takes))
     .fetch_all(pool)
     .await?;
     let mut summary = ReanalysisSummary::default();

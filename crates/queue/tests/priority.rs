@@ -4,34 +4,15 @@
 
 use std::time::Duration;
 
+mod common;
+
+use common::{create_db, drop_db};
 use firstread_queue::reanalysis::{queue_reanalysis, Reanalysis, REANALYSIS_PRIORITY};
 use firstread_queue::{JobKind, JobQueue, NewJob, PgQueue};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use firstread_store::candidate::Takes;
+use sqlx::postgres::PgPool;
 
-fn admin_url() -> String {
-    std::env::var("FIRSTREAD_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A migrated database of its own, and its name (dropped by [`drop_db`]).
-async fn create_db() -> (PgPool, String) {
-    let name = format!("firstread_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = PgPoolOptions::new().max_connections(1).connect(&admin_url()).await.expect("PostgreSQL reachable");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
-    admin.close().await;
-    let base = admin_url();
-    let url = format!("{}/{name}", base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base));
-    let pool = PgPoolOptions::new().max_connections(4).connect(&url).await.expect("connect");
-    sqlx::migrate!("../../schemas").run(&pool).await.expect("migrations");
-    (pool, name)
-}
-
-async fn drop_db(pool: PgPool, name: &str) {
-    pool.close().await;
-    let admin = PgPoolOptions::new().max_connections(1).connect(&admin_url()).await.expect("PostgreSQL reachable");
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.expect("drop");
-}
-
-/// An analysed study (version 1 queued) received `age_days` ago.
+/// An analysed study (version 1 queued, one CT series) received `age_days` ago.
 async fn stored_study(pool: &PgPool, site: &str, study: &str, age_days: i32) {
     sqlx::query(
         "INSERT INTO studies (site, study_instance_uid, analysable, queued_version, last_image_at, last_received_at, \
@@ -44,6 +25,7 @@ async fn stored_study(pool: &PgPool, site: &str, study: &str, age_days: i32) {
     .execute(pool)
     .await
     .expect("study");
+    common::series(pool, site, study, &format!("{study}.1"), Some("CHEST")).await;
 }
 
 /// A live analysis job (priority 0) of site "north", study version 1; its id.
@@ -72,10 +54,12 @@ async fn a_live_job_is_claimed_before_a_reanalysis_backlog() {
         stored_study(&pool, if i % 2 == 0 { "north" } else { "south" }, &format!("1.2.3.{i}"), 3).await;
     }
     let since = chrono::Utc::now() - chrono::Duration::days(7);
+    let any = Takes::default();
     let request = |dry_run| Reanalysis {
         model: "covid19-lung-ct",
         model_version: "0.2.1",
         shadow: false,
+        takes: &any,
         since,
         site: None,
         max_attempts: 3,
@@ -147,10 +131,12 @@ async fn a_study_on_its_way_holds_back_the_backlog() {
         stored_study(&pool, "north", &format!("1.2.3.{i}"), 3).await;
     }
     let since = chrono::Utc::now() - chrono::Duration::days(7);
+    let any = Takes::default();
     let request = Reanalysis {
         model: "covid19-lung-ct",
         model_version: "0.2.2",
         shadow: false,
+        takes: &any,
         since,
         site: None,
         max_attempts: 3,

@@ -365,10 +365,9 @@ fn shared_groups(input: &ResultInput) -> InMemDicomObject {
     shared
 }
 
-fn frame_groups(input: &ResultInput, number: u16, k: usize) -> InMemDicomObject {
-    let slice = &input.volume.slices[k];
-    let mut frame = InMemDicomObject::new_empty();
-
+/// A Source Image Sequence item for `slice`: its SOP Class and Instance, purpose "Source image for
+/// image processing operation" (DCM 121322).
+pub(crate) fn source_image_item(slice: &firstread_volume::SourceSlice) -> InMemDicomObject {
     let mut source = InMemDicomObject::new_empty();
     put_str(&mut source, tags::REFERENCED_SOP_CLASS_UID, VR::UI, &slice.sop_class_uid);
     put_str(&mut source, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &slice.sop_instance_uid);
@@ -376,6 +375,14 @@ fn frame_groups(input: &ResultInput, number: u16, k: usize) -> InMemDicomObject 
         tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
         vec![code_item("DCM", "121322", "Source image for image processing operation")],
     ));
+    source
+}
+
+fn frame_groups(input: &ResultInput, number: u16, k: usize) -> InMemDicomObject {
+    let slice = &input.volume.slices[k];
+    let mut frame = InMemDicomObject::new_empty();
+
+    let source = source_image_item(slice);
     let mut derivation = InMemDicomObject::new_empty();
     derivation.put(seq(tags::DERIVATION_CODE_SEQUENCE, vec![code_item("DCM", "113076", "Segmentation")]));
     derivation.put(seq(tags::SOURCE_IMAGE_SEQUENCE, vec![source]));

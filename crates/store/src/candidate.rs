@@ -10,8 +10,96 @@
 //!   within [`AXIS_TOLERANCE_RAD`] of ±x and column cosines within it of ±y (PS3.3 C.7.6.2.1.1).
 //! - Slice positions along the normal closer than [`DUPLICATE_MM`] are one slice; a difference
 //!   between neighbouring positions above [`GAP_FACTOR`] x their [`median`] is a missing slice.
+//! - [`Takes`]: which studies and series a model package takes (its manifest's `[takes]`): the
+//!   volume builder skips a series it does not take, study assembly queues no job for a study it
+//!   does not take.
 
 use dicom_dictionary_std::uids;
+use serde::{Deserialize, Serialize};
+
+/// Which studies a model package takes, from its manifest's `[takes]` table. An empty list
+/// takes any value. Applied by study assembly (no analysis job for a study it does not take:
+/// site, calling AE title, and some CT series of the study with a Body Part Examined it takes)
+/// and by the volume builder (a series with another Body Part Examined is no candidate).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Takes {
+    /// Modality (0008,0060) of the analysed series. The node builds volumes from CT only, so
+    /// this is `["CT"]` (the default); another value is refused when the manifest is loaded.
+    pub modality: Vec<String>,
+    /// Body Part Examined (0018,0015) values taken, as PS3.16 Annex L defined terms (CHEST,
+    /// CHESTABDOMEN, ...); compared after [`normalise_body_part`]. Empty: any body part.
+    pub body_part: Vec<String>,
+    /// Whether a series without Body Part Examined (absent or empty: it is Type 3, and many
+    /// scanners leave it out) is taken. Default true: a chest CT is not missed for a missing tag.
+    pub body_part_absent: bool,
+    /// Calling AE titles of the senders whose studies are taken (an instance of the study came
+    /// from one of them). Empty: any sender.
+    pub calling_ae_title: Vec<String>,
+    /// Sites whose studies are taken. Empty: every site.
+    pub site: Vec<String>,
+}
+
+/// Every CT study: what a key left out of `[takes]` (or a manifest without it) takes.
+impl Default for Takes {
+    fn default() -> Self {
+        Takes {
+            modality: vec!["CT".to_owned()],
+            body_part: Vec::new(),
+            body_part_absent: true,
+            calling_ae_title: Vec::new(),
+            site: Vec::new(),
+        }
+    }
+}
+
+/// Body Part Examined as compared: surrounding spaces (CS padding) and inner spaces removed,
+/// upper case (`"Chest "` and `"CHEST"` are one value).
+pub fn normalise_body_part(value: &str) -> String {
+    value.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_uppercase()
+}
+
+impl Takes {
+    /// Whether a series with this Body Part Examined is taken.
+    pub fn takes_body_part(&self, body_part: Option<&str>) -> bool {
+        let value = body_part.map(normalise_body_part).filter(|v| !v.is_empty());
+        match value {
+            None => self.body_part_absent,
+            Some(_) if self.body_part.is_empty() => true,
+            Some(v) => self.body_part.iter().any(|b| normalise_body_part(b) == v),
+        }
+    }
+
+    /// The rule in words, for reasons and logs: "Body Part Examined CHEST or LUNG (or absent)".
+    pub fn describe_body_part(&self) -> String {
+        if self.body_part.is_empty() {
+            return "any Body Part Examined".to_owned();
+        }
+        let absent = if self.body_part_absent { " (or absent)" } else { "" };
+        format!("Body Part Examined {}{absent}", self.body_part.join(" or "))
+    }
+
+    /// What is wrong with it, if anything: a modality other than CT, an empty value.
+    ///
+    /// # Errors
+    /// The problem in words.
+    pub fn check(&self) -> Result<(), String> {
+        if self.modality.is_empty() || self.modality.iter().any(|m| !m.trim().eq_ignore_ascii_case("CT")) {
+            return Err(format!(
+                "takes.modality {:?}: the node builds volumes from CT images only (modality = [\"CT\"])",
+                self.modality
+            ));
+        }
+        let lists =
+            [("body_part", &self.body_part), ("calling_ae_title", &self.calling_ae_title), ("site", &self.site)];
+        for (key, values) in lists {
+            if values.iter().any(|v| v.trim().is_empty()) {
+                return Err(format!("takes.{key} holds an empty value (leave the list empty to take any)"));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Positions closer than this along the normal (mm) are the same slice.
 pub const DUPLICATE_MM: f64 = 0.01;
@@ -166,6 +254,33 @@ mod tests {
         assert!(!axial([0.0, 1.0, 0.0, 0.0, 0.0, -1.0]), "sagittal");
         assert!(!axial([0.0, 1.0, 0.0, 1.0, 0.0, 0.0]), "transposed");
         assert!(unit_cosines([2.0, 0.0, 0.0, 0.0, 1.0, 0.0]).is_none());
+    }
+
+    #[test]
+    fn body_parts() {
+        let chest = Takes { body_part: vec!["CHEST".into(), "LUNG".into()], ..Takes::default() };
+        assert!(chest.takes_body_part(Some("CHEST")));
+        assert!(chest.takes_body_part(Some(" chest ")), "CS padding and case");
+        assert!(chest.takes_body_part(Some("Lung")));
+        assert!(!chest.takes_body_part(Some("HEAD")));
+        assert!(!chest.takes_body_part(Some("CHESTABDOMEN")));
+        assert!(chest.takes_body_part(None), "absent is taken by default");
+        assert!(chest.takes_body_part(Some("  ")), "empty is absent");
+        let strict = Takes { body_part_absent: false, ..chest.clone() };
+        assert!(!strict.takes_body_part(None));
+        assert!(!strict.takes_body_part(Some("")));
+        assert!(strict.takes_body_part(Some("CHEST")));
+        assert!(Takes::default().takes_body_part(Some("HEAD")), "an empty list takes any");
+        assert_eq!(chest.describe_body_part(), "Body Part Examined CHEST or LUNG (or absent)");
+    }
+
+    #[test]
+    fn takes_checks() {
+        assert!(Takes::default().check().is_ok());
+        let mr = Takes { modality: vec!["MR".into()], ..Takes::default() };
+        assert!(mr.check().is_err_and(|e| e.contains("CT images only")));
+        let blank = Takes { site: vec![" ".into()], ..Takes::default() };
+        assert!(blank.check().is_err_and(|e| e.contains("takes.site")));
     }
 
     #[test]

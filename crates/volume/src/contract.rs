@@ -26,6 +26,10 @@ pub struct VolumeContract {
     /// headers before any pixel is decoded or memory is taken for it. Default 2^31, the most a
     /// volume can hold.
     pub max_voxels: usize,
+    /// Which series the model takes beyond the geometry: a series whose Body Part Examined
+    /// (0018,0015) it does not take is no candidate (`firstread_store::candidate::Takes`).
+    /// Default: any.
+    pub takes: firstread_store::candidate::Takes,
 }
 
 impl Default for VolumeContract {
@@ -37,6 +41,7 @@ impl Default for VolumeContract {
             max_gantry_tilt_deg: 0.5,
             padding_hu: -1024.0,
             max_voxels: crate::volume::MAX_VOXELS,
+            takes: firstread_store::candidate::Takes::default(),
         }
     }
 }

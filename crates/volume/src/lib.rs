@@ -50,7 +50,7 @@ mod error;
 mod geometry;
 mod header;
 pub mod kernel;
-mod parallel;
+pub mod parallel;
 mod pixels;
 mod selection;
 mod volume;

@@ -1,5 +1,6 @@
 //! A small work queue over std threads (no thread pool dependency): slices are decoded and
-//! headers read on every available core, in any order, with results kept in input order.
+//! headers read on every available core, in any order, with results kept in input order; the
+//! lung model's per-slice steps (`firstread_lungs`) share it.
 
 use std::sync::{Mutex, PoisonError};
 use std::thread;
@@ -7,8 +8,9 @@ use std::thread;
 /// Most threads used; decoding is CPU-bound and the worker machines are small.
 const MAX_THREADS: usize = 8;
 
-/// Applies `f` to every item on up to `available_parallelism` threads; results in input order.
-pub(crate) fn map_in_parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+/// Applies `f` to every item on up to `available_parallelism` threads (at most 8), each thread
+/// taking the next item as it is free; results in input order.
+pub fn map_in_parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
     let n = items.len();
     let threads = thread::available_parallelism().map_or(1, |p| p.get()).min(MAX_THREADS).min(n);
     if threads <= 1 {

@@ -9,7 +9,9 @@
 //!    states) are ignored with a note; Enhanced CT (multi-frame) is not supported yet. A series
 //!    with no such image is skipped with that reason. The classification is
 //!    `firstread_store::candidate::instance_kind`, shared with study assembly.
-//! 3. Each remaining series must pass the geometry rules of [`crate::geometry`]; one that fails is
+//! 3. A series whose Body Part Examined (0018,0015) of its first original image the model does not
+//!    take (`VolumeContract::takes`, the manifest's `[takes]`) is skipped with that reason.
+//!    Each remaining series must pass the geometry rules of [`crate::geometry`]; one that fails is
 //!    skipped with the refusal as its reason.
 //! 4. Among the series that pass, the preferred one covers the z-range best (any series within
 //!    90 % of the longest coverage counts as full coverage: the lung model needs the whole
@@ -82,6 +84,16 @@ pub(crate) fn select_series(headers: Vec<InstanceHeader>, contract: &VolumeContr
             continue;
         }
         let count = series.images.len();
+        let body_part = series.images.first().and_then(|h| h.attrs.body_part_examined.as_deref());
+        if !contract.takes.takes_body_part(body_part) {
+            let reason = format!(
+                "skipped: Body Part Examined {}; the model takes {}",
+                body_part.map_or_else(|| "absent".to_owned(), |b| format!("{:?}", b.trim())),
+                contract.takes.describe_body_part()
+            );
+            decisions.push(decision(&series, false, reason, count));
+            continue;
+        }
         let ignored = ignored_note(&series.others);
         match plan_series(&series.uid, series.images.clone(), contract) {
             Ok(mut plan) => {

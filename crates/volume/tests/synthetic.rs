@@ -474,3 +474,54 @@ fn no_files_is_no_suitable_series() {
     assert_eq!(err, Refusal::NoSuitableSeries { decisions: Vec::new() });
     assert_eq!(err.to_string(), "no suitable CT series in the study: no files");
 }
+
+#[test]
+fn a_series_of_a_body_part_the_model_does_not_take_is_skipped() {
+    // A: 16 chest slices. B: 40 head slices, which would win on coverage and slices alone.
+    let mut slices = series(A, 16);
+    for s in &mut slices {
+        s.text(tags::BODY_PART_EXAMINED, VR::CS, "CHEST ");
+    }
+    for mut s in series(B, 40) {
+        s.text(tags::BODY_PART_EXAMINED, VR::CS, "HEAD");
+        slices.push(s);
+    }
+    let chest =
+        firstread_store::candidate::Takes { body_part: vec!["CHEST".into(), "LUNG".into()], ..Default::default() };
+    let contract = VolumeContract { takes: chest.clone(), ..VolumeContract::default() };
+    let study = build_with(&slices, &contract).expect("volume");
+    assert_eq!(study.volume.series_instance_uid, A);
+    let head = study.decisions.iter().find(|d| d.series_instance_uid == B).expect("decision for B");
+    assert!(!head.chosen);
+    assert_eq!(
+        head.reason,
+        "skipped: Body Part Examined \"HEAD\"; the model takes Body Part Examined CHEST or LUNG (or absent)"
+    );
+    // A model taking any body part reads the longer head series.
+    assert_eq!(build(&slices).expect("volume").volume.series_instance_uid, B);
+
+    // Only the head series: nothing suitable, and the decision says why.
+    let head_only: Vec<Slice> = series(B, 40)
+        .into_iter()
+        .map(|mut s| {
+            s.text(tags::BODY_PART_EXAMINED, VR::CS, "HEAD");
+            s
+        })
+        .collect();
+    match build_with(&head_only, &contract) {
+        Err(Refusal::NoSuitableSeries { decisions }) => {
+            assert_eq!(decisions.len(), 1);
+            assert!(decisions[0].reason.contains("Body Part Examined \"HEAD\""), "{}", decisions[0].reason);
+        }
+        other => panic!("expected no suitable series, got {:?}", other.map(|s| s.volume.series_instance_uid)),
+    }
+
+    // Without Body Part Examined, the series is taken unless the model says otherwise.
+    let bare = series(A, 16);
+    assert_eq!(build_with(&bare, &contract).expect("volume").volume.series_instance_uid, A);
+    let strict = VolumeContract {
+        takes: firstread_store::candidate::Takes { body_part_absent: false, ..chest },
+        ..VolumeContract::default()
+    };
+    assert!(matches!(build_with(&bare, &strict), Err(Refusal::NoSuitableSeries { .. })));
+}

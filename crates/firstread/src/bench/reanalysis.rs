@@ -136,6 +136,9 @@ pub async fn reanalysis_backlog(
             }
             // 3. the re-analysis, as `firstread reanalyse --model NAME` queues it
             let since = chrono::Utc::now() - chrono::Duration::days(1);
+            let planned = new.worker.model_runs().map_err(anyhow::Error::msg)?;
+            let run = crate::models::reanalysis_run(&planned, &format!("{model}@{new_version}"))
+                .map_err(anyhow::Error::msg)?;
             let started = std::time::Instant::now();
             let summary = queue_reanalysis(
                 &pool,
@@ -143,6 +146,7 @@ pub async fn reanalysis_backlog(
                     model,
                     model_version: new_version,
                     shadow: false,
+                    takes: &run.takes,
                     since,
                     site: None,
                     max_attempts: new.worker.max_attempts,

@@ -394,6 +394,29 @@ impl Session {
         Ok(Delivered { study_version, result, objects, stages: Stages::split(&marks) })
     }
 
+    /// Waits until the node has no queued or running job of any kind (analysis of every model,
+    /// export, notify), polling the database every 50 ms: the node as a study arriving at a
+    /// normal pace finds it, with the previous study's other reads and deliveries finished.
+    ///
+    /// # Errors
+    /// Database unreachable, or a job still queued or running after `timeout` (with the count).
+    pub async fn wait_idle(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let busy: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')")
+                .fetch_one(self.node.index.pool())
+                .await
+                .context("counting the unfinished jobs")?;
+            if busy == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{busy} job(s) still queued or running after {} s", timeout.as_secs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Stops the node, then the receiving AE; a temporary storage folder the session made is removed.
     pub async fn stop(self) {
         self.node.stop().await;

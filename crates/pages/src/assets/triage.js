@@ -207,7 +207,7 @@ function render(rows) {
       el('div', { class: 'sub', text: `${row.study_description || ''}${row.study_version > 1 ? ` · version ${row.study_version}` : ''}` })),
     resultCell(row),
     otherCell(row),
-    el('td', {}, el('div', { class: `status ${row.status}`, text: row.status }),
+    el('td', {}, el('div', { class: `status ${row.status}`, text: row.status.replace('_', ' ') }),
       row.reason ? el('div', { class: 'reason', text: row.reason }) : null,
       ...(row.notifications || []).map((n) => el('div', {
         class: `notification ${n.state}`, title: n.error || '',

@@ -161,20 +161,23 @@ fn code_of_classification(ctx: &Context<'_>, key: &str) -> Cd2 {
 }
 
 /// The classes, then every whole-region value ("not measured" where a region is empty).
-pub fn summary(ctx: &Context<'_>) -> String {
+pub(super) fn summary(ctx: &Context<'_>) -> String {
     let m = ctx.input.measures;
     let mut parts: Vec<String> = m.classifications.iter().map(|c| c.text()).collect();
     for x in m.measurements.iter().filter(|x| x.zone.is_none()) {
-        let region = ctx
-            .input
-            .manifest
-            .outputs
-            .iter()
-            .find(|o| o.name == x.region)
-            .map_or_else(|| x.region.replace('_', " "), |o| o.segment_label.to_lowercase());
-        parts.push(x.text(&region));
+        parts.push(x.text(&region_label(ctx.input.manifest, &x.region)));
     }
     parts.join("; ")
+}
+
+/// A region as text: a segment's label in lower case ("left lung"), a combined region's name with
+/// spaces ("both lungs").
+pub(crate) fn region_label(manifest: &firstread_inference::Manifest, region: &str) -> String {
+    manifest
+        .outputs
+        .iter()
+        .find(|o| o.name == region)
+        .map_or_else(|| region.replace('_', " "), |o| o.segment_label.to_lowercase())
 }
 
 /// What the method is and is not, from the manifest.

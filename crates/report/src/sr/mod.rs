@@ -57,7 +57,7 @@ use crate::contour::{outline_largest_component, Outline};
 use crate::dataset::{new_instance, put_seq, put_str, truncate, SeriesHeader};
 use crate::{ReportError, ResultInput};
 
-mod measures;
+pub(crate) mod measures;
 
 /// SOP Class UID of Comprehensive 3D SR Storage (PS3.4 B.5).
 pub const COMPREHENSIVE_3D_SR_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.88.34";

@@ -1,5 +1,7 @@
 //! Key images of a first read as Secondary Capture Image Storage (PS3.3 A.8.1), for viewers and
-//! PACS without SR or SEG support.
+//! PACS without SR or SEG support. This module draws those of the COVID-19 extension (below);
+//! `measures.rs` the one of a package described by the measurement vocabulary alone, from its
+//! manifest; both share the canvas, the legend bands and the DICOM object.
 //!
 //! Which slices ([`choose_key_slices`]): the six zones are the findings' own
 //! ([`firstread_findings::ZoneFindings::slices`]: the upper, middle and lower thirds of each lung's
@@ -46,9 +48,12 @@ use noto_sans_mono_bitmap::{get_raster, get_raster_width, FontWeight, RasterHeig
 
 use crate::dataset::{new_instance, put_str, put_strs, put_u16, seq, SeriesHeader};
 use crate::seg::{
-    check_shapes, code_item, format_ds, software_versions, source_orientation, EXPLICIT_VR_LITTLE_ENDIAN, MANUFACTURER,
+    check_shapes, format_ds, software_versions, source_image_item, source_orientation, EXPLICIT_VR_LITTLE_ENDIAN,
+    MANUFACTURER,
 };
 use crate::{ReportError, ResultInput};
+
+mod measures;
 
 /// Secondary Capture Image Storage SOP Class UID (PS3.4 B.5).
 pub const SC_SOP_CLASS_UID: &str = "1.2.840.10008.5.1.4.1.1.7";
@@ -105,25 +110,43 @@ pub struct KeyImage {
 /// `left_lung`, `right_lung` or `lung_opacity` output, or the image is larger than DICOM allows.
 pub fn build_key_images(input: &ResultInput) -> Result<Vec<FileDicomObject<InMemDicomObject>>, ReportError> {
     let err = |message: String| ReportError::Write { what: "SC", message };
-    if input.findings.is_none() {
-        // a model with the vocabulary only has no key slices
-        return Ok(Vec::new());
-    }
-    let keys = choose_key_slices(input)?;
+    let m = input.manifest;
+    // (canonical slice, RGB pixels) per image
+    let (images, derivation, description) = match input.findings {
+        Some(_) => {
+            let keys = choose_key_slices(input)?;
+            let images = keys
+                .iter()
+                .enumerate()
+                .map(|(n, key)| Ok((key.slice, render_key_image(input, key, n, keys.len())?)))
+                .collect::<Result<Vec<_>, ReportError>>()?;
+            let derivation = format!("with lung contours and opacity overlay of {} {}", m.name, m.version);
+            (images, derivation, "firstread key images".to_owned())
+        }
+        // a package described by the vocabulary alone
+        // (its series named after it, as its SR series are)
+        None => (
+            measures::key_images(input)?,
+            format!("with the segments of {} {} (contours and overlays)", m.name, m.version),
+            format!("{} {} key images", m.name, m.version),
+        ),
+    };
     let [_, rows, cols] = input.volume.shape;
     let rows16 = u16::try_from(rows).map_err(|_| err(format!("{rows} rows")))?;
     let cols16 = u16::try_from(cols).map_err(|_| err(format!("{cols} columns")))?;
     let (row_dir, col_dir) = source_orientation(input.volume);
     let patient_orientation = [direction_letters(row_dir), direction_letters(col_dir)];
-    let m = input.manifest;
     let (date, time) = (input.content_date.as_str(), input.content_time.as_str());
-    let mut out = Vec::with_capacity(keys.len());
-    for (n, key) in keys.iter().enumerate() {
-        let mut pixels = render_key_image(input, key, n, keys.len())?;
+    let mut out = Vec::with_capacity(images.len());
+    for (n, (slice_index, mut pixels)) in images.into_iter().enumerate() {
         if pixels.len() % 2 == 1 {
             pixels.push(0);
         }
-        let slice = &input.volume.slices[key.slice];
+        let slice = input
+            .volume
+            .slices
+            .get(slice_index)
+            .ok_or_else(|| err(format!("slice {slice_index} outside the volume")))?;
         // Patient, General Study, SOP Common, General Series.
         let mut obj = new_instance(
             input,
@@ -133,7 +156,7 @@ pub fn build_key_images(input: &ResultInput) -> Result<Vec<FileDicomObject<InMem
                 modality: "OT",
                 series_instance_uid: &input.uids.sc_series,
                 series_number: SC_SERIES_NUMBER,
-                series_description: "firstread key images",
+                series_description: &description,
             },
         );
         put_str(&mut obj, tags::BODY_PART_EXAMINED, VR::CS, "CHEST");
@@ -154,19 +177,9 @@ pub fn build_key_images(input: &ResultInput) -> Result<Vec<FileDicomObject<InMem
             &mut obj,
             tags::DERIVATION_DESCRIPTION,
             VR::ST,
-            &format!(
-                "Lung window (W {} L {}) with lung contours and opacity overlay of {} {}; annotations burned in",
-                LUNG_WINDOW.1, LUNG_WINDOW.0, m.name, m.version
-            ),
+            &format!("Lung window (W {} L {}) {derivation}; annotations burned in", LUNG_WINDOW.1, LUNG_WINDOW.0),
         );
-        let mut source = InMemDicomObject::new_empty();
-        put_str(&mut source, tags::REFERENCED_SOP_CLASS_UID, VR::UI, &slice.sop_class_uid);
-        put_str(&mut source, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, &slice.sop_instance_uid);
-        source.put(seq(
-            tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
-            vec![code_item("DCM", "121322", "Source image for image processing operation")],
-        ));
-        obj.put(seq(tags::SOURCE_IMAGE_SEQUENCE, vec![source]));
+        obj.put(seq(tags::SOURCE_IMAGE_SEQUENCE, vec![source_image_item(slice)]));
         put_str(&mut obj, tags::BURNED_IN_ANNOTATION, VR::CS, "YES");
         put_str(&mut obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00");
         put_str(&mut obj, tags::DATE_OF_SECONDARY_CAPTURE, VR::DA, date);
@@ -292,31 +305,60 @@ pub fn render_key_image(
     }
     let plane = rows * cols;
     let base = k * plane;
-    let mut img = Canvas { rgb: vec![0u8; plane * 3], rows, cols };
-    let (level, width) = LUNG_WINDOW;
-    let lo = level - width / 2.0;
-    for r in 0..rows {
-        for c in 0..cols {
-            let i = base + r * cols + c;
-            let g = ((f64::from(v.hu[i]) - lo) / width * 255.0).round().clamp(0.0, 255.0) as u8;
-            let mut px = [g, g, g];
-            if masks.opacity[i] != 0 {
-                px = blend(px, masks.opacity_rgb, OVERLAY_ALPHA);
-            }
-            for (_, effusion, rgb) in &masks.effusions {
-                if effusion[i] != 0 {
-                    px = blend(px, *rgb, OVERLAY_ALPHA);
-                }
-            }
-            let (sr, sc) = v.source_pixel(r, c);
-            img.set(sr, sc, px);
-        }
-    }
-    // Lung contours: mask pixels within `thickness` pixels (4-neighbour steps) of the outside.
-    let thickness = (cols / 256).max(1);
+    let mut overlays: Vec<(&[u8], [u8; 3])> = vec![(&masks.opacity[base..base + plane], masks.opacity_rgb)];
+    overlays.extend(masks.effusions.iter().map(|&(_, effusion, rgb)| (&effusion[base..base + plane], rgb)));
+    let mut img = Canvas::windowed(v, k, &overlays);
     for (lung, rgb) in [(masks.left, masks.left_rgb), (masks.right, masks.right_rgb)] {
-        let slice = &lung[base..base + plane];
-        let inside = |r: usize, c: usize| slice[r * cols + c] != 0;
+        img.contour(v, &lung[base..base + plane], rgb);
+    }
+    draw_legend(&mut img, input, key, index, count, &masks);
+    Ok(img.rgb)
+}
+
+/// An RGB image being drawn.
+struct Canvas {
+    rgb: Vec<u8>,
+    rows: usize,
+    cols: usize,
+}
+
+impl Canvas {
+    /// Canonical slice `k` of `v` in the source image's rows, columns and orientation, in the
+    /// lung window, each of `overlays` (a mask of the slice, `[rows, cols]` canonical, and its
+    /// colour) blended in order.
+    fn windowed(v: &firstread_volume::Volume, k: usize, overlays: &[(&[u8], [u8; 3])]) -> Canvas {
+        let [_, rows, cols] = v.shape;
+        let plane = rows * cols;
+        let mut img = Canvas { rgb: vec![0u8; plane * 3], rows, cols };
+        let (level, width) = LUNG_WINDOW;
+        let lo = level - width / 2.0;
+        let Some(hu) = v.hu.get(k * plane..(k + 1) * plane) else { return img };
+        for r in 0..rows {
+            for c in 0..cols {
+                let j = r * cols + c;
+                let g = ((f64::from(hu[j]) - lo) / width * 255.0).round().clamp(0.0, 255.0) as u8;
+                let mut px = [g, g, g];
+                for (mask, rgb) in overlays {
+                    if mask.get(j).is_some_and(|&m| m != 0) {
+                        px = blend(px, *rgb, OVERLAY_ALPHA);
+                    }
+                }
+                let (sr, sc) = v.source_pixel(r, c);
+                img.set(sr, sc, px);
+            }
+        }
+        img
+    }
+
+    /// The contour of `mask` (one canonical slice, `[rows, cols]`) in `rgb`: mask pixels within
+    /// 1 pixel per 256 columns (4-neighbour steps) of the outside.
+    fn contour(&mut self, v: &firstread_volume::Volume, mask: &[u8], rgb: [u8; 3]) {
+        let [_, rows, cols] = v.shape;
+        if mask.len() < rows * cols {
+            return;
+        }
+        let thickness = (cols / 256).max(1);
+        let inside = |r: usize, c: usize| mask[r * cols + c] != 0;
         for r in 0..rows {
             for c in 0..cols {
                 if !inside(r, c) {
@@ -334,23 +376,85 @@ pub fn render_key_image(
                 });
                 if edge {
                     let (sr, sc) = v.source_pixel(r, c);
-                    img.set(sr, sc, rgb);
+                    self.set(sr, sc, rgb);
                 }
             }
         }
     }
-    draw_legend(&mut img, input, key, index, count, &masks);
-    Ok(img.rgb)
-}
 
-/// An RGB image being drawn.
-struct Canvas {
-    rgb: Vec<u8>,
-    rows: usize,
-    cols: usize,
-}
+    /// A colour key from row `row`: a swatch before each name, left to right from `margin`, on
+    /// as many lines as the width needs ([`Canvas::colour_key_lines`]).
+    fn colour_key(&mut self, font: Font, row: usize, margin: usize, entries: &[(&str, [u8; 3])]) {
+        let swatch = font.height.val() / 2;
+        for (line, group) in Self::colour_key_lines(font, self.cols, entries).iter().enumerate() {
+            let r = row + line * font.line;
+            let mut col = margin;
+            for &(name, rgb) in group {
+                self.fill(r + (font.height.val() - swatch) / 2, col, swatch, swatch, rgb);
+                col += swatch + font.width;
+                self.text(font, r, col, name, WHITE);
+                col += (name.chars().count() + 2) * font.width;
+            }
+        }
+    }
 
-impl Canvas {
+    /// The colour key's entries by line: a line holds the entries whose swatches and names fit in
+    /// `cols` with a one-character margin each side (at least one entry per line).
+    fn colour_key_lines<'e>(font: Font, cols: usize, entries: &[(&'e str, [u8; 3])]) -> Vec<Vec<(&'e str, [u8; 3])>> {
+        let swatch = font.height.val() / 2;
+        let width = cols.saturating_sub(2 * font.width);
+        let mut lines: Vec<Vec<(&str, [u8; 3])>> = Vec::new();
+        let mut used = 0;
+        for &entry in entries {
+            let need = swatch + font.width + (entry.0.chars().count() + 2) * font.width;
+            match lines.last_mut() {
+                Some(line) if used + need <= width => {
+                    line.push(entry);
+                    used += need;
+                }
+                _ => {
+                    lines.push(vec![entry]);
+                    used = need;
+                }
+            }
+        }
+        lines
+    }
+
+    /// Orientation letters at mid-height: the left edge shows where the row direction comes from.
+    fn orientation_letters(&mut self, font: Font, v: &firstread_volume::Volume) {
+        let (row_dir, _) = source_orientation(v);
+        let right_letter = direction_letters(row_dir);
+        let left_letter = direction_letters(row_dir.map(|x| -x));
+        let mid = self.rows / 2;
+        let box_w = font.width * left_letter.len().max(right_letter.len()) + 4;
+        self.fill(mid.saturating_sub(2), 0, font.line + 2, box_w, [0, 0, 0]);
+        self.text(font, mid, 2, &left_letter, WHITE);
+        let right_col = self.cols.saturating_sub(box_w);
+        self.fill(mid.saturating_sub(2), right_col, font.line + 2, box_w, [0, 0, 0]);
+        self.text(font, mid, right_col + 2, &right_letter, WHITE);
+    }
+
+    /// Dimmed bands with `top` lines (each with its colour) and a colour key under them, and
+    /// `bottom` lines in white; returns nothing, draws in place.
+    fn legend(&mut self, font: Font, top: &[(String, [u8; 3])], key: &[(&str, [u8; 3])], bottom: &[String]) {
+        let margin = font.width;
+        let pad = font.line / 3;
+        let key_lines = Self::colour_key_lines(font, self.cols, key).len();
+        let top_h = pad * 2 + (top.len() + key_lines) * font.line;
+        let bottom_h = pad * 2 + bottom.len() * font.line;
+        self.dim_rows(0, top_h);
+        self.dim_rows(self.rows.saturating_sub(bottom_h), self.rows);
+        for (i, (line, colour)) in top.iter().enumerate() {
+            self.text(font, pad + i * font.line, margin, line, *colour);
+        }
+        let bottom_start = self.rows.saturating_sub(bottom_h) + pad;
+        for (i, line) in bottom.iter().enumerate() {
+            self.text(font, bottom_start + i * font.line, margin, line, WHITE);
+        }
+        self.colour_key(font, pad + top.len() * font.line, margin, key);
+    }
+
     fn set(&mut self, r: usize, c: usize, px: [u8; 3]) {
         if r < self.rows && c < self.cols {
             let i = (r * self.cols + c) * 3;
@@ -419,6 +523,11 @@ impl Font {
         };
         Font { height, width: get_raster_width(FontWeight::Regular, height), line: height.val() + height.val() / 8 }
     }
+
+    /// Characters on a line of an image `cols` wide, with a margin of one character each side.
+    fn chars_per_line(self, cols: usize) -> usize {
+        cols.saturating_sub(2 * self.width) / self.width.max(1)
+    }
 }
 
 /// Words of `text` wrapped to lines of at most `max` characters (a longer word is cut).
@@ -482,8 +591,7 @@ fn draw_legend(img: &mut Canvas, input: &ResultInput, key: &KeyImage, index: usi
     let m = input.manifest;
     let v = input.volume;
     let font = Font::for_columns(img.cols);
-    let margin = font.width;
-    let max_chars = img.cols.saturating_sub(2 * margin) / font.width.max(1);
+    let max_chars = font.chars_per_line(img.cols);
 
     let zones = if key.zones.is_empty() {
         "no opacity (middle slice)".to_owned()
@@ -540,24 +648,6 @@ fn draw_legend(img: &mut Canvas, input: &ResultInput, key: &KeyImage, index: usi
     bottom_text.push(format!("{} (RSNA): {}", capitalised(vocabulary::RSNA_SUGGESTION.label), f.pattern.label()));
     let bottom: Vec<String> = bottom_text.iter().flat_map(|t| wrap(t, max_chars)).collect();
 
-    // Top band: title, key image line(s), colour key; bottom band: the numbers.
-    let pad = font.line / 3;
-    let top_h = pad * 2 + (top.len() + 1) * font.line;
-    let bottom_h = pad * 2 + bottom.len() * font.line;
-    img.dim_rows(0, top_h);
-    img.dim_rows(img.rows.saturating_sub(bottom_h), img.rows);
-    for (i, (line, colour)) in top.iter().enumerate() {
-        img.text(font, pad + i * font.line, margin, line, *colour);
-    }
-    let bottom_start = img.rows.saturating_sub(bottom_h) + pad;
-    for (i, line) in bottom.iter().enumerate() {
-        img.text(font, bottom_start + i * font.line, margin, line, WHITE);
-    }
-
-    // Colour key: a swatch before each name.
-    let key_row = pad + top.len() * font.line;
-    let swatch = font.height.val() / 2;
-    let mut col = margin;
     let mut entries =
         vec![("right lung", masks.right_rgb), ("left lung", masks.left_rgb), ("opacity", masks.opacity_rgb)];
     // one "effusion" entry when both sides share a colour, else one per side
@@ -573,24 +663,8 @@ fn draw_legend(img: &mut Canvas, input: &ResultInput, key: &KeyImage, index: usi
         };
         entries.push((name, rgb));
     }
-    for (name, rgb) in entries {
-        img.fill(key_row + (font.height.val() - swatch) / 2, col, swatch, swatch, rgb);
-        col += swatch + font.width;
-        img.text(font, key_row, col, name, WHITE);
-        col += (name.len() + 2) * font.width;
-    }
-
-    // Orientation letters at mid-height: the left edge shows where the row direction comes from.
-    let (row_dir, _) = source_orientation(v);
-    let right_letter = direction_letters(row_dir);
-    let left_letter = direction_letters(row_dir.map(|x| -x));
-    let mid = img.rows / 2;
-    let box_w = font.width * left_letter.len().max(right_letter.len()) + 4;
-    img.fill(mid.saturating_sub(2), 0, font.line + 2, box_w, [0, 0, 0]);
-    img.text(font, mid, 2, &left_letter, WHITE);
-    let right_col = img.cols.saturating_sub(box_w);
-    img.fill(mid.saturating_sub(2), right_col, font.line + 2, box_w, [0, 0, 0]);
-    img.text(font, mid, right_col + 2, &right_letter, WHITE);
+    img.legend(font, &top, &entries, &bottom);
+    img.orientation_letters(font, v);
 }
 
 fn capitalise(s: &str) -> String {
@@ -621,6 +695,22 @@ fn blend(under: [u8; 3], over: [u8; 3], alpha: f64) -> [u8; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_colour_key_wraps_to_the_width() {
+        let font = Font::for_columns(512);
+        let entries = [
+            ("Left lung", [0, 0, 0]),
+            ("Right lung", [0, 0, 0]),
+            ("Lung opacity", [0, 0, 0]),
+            ("Low attenuation area (-950 HU)", [0, 0, 0]),
+        ];
+        let lines = Canvas::colour_key_lines(font, 512, &entries);
+        let names: Vec<Vec<&str>> = lines.iter().map(|l| l.iter().map(|e| e.0).collect()).collect();
+        assert_eq!(names, [vec!["Left lung", "Right lung", "Lung opacity"], vec!["Low attenuation area (-950 HU)"]]);
+        // wide enough: one line
+        assert_eq!(Canvas::colour_key_lines(font, 2000, &entries).len(), 1);
+    }
 
     #[test]
     fn wrapping_keeps_lines_short() {
