@@ -183,6 +183,56 @@ fn the_real_sample_both_lungs_and_the_right_lung_mass() {
     );
 }
 
+/// The pleural-cavity step looks along the posterior chest wall, the dependent side of a supine
+/// patient. The sample sent as a prone scan (Patient Position HFP, the images unchanged) reads
+/// the same figures, and its result says that its dependent side was not looked at: in the
+/// findings (SR, text, messages) and in the pipeline's warnings. The supine read says nothing
+/// of the kind.
+#[test]
+fn a_prone_scan_says_its_dependent_side_was_not_looked_at() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    let model = Mutex::new(model());
+    let supine = Analysis::analyse_files(&model, &sample(""), 0).expect("analysed").result;
+    let dir = tempfile::tempdir().expect("tmp");
+    let prone: Vec<PathBuf> = sample("")
+        .iter()
+        .enumerate()
+        .map(|(k, p)| {
+            let path = dir.path().join(format!("{k:04}.dcm"));
+            rewrite(p, &path, |obj| {
+                obj.put(DataElement::new(
+                    dicom_dictionary_std::tags::PATIENT_POSITION,
+                    VR::CS,
+                    PrimitiveValue::from("HFP"),
+                ));
+            });
+            path
+        })
+        .collect();
+    let prone = Analysis::analyse_files(&model, &prone, 0).expect("analysed").result;
+    let cautions = |r: &serde_json::Value| -> Vec<String> {
+        r["findings"]["cautions"]
+            .as_array()
+            .expect("cautions")
+            .iter()
+            .filter_map(|c| c.as_str().map(str::to_owned))
+            .collect()
+    };
+    let about_position =
+        |r: &serde_json::Value| cautions(r).into_iter().filter(|c| c.contains("Patient Position")).collect::<Vec<_>>();
+    assert!(about_position(&supine).is_empty(), "{:?}", cautions(&supine));
+    let said = about_position(&prone);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].starts_with("Patient Position HFP (prone: the dependent side is anterior)"), "{}", said[0]);
+    assert!(said[0].contains("may be under-estimated"), "{}", said[0]);
+    let warnings = prone["pipeline"]["warnings"].as_array().expect("warnings");
+    assert!(warnings.iter().any(|w| w.as_str() == Some(said[0].as_str())), "{warnings:?}");
+    // the caution is the only difference: the same images give the same figures
+    for key in ["total", "lungs", "zones", "severity_score", "extent_class", "uncertainty"] {
+        assert_eq!(prone["findings"][key], supine["findings"][key], "{key}");
+    }
+}
+
 #[test]
 fn shuffled_order_and_every_transfer_syntax_give_identical_findings() {
     let model = Mutex::new(model());

@@ -201,6 +201,9 @@ async fn a_possible_higher_class_ranks_with_that_class() {
         .expect("study");
         let mut findings = serde_json::json!({ "extent_class": class, "severity_score": score,
             "total": { "involvement_pct": 9.5 } });
+        if study == "2.25.4" {
+            findings["cautions"] = serde_json::json!([PRONE]);
+        }
         if let Some(highest) = highest {
             findings["uncertainty"] = serde_json::json!({ "involvement_pct": [7.4, 11.2],
                 "extent_class": [class, highest], "severity_score": [score - 1, score + 1] });
@@ -227,7 +230,17 @@ async fn a_possible_higher_class_ranks_with_that_class() {
     let range = possible.uncertainty.as_ref().expect("uncertainty passed to the page");
     assert_eq!(range["extent_class"], serde_json::json!(["none_or_minimal", "moderate"]));
     assert_eq!(range["severity_score"], serde_json::json!([7, 9]));
+    // the result's cautions are on its row, and only there
+    for row in &page.rows {
+        let expected: &[&str] = if row.study_instance_uid == "2.25.4" { &[PRONE] } else { &[] };
+        assert_eq!(row.cautions, expected, "{}", row.study_instance_uid);
+    }
 }
+
+/// Like the caution of a prone scan's result (`firstread_lungs::position::caution`); the page passes
+/// the words through.
+const PRONE: &str = "Patient Position HFP (prone: the dependent side is anterior): the method looks for dense \
+                     dependent lung only along the posterior chest wall";
 
 /// Every active package's read is on the row, and a package's abnormal class ranks its study
 /// version after the extent class: among the "none or minimal" COVID-19 reads, the one whose

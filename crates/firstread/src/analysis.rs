@@ -189,7 +189,16 @@ impl Analysis {
             return Ok(refused(&model_json, &reason, serde_json::to_value(&study.decisions).unwrap_or_default()));
         }
         let v = &study.volume;
-        let read = read_volume(model, &manifest, &v.hu, v.shape, v.spacing_mm)?;
+        let mut read = read_volume(model, &manifest, &v.hu, v.shape, v.spacing_mm)?;
+        // the pleural-cavity step looks at the dependent side of a supine patient only
+        if manifest.pipeline.refine.as_deref() == Some(firstread_inference::PIPELINE_REFINE) {
+            if let Some(caution) = firstread_lungs::position::caution(v.patient_position.as_deref()) {
+                if let Some(findings) = read.findings.as_mut() {
+                    findings.cautions.push(caution.clone());
+                }
+                read.warnings.push(caution);
+            }
+        }
         let (t_model, t_refine) = (t_volume + read.model_time, t_volume + read.model_time + read.refine_time);
         let t_findings = started.elapsed();
         let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e4).round() / 10.0;

@@ -75,7 +75,8 @@
 //! What it cannot do (measured in the model README): a lung with no aerated part in a slice
 //! starts no walk there (a completely white lung; the base of a consolidated lobe more than
 //! [`CARRY_MM`] below the last slice that found it); anterior, lateral and paramediastinal
-//! dense disease is left to the model; the dependent side is posterior (supine patients).
+//! dense disease is left to the model; the dependent side is posterior (supine patients: a prone
+//! or decubitus scan's result says so, [`crate::position::caution`]).
 
 use firstread_volume::parallel::map_in_parallel;
 use serde::Serialize;

@@ -19,6 +19,8 @@
 //!
 //! - [`trim_gas()`] ([`gas`], after the model): in-plane parts of a lung mask that are gas wrapped
 //!   in tissue (the stomach's bubble under the left dome, bowel) are taken out of it.
+//! - [`position::caution`]: the refinement assumes a supine patient; a prone or decubitus scan's
+//!   result says that its dependent side was not looked at.
 //!
 //! Volumes are `[slices, rows, cols]` row-major in the canonical orientation of the model
 //! contract: axis 0 inferior -> superior, axis 1 anterior -> posterior, axis 2 patient right ->
@@ -29,6 +31,7 @@ pub mod cavity;
 pub mod denoise;
 pub mod follow;
 pub mod gas;
+pub mod position;
 
 pub use cavity::{refine, DenseKind, DenseRegion, Refined};
 pub use denoise::{denoise, Denoised};

@@ -117,6 +117,9 @@ pub struct Row {
     pub abnormal: bool,
     /// Every active (non-shadow) package's read of this version, in the order they were queued.
     pub reads: Vec<PackageRead>,
+    /// What the reader must know about the row's result (`findings.cautions`: a prone scan, one
+    /// lung much smaller than the other, ...), in the words of the result.
+    pub cautions: Vec<String>,
 }
 
 /// One active package's read of a study version.
@@ -253,7 +256,8 @@ SELECT p.study_instance_uid, p.version, coalesce(j.model, ''), j.result->'model'
                 'classifications', r.vocabulary->'classifications', 'measurements', r.vocabulary->'measurements')
                 ORDER BY r.id), '[]'::json)
         FROM jobs r WHERE r.kind = 'analysis' AND r.site = p.site AND r.study_instance_uid = p.study_instance_uid
-          AND r.study_version = p.version AND NOT r.shadow)
+          AND r.study_version = p.version AND NOT r.shadow),
+       j.result->'findings'->'cautions'
 FROM page p
 JOIN studies s ON s.site = p.site AND s.study_instance_uid = p.study_instance_uid
 LEFT JOIN jobs j ON j.id = p.job_id
@@ -367,6 +371,10 @@ pub async fn page(pool: &PgPool, filter: &Filter, scope: &firstread_sites::Scope
             sender: r.try_get(27)?,
             abnormal: r.try_get(28)?,
             reads: reads(r.try_get(29)?),
+            cautions: r
+                .try_get::<Option<serde_json::Value>, _>(30)?
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default(),
         });
     }
     Ok(Page { total, rows: out, now: Utc::now() })

@@ -82,6 +82,10 @@ pub struct InstanceAttributes {
     pub metadata: Option<String>,
     /// Convolution Kernel (0018,1210), values joined with `\`.
     pub convolution_kernel: Option<String>,
+    /// Patient Position (0018,5100): the patient's position relative to the imaging equipment
+    /// (PS3.3 C.7.3.1.1.2: HFS, FFS head/feet first supine, HFP, FFP prone, HFDR, HFDL, FFDR,
+    /// FFDL decubitus right / left side down, ...).
+    pub patient_position: Option<String>,
 }
 
 /// Why a data set could not be read for indexing.
@@ -175,6 +179,7 @@ pub fn from_dataset(obj: &InMemDicomObject) -> Result<InstanceAttributes, Attrib
         columns: int(obj, tags::COLUMNS),
         number_of_frames: int(obj, tags::NUMBER_OF_FRAMES),
         convolution_kernel: text(obj, tags::CONVOLUTION_KERNEL),
+        patient_position: text(obj, tags::PATIENT_POSITION),
         metadata: None,
     })
 }

@@ -70,6 +70,9 @@ pub struct Volume {
     pub series_instance_uid: String,
     /// Frame of Reference UID (0020,0052).
     pub frame_of_reference_uid: Option<String>,
+    /// Patient Position (0018,5100) of the series' first slice (HFS, FFP, HFDR, ...; PS3.3
+    /// C.7.3.1.1.2), as sent; `None` when absent.
+    pub patient_position: Option<String>,
     /// What was assumed or dropped on the way (missing rescale, duplicates, ignored instances).
     pub warnings: Vec<String>,
 }
@@ -138,6 +141,7 @@ pub(crate) fn assemble_volume(plan: SeriesPlan, contract: &VolumeContract) -> Re
         study_instance_uid: plan.slices.first().map(|s| s.attrs.study_instance_uid.clone()).unwrap_or_default(),
         series_instance_uid: plan.series_instance_uid.clone(),
         frame_of_reference_uid: plan.grid.frame_of_reference_uid.clone(),
+        patient_position: plan.slices.first().and_then(|s| s.attrs.patient_position.clone()),
         warnings,
     })
 }

@@ -99,6 +99,13 @@ function possibly(row) {
   return el('span', { class: 'possibly', title: "within the method's validated error", text: ` possibly ${others.join(', ')}` });
 }
 
+// what the reader must know about the result (a prone scan, one lung much smaller than the
+// other): marked on the row, the words in its title
+function cautionMark(row) {
+  if (!row.cautions || !row.cautions.length) return '';
+  return el('span', { class: 'caution', title: row.cautions.join('\n'), text: ` caution (${row.cautions.length})` });
+}
+
 function scoreRange(row) {
   const range = row.uncertainty && row.uncertainty.severity_score;
   return range && range[0] !== range[1] ? ` (${range[0]}-${range[1]})` : '';
@@ -113,6 +120,7 @@ function resultCell(row) {
   return el('td', { class: 'result' },
     el('span', { class: `badge class ${row.extent_class}`, text: row.extent_label || row.extent_class }),
     possibly(row),
+    cautionMark(row),
     el('div', { class: 'sub' },
       `score ${row.severity_score ?? '?'}${scoreRange(row)}/30 · involvement ${row.involvement_pct == null ? '?' : row.involvement_pct.toFixed(1)} %`),
     el('div', { class: 'sub', text: row.model ? `${row.model} ${row.model_version || ''} · pre-read aid` : '' }));
