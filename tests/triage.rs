@@ -43,6 +43,13 @@ async fn three_studies_rank_by_criticality_live_and_take_feedback() {
         });
     let (everywhere, everywhere_files) =
         sample_study(&dir.path().join("c"), &Patient { name: "Gamma^Gus", id: "P-C", accession: "ACC-C" }, |_, _| true);
+    // the sickest is scanned prone (the images unchanged): its row says the result's caution
+    for file in &everywhere_files {
+        use dicom_core::{DataElement, PrimitiveValue, VR};
+        let mut obj = dicom_object::open_file(file).expect("instance");
+        obj.put(DataElement::new(dicom_dictionary_std::tags::PATIENT_POSITION, VR::CS, PrimitiveValue::from("HFP")));
+        obj.write_to_file(file).expect("write");
+    }
 
     let shots = repo_root().join("target/triage-screenshots");
     std::fs::create_dir_all(&shots).expect("screenshot dir");
@@ -92,6 +99,14 @@ async fn three_studies_rank_by_criticality_live_and_take_feedback() {
     assert_eq!(classes[2], "none_or_minimal", "{classes:?}");
     assert!(matches!(classes[0].as_str(), "severe" | "critical"), "{classes:?}");
     assert!(matches!(classes[1].as_str(), "moderate" | "extensive"), "{classes:?}");
+    // the prone study's row carries its caution, in the result's words; the others none
+    let caution_of = |study: &str| -> Option<String> {
+        let row = summary["order"].as_array().and_then(|o| o.iter().find(|r| r["study"] == study)).cloned();
+        row.and_then(|r| r["caution"].as_str().map(str::to_owned))
+    };
+    let prone = caution_of(&everywhere).unwrap_or_default();
+    assert!(prone.starts_with("Patient Position HFP (prone: the dependent side is anterior)"), "{summary:#}");
+    assert_eq!((caution_of(&lower), caution_of(&minimal)), (None, None), "{summary:#}");
     // the page's classes are the analyses'
     for (study, class) in [(&everywhere, &classes[0]), (&lower, &classes[1]), (&minimal, &classes[2])] {
         let db: String = sqlx::query_scalar(

@@ -13,7 +13,7 @@
 //   - clicks row 1's "Open in viewer" and waits for the viewer page (a new tab) to load;
 //   - screenshots: triage-wide.png (1360 x 760) and triage-narrow.png (400 x 860) in DIR.
 // Prints one JSON summary line on stdout: {ok, navigations, order: [{study, version, class, status, abnormal,
-// other (the Other findings cell's text)}],
+// other (the Other findings cell's text), caution (the result's caution mark's title, or null)}],
 // seen: {study: [statuses]}, feedback_shown, viewer_url, viewer_status, console_errors, failed_requests}.
 // Exit 0 when every step ran (the Rust test judges the values), 1 on a failed step, 2 on bad usage.
 
@@ -84,7 +84,8 @@ try {
   for (;;) {
     const rows = await page.$$eval('tr.study', (trs) => trs.map((t) => ({
       study: t.dataset.study, version: Number(t.dataset.version), status: t.dataset.status, class: t.dataset.class,
-      abnormal: t.dataset.abnormal === 'true', other: (t.querySelector('td.other') || {}).innerText || '' })));
+      abnormal: t.dataset.abnormal === 'true', other: (t.querySelector('td.other') || {}).innerText || '',
+      caution: (t.querySelector('td.result .caution') || {}).title || null })));
     for (const r of rows) {
       const seen = summary.seen[r.study] || (summary.seen[r.study] = []);
       if (seen[seen.length - 1] !== r.status) seen.push(r.status);
