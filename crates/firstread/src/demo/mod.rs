@@ -166,8 +166,17 @@ async fn run_session(
     let result_json = opts.out.join("first-read.json");
     std::fs::write(&result_json, serde_json::to_string_pretty(&delivered.result)?)
         .with_context(|| format!("writing {}", result_json.display()))?;
-    let first_read: FirstRead = serde_json::from_value(delivered.result["findings"].clone())
-        .context("the analysis result has no readable findings")?;
+    let first_read: FirstRead = serde_json::from_value(delivered.result["findings"].clone()).with_context(|| {
+        // a package described by its vocabulary alone (emphysema-ct) has no COVID-19 findings
+        format!(
+            "the demo prints the COVID-19 first read of {}, and the result it got (model {}) has none; that \
+             result is in {}; run the demo with {} among [worker] models to see the first read",
+            session::DEMO_MODEL,
+            delivered.result["model"]["name"].as_str().unwrap_or("?"),
+            result_json.display(),
+            session::DEMO_MODEL,
+        )
+    })?;
     Ok(DemoReport {
         study_instance_uid: sent.study_instance_uid.clone(),
         study_version: delivered.study_version,

@@ -465,7 +465,7 @@ fn session_config(
 
 /// The model whose first read the demo prints (the others installed run too; their result
 /// objects reach the receiving AE with the rest).
-const DEMO_MODEL: &str = "covid19-lung-ct";
+pub(super) const DEMO_MODEL: &str = "covid19-lung-ct";
 
 async fn job(pool: &PgPool, kind: &str, study: &str, destination: &str) -> anyhow::Result<Option<JobRow>> {
     sqlx::query_as(
