@@ -1087,6 +1087,7 @@ mod tests {
                 study_instance_uid: String::new(),
                 series_instance_uid: String::new(),
                 frame_of_reference_uid: None,
+                patient_position: None,
                 warnings: Vec::new(),
             };
             for r in 0..4 {
