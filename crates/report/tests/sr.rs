@@ -767,4 +767,22 @@ fn effusion_dense_region_and_focal_lesion_reach_the_srs_seg_and_key_images() {
         }
     }
     assert!(on > 0 && differ * 2 >= on, "{differ} of {on} effusion pixels coloured");
+
+    // the caution is written on the key image, in the title's yellow, under the title: the same
+    // image without it has fewer yellow pixels, and the two differ only in the top band
+    let no_caution = firstread_findings::Findings { cautions: Vec::new(), ..f.clone() };
+    let mut quiet = input(s, None);
+    quiet.volume = &p.volume;
+    quiet.segmentation = &p.segmentation;
+    quiet.manifest = &p.manifest;
+    quiet.findings = Some(&no_caution);
+    let without_caution = firstread_report::sc::render_key_image(&quiet, &key, 0, 1).expect("rendered");
+    // (glyph edges are blended with the dimmed band: yellowish is red well above blue)
+    let yellow =
+        |img: &[u8]| img.chunks_exact(3).filter(|px| px[0] > 100 && u16::from(px[2]) * 2 < u16::from(px[0])).count();
+    assert!(yellow(&with) > 2 * yellow(&without_caution), "{} vs {}", yellow(&with), yellow(&without_caution));
+    let changed_rows: Vec<usize> = (0..rows)
+        .filter(|&r| with[r * cols * 3..(r + 1) * cols * 3] != without_caution[r * cols * 3..(r + 1) * cols * 3])
+        .collect();
+    assert!(changed_rows.iter().all(|&r| r < rows / 2), "rows changed: {changed_rows:?}");
 }

@@ -603,9 +603,13 @@ fn draw_legend(img: &mut Canvas, input: &ResultInput, key: &KeyImage, index: usi
             .join(", ")
     };
     let z_mm = v.slices.get(key.slice).map_or(0.0, |s| s.position_mm[2]);
-    let top: Vec<(String, [u8; 3])> = [
-        (format!("firstread {} {} - NOT FOR DIAGNOSIS", m.name, m.version), YELLOW),
-        (
+    // what the reader must know about this result (a prone scan, one lung much smaller than the
+    // other) stands under the title, in its colour: the key image is what a PACS shows first
+    let cautions = f.cautions.iter().map(|c| (format!("{}: {c}", vocabulary::CAUTION.label.to_uppercase()), YELLOW));
+    let top: Vec<(String, [u8; 3])> = [(format!("firstread {} {} - NOT FOR DIAGNOSIS", m.name, m.version), YELLOW)]
+        .into_iter()
+        .chain(cautions)
+        .chain([(
             format!(
                 "Key image {}/{}: {zones} | slice {}/{} (z {z_mm:.1} mm)",
                 index + 1,
@@ -614,11 +618,9 @@ fn draw_legend(img: &mut Canvas, input: &ResultInput, key: &KeyImage, index: usi
                 v.shape[0]
             ),
             WHITE,
-        ),
-    ]
-    .into_iter()
-    .flat_map(|(t, c)| wrap(&t, max_chars).into_iter().map(move |l| (l, c)))
-    .collect();
+        )])
+        .flat_map(|(t, c)| wrap(&t, max_chars).into_iter().map(move |l| (l, c)))
+        .collect();
 
     let mut bottom_text: Vec<String> = Vec::new();
     for z in &key.zones {
