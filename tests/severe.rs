@@ -481,6 +481,53 @@ fn lobar_consolidation_written_into_the_real_sample_reads_low_but_never_minimal(
     }
 }
 
+/// A field of view narrower than the chest. The sample cropped in-plane: through the body only
+/// (the lungs whole in the image) the read stays what it was and says nothing; through the lungs
+/// (a few mm, then 30 px of each) the lungs lose far more than what is cut (the model takes air at
+/// the border for air outside the body: 490 mL of 2807 and 0 % involvement at 30 px), and the
+/// result says that the field of view cuts the lungs (`firstread_lungs::fov`).
+#[test]
+fn a_field_of_view_that_cuts_the_lungs_is_said() {
+    let model = model();
+    let v = sample_volume("lung-dx-a0002-b40f");
+    let manifest = model.lock().expect("model").manifest.clone();
+    let full = read_volume(&model, &manifest, &v.hu, v.shape, v.spacing_mm).expect("pipeline");
+    let [slices, rows, cols] = v.shape;
+    // (first row, end row, first column, end column, whether the crop cuts the lungs); the
+    // lungs span rows 103-380 and columns 66-449 of the 512 x 512 slices
+    for (r0, r1, c0, c1, cuts_lungs) in [(75, 512, 45, 470, false), (60, 460, 70, 442, true), (90, 430, 95, 417, true)]
+    {
+        let (rr, cc) = (r1 - r0, c1 - c0);
+        let mut hu = Vec::with_capacity(slices * rr * cc);
+        for k in 0..slices {
+            for y in r0..r1 {
+                hu.extend_from_slice(&v.hu[(k * rows + y) * cols + c0..(k * rows + y) * cols + c1]);
+            }
+        }
+        let cropped = read_volume(&model, &manifest, &hu, [slices, rr, cc], v.spacing_mm).expect("pipeline");
+        let ch = &cropped.segmentation.channels;
+        let said = firstread_lungs::fov::caution(&hu, &[&ch[0], &ch[1]], [slices, rr, cc], v.spacing_mm[1]);
+        let (a, b) = (lungs_of(&full), lungs_of(&cropped));
+        eprintln!(
+            "| crop rows {r0}-{r1}, columns {c0}-{c1} | lungs L {:.0} -> {:.0}, R {:.0} -> {:.0} mL | involvement {:.1} -> \
+             {:.1} % | {} |",
+            a[0].lung_ml,
+            b[0].lung_ml,
+            a[1].lung_ml,
+            b[1].lung_ml,
+            covid(&full).total.involvement_pct,
+            covid(&cropped).total.involvement_pct,
+            said.as_deref().unwrap_or("no caution")
+        );
+        assert_eq!(said.is_some(), cuts_lungs, "rows {r0}-{r1}, columns {c0}-{c1}: {said:?}");
+        if !cuts_lungs {
+            for side in 0..2 {
+                assert!((b[side].lung_ml - a[side].lung_ml).abs() <= 0.01 * a[side].lung_ml, "lung {side} changed");
+            }
+        }
+    }
+}
+
 /// The sample's HU resampled to `spacing_z` mm slices by linear interpolation along z (thin
 /// slices, as most chest CT is read; the sample itself is 8 mm).
 fn thin_slices(v: &firstread_volume::Volume, spacing_z: f64) -> (Vec<f32>, [usize; 3], [f64; 3]) {

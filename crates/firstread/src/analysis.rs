@@ -190,14 +190,22 @@ impl Analysis {
         }
         let v = &study.volume;
         let mut read = read_volume(model, &manifest, &v.hu, v.shape, v.spacing_mm)?;
-        // the pleural-cavity step looks at the dependent side of a supine patient only
-        if manifest.pipeline.refine.as_deref() == Some(firstread_inference::PIPELINE_REFINE) {
-            if let Some(caution) = firstread_lungs::position::caution(v.patient_position.as_deref()) {
-                if let Some(findings) = read.findings.as_mut() {
-                    findings.cautions.push(caution.clone());
-                }
-                read.warnings.push(caution);
+        // the pleural-cavity step looks at the dependent side of a supine patient only; a field
+        // of view that cuts the lungs makes every volume wrong
+        let position = (manifest.pipeline.refine.as_deref() == Some(firstread_inference::PIPELINE_REFINE))
+            .then(|| firstread_lungs::position::caution(v.patient_position.as_deref()))
+            .flatten();
+        let lungs: Vec<&[u8]> = ["left_lung", "right_lung"]
+            .iter()
+            .filter_map(|role| read.segmentation.channels.get(manifest.channel(role)?))
+            .map(Vec::as_slice)
+            .collect();
+        let fov = firstread_lungs::fov::caution(&v.hu, &lungs, v.shape, v.spacing_mm[1]);
+        for caution in position.into_iter().chain(fov) {
+            if let Some(findings) = read.findings.as_mut() {
+                findings.cautions.push(caution.clone());
             }
+            read.warnings.push(caution);
         }
         let (t_model, t_refine) = (t_volume + read.model_time, t_volume + read.model_time + read.refine_time);
         let t_findings = started.elapsed();

@@ -21,6 +21,8 @@
 //!   in tissue (the stomach's bubble under the left dome, bowel) are taken out of it.
 //! - [`position::caution`]: the refinement assumes a supine patient; a prone or decubitus scan's
 //!   result says that its dependent side was not looked at.
+//! - [`fov::caution`]: a field of view that cuts through the lungs makes every volume wrong; such a
+//!   result says so.
 //!
 //! Volumes are `[slices, rows, cols]` row-major in the canonical orientation of the model
 //! contract: axis 0 inferior -> superior, axis 1 anterior -> posterior, axis 2 patient right ->
@@ -30,6 +32,7 @@ pub mod bays;
 pub mod cavity;
 pub mod denoise;
 pub mod follow;
+pub mod fov;
 pub mod gas;
 pub mod position;
 
