@@ -346,6 +346,15 @@ fn sample_volume(series: &str) -> firstread_volume::Volume {
     firstread_volume::build_study_volume(&files, &firstread_volume::VolumeContract::default()).expect("volume").volume
 }
 
+/// The model, its manifest, the bundled sample (B40f) and the pipeline's read of it as it is.
+fn sample_as_read() -> (Mutex<Model>, firstread_inference::Manifest, firstread_volume::Volume, Read) {
+    let model = model();
+    let v = sample_volume("lung-dx-a0002-b40f");
+    let manifest = model.lock().expect("model").manifest.clone();
+    let read = read_volume(&model, &manifest, &v.hu, v.shape, v.spacing_mm).expect("pipeline");
+    (model, manifest, v, read)
+}
+
 fn lungs_of(r: &Read) -> [firstread_findings::Involvement; 2] {
     [firstread_findings::Side::Left, firstread_findings::Side::Right]
         .map(|s| covid(r).lungs.iter().find(|l| l.side == s).expect("lung").involvement)
@@ -356,10 +365,7 @@ fn lungs_of(r: &Read) -> [firstread_findings::Involvement; 2] {
 /// glass in front of it, the truth counted from the voxels changed).
 #[test]
 fn severe_pneumonia_written_into_the_real_sample() {
-    let model = model();
-    let v = sample_volume("lung-dx-a0002-b40f");
-    let manifest = model.lock().expect("model").manifest.clone();
-    let before = read_volume(&model, &manifest, &v.hu, v.shape, v.spacing_mm).expect("pipeline");
+    let (model, manifest, v, before) = sample_as_read();
     let mut rows = Vec::new();
     for (name, sides) in [("both lower lungs", vec![Side::Left, Side::Right]), ("right lower lung", vec![Side::Right])]
     {
@@ -433,10 +439,7 @@ fn severe_pneumonia_written_into_the_real_sample() {
 /// ranks it with the moderate ones at least), never negative. The figures are printed.
 #[test]
 fn lobar_consolidation_written_into_the_real_sample_reads_low_but_never_minimal() {
-    let model = model();
-    let v = sample_volume("lung-dx-a0002-b40f");
-    let manifest = model.lock().expect("model").manifest.clone();
-    let before = read_volume(&model, &manifest, &v.hu, v.shape, v.spacing_mm).expect("pipeline");
+    let (model, manifest, v, before) = sample_as_read();
     let b = covid(&before).total;
     for (depth_mm, ground_glass_mm) in [(60.0, 20.0), (100.0, 30.0), (160.0, 40.0)] {
         let both = [Side::Left, Side::Right];
@@ -488,10 +491,7 @@ fn lobar_consolidation_written_into_the_real_sample_reads_low_but_never_minimal(
 /// result says that the field of view cuts the lungs (`firstread_lungs::fov`).
 #[test]
 fn a_field_of_view_that_cuts_the_lungs_is_said() {
-    let model = model();
-    let v = sample_volume("lung-dx-a0002-b40f");
-    let manifest = model.lock().expect("model").manifest.clone();
-    let full = read_volume(&model, &manifest, &v.hu, v.shape, v.spacing_mm).expect("pipeline");
+    let (model, manifest, v, full) = sample_as_read();
     let [slices, rows, cols] = v.shape;
     // (first row, end row, first column, end column, whether the crop cuts the lungs); the
     // lungs span rows 103-380 and columns 66-449 of the 512 x 512 slices

@@ -988,7 +988,7 @@ fn count_set(mask: &[u8]) -> usize {
 }
 
 /// The 4-connected neighbours of pixel `p` of a `[rows, cols]` slice (row-major) inside it.
-fn neighbours4(p: usize, rows: usize, cols: usize) -> impl Iterator<Item = usize> {
+pub(crate) fn neighbours4(p: usize, rows: usize, cols: usize) -> impl Iterator<Item = usize> {
     let (r, c) = (p / cols, p % cols);
     [(r > 0).then(|| p - cols), (r + 1 < rows).then(|| p + cols), (c > 0).then(|| p - 1), (c + 1 < cols).then(|| p + 1)]
         .into_iter()

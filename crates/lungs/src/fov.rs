@@ -100,13 +100,7 @@ fn enclosed(
         if on_border && !(cc == c && (r0..r1).contains(&r)) {
             return false;
         }
-        let neighbours = [
-            (cc > 0).then(|| p - 1),
-            (cc + 1 < cols).then(|| p + 1),
-            (r > 0).then(|| p - cols),
-            (r + 1 < rows).then(|| p + cols),
-        ];
-        for q in neighbours.into_iter().flatten() {
+        for q in crate::cavity::neighbours4(p, rows, cols) {
             if !seen[q] && slice[q] < AIR_HU {
                 seen[q] = true;
                 stack.push(q);
@@ -202,10 +196,6 @@ mod tests {
             assert_eq!(!cut(&pocket, 1, true).is_empty(), said, "{hu} HU");
         }
         // a shape mismatch says nothing
-        assert_eq!(cut_slices(&whole_slice(), &[&[0u8; 3]], [1, 60, 80], 1.0), Vec::<usize>::new());
-    }
-
-    fn whole_slice() -> Vec<f32> {
-        slice((5.0, 75.0), [25.0, 55.0])
+        assert_eq!(cut_slices(&slice((5.0, 75.0), [25.0, 55.0]), &[&[0u8; 3]], [1, 60, 80], 1.0), Vec::<usize>::new());
     }
 }

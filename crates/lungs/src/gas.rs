@@ -93,14 +93,7 @@ pub(crate) fn for_each_part(mask: &[u8], rows: usize, cols: usize, mut f: impl F
         part.clear();
         while let Some(p) = stack.pop() {
             part.push(p);
-            let (r, c) = (p / cols, p % cols);
-            let neighbours = [
-                (c > 0).then(|| p - 1),
-                (c + 1 < cols).then(|| p + 1),
-                (r > 0).then(|| p - cols),
-                (r + 1 < rows).then(|| p + cols),
-            ];
-            for q in neighbours.into_iter().flatten() {
+            for q in crate::cavity::neighbours4(p, rows, cols) {
                 if mask[q] != 0 && !seen[q] {
                     seen[q] = true;
                     stack.push(q);
