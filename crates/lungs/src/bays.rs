@@ -73,76 +73,6 @@ pub const MIN_HEIGHT_MM: f64 = 10.0;
 const DENSE_HU: f32 = -300.0;
 const OPACITY_LOW_HU: f32 = -700.0;
 
-/// Squared Euclidean distance (in grid cells) of every cell of a `w` x `h` grid to the nearest
-/// cell where `feature` holds (`f64::INFINITY` when there is none), by the exact separable
-/// transform of Felzenszwalb & Huttenlocher, "Distance transforms of sampled functions", Theory
-/// of Computing 2012;8:415-428 (a lower envelope of parabolas per row, then per column).
-fn distance_sq(feature: &[bool], w: usize, h: usize) -> Vec<f64> {
-    let mut d: Vec<f64> = feature.iter().map(|&f| if f { 0.0 } else { f64::INFINITY }).collect();
-    let mut line = Vec::new();
-    let mut out = Vec::new();
-    // columns, then rows
-    for x in 0..w {
-        line.clear();
-        line.extend((0..h).map(|y| d[y * w + x]));
-        envelope(&line, &mut out);
-        for y in 0..h {
-            d[y * w + x] = out[y];
-        }
-    }
-    for y in 0..h {
-        line.clear();
-        line.extend_from_slice(&d[y * w..(y + 1) * w]);
-        envelope(&line, &mut out);
-        d[y * w..(y + 1) * w].copy_from_slice(&out);
-    }
-    d
-}
-
-/// One dimension of [`distance_sq`]: `out[q] = min over p of (q - p)^2 + f[p]`.
-fn envelope(f: &[f64], out: &mut Vec<f64>) {
-    let n = f.len();
-    out.clear();
-    out.resize(n, f64::INFINITY);
-    // parabola vertices (finite ones only) and the boundaries between them
-    let mut v: Vec<usize> = Vec::with_capacity(n);
-    let mut z: Vec<f64> = Vec::with_capacity(n + 1);
-    for q in 0..n {
-        if !f[q].is_finite() {
-            continue;
-        }
-        loop {
-            let Some(&p) = v.last() else {
-                v.push(q);
-                z.clear();
-                z.push(f64::NEG_INFINITY);
-                break;
-            };
-            let s = ((f[q] + (q * q) as f64) - (f[p] + (p * p) as f64)) / (2.0 * (q as f64 - p as f64));
-            if s <= *z.last().unwrap_or(&f64::NEG_INFINITY) {
-                v.pop();
-                z.pop();
-                continue;
-            }
-            v.push(q);
-            z.push(s);
-            break;
-        }
-    }
-    if v.is_empty() {
-        return;
-    }
-    z.push(f64::INFINITY);
-    let mut j = 0;
-    for (q, o) in out.iter_mut().enumerate() {
-        while z[j + 1] < q as f64 {
-            j += 1;
-        }
-        let p = v[j];
-        *o = (q as f64 - p as f64).powi(2) + f[p];
-    }
-}
-
 /// The closing of one slice's lung (`[rows, cols]`, non-zero = lung) with a disc of
 /// `radius_mm`, computed on a grid of `factor` x `factor` pixels (a cell is lung where any of its
 /// pixels is): the pixel indices it holds, in order (the lung's own among them); `None` when the
@@ -161,8 +91,8 @@ fn closing(lung: &[u8], [rows, cols]: [usize; 2], pixel_mm: f64, factor: usize, 
         cells[y * w + x] = true;
     }
     let r2 = radius * radius;
-    let outside: Vec<bool> = distance_sq(&cells, w, h).into_iter().map(|d| d > r2).collect();
-    let closed: Vec<bool> = distance_sq(&outside, w, h).into_iter().map(|d| d > r2).collect();
+    let outside: Vec<bool> = crate::distance::squared(&cells, &[h, w], &[1.0, 1.0]).into_iter().map(|d| d > r2).collect();
+    let closed: Vec<bool> = crate::distance::squared(&outside, &[h, w], &[1.0, 1.0]).into_iter().map(|d| d > r2).collect();
     // only cells within the dilation can be closed: the pixels of the padded box
     let (pr0, pc0) = ((cr0 * factor).saturating_sub(pad * factor), (cc0 * factor).saturating_sub(pad * factor));
     let (pr1, pc1) = (((cr0 + h - pad) * factor).min(rows), ((cc0 + w - pad) * factor).min(cols));
@@ -401,22 +331,6 @@ fn caps(out: &mut Refined, hu: &[f32], shape: [usize; 3], spacing_mm: [f64; 3]) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn distances_are_exact() {
-        let (w, h) = (7, 5);
-        let mut f = vec![false; w * h];
-        f[2 * w + 3] = true;
-        f[0] = true;
-        let d = distance_sq(&f, w, h);
-        for y in 0..h {
-            for x in 0..w {
-                let a = ((x as f64 - 3.0).powi(2) + (y as f64 - 2.0).powi(2)).min((x * x + y * y) as f64);
-                assert_eq!(d[y * w + x], a, "({x}, {y})");
-            }
-        }
-        assert!(distance_sq(&[false; 4], 2, 2).iter().all(|d| d.is_infinite()));
-    }
 
     /// A right lung (columns 5..60 of 120, 2 mm pixels, 5 mm slices, lung in slices 2..18 of 20)
     /// against a mediastinum of soft tissue (40 HU, columns 60..115), with, where `mass`, a 40

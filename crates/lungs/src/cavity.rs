@@ -314,6 +314,7 @@ pub fn refine(
     let voxel_ml = spacing_mm.iter().product::<f64>() / 1000.0;
 
     // 4: regions per side, within the slices that have a fill (and one more each way)
+    let mut consolidations = Vec::new();
     for side in 0..2 {
         let (Some(first), Some(last)) =
             (fills.iter().position(|f| !f[side].is_empty()), fills.iter().rposition(|f| !f[side].is_empty()))
@@ -414,6 +415,14 @@ pub fn refine(
             let ks = region.iter().map(|&i| i as usize / plane);
             let first = ks.clone().min().unwrap_or(0);
             let last = ks.max().unwrap_or(0);
+            if kind == DenseKind::Consolidation {
+                consolidations.push(crate::lobar::Seed {
+                    side,
+                    voxels: region.clone(),
+                    median_hu: stats.median_soft_hu as f32,
+                    region: out.regions.len(),
+                });
+            }
             out.regions.push(DenseRegion {
                 side: if side == 0 { Lung::Left } else { Lung::Right },
                 kind,
@@ -425,6 +434,8 @@ pub fn refine(
             });
         }
     }
+    // 4b. a consolidation followed through its air bronchograms, deeper than the walks reach
+    crate::lobar::follow_bronchograms(&mut out, hu, shape, spacing_mm, &mid, &consolidations);
     grow_ground_glass(&mut out, hu, shape, spacing_mm, &fills);
     let enclosed = enclose(&mut out, hu, shape, &lungs);
     crate::follow::follow_enclosed(&mut out, hu, shape, spacing_mm, &enclosed);
@@ -770,7 +781,7 @@ fn without_gas(lung: &[u8], hu: &[f32], rows: usize, cols: usize) -> Option<Vec<
 /// a slice (`[rows, cols]`), clipped at the edges; the pixel's own value where the window holds
 /// none. A median, not a mean: at the layer's edge the window is up to half wall or organ, and a
 /// mean would drop the edge pixels of each carried slice, thinning the layer slice by slice.
-fn median_around(slice: &[f32], [rows, cols]: [usize; 2], p: usize, window: &mut Vec<f32>) -> f32 {
+pub(crate) fn median_around(slice: &[f32], [rows, cols]: [usize; 2], p: usize, window: &mut Vec<f32>) -> f32 {
     let (r, c) = (p / cols, p % cols);
     window.clear();
     for rr in r.saturating_sub(2)..=(r + 2).min(rows - 1) {
@@ -1369,18 +1380,18 @@ pub(crate) fn box_filter(m: &[bool], w: usize, h: usize, radius: usize, all: boo
 }
 
 /// A fixed-size set of voxel indices.
-struct Bits(Vec<u64>);
+pub(crate) struct Bits(Vec<u64>);
 
 impl Bits {
-    fn new(len: usize) -> Self {
+    pub(crate) fn new(len: usize) -> Self {
         Bits(vec![0; len.div_ceil(64)])
     }
 
-    fn get(&self, i: usize) -> bool {
+    pub(crate) fn get(&self, i: usize) -> bool {
         self.0[i / 64] >> (i % 64) & 1 == 1
     }
 
-    fn set(&mut self, i: usize) {
+    pub(crate) fn set(&mut self, i: usize) {
         self.0[i / 64] |= 1 << (i % 64);
     }
 }
@@ -1623,14 +1634,28 @@ mod tests {
         let (hu, [left, right], layer) = chest(20, 35.0, true);
         let none = vec![0u8; hu.len()];
         let r = refine(&hu, SHAPE, SPACING, &left, &right, &none).expect("refine");
+        let [_, rows, cols] = SHAPE;
         for (side, (before, after)) in [(&left, &r.left_lung), (&right, &r.right_lung)].into_iter().enumerate() {
-            let added = count(after) - count(before);
+            // the layer is the 35 HU and its air tubes outside the model's lungs
+            let in_layer = |i: usize| hu[i] == 35.0 || (hu[i] == -900.0 && left[i] == 0 && right[i] == 0);
+            let added: Vec<usize> = (0..hu.len()).filter(|&i| after[i] != 0 && before[i] == 0).collect();
+            let of_layer = added.iter().filter(|&&i| in_layer(i)).count();
             // the layer's medial ends (within 25 mm of the midline) are not filled by design
             assert!(
-                added as f64 >= 0.7 * layer[side] as f64 && added <= layer[side],
-                "side {side}: {added} voxels added for a layer of {}",
+                of_layer as f64 >= 0.7 * layer[side] as f64,
+                "side {side}: {of_layer} of the layer's {} voxels added",
                 layer[side]
             );
+            // beyond the layer: never the chest wall outside the ribs, never within 15 mm of the
+            // midline; this chest's mediastinum is one block of 40 HU with no fat plane, and the
+            // part of it within reach of the layer's bronchograms is taken with it (lobar.rs)
+            for &i in added.iter().filter(|&&i| !in_layer(i)) {
+                let (y, x) = (((i / cols) % rows) as f64 - 80.0, (i % cols) as f64 - 100.0);
+                // (the ring's gaps are intercostal spaces: the wall closes them, but not their
+                // inner half)
+                assert!((x / 87.0).powi(2) + (y / 67.0).powi(2) < 1.0, "side {side}: ({x}, {y}) beyond the ribs");
+                assert!(x.abs() >= 15.0, "side {side}: ({x}, {y}) at the midline");
+            }
         }
         assert!(r.regions.iter().all(|g| g.kind == DenseKind::Consolidation), "{:?}", r.regions);
         assert!(count(&r.opacity) > 0 && count(&r.effusion_left) == 0);

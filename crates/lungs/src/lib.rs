@@ -31,9 +31,11 @@
 pub mod bays;
 pub mod cavity;
 pub mod denoise;
+mod distance;
 pub mod follow;
 pub mod fov;
 pub mod gas;
+pub mod lobar;
 pub mod position;
 
 pub use cavity::{refine, DenseKind, DenseRegion, Refined};
