@@ -603,9 +603,13 @@ fn refine(
             .and_then(|c| segmentation.channels.get(c))
             .ok_or_else(|| format!("model output lacks the {role} channel"))
     };
-    let mut refined =
-        firstread_lungs::refine(hu, shape, spacing_mm, get("left_lung")?, get("right_lung")?, get("lung_opacity")?)
-            .map_err(|e| e.to_string())?;
+    let options = firstread_lungs::Options {
+        follow_bronchograms: manifest.pipeline.follow.as_deref()
+            == Some(firstread_inference::PIPELINE_FOLLOW_BRONCHOGRAMS),
+    };
+    let (left, right, opacity) = (get("left_lung")?, get("right_lung")?, get("lung_opacity")?);
+    let mut refined = firstread_lungs::refine_with(hu, shape, spacing_mm, left, right, opacity, options)
+        .map_err(|e| e.to_string())?;
     let mut by_role = [
         ("left_lung", std::mem::take(&mut refined.left_lung)),
         ("right_lung", std::mem::take(&mut refined.right_lung)),

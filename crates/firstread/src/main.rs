@@ -323,10 +323,10 @@ enum Bench {
         #[arg(long, default_value = "covid19-lung-ct")]
         model: String,
         /// The version the stored studies are read with.
-        #[arg(long, default_value = "0.2.1")]
+        #[arg(long, default_value = "0.2.2")]
         old: String,
         /// The version made active, which re-analyses them.
-        #[arg(long, default_value = "0.2.2")]
+        #[arg(long, default_value = "0.2.3")]
         new: String,
         /// The node's stable_after.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]

@@ -10,8 +10,8 @@ pub mod runner;
 
 pub use manifest::Takes;
 pub use manifest::{
-    Manifest, ManifestError, OutputLabel, Pipeline, EXTENSION_COVID19, PIPELINE_DENOISE, PIPELINE_REFINE,
-    PIPELINE_TRIM_GAS, STAGE_HU_BAND,
+    Manifest, ManifestError, OutputLabel, Pipeline, EXTENSION_COVID19, PIPELINE_DENOISE, PIPELINE_FOLLOW_BRONCHOGRAMS,
+    PIPELINE_REFINE, PIPELINE_TRIM_GAS, STAGE_HU_BAND,
 };
 pub use runner::{set_threads, DeviceChoice, InferenceError, Model, Segmentation};
 
@@ -21,7 +21,7 @@ mod tests {
     use std::path::Path;
 
     fn package() -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/covid19-lung-ct/0.2.2")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/covid19-lung-ct/0.2.3")
     }
 
     #[test]
@@ -32,6 +32,26 @@ mod tests {
         assert_eq!(m.channel("right_lung"), Some(1));
         assert_eq!(m.channel("lung_opacity"), Some(2));
         assert_eq!(m.outputs[0].type_value, "44029006");
+        assert_eq!(m.pipeline.follow.as_deref(), Some(PIPELINE_FOLLOW_BRONCHOGRAMS));
+    }
+
+    /// `follow` is part of the pleural-cavity step: without it, or with a name the node does not
+    /// implement, the package is refused, naming why.
+    #[test]
+    fn a_follow_step_needs_the_pleural_cavity_and_a_known_name() {
+        let copy = tempfile::tempdir().expect("dir");
+        let toml = std::fs::read_to_string(package().join("manifest.toml")).expect("manifest");
+        let write = |text: String| std::fs::write(copy.path().join("manifest.toml"), text).expect("write");
+        let refine_line = "refine = \"pleural-cavity\"";
+        assert!(toml.contains(refine_line));
+        write(toml.replacen(refine_line, "", 1));
+        let err = Manifest::load(copy.path()).expect_err("follow without refine");
+        assert!(err.to_string().contains("without refine = \"pleural-cavity\""), "{err}");
+        write(toml.replacen("follow = \"air-bronchograms\"", "follow = \"airways\"", 1));
+        let err = Manifest::load(copy.path()).expect_err("unknown follow");
+        assert!(err.to_string().contains("unknown follow step \"airways\""), "{err}");
+        write(toml.clone());
+        assert!(Manifest::load(copy.path()).is_ok());
     }
 
     /// An empty (all air) volume gives empty masks of the right shape, through real libtorch.

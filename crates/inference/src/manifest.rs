@@ -71,10 +71,19 @@ pub struct Pipeline {
     /// taken out of the lung masks), or none.
     #[serde(default)]
     pub trim: Option<String>,
+    /// Within `refine`: `"air-bronchograms"` ([`PIPELINE_FOLLOW_BRONCHOGRAMS`]: a consolidation
+    /// followed through its air bronchograms deeper than the cavity's walks reach), or none.
+    /// Needs `refine = "pleural-cavity"`.
+    #[serde(default)]
+    pub follow: Option<String>,
 }
 
 /// The gas trimming step (`firstread_lungs::trim_gas`).
 pub const PIPELINE_TRIM_GAS: &str = "gas";
+
+/// The pleural-cavity step's following of a consolidation through its air bronchograms
+/// (`firstread_lungs::lobar`).
+pub const PIPELINE_FOLLOW_BRONCHOGRAMS: &str = "air-bronchograms";
 
 /// The kernel-aware in-plane denoising step (`firstread_lungs::denoise`).
 pub const PIPELINE_DENOISE: &str = "kernel-aware";
@@ -269,6 +278,15 @@ impl Manifest {
         match self.pipeline.refine.as_deref() {
             None | Some(PIPELINE_REFINE) => {}
             Some(other) => return Err(ManifestError::Invalid(format!("names an unknown refine step {other:?}"))),
+        }
+        match (self.pipeline.follow.as_deref(), self.pipeline.refine.as_deref()) {
+            (None, _) | (Some(PIPELINE_FOLLOW_BRONCHOGRAMS), Some(PIPELINE_REFINE)) => {}
+            (Some(PIPELINE_FOLLOW_BRONCHOGRAMS), _) => {
+                return Err(ManifestError::Invalid(format!(
+                    "names follow = {PIPELINE_FOLLOW_BRONCHOGRAMS:?} without refine = {PIPELINE_REFINE:?} (it is part of that step)"
+                )))
+            }
+            (Some(other), _) => return Err(ManifestError::Invalid(format!("names an unknown follow step {other:?}"))),
         }
         let model_channels = self.torchscript_channels();
         for o in &self.outputs {

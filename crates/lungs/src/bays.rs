@@ -91,8 +91,10 @@ fn closing(lung: &[u8], [rows, cols]: [usize; 2], pixel_mm: f64, factor: usize, 
         cells[y * w + x] = true;
     }
     let r2 = radius * radius;
-    let outside: Vec<bool> = crate::distance::squared(&cells, &[h, w], &[1.0, 1.0]).into_iter().map(|d| d > r2).collect();
-    let closed: Vec<bool> = crate::distance::squared(&outside, &[h, w], &[1.0, 1.0]).into_iter().map(|d| d > r2).collect();
+    let outside: Vec<bool> =
+        crate::distance::squared(&cells, &[h, w], &[1.0, 1.0]).into_iter().map(|d| d > r2).collect();
+    let closed: Vec<bool> =
+        crate::distance::squared(&outside, &[h, w], &[1.0, 1.0]).into_iter().map(|d| d > r2).collect();
     // only cells within the dilation can be closed: the pixels of the padded box
     let (pr0, pc0) = ((cr0 * factor).saturating_sub(pad * factor), (cc0 * factor).saturating_sub(pad * factor));
     let (pr1, pc1) = (((cr0 + h - pad) * factor).min(rows), ((cc0 + w - pad) * factor).min(cols));

@@ -256,7 +256,15 @@ impl Refined {
 #[error("masks and volume differ in size")]
 pub struct ShapeMismatch;
 
-/// Refines the model's masks with the pleural cavity.
+/// Which optional parts of the step run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Follow each consolidation through its air bronchograms ([`crate::lobar`]; model 0.2.3).
+    pub follow_bronchograms: bool,
+}
+
+/// Refines the model's masks with the pleural cavity (without the optional parts: model 0.2.0
+/// to 0.2.2); [`refine_with`] names them.
 ///
 /// `hu`: the (denoised) HU the model saw; `left`, `right`, `opacity`: the model's channels
 /// (non-zero = inside); all `[slices, rows, cols]` = `shape`; `spacing_mm` `[slice, row, col]`.
@@ -270,6 +278,22 @@ pub fn refine(
     left: &[u8],
     right: &[u8],
     opacity: &[u8],
+) -> Result<Refined, ShapeMismatch> {
+    refine_with(hu, shape, spacing_mm, left, right, opacity, Options::default())
+}
+
+/// [`refine`] with the optional parts `options` names.
+///
+/// # Errors
+/// [`ShapeMismatch`] when an input does not have `shape` elements.
+pub fn refine_with(
+    hu: &[f32],
+    shape: [usize; 3],
+    spacing_mm: [f64; 3],
+    left: &[u8],
+    right: &[u8],
+    opacity: &[u8],
+    options: Options,
 ) -> Result<Refined, ShapeMismatch> {
     let n: usize = shape.iter().product();
     if [hu.len(), left.len(), right.len(), opacity.len()].iter().any(|&l| l != n) {
@@ -435,7 +459,9 @@ pub fn refine(
         }
     }
     // 4b. a consolidation followed through its air bronchograms, deeper than the walks reach
-    crate::lobar::follow_bronchograms(&mut out, hu, shape, spacing_mm, &mid, &consolidations);
+    if options.follow_bronchograms {
+        crate::lobar::follow_bronchograms(&mut out, hu, shape, spacing_mm, &mid, &consolidations);
+    }
     grow_ground_glass(&mut out, hu, shape, spacing_mm, &fills);
     let enclosed = enclose(&mut out, hu, shape, &lungs);
     crate::follow::follow_enclosed(&mut out, hu, shape, spacing_mm, &enclosed);
@@ -1629,12 +1655,26 @@ mod tests {
         assert!(r.regions.is_empty(), "{:?}", r.regions);
     }
 
+    /// Asserts that none of `voxels` of [`chest`] lies beyond the rib ring's outer edge or within
+    /// 15 mm of the midline. (This chest's mediastinum is one block of 40 HU with no fat plane,
+    /// and the part of it within reach of a consolidation's bronchograms is taken with it:
+    /// lobar.rs. The ring's gaps are intercostal spaces: the wall closes them, but not their
+    /// inner half.)
+    fn within_ribs_off_the_midline(voxels: impl Iterator<Item = usize>) {
+        let [_, rows, cols] = SHAPE;
+        for i in voxels {
+            let (y, x) = (((i / cols) % rows) as f64 - 80.0, (i % cols) as f64 - 100.0);
+            assert!((x / 87.0).powi(2) + (y / 67.0).powi(2) < 1.0, "({x}, {y}) beyond the ribs");
+            assert!(x.abs() >= 15.0, "({x}, {y}) at the midline");
+        }
+    }
+
     #[test]
     fn a_dependent_consolidation_becomes_lung_and_opacity() {
         let (hu, [left, right], layer) = chest(20, 35.0, true);
         let none = vec![0u8; hu.len()];
-        let r = refine(&hu, SHAPE, SPACING, &left, &right, &none).expect("refine");
-        let [_, rows, cols] = SHAPE;
+        let options = Options { follow_bronchograms: true };
+        let r = refine_with(&hu, SHAPE, SPACING, &left, &right, &none, options).expect("refine");
         for (side, (before, after)) in [(&left, &r.left_lung), (&right, &r.right_lung)].into_iter().enumerate() {
             // the layer is the 35 HU and its air tubes outside the model's lungs
             let in_layer = |i: usize| hu[i] == 35.0 || (hu[i] == -900.0 && left[i] == 0 && right[i] == 0);
@@ -1647,15 +1687,8 @@ mod tests {
                 layer[side]
             );
             // beyond the layer: never the chest wall outside the ribs, never within 15 mm of the
-            // midline; this chest's mediastinum is one block of 40 HU with no fat plane, and the
-            // part of it within reach of the layer's bronchograms is taken with it (lobar.rs)
-            for &i in added.iter().filter(|&&i| !in_layer(i)) {
-                let (y, x) = (((i / cols) % rows) as f64 - 80.0, (i % cols) as f64 - 100.0);
-                // (the ring's gaps are intercostal spaces: the wall closes them, but not their
-                // inner half)
-                assert!((x / 87.0).powi(2) + (y / 67.0).powi(2) < 1.0, "side {side}: ({x}, {y}) beyond the ribs");
-                assert!(x.abs() >= 15.0, "side {side}: ({x}, {y}) at the midline");
-            }
+            // midline
+            within_ribs_off_the_midline(added.iter().copied().filter(|&i| !in_layer(i)));
         }
         assert!(r.regions.iter().all(|g| g.kind == DenseKind::Consolidation), "{:?}", r.regions);
         assert!(count(&r.opacity) > 0 && count(&r.effusion_left) == 0);
@@ -1676,6 +1709,58 @@ mod tests {
             }
         }
         (hu, lungs, per_slice)
+    }
+
+    /// A lobe consolidated from the wall to the front in the lowest `below` slices: every lung
+    /// voxel there 35 HU, with air tubes every 10 mm where
+    /// `bronchograms`, the model's masks empty there; a 20 mm layer with tubes above it. Returns
+    /// (hu, model lungs, the consolidated lung's voxels in those slices).
+    fn consolidated_base(bronchograms: bool, below: usize) -> (Vec<f32>, [Vec<u8>; 2], usize) {
+        let (mut hu, mut lungs, _) = chest(20, 35.0, true);
+        let [_, rows, cols] = SHAPE;
+        let mut truth = 0;
+        for i in 0..below * rows * cols {
+            if lungs[0][i] != 0 || lungs[1][i] != 0 || hu[i] == 35.0 || hu[i] == -900.0 {
+                let (r, c) = ((i / cols) % rows, i % cols);
+                hu[i] = if bronchograms && c % 10 < 2 && r % 7 < 2 { -900.0 } else { 35.0 };
+                lungs[0][i] = 0;
+                lungs[1][i] = 0;
+                truth += 1;
+            }
+        }
+        (hu, lungs, truth)
+    }
+
+    #[test]
+    fn a_consolidated_lobe_is_followed_through_its_air_bronchograms_and_only_through_them() {
+        // 30 mm (the lung above must be taller than the apical cap's 20 mm); the carry reaches
+        // that far down, but only under the layer's footprint
+        let below = 6;
+        let plane = SHAPE[1] * SHAPE[2];
+        let none = vec![0u8; SHAPE.iter().product()];
+        let base = |r: &Refined| count(&r.left_lung[..below * plane]) + count(&r.right_lung[..below * plane]);
+        let follow = Options { follow_bronchograms: true };
+        let (hu, [left, right], truth) = consolidated_base(true, below);
+        let walks = base(&refine(&hu, SHAPE, SPACING, &left, &right, &none).expect("refine"));
+        let followed = refine_with(&hu, SHAPE, SPACING, &left, &right, &none, follow).expect("refine");
+        let lobe = |i: usize| i < below * plane && (hu[i] == 35.0 || hu[i] == -900.0);
+        let lung = |i: usize| followed.left_lung[i] != 0 || followed.right_lung[i] != 0;
+        let found = (0..hu.len()).filter(|&i| lobe(i) && lung(i)).count();
+        // the walks and the carry reach the part under the layer above; followed through its
+        // bronchi, nearly all of it (the medial 15 mm by design)
+        assert!(walks as f64 <= 0.6 * truth as f64, "walks alone {walks} of {truth}");
+        assert!(found as f64 >= 0.8 * truth as f64, "followed {found} of {truth} (walks {walks})");
+        within_ribs_off_the_midline((0..below * plane).filter(|&i| lung(i) && !lobe(i)));
+        assert!(followed.regions.iter().all(|g| g.kind == DenseKind::Consolidation), "{:?}", followed.regions);
+        // the same base without air bronchograms: followed only within the reach (20 mm) of the
+        // bronchograms above it; its lowest two slices (25 and 30 mm below them) as without the
+        // step, while with bronchograms they were followed
+        let (hu, [left, right], _) = consolidated_base(false, below);
+        let walks = refine(&hu, SHAPE, SPACING, &left, &right, &none).expect("refine");
+        let airless = refine_with(&hu, SHAPE, SPACING, &left, &right, &none, follow).expect("refine");
+        let lowest = |r: &Refined| count(&r.left_lung[..2 * plane]) + count(&r.right_lung[..2 * plane]);
+        assert_eq!(lowest(&airless), lowest(&walks));
+        assert!(lowest(&followed) as f64 >= 2.0 * lowest(&walks) as f64, "{} {}", lowest(&followed), lowest(&walks));
     }
 
     #[test]

@@ -38,6 +38,6 @@ pub mod gas;
 pub mod lobar;
 pub mod position;
 
-pub use cavity::{refine, DenseKind, DenseRegion, Refined};
+pub use cavity::{refine, refine_with, DenseKind, DenseRegion, Options, Refined};
 pub use denoise::{denoise, Denoised};
 pub use gas::{trim_gas, GasTrimmed};

@@ -11,25 +11,29 @@
 //! 2008;246:697-722, "air bronchogram"). No organ under the diaphragm holds branching air.
 //!
 //! So a region the walks found and called consolidation (it holds air bronchograms) is grown
-//! in 3-D into the dense tissue it continues into, where
-//! - that tissue lies within [`BRONCHOGRAM_REACH_MM`] of an air bronchogram: air (below
-//!   -400 HU) whose in-plane connected part is no larger than [`MAX_BRONCHOGRAM_AREA_MM2`]
-//!   (a bronchus seen across or along its course, not the aerated lung, the stomach or the
-//!   colon);
+//! in 3-D into the tissue it continues into, where
+//! - that tissue lies no farther than [`BRONCHOGRAM_REACH_MM`] along it from an air bronchogram
+//!   the region holds or reaches (a bronchogram reached is a new origin of the reach): air
+//!   (below -400 HU) whose in-plane connected part is no larger than
+//!   [`MAX_BRONCHOGRAM_AREA_MM2`] (a bronchus seen across or along its course, not the aerated
+//!   lung, the stomach's bubble or air outside the body);
 //! - its in-plane 5 x 5 median HU lies within [`crate::cavity::CARRY_HU_TOLERANCE`] of the
-//!   region's own median (the band the carry into the recess uses: an unenhanced liver is a few
-//!   tens of HU denser than consolidation);
+//!   region's own median (the band the carry into the recess uses: an unenhanced liver is
+//!   usually denser than consolidation);
 //! - it is not bone, fat, the other lung, an effusion, or within
-//!   [`crate::cavity::MEDIAL_EXCLUSION_MM`] of the midline.
+//!   [`crate::cavity::MEDIAL_EXCLUSION_MM`] of the midline, and it is not beyond the rib cage:
+//!   bone closed in-plane with a disc of [`WALL_CLOSING_MM`] and thickened by
+//!   [`WALL_THICKENING_MM`] is a wall (the intercostal spaces an axial slice shows between two
+//!   ribs are closed; behind them lie the chest wall's muscles, of the consolidation's density).
 //!
-//! What it cannot do: consolidation without visible air bronchograms (bronchi filled with
-//! secretions, atelectasis) is not grown; tissue of the region's density within the reach of a
-//! bronchogram next to the lobe (the diaphragm, an unenhanced spleen, the heart's wall) is taken
-//! in with it.
+//! What it cannot do (measured in the model README, 0.2.3): consolidation without visible air
+//! bronchograms (bronchi filled with secretions, atelectasis, bronchi averaged above -400 HU on
+//! thick slices) is not grown; tissue of the region's density within the reach of a bronchogram
+//! next to the lobe (the diaphragm, an unenhanced spleen, the heart's wall, the aorta, stomach
+//! content with gas bubbles) is taken in with it; a lobe's part farther than the reach from every
+//! visible bronchus is left to the walks.
 
-use crate::cavity::{
-    median_around, Bits, Refined, BONE_HU, CARRY_HU_TOLERANCE, FAT_HU, MEDIAL_EXCLUSION_MM,
-};
+use crate::cavity::{median_around, Bits, Refined, BONE_HU, CARRY_HU_TOLERANCE, FAT_HU, MEDIAL_EXCLUSION_MM};
 
 /// How far from an air bronchogram consolidated lung is taken (mm): about the spacing of the
 /// subsegmental bronchi that stay visible in a consolidated lobe.
@@ -69,7 +73,7 @@ pub(crate) fn follow_bronchograms(
     mid: &[f64],
     seeds: &[Seed],
 ) {
-    if seeds.is_empty() || std::env::var("FR_NO_LOBAR").is_ok() {
+    if seeds.is_empty() {
         return;
     }
     let [slices, rows, cols] = shape;
@@ -84,7 +88,10 @@ pub(crate) fn follow_bronchograms(
         (0..plane).filter(move |&p| l[k * plane + p] != 0 || r[k * plane + p] != 0)
     });
     let Some((r0, r1, c0, c1)) = crate::cavity::pixel_box(lung_pixels, cols) else { return };
-    let pad = [(BRONCHOGRAM_REACH_MM / spacing_mm[1]).ceil() as usize, (BRONCHOGRAM_REACH_MM / spacing_mm[2]).ceil() as usize];
+    let pad = [
+        (BRONCHOGRAM_REACH_MM / spacing_mm[1]).ceil() as usize,
+        (BRONCHOGRAM_REACH_MM / spacing_mm[2]).ceil() as usize,
+    ];
     let (r0, r1) = (r0.saturating_sub(pad[0]), (r1 + pad[0]).min(rows - 1));
     let (c0, c1) = (c0.saturating_sub(pad[1]), (c1 + pad[1]).min(cols - 1));
     let dims = [k1 + 1, r1 - r0 + 1, c1 - c0 + 1];
@@ -92,7 +99,7 @@ pub(crate) fn follow_bronchograms(
         let (k, r, c) = (i / plane, (i % plane) / cols, i % cols);
         (k <= k1 && (r0..=r1).contains(&r) && (c0..=c1).contains(&c)).then(|| (k * dims[1] + r - r0) * dims[2] + c - c0)
     };
-    // the air bronchograms, and every voxel's distance to them
+    // the air bronchograms
     let pixel_mm2 = spacing_mm[1] * spacing_mm[2];
     let mut bronchogram = vec![false; dims.iter().product()];
     for k in 0..=k1 {
@@ -104,12 +111,13 @@ pub(crate) fn follow_bronchograms(
         });
     }
     // the rib cage as a wall: bone closed in-plane over the intercostal spaces
-    let wall = closed_bone(hu, shape, spacing_mm, dims, (r0, c0), k1);
+    let wall = closed_bone(hu, shape, spacing_mm, dims, (r0, c0));
 
     let window = std::cell::RefCell::new(Vec::with_capacity(25));
     let voxel_ml = spacing_mm.iter().product::<f64>() / 1000.0;
     for seed in seeds {
-        let (this, that) = if seed.side == 0 { (&out.left_lung, &out.right_lung) } else { (&out.right_lung, &out.left_lung) };
+        let (this, that) =
+            if seed.side == 0 { (&out.left_lung, &out.right_lung) } else { (&out.right_lung, &out.left_lung) };
         let mut own = Bits::new(hu.len());
         for &i in &seed.voxels {
             own.set(i as usize);
@@ -224,7 +232,7 @@ fn reach(
     grown
 }
 
-/// Bone (>= [`BONE_HU`]) of slices `0..=k1` in the box at `(r0, c0)` of `dims`, closed in-plane
+/// Bone (>= [`BONE_HU`]) of the slices of the box `dims` at `(r0, c0)` of `dims`, closed in-plane
 /// with a disc of [`WALL_CLOSING_MM`]: the ribs with the intercostal spaces between them, a wall
 /// the region does not cross into the chest wall's muscles.
 fn closed_bone(
@@ -233,23 +241,22 @@ fn closed_bone(
     spacing_mm: [f64; 3],
     dims: [usize; 3],
     (r0, c0): (usize, usize),
-    k1: usize,
 ) -> Vec<bool> {
     let [_, h, w] = dims;
     let plane = rows * cols;
     let r2 = WALL_CLOSING_MM * WALL_CLOSING_MM;
     let pixel = [spacing_mm[1], spacing_mm[2]];
     let mut wall = vec![false; dims.iter().product()];
-    for k in 0..=k1 {
-        let bone: Vec<bool> =
-            (0..h * w).map(|q| hu[k * plane + (q / w + r0) * cols + q % w + c0] >= BONE_HU).collect();
+    // slice by slice, shared among the cores
+    crate::cavity::per_slice_mut(&mut wall, h * w, |k, slice| {
+        let bone: Vec<bool> = (0..h * w).map(|q| hu[k * plane + (q / w + r0) * cols + q % w + c0] >= BONE_HU).collect();
         let to_bone = crate::distance::squared(&bone, &[h, w], &pixel);
         let outside: Vec<bool> = to_bone.iter().map(|&d| d > r2).collect();
         let closed = crate::distance::squared(&outside, &[h, w], &pixel);
         for (q, (d, b)) in closed.into_iter().zip(to_bone).enumerate() {
-            wall[k * h * w + q] = d > r2 || b <= WALL_THICKENING_MM * WALL_THICKENING_MM;
+            slice[q] = d > r2 || b <= WALL_THICKENING_MM * WALL_THICKENING_MM;
         }
-    }
+    });
     wall
 }
 
@@ -279,7 +286,9 @@ fn small_air_parts(
             part.push(q);
             let (y, x) = (q / w, q % w);
             at_edge |= y == 0 || x == 0 || y + 1 == h || x + 1 == w;
-            for (ok, n) in [(x > 0, q.wrapping_sub(1)), (x + 1 < w, q + 1), (y > 0, q.wrapping_sub(w)), (y + 1 < h, q + w)] {
+            for (ok, n) in
+                [(x > 0, q.wrapping_sub(1)), (x + 1 < w, q + 1), (y > 0, q.wrapping_sub(w)), (y + 1 < h, q + w)]
+            {
                 if ok && !seen[n] && slice[pixel(n)] < AIR_HU {
                     seen[n] = true;
                     stack.push(n);
