@@ -436,8 +436,10 @@ fn severe_pneumonia_written_into_the_real_sample() {
 /// no walk in a slice without aerated lung (0.2.2 read 22.8 / 19.2 / 14.0 % for truths of 33.9 /
 /// 39.1 / 42.4 %); since 0.2.3 each consolidation is followed through its air bronchograms
 /// (`firstread_lungs::lobar`). Asserted: the involvement within 15 % of the truth and its class;
-/// the left lower lobe's written volume within 15 %; the right one, wrapped round the liver's
-/// dome, at least 65 % (70-77 % today: model README, "Lobar consolidation").
+/// at least 85 % of the written voxels read as opacity on each side, at most 15 % of it read
+/// beside them; the left lung's opacity grows by the written volume within 15 %; the right
+/// one's by at least 65 % (70-77 % today: the sample's tumour in it, 121 mL of opacity, is
+/// dropped once the lung around it is consolidated; model README, "Lobar consolidation").
 #[test]
 fn lobar_consolidation_written_into_the_real_sample_is_followed_through_its_air_bronchograms() {
     let (model, manifest, v, before) = sample_as_read();
@@ -461,16 +463,38 @@ fn lobar_consolidation_written_into_the_real_sample_is_followed_through_its_air_
         // lung as read before (writing replaces lung voxels: the lung volume does not change)
         let truth_pct = 100.0 * (b.opacity_ml + written) / b.lung_ml;
         let (ba, aa) = (lungs_of(&before), lungs_of(&after));
+        let (opacity_after, opacity_before) = (&after.segmentation.channels[2], &before.segmentation.channels[2]);
+        let cols = v.shape[2];
         for side in both {
             let i = side.index();
             let grown = aa[i].opacity_ml - ba[i].opacity_ml;
             let w = ins.ml(ins.opacity(side));
+            // by voxel: the written ones read as opacity; new opacity where nothing was written;
+            // the opacity read before that is no longer read (the side by the body's midline)
+            let on_side = |x: usize| (x % cols >= ins.midline_col) == (side == Side::Left);
+            let (mut found, mut outside, mut lost) = (0usize, 0usize, 0usize);
+            for x in (0..ins.changed_mask.len()).filter(|&x| on_side(x)) {
+                match (ins.changed_mask[x] != 0, opacity_before[x] != 0, opacity_after[x] != 0) {
+                    (true, _, true) => found += 1,
+                    (false, false, true) => outside += 1,
+                    (false, true, false) => lost += 1,
+                    _ => {}
+                }
+            }
+            let (found, outside, lost) = (ins.ml(found), ins.ml(outside), ins.ml(lost));
             eprintln!(
-                "| {name} | {side:?} | written {w:.1} mL | opacity grew {grown:.1} mL ({:.0} %) | lung {:.0} -> {:.0} mL |",
+                "| {name} | {side:?} | written {w:.1} mL | opacity grew {grown:.1} mL ({:.0} %) | written read {:.0} % | new outside it {outside:.1} mL | earlier opacity lost {lost:.1} mL | lung {:.0} -> {:.0} mL |",
                 100.0 * grown / w,
+                100.0 * found / w,
                 ba[i].lung_ml,
                 aa[i].lung_ml
             );
+            // the written consolidation and ground glass read (89-92 % today), little beside it
+            assert!(found >= 0.85 * w, "{name} {side:?}: {found:.1} of {w:.1} mL written read");
+            assert!(outside <= 0.15 * w, "{name} {side:?}: {outside:.1} mL read beside {w:.1} mL written");
+            // the right lower lung holds the sample's tumour (121 mL of opacity before), which
+            // the model drops once the lung around it is consolidated (model README): its growth
+            // falls short by about that much
             let floor = if side == Side::Left { 0.85 } else { 0.65 };
             assert!(
                 grown >= floor * w && grown <= 1.15 * w,
