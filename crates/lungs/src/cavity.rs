@@ -58,6 +58,10 @@
 //!    - indeterminate otherwise (e.g. denser fluid, atelectasis without air bronchograms, an
 //!      effusion with consolidation against it): counted as lung and opacity, and reported as
 //!      "dense dependent region: effusion or consolidation".
+//!    With [`Options::follow_bronchograms`] (model 0.2.3), each region called consolidation is
+//!    then followed through its air bronchograms into the tissue the walks do not reach: a lobe
+//!    consolidated deeper than [`MAX_DEPTH_MM`] or without aerated lung in its lowest slices
+//!    ([`crate::lobar`]).
 //! 5. Carried through the slices ([`CARRY_HU_TOLERANCE`]): each region (an indeterminate one
 //!    of at least [`MIN_CARRIED_ML`]) continues, as what it was called, from one slice into the
 //!    next within the footprint of the slice before and its HU band, never into lung, bone, fat
@@ -74,7 +78,7 @@
 //!
 //! What it cannot do (measured in the model README): a lung with no aerated part in a slice
 //! starts no walk there (a completely white lung; the base of a consolidated lobe more than
-//! [`CARRY_MM`] below the last slice that found it); anterior, lateral and paramediastinal
+//! [`CARRY_MM`] below the last slice that found it, unless its air bronchograms are followed); anterior, lateral and paramediastinal
 //! dense disease is left to the model; the dependent side is posterior (supine patients: a prone
 //! or decubitus scan's result says so, [`crate::position::caution`]).
 

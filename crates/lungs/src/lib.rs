@@ -15,7 +15,9 @@
 //!   (counted as opacity, and said). A mass the refined lung encloses again is followed into
 //!   the slices where it reaches the hilum or the wall ([`follow`]). Its last part ([`bays`])
 //!   takes dense lesions that leave a bay in the lung's outline (a mass against the mediastinum
-//!   or the wall) into the lung, and the caps of dense lesions into the opacity.
+//!   or the wall) into the lung, and the caps of dense lesions into the opacity. With
+//!   [`refine_with`] and [`Options::follow_bronchograms`] (model 0.2.3), each consolidation is
+//!   followed through its air bronchograms deeper than the walks reach ([`lobar`]).
 //!
 //! - [`trim_gas()`] ([`gas`], after the model): in-plane parts of a lung mask that are gas wrapped
 //!   in tissue (the stomach's bubble under the left dome, bowel) are taken out of it.
