@@ -232,9 +232,10 @@ fn reach(
     grown
 }
 
-/// Bone (>= [`BONE_HU`]) of the slices of the box `dims` at `(r0, c0)` of `dims`, closed in-plane
-/// with a disc of [`WALL_CLOSING_MM`]: the ribs with the intercostal spaces between them, a wall
-/// the region does not cross into the chest wall's muscles.
+/// Per voxel of the box `dims` (`[slices, rows, cols]`, its first row and column `(r0, c0)` of
+/// the volume `[_, rows, cols]`): bone (>= [`BONE_HU`]) closed in-plane with a disc of
+/// [`WALL_CLOSING_MM`] and thickened by [`WALL_THICKENING_MM`]: the ribs with the intercostal
+/// spaces between them, a wall the region does not cross into the chest wall's muscles.
 fn closed_bone(
     hu: &[f32],
     [_, rows, cols]: [usize; 3],
@@ -286,10 +287,8 @@ fn small_air_parts(
             part.push(q);
             let (y, x) = (q / w, q % w);
             at_edge |= y == 0 || x == 0 || y + 1 == h || x + 1 == w;
-            for (ok, n) in
-                [(x > 0, q.wrapping_sub(1)), (x + 1 < w, q + 1), (y > 0, q.wrapping_sub(w)), (y + 1 < h, q + w)]
-            {
-                if ok && !seen[n] && slice[pixel(n)] < AIR_HU {
+            for n in crate::cavity::neighbours4(q, h, w) {
+                if !seen[n] && slice[pixel(n)] < AIR_HU {
                     seen[n] = true;
                     stack.push(n);
                 }
