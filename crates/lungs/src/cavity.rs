@@ -58,6 +58,7 @@
 //!    - indeterminate otherwise (e.g. denser fluid, atelectasis without air bronchograms, an
 //!      effusion with consolidation against it): counted as lung and opacity, and reported as
 //!      "dense dependent region: effusion or consolidation".
+//!
 //!    With [`Options::follow_bronchograms`] (model 0.2.3), each region called consolidation is
 //!    then followed through its air bronchograms into the tissue the walks do not reach: a lobe
 //!    consolidated deeper than [`MAX_DEPTH_MM`] or without aerated lung in its lowest slices
