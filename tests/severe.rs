@@ -103,8 +103,8 @@ fn dump_inserted(
 fn regions(r: &Read) {
     for g in &r.dense_regions {
         eprintln!(
-            "|   | {:?} {:?} {:.1} mL (added {:.1}), slices {:?}, mean {:.0} HU, air {:.2} % |",
-            g.side, g.kind, g.volume_ml, g.added_ml, g.slices, g.mean_hu, g.air_pct
+            "|   | {:?} {:?} {:.1} mL (added {:.1}, of it followed through air bronchograms {:.1}), slices {:?}, mean {:.0} HU, air {:.2} % |",
+            g.side, g.kind, g.volume_ml, g.added_ml, g.followed_ml, g.slices, g.mean_hu, g.air_pct
         );
     }
 }

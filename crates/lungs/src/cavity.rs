@@ -208,6 +208,9 @@ pub struct DenseRegion {
     pub volume_ml: f64,
     /// Of which added by this step (mL).
     pub added_ml: f64,
+    /// Of which followed through its air bronchograms beyond the walks (mL; model 0.2.3,
+    /// [`crate::lobar`]).
+    pub followed_ml: f64,
     /// Mean HU of its dense (> -300 HU) voxels.
     pub mean_hu: f64,
     /// Share of air in it and the holes it encloses (%).
@@ -457,6 +460,7 @@ pub fn refine_with(
                 kind,
                 volume_ml: region.len() as f64 * voxel_ml,
                 added_ml: added as f64 * voxel_ml,
+                followed_ml: 0.0,
                 mean_hu: stats.mean_dense_hu,
                 air_pct: 100.0 * stats.air_fraction,
                 slices: (first, last),
@@ -1757,6 +1761,10 @@ mod tests {
         assert!(found as f64 >= 0.8 * truth as f64, "followed {found} of {truth} (walks {walks})");
         within_ribs_off_the_midline((0..below * plane).filter(|&i| lung(i) && !lobe(i)));
         assert!(followed.regions.iter().all(|g| g.kind == DenseKind::Consolidation), "{:?}", followed.regions);
+        // the regions say how much was followed (the walks alone follow nothing)
+        let followed_ml: f64 = followed.regions.iter().map(|g| g.followed_ml).sum();
+        let voxel_ml = SPACING.iter().product::<f64>() / 1000.0;
+        assert!(followed_ml >= (found - walks) as f64 * voxel_ml * 0.9, "{followed_ml} mL followed");
         // the same base without air bronchograms: followed only within the reach (20 mm) of the
         // bronchograms above it; its lowest two slices (25 and 30 mm below them) as without the
         // step, while with bronchograms they were followed

@@ -161,6 +161,7 @@ pub(crate) fn follow_bronchograms(
         if let Some(region) = out.regions.get_mut(seed.region) {
             region.volume_ml += grown.len() as f64 * voxel_ml;
             region.added_ml += grown.len() as f64 * voxel_ml;
+            region.followed_ml += grown.len() as f64 * voxel_ml;
             let ks = grown.iter().map(|&i| i as usize / plane);
             region.slices = (
                 ks.clone().min().map_or(region.slices.0, |k| k.min(region.slices.0)),
