@@ -437,9 +437,10 @@ fn severe_pneumonia_written_into_the_real_sample() {
 /// 39.1 / 42.4 %); since 0.2.3 each consolidation is followed through its air bronchograms
 /// (`firstread_lungs::lobar`). Asserted: the involvement within 15 % of the truth and its class;
 /// at least 85 % of the written voxels read as opacity on each side, at most 15 % of it read
-/// beside them; the left lung's opacity grows by the written volume within 15 %; the right
-/// one's by at least 65 % (70-77 % today: the sample's tumour in it, 121 mL of opacity, is
-/// dropped once the lung around it is consolidated; model README, "Lobar consolidation").
+/// beside them; each lung's opacity grows by the written volume within 15 %; at most 35 % of the
+/// opacity read before on a side is lost (the sample's tumour in the right lung, 121 mL of
+/// opacity, which the model drops once the lung around it is consolidated and the
+/// pleural-cavity step takes back; model README, "Lobar consolidation").
 #[test]
 fn lobar_consolidation_written_into_the_real_sample_is_followed_through_its_air_bronchograms() {
     let (model, manifest, v, before) = sample_as_read();
@@ -492,13 +493,18 @@ fn lobar_consolidation_written_into_the_real_sample_is_followed_through_its_air_
             // the written consolidation and ground glass read (89-92 % today), little beside it
             assert!(found >= 0.85 * w, "{name} {side:?}: {found:.1} of {w:.1} mL written read");
             assert!(outside <= 0.15 * w, "{name} {side:?}: {outside:.1} mL read beside {w:.1} mL written");
-            // the right lower lung holds the sample's tumour (121 mL of opacity before), which
-            // the model drops once the lung around it is consolidated (model README): its growth
-            // falls short by about that much
-            let floor = if side == Side::Left { 0.85 } else { 0.65 };
             assert!(
-                grown >= floor * w && grown <= 1.15 * w,
+                grown >= 0.85 * w && grown <= 1.15 * w,
                 "{name} {side:?}: opacity grew {grown:.1} mL for {w:.1} mL"
+            );
+            // the right lung holds the sample's tumour (121 mL of opacity before), which the
+            // model drops once the lung around it is consolidated; the pleural-cavity step
+            // encloses it again and follows it up (33-35 mL of the model's blocky rim around it
+            // stay lost; without the following of the ring, 100-106 mL)
+            assert!(
+                lost <= 0.35 * ba[i].opacity_ml,
+                "{name} {side:?}: {lost:.1} of {:.1} mL of earlier opacity lost",
+                ba[i].opacity_ml
             );
         }
         let f = covid(&after);

@@ -473,7 +473,7 @@ pub fn refine_with(
     }
     grow_ground_glass(&mut out, hu, shape, spacing_mm, &fills);
     let enclosed = enclose(&mut out, hu, shape, &lungs);
-    crate::follow::follow_enclosed(&mut out, hu, shape, spacing_mm, &enclosed);
+    crate::follow::follow_enclosed(&mut out, hu, shape, spacing_mm, &enclosed, options.follow_bronchograms);
     crate::bays::close_bays(&mut out, hu, shape, spacing_mm);
     out.regions.sort_by(|a, b| b.volume_ml.total_cmp(&a.volume_ml));
     let volumes = [&out.left_lung, &out.right_lung].map(|m| count_set(m) as f64 * voxel_ml);
@@ -632,7 +632,7 @@ fn enclose(out: &mut Refined, hu: &[f32], shape: [usize; 3], model: &[&[u8]; 2])
 /// What of a `w` x `h` box whose border row and column hold nothing `inside` is reachable from
 /// that border without crossing `inside` (4-connected): the complement of `inside` and the holes
 /// it encloses.
-fn outside_of(inside: impl Fn(usize) -> bool, w: usize, h: usize) -> Vec<bool> {
+pub(crate) fn outside_of(inside: impl Fn(usize) -> bool, w: usize, h: usize) -> Vec<bool> {
     let mut outside = vec![false; w * h];
     // the border is never inside: starting from its top row and left column reaches all of it
     let mut stack: Vec<usize> = (0..w).chain((0..h).map(|y| y * w)).collect();

@@ -14,7 +14,7 @@
 //! so far (the lesion's tip, or a creep along the wall or the mediastinum), and starts again at
 //! the next enclosed part of it; the way down starts from what the way up found.
 
-use crate::cavity::{box_filter, open, pixel_box, Refined};
+use crate::cavity::{box_filter, open, outside_of, pixel_box, Refined};
 
 /// How far from the lung (in-plane) and from the enclosed part's footprint a followed lesion
 /// reaches (mm): the model's `LESION_REACH_MM`.
@@ -32,14 +32,19 @@ const OPACITY_LOW_HU: f32 = -700.0;
 
 /// Follows, per side, the mass-like dense part of `enclosed` (voxel indices the refined lung
 /// encloses in-plane and this step added, `[slices, rows, cols]` = `shape`) through the slices,
-/// and adds what it reaches to that lung and its opacity (above -700 HU). Returns the number of
-/// voxels added per side.
+/// and adds what it reaches to that lung and its opacity (above -700 HU). With `cores` (the
+/// pipeline's `follow = "air-bronchograms"`, 0.2.3), what the enclosed voxels of a slice enclose
+/// in turn is part of the seed: a lesion of the consolidation's density whose core the following
+/// of the consolidation took as lung before the lesion was enclosed leaves only a ring around
+/// that core enclosed, too thin for the mass-like opening (the sample's tumour, lost in every
+/// slice above the consolidated lobe without it). Returns the number of voxels added per side.
 pub(crate) fn follow_enclosed(
     out: &mut Refined,
     hu: &[f32],
     shape: [usize; 3],
     spacing_mm: [f64; 3],
     enclosed: &[Vec<u32>; 2],
+    cores: bool,
 ) -> [usize; 2] {
     let [slices, rows, cols] = shape;
     let plane = rows * cols;
@@ -49,13 +54,12 @@ pub(crate) fn follow_enclosed(
     let dense = |v: f32| v > DENSE_HU[0] && v < DENSE_HU[1];
     let mut added = [0; 2];
     for side in 0..2 {
-        // the seeds: the mass-like dense part of the enclosed voxels, per slice
+        // the seeds: the mass-like dense part of the enclosed voxels and of what they enclose,
+        // per slice
         let mut per_slice: Vec<Vec<usize>> = vec![Vec::new(); slices];
         for &i in &enclosed[side] {
             let i = i as usize;
-            if dense(hu[i]) {
-                per_slice[i / plane].push(i % plane);
-            }
+            per_slice[i / plane].push(i % plane);
         }
         let Some(all) = pixel_box(per_slice.iter().flatten().copied(), cols) else { continue };
         // everything happens inside the seeds' box grown by twice the reach (the footprint's
@@ -72,10 +76,14 @@ pub(crate) fn follow_enclosed(
             if pixels.is_empty() {
                 continue;
             }
-            let mut m = vec![false; w * h];
+            let mut ring = vec![false; w * h];
             for &p in pixels {
-                m[to_box(p)] = true;
+                ring[to_box(p)] = true;
             }
+            // a lesion whose core the following of a consolidation already took as lung is
+            // enclosed as a ring around it: the core is part of the lesion
+            let within = if cores { outside_of(|q| ring[q], w, h).into_iter().map(|o| !o).collect() } else { ring };
+            let m: Vec<bool> = (0..w * h).map(|q| within[q] && dense(hu[k * plane + to_plane(q)])).collect();
             let m = open(&m, w, h, mass);
             if m.contains(&true) {
                 for (f, &v) in footprint.iter_mut().zip(&m) {
@@ -213,7 +221,7 @@ mod tests {
     #[test]
     fn a_mass_the_lung_encloses_is_followed_where_it_touches_the_mediastinum() {
         let (hu, mut out, enclosed) = mass_into_the_mediastinum();
-        let added = follow_enclosed(&mut out, &hu, SHAPE, SPACING, &[Vec::new(), enclosed]);
+        let added = follow_enclosed(&mut out, &hu, SHAPE, SPACING, &[Vec::new(), enclosed], false);
         let plane = SHAPE[1] * SHAPE[2];
         let (mut mass, mut mass_in, mut mediastinum_in) = (0, 0, 0);
         for k in 5..8 {
@@ -238,6 +246,26 @@ mod tests {
     }
 
     #[test]
+    fn a_mass_whose_core_is_already_lung_is_followed_from_the_ring_around_it() {
+        // the enclosed part in slices 2-4 is only a 2-pixel ring: the core (6 mm across) was
+        // taken as lung by another step
+        let (hu, mut out, enclosed) = mass_into_the_mediastinum();
+        let plane = SHAPE[1] * SHAPE[2];
+        let d = |i: usize| (((i % plane / 64) as f64 - 32.0).powi(2) + ((i % 64) as f64 - 32.0).powi(2)).sqrt();
+        let ring: Vec<u32> = enclosed.iter().copied().filter(|&i| d(i as usize) > 6.0).collect();
+        assert!(ring.len() < enclosed.len() && !ring.is_empty());
+        let mass_in_upper_slices = |out: &Refined| {
+            (5 * plane..8 * plane).filter(|&i| d(i) <= 8.0 && out.right_lung[i] != 0 && out.opacity[i] != 0).count()
+        };
+        let mut without = out.clone();
+        follow_enclosed(&mut without, &hu, SHAPE, SPACING, &[Vec::new(), ring.clone()], false);
+        assert_eq!(mass_in_upper_slices(&without), 0, "the ring alone is too thin to be a mass");
+        follow_enclosed(&mut out, &hu, SHAPE, SPACING, &[Vec::new(), ring], true);
+        let mass = (5 * plane..8 * plane).filter(|&i| d(i) <= 8.0).count();
+        assert_eq!(mass_in_upper_slices(&out), mass, "with its core, the mass is followed into slices 5-7");
+    }
+
+    #[test]
     fn dense_tissue_already_in_the_lung_is_no_path() {
         // the same mass, but the lung already holds a dense layer (a consolidation the
         // pleural-cavity step added) under it in slices 0-1: the mass is not followed through it
@@ -249,7 +277,7 @@ mod tests {
             }
         }
         let before = out.right_lung.clone();
-        follow_enclosed(&mut out, &hu, SHAPE, SPACING, &[Vec::new(), enclosed]);
+        follow_enclosed(&mut out, &hu, SHAPE, SPACING, &[Vec::new(), enclosed], false);
         assert_eq!(out.right_lung[..2 * plane], before[..2 * plane]);
         assert!(out.opacity[..2 * plane].iter().all(|&v| v == 0), "nothing below the mass became opacity");
     }
@@ -258,7 +286,7 @@ mod tests {
     fn nothing_enclosed_changes_nothing() {
         let (hu, mut out, _) = mass_into_the_mediastinum();
         let before = out.clone();
-        assert_eq!(follow_enclosed(&mut out, &hu, SHAPE, SPACING, &[Vec::new(), Vec::new()]), [0, 0]);
+        assert_eq!(follow_enclosed(&mut out, &hu, SHAPE, SPACING, &[Vec::new(), Vec::new()], false), [0, 0]);
         assert_eq!((out.left_lung, out.right_lung, out.opacity), (before.left_lung, before.right_lung, before.opacity));
     }
 }
