@@ -42,12 +42,14 @@ import argparse
 import datetime as dt
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -136,8 +138,10 @@ def run_once(cfg: str, p: int, files: list[Path], total_bytes: int, work: Path, 
         if cfg.startswith("fr_"):
             db = f"bench_ingest_{uuid.uuid4().hex[:12]}"
             psql(f"CREATE DATABASE {db}")
+            http_port = free_port()
             env = firstread_env(port, root, db,
-                                STORAGE__FSYNC="true" if cfg == "fr_fsync" else "false")
+                                STORAGE__FSYNC="false" if cfg == "fr_nofsync" else "true",
+                                HTTP__LISTEN=f"127.0.0.1:{http_port}", HTTP__AUTH="none")
             proc = subprocess.Popen([str(FIRSTREAD_BIN), "serve"], env=env, cwd=REPO, stdout=err,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         else:
@@ -169,6 +173,7 @@ def run_once(cfg: str, p: int, files: list[Path], total_bytes: int, work: Path, 
         hwm = vm_hwm_kib(proc.pid) if proc.poll() is None else 0
         alive = proc.poll() is None
         sender_msgs = [tail(o, 20) for o in outs]
+        steps = ingest_steps(http_port) if cfg.startswith("fr_") and alive else {}
         if cfg.startswith("fr_"):
             on_disk = count_files(root / "studies", ".dcm")
             in_db = int(psql("SELECT count(*) FROM instances", db))
@@ -198,13 +203,33 @@ def run_once(cfg: str, p: int, files: list[Path], total_bytes: int, work: Path, 
         die(f"{tag}: {msg}{detail}")
     res = {
         "cfg": cfg, "p": p, "wall": wall, "ips": n / wall, "mbs": total_bytes / wall / 1e6,
-        "rss_mib": hwm / 1024, "log": recv_log,
+        "rss_mib": hwm / 1024, "log": recv_log, "steps": steps,
         "sender_warnings": [m for m in sender_msgs if m.strip()],
     }
     log(f"{tag}: {wall:7.2f} s  {res['ips']:7.1f} inst/s  {res['mbs']:6.1f} MB/s  "
         f"RSS {res['rss_mib']:.1f} MiB" + (f"  [receiver logged {len(recv_log.splitlines())} lines]"
                                              if recv_log else ""))
     return res
+
+
+STEPS = ("begin", "receive", "finish", "place", "index")
+
+
+def ingest_steps(http_port: int) -> dict:
+    """Mean milliseconds per instance of each ingest step, from the receiver's
+    firstread_ingest_seconds histogram (GET /metrics); {} when it cannot be read."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except OSError as e:
+        log(f"metrics not read: {e}")
+        return {}
+    sums, counts = {}, {}
+    for line in text.splitlines():
+        m = re.match(r'firstread_ingest_seconds_(sum|count)\{step="(\w+)"\} ([0-9.e+-]+)$', line)
+        if m:
+            (sums if m.group(1) == "sum" else counts)[m.group(2)] = float(m.group(3))
+    return {k: 1e3 * sums[k] / counts[k] for k in STEPS if counts.get(k)}
 
 
 # ------------------------------------------------------------------ report
@@ -280,6 +305,24 @@ def write_report(out: Path, args, senders: list[int], results: list[dict], m: di
     for cfg, label in CONFIGS:
         L.append(f"| {label} | " + " | ".join(
             ", ".join(f"{v:.0f}" for v in med[cfg, p]["runs"]) for p in senders) + " |")
+    L.append("")
+    L.append("Where a firstread instance's time goes (`firstread_ingest_seconds`, read from the receiver's "
+             "/metrics after each run: mean ms per instance, median over the runs; begin = the temporary file created on the "
+             "C-STORE-RQ, receive = from there to the last data PDU, finish = the file's fsync and its attributes read back, place = link into "
+             "the study folder and the folder's fsync, index = the index row committed to PostgreSQL; "
+             "1/rate = wall time per instance, with P associations sharing it):")
+    L.append("")
+    L.append("| receiver | P | " + " | ".join(f"{k} ms" for k in STEPS) + " | 1/rate ms |")
+    L.append("|---|---:|" + "---:|" * (len(STEPS) + 1))
+    for cfg, label in CONFIGS:
+        if not cfg.startswith("fr_"):
+            continue
+        for p in senders:
+            rs = [r for r in results if r["cfg"] == cfg and r["p"] == p and r.get("steps")]
+            if not rs:
+                continue
+            cells = [f"{statistics.median(r['steps'].get(k, float('nan')) for r in rs):.2f}" for k in STEPS]
+            L.append(f"| {label} | {p} | " + " | ".join(cells) + f" | {1e3 / med[cfg, p]['ips']:.2f} |")
     fr_logs = [r for r in results if r["cfg"].startswith("fr_") and r["log"]]
     if fr_logs:
         L.append("")

@@ -179,6 +179,11 @@ async fn results_are_served_and_metrics_count_what_was_sent() {
     assert_eq!(value("firstread_stage_seconds_count{stage=model}"), 1.0);
     assert_eq!(value("firstread_stage_seconds_count{stage=reporting}"), 1.0);
     assert!(value("firstread_stage_seconds_sum{stage=model}") > 0.0);
+    // every instance stored passed each step of ingest once, and each took time
+    for step in ["begin", "receive", "finish", "place", "index"] {
+        assert_eq!(value(&format!("firstread_ingest_seconds_count{{step={step}}}")), 31.0, "{step}");
+        assert!(value(&format!("firstread_ingest_seconds_sum{{step={step}}}")) > 0.0, "{step}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use firstread_dicomweb::stow::{SOP_CLASS_NOT_SUPPORTED, STUDY_MISMATCH, TRANSFER_SYNTAX_NOT_SUPPORTED};
 use firstread_dicomweb::{StowBegun, StowOutcome, StowPart, StowRequest, StowSink};
@@ -83,6 +84,7 @@ impl Ingest {
     /// Starts one STOW-RS instance like a C-STORE: the same checks, durable file, index row
     /// and study assembly; the C-STORE status becomes the STOW-RS Failure/Warning Reason.
     async fn begin_stow(&self, r: StowRequest<'_>) -> Result<IngestPending, StowOutcome> {
+        let begun = Instant::now();
         let failed = |reason: u16, comment: String| StowOutcome::Failed { reason, comment };
         if !ACCEPTED_TRANSFER_SYNTAXES.iter().any(|(uid, _)| *uid == r.transfer_syntax_uid) {
             let comment = format!("transfer syntax {} not supported", r.transfer_syntax_uid);
@@ -99,6 +101,7 @@ impl Ingest {
             source_ae_title: "",
         };
         let file = self.inner.storage.begin(&announced).await.map_err(|e| stow_outcome(failure(&e)))?;
+        let begun = ingest_step("begin", begun);
         let provenance = Provenance {
             site: r.site.to_owned(),
             calling_ae_title: STOW_SOURCE.into(),
@@ -106,7 +109,13 @@ impl Ingest {
             peer: r.client,
             association_id: None,
         };
-        Ok(IngestPending { file, provenance, inner: self.inner.clone(), expected_study: r.study.map(str::to_owned) })
+        Ok(IngestPending {
+            file,
+            provenance,
+            inner: self.inner.clone(),
+            expected_study: r.study.map(str::to_owned),
+            begun,
+        })
     }
 }
 
@@ -156,6 +165,19 @@ pub struct IngestPending {
     inner: Arc<Inner>,
     /// STOW-RS to `/studies/{study}`: the Study Instance UID the instance must carry.
     expected_study: Option<String>,
+    /// When its first bytes were asked for (the C-STORE-RQ, or the STOW-RS part).
+    begun: Instant,
+}
+
+/// Records how long one step of storing an instance took (`firstread_ingest_seconds`, by
+/// step: `begin` the temporary file's creation on the C-STORE-RQ, `receive` from there to the
+/// last data, `finish` the file's fsync and the
+/// attributes read back, `place` the link into the study's folder and the folder's fsync,
+/// `index` the index row committed to PostgreSQL).
+fn ingest_step(step: &'static str, since: Instant) -> Instant {
+    let now = Instant::now();
+    metrics::histogram!("firstread_ingest_seconds", "step" => step).record((now - since).as_secs_f64());
+    now
 }
 
 impl InstanceStore for Ingest {
@@ -166,6 +188,7 @@ impl InstanceStore for Ingest {
     }
 
     async fn begin(&self, request: &StoreRequest) -> Result<IngestPending, Outcome> {
+        let begun = Instant::now();
         let announced = Announced {
             sop_class_uid: &request.sop_class_uid,
             sop_instance_uid: &request.sop_instance_uid,
@@ -173,11 +196,13 @@ impl InstanceStore for Ingest {
             source_ae_title: &request.association.calling_ae_title,
         };
         let file = self.inner.storage.begin(&announced).await.map_err(|e| failure(&e))?;
+        let begun = ingest_step("begin", begun);
         Ok(IngestPending {
             file,
             provenance: provenance(&request.association, &self.inner.sites),
             inner: self.inner.clone(),
             expected_study: None,
+            begun,
         })
     }
 
@@ -256,10 +281,12 @@ impl PendingInstance for IngestPending {
 impl IngestPending {
     /// Finishes the file, places it and indexes it; the outcome to acknowledge.
     async fn store(self) -> Outcome {
+        let t = ingest_step("receive", self.begun);
         let received = match self.file.finish().await {
             Ok(r) => r,
             Err(e) => return failure(&e),
         };
+        let t = ingest_step("finish", t);
         if let Some(study) = &self.expected_study {
             if *study != received.attributes.study_instance_uid {
                 return Outcome::with_comment(STUDY_MISMATCH, "Study Instance UID differs from the request's study");
@@ -272,13 +299,17 @@ impl IngestPending {
             Ok(p) => p,
             Err(e) => return failure(&e),
         };
+        let t = ingest_step("place", t);
         let arrival = Arrival {
             stable_after: self.inner.policy.stable_after_for(&self.provenance.calling_ae_title),
             reanalyse_late: self.inner.policy.reanalyse_late,
             analysable: is_analysable_class(&attributes.sop_class_uid),
             derived: false,
         };
-        match self.inner.index.record(&attributes, &self.provenance, &placed.relative_path, size, &arrival).await {
+        let recorded =
+            self.inner.index.record(&attributes, &self.provenance, &placed.relative_path, size, &arrival).await;
+        ingest_step("index", t);
+        match recorded {
             Ok(Recorded::Inserted) => {
                 debug!(sop_instance_uid = %attributes.sop_instance_uid, "stored");
                 Outcome::success()

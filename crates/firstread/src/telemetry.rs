@@ -17,6 +17,8 @@ pub fn init(config: &LogConfig) {
 
 /// Upper bounds (seconds) of the stage-duration histogram buckets.
 const STAGE_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+/// Upper bounds (seconds) of the per-instance ingest step buckets (0.1 ms to 1 s).
+const INGEST_BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 
 /// The process's Prometheus recorder, installed on first use (several in-process nodes share
 /// it); `None` when another recorder was installed first.
@@ -29,6 +31,11 @@ pub fn metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
                 .set_buckets_for_metric(
                     metrics_exporter_prometheus::Matcher::Full("firstread_stage_seconds".into()),
                     STAGE_BUCKETS,
+                )
+                .ok()?
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("firstread_ingest_seconds".into()),
+                    INGEST_BUCKETS,
                 )
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
@@ -48,5 +55,10 @@ fn describe() {
     describe_gauge!("firstread_studies", "Studies by assembly/analysis state");
     describe_gauge!("firstread_jobs", "Jobs by kind and state");
     describe_histogram!("firstread_stage_seconds", Unit::Seconds, "Duration of each stage of a first read");
+    describe_histogram!(
+        "firstread_ingest_seconds",
+        Unit::Seconds,
+        "Duration of each step of storing one instance before its acknowledgement (begin, receive, finish, place, index)"
+    );
     describe_counter!("firstread_export_failures_total", "Failed attempts to send results to a destination");
 }
