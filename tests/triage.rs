@@ -252,6 +252,71 @@ async fn a_possible_higher_class_ranks_with_that_class() {
     }
 }
 
+/// A study whose first read failed or was refused has no read at all: it ranks after the
+/// moderate ones and before those a first read found "none or minimal", never at the end of the
+/// list; a study not read yet (queued) stays after the read ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_study_without_a_first_read_ranks_before_the_normal_ones() {
+    let db = TestDb::create().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("db");
+    firstread_store::index::MIGRATOR.run(&pool).await.expect("migrations");
+    // (study, job state, result), waiting longest first: without the rule the failed and the
+    // refused ones would rank last, with the queued one
+    let rows = [
+        ("2.25.1", "dead", None),
+        ("2.25.2", "done", Some(serde_json::json!({ "status": "refused", "reason": "slice spacing 12 mm" }))),
+        ("2.25.3", "queued", None),
+        (
+            "2.25.4",
+            "done",
+            Some(
+                serde_json::json!({ "status": "analysed", "findings": { "extent_class": "none_or_minimal", "severity_score": 2, "total": { "involvement_pct": 1.0 } } }),
+            ),
+        ),
+        (
+            "2.25.5",
+            "done",
+            Some(
+                serde_json::json!({ "status": "analysed", "findings": { "extent_class": "moderate", "severity_score": 6, "total": { "involvement_pct": 14.0 } } }),
+            ),
+        ),
+    ];
+    for (n, (study, state, result)) in rows.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO studies (study_instance_uid, calling_ae_title, called_ae_title, peer_address, analysable, \
+                 queued_version, last_image_at) VALUES ($1, 'CT', 'FIRSTREAD', '127.0.0.1', true, 1, \
+                 now() - make_interval(mins => $2))",
+        )
+        .bind(study)
+        .bind(10 - n as i32)
+        .execute(&pool)
+        .await
+        .expect("study");
+        sqlx::query(
+            "INSERT INTO jobs (kind, study_instance_uid, study_version, model, max_attempts, state, result, last_error) \
+             VALUES ('analysis', $1, 1, 'covid19-lung-ct', 3, $2, $3, $4)",
+        )
+        .bind(study)
+        .bind(state)
+        .bind(result)
+        .bind((*state == "dead").then_some("model forward: out of memory"))
+        .execute(&pool)
+        .await
+        .expect("job");
+    }
+    let page = firstread_pages::worklist::page(&pool, &Default::default(), &firstread_sites::Scope::Every)
+        .await
+        .expect("page");
+    let order: Vec<(&str, &str)> =
+        page.rows.iter().map(|r| (r.study_instance_uid.as_str(), r.status.as_str())).collect();
+    assert_eq!(
+        order,
+        [("2.25.5", "done"), ("2.25.1", "failed"), ("2.25.2", "refused"), ("2.25.4", "done"), ("2.25.3", "queued")]
+    );
+    let failed = page.rows.iter().find(|r| r.study_instance_uid == "2.25.1").expect("row");
+    assert_eq!(failed.reason.as_deref(), Some("model forward: out of memory"));
+}
+
 /// Like the caution of a prone scan's result (`firstread_lungs::position::caution`); the page passes
 /// the words through.
 const PRONE: &str = "Patient Position HFP (prone: the dependent side is anterior): the method looks for dense \
@@ -260,7 +325,8 @@ const PRONE: &str = "Patient Position HFP (prone: the dependent side is anterior
 /// Every active package's read is on the row, and a package's abnormal class ranks its study
 /// version after the extent class: among the "none or minimal" COVID-19 reads, the one whose
 /// emphysema read is "none, possibly emphysema" comes before higher scores; a shadow's classes
-/// never count; study versions without an extent class come last, the abnormal one first.
+/// never count; study versions whose COVID-19 read was refused (no first read: they rank after
+/// the moderate one and before the "none or minimal" ones) keep the abnormal one first.
 /// Results as the analysis jobs record them, straight into the database, through the page's query.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abnormal_class_of_another_package_ranks_after_the_extent_class() {
@@ -341,9 +407,9 @@ async fn an_abnormal_class_of_another_package_ranks_after_the_extent_class() {
         .await
         .expect("page");
     let order: Vec<&str> = page.rows.iter().map(|r| r.study_instance_uid.as_str()).collect();
-    assert_eq!(order, ["2.25.1", "2.25.3", "2.25.2", "2.25.4", "2.25.5", "2.25.6"]);
+    assert_eq!(order, ["2.25.1", "2.25.5", "2.25.6", "2.25.3", "2.25.2", "2.25.4"]);
     let abnormal: Vec<bool> = page.rows.iter().map(|r| r.abnormal).collect();
-    assert_eq!(abnormal, [false, true, false, false, true, false], "the shadow's emphysema does not count");
+    assert_eq!(abnormal, [false, true, false, true, false, false], "the shadow's emphysema does not count");
     let row = |study: &str| page.rows.iter().find(|r| r.study_instance_uid == study).expect("row");
     // the row's read stays the COVID-19 one; every active read is listed, never the shadow
     let unsure = row("2.25.3");
@@ -368,7 +434,7 @@ async fn an_abnormal_class_of_another_package_ranks_after_the_extent_class() {
     assert_eq!(no_extent.reads[1].classes[0].class.as_deref(), Some("emphysema"));
     assert!(no_extent.reads[1].classes[0].class_abnormal);
     // the page's JSON
-    let json = serde_json::to_value(&page.rows[1]).expect("json");
+    let json = serde_json::to_value(row("2.25.3")).expect("json");
     assert_eq!(json["abnormal"], true);
     assert_eq!(json["reads"][1]["classes"][0]["possible"][0]["class"], "emphysema");
 }

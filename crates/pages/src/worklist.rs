@@ -4,8 +4,11 @@
 //! an abnormal class (a package described by its vocabulary, e.g. emphysema: its class or one
 //! within the method's error, "possibly emphysema", marked `abnormal` in its manifest), then CT
 //! severity score, then waiting time (the longest wait first); versions without a result yet come
-//! after the read ones, longest wait first. Versions without an extent class (no COVID-19 read,
-//! or it was refused) rank after those with one, abnormal classes first among them.
+//! after the read ones, longest wait first. A latest version whose read failed or was refused
+//! (no first read at all: the study is as sick as any for all the node knows) ranks after the
+//! moderate ones and before "none or minimal", so that it is read by a person before the studies
+//! a first read found normal. Other versions without an extent class (no COVID-19 read) rank after
+//! those with one, abnormal classes first among them.
 //!
 //! The read a row shows is an active model version's, never a shadow's (`jobs.shadow`); with
 //! several active models, the one whose result has an extent class, else the first queued. Every
@@ -200,17 +203,23 @@ WITH versions AS (
             ELSE 'done'
         END AS status,
         j.extent_class, coalesce(j.abnormal, false) AS abnormal,
-        CASE j.extent_class_highest
-            WHEN 'critical' THEN 5 WHEN 'severe' THEN 4 WHEN 'extensive' THEN 3
-            WHEN 'moderate' THEN 2 WHEN 'none_or_minimal' THEN 1 END AS class_rank,
+        CASE
+            WHEN j.extent_class_highest = 'critical' THEN 6 WHEN j.extent_class_highest = 'severe' THEN 5
+            WHEN j.extent_class_highest = 'extensive' THEN 4 WHEN j.extent_class_highest = 'moderate' THEN 3
+            -- no first read of the latest version (it failed, or the model refused the series):
+            -- as sick as any for all the node knows, after the reads that found disease
+            WHEN j.extent_class_highest IS NULL AND v.version = s.version
+                 AND j.unread THEN 2
+            WHEN j.extent_class_highest = 'none_or_minimal' THEN 1 END AS class_rank,
         j.severity_score
     FROM studies s
     CROSS JOIN LATERAL generate_series(1, greatest(s.version, 1)) AS v(version)
     LEFT JOIN LATERAL (
-        -- the row's read, and whether any active read states an abnormal class (the window runs
-        -- over every active job of the version before LIMIT)
+        -- the row's read, whether any active read states an abnormal class, and whether any
+        -- failed or was refused (the windows run over every active job of the version before LIMIT)
         SELECT j.id, j.state, j.result_status, j.extent_class, j.extent_class_highest, j.severity_score,
-               bool_or(j.abnormal_class) OVER () AS abnormal
+               bool_or(j.abnormal_class) OVER () AS abnormal,
+               bool_or(j.state = 'dead' OR j.result_status = 'refused') OVER () AS unread
         FROM jobs j
         WHERE j.kind = 'analysis' AND j.site = s.site AND j.study_instance_uid = s.study_instance_uid
           AND j.study_version = v.version AND NOT j.shadow
