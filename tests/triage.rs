@@ -189,14 +189,40 @@ async fn three_studies_rank_by_criticality_live_and_take_feedback() {
     assert!(lines[2].contains(&lower) && lines[2].contains(",agree,"), "{csv}");
 }
 
+/// A fresh database with the node's schema, for the worklist's query alone (results written
+/// straight into it, as the analysis jobs record them).
+async fn worklist_db() -> (TestDb, sqlx::PgPool) {
+    let db = TestDb::create().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("db");
+    firstread_store::index::MIGRATOR.run(&pool).await.expect("migrations");
+    (db, pool)
+}
+
+/// The worklist's first page, unfiltered, every site.
+async fn whole_worklist(pool: &sqlx::PgPool) -> firstread_pages::worklist::Page {
+    firstread_pages::worklist::page(pool, &Default::default(), &firstread_sites::Scope::Every).await.expect("page")
+}
+
+/// An analysable study, queued at version 1, its last image `waited_min` minutes ago.
+async fn insert_study(pool: &sqlx::PgPool, study: &str, waited_min: i32) {
+    sqlx::query(
+        "INSERT INTO studies (study_instance_uid, calling_ae_title, called_ae_title, peer_address, analysable, \
+             queued_version, last_image_at) VALUES ($1, 'CT', 'FIRSTREAD', '127.0.0.1', true, 1, \
+             now() - make_interval(mins => $2))",
+    )
+    .bind(study)
+    .bind(waited_min)
+    .execute(pool)
+    .await
+    .expect("study");
+}
+
 /// A first read whose class the method's error leaves open ("none or minimal, possibly
 /// moderate") ranks with the moderate ones: the sickest first. Results as the analysis job
 /// records them (`result.findings`), straight into the database, through the page's query.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_possible_higher_class_ranks_with_that_class() {
-    let db = TestDb::create().await;
-    let pool = sqlx::PgPool::connect(&db.url).await.expect("db");
-    firstread_store::index::MIGRATOR.run(&pool).await.expect("migrations");
+    let (_db, pool) = worklist_db().await;
     // (study, class, highest class the error allows (None: recorded before it was), score)
     let rows = [
         ("2.25.1", "moderate", Some("moderate"), 5),
@@ -206,14 +232,7 @@ async fn a_possible_higher_class_ranks_with_that_class() {
         ("2.25.5", "moderate", Some("extensive"), 3),
     ];
     for (study, class, highest, score) in rows {
-        sqlx::query(
-            "INSERT INTO studies (study_instance_uid, calling_ae_title, called_ae_title, peer_address, analysable, \
-                 queued_version, last_image_at) VALUES ($1, 'CT', 'FIRSTREAD', '127.0.0.1', true, 1, now())",
-        )
-        .bind(study)
-        .execute(&pool)
-        .await
-        .expect("study");
+        insert_study(&pool, study, 0).await;
         let mut findings = serde_json::json!({ "extent_class": class, "severity_score": score,
             "total": { "involvement_pct": 9.5 } });
         if study == "2.25.4" {
@@ -233,9 +252,7 @@ async fn a_possible_higher_class_ranks_with_that_class() {
         .await
         .expect("job");
     }
-    let page = firstread_pages::worklist::page(&pool, &Default::default(), &firstread_sites::Scope::Every)
-        .await
-        .expect("page");
+    let page = whole_worklist(&pool).await;
     let order: Vec<&str> = page.rows.iter().map(|r| r.study_instance_uid.as_str()).collect();
     // possibly extensive first; then the moderate rank by score (the possible one, 8, before the
     // certain one, 5); then none or minimal by score
@@ -257,9 +274,7 @@ async fn a_possible_higher_class_ranks_with_that_class() {
 /// list; a study not read yet (queued) stays after the read ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_study_without_a_first_read_ranks_before_the_normal_ones() {
-    let db = TestDb::create().await;
-    let pool = sqlx::PgPool::connect(&db.url).await.expect("db");
-    firstread_store::index::MIGRATOR.run(&pool).await.expect("migrations");
+    let (_db, pool) = worklist_db().await;
     // (study, job state, result), waiting longest first: without the rule the failed and the
     // refused ones would rank last, with the queued one
     let rows = [
@@ -282,16 +297,7 @@ async fn a_study_without_a_first_read_ranks_before_the_normal_ones() {
         ),
     ];
     for (n, (study, state, result)) in rows.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO studies (study_instance_uid, calling_ae_title, called_ae_title, peer_address, analysable, \
-                 queued_version, last_image_at) VALUES ($1, 'CT', 'FIRSTREAD', '127.0.0.1', true, 1, \
-                 now() - make_interval(mins => $2))",
-        )
-        .bind(study)
-        .bind(10 - n as i32)
-        .execute(&pool)
-        .await
-        .expect("study");
+        insert_study(&pool, study, 10 - n as i32).await;
         sqlx::query(
             "INSERT INTO jobs (kind, study_instance_uid, study_version, model, max_attempts, state, result, last_error) \
              VALUES ('analysis', $1, 1, 'covid19-lung-ct', 3, $2, $3, $4)",
@@ -304,9 +310,7 @@ async fn a_study_without_a_first_read_ranks_before_the_normal_ones() {
         .await
         .expect("job");
     }
-    let page = firstread_pages::worklist::page(&pool, &Default::default(), &firstread_sites::Scope::Every)
-        .await
-        .expect("page");
+    let page = whole_worklist(&pool).await;
     let order: Vec<(&str, &str)> =
         page.rows.iter().map(|r| (r.study_instance_uid.as_str(), r.status.as_str())).collect();
     assert_eq!(
@@ -330,9 +334,7 @@ const PRONE: &str = "Patient Position HFP (prone: the dependent side is anterior
 /// Results as the analysis jobs record them, straight into the database, through the page's query.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abnormal_class_of_another_package_ranks_after_the_extent_class() {
-    let db = TestDb::create().await;
-    let pool = sqlx::PgPool::connect(&db.url).await.expect("db");
-    firstread_store::index::MIGRATOR.run(&pool).await.expect("migrations");
+    let (_db, pool) = worklist_db().await;
     let band = |value: &str, label: &str, abnormal: bool| {
         serde_json::json!({ "below": if abnormal { Value::Null } else { 5.0.into() }, "value": value, "label": label,
             "abnormal": abnormal, "code": { "scheme": "99FIRSTREAD", "value": value, "meaning": label } })
@@ -372,17 +374,8 @@ async fn an_abnormal_class_of_another_package_ranks_after_the_extent_class() {
         ("2.25.6", refused, None, None),
     ];
     for (i, (study, covid, vocabulary, shadow)) in studies.into_iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO studies (study_instance_uid, calling_ae_title, called_ae_title, peer_address, analysable, \
-                 queued_version, last_image_at) VALUES ($1, 'CT', 'FIRSTREAD', '127.0.0.1', true, 1, \
-                 now() - make_interval(mins => $2))",
-        )
-        .bind(study)
         // the later studies waited longer: without the classes they would rank first
-        .bind(i32::try_from(i).expect("small"))
-        .execute(&pool)
-        .await
-        .expect("study");
+        insert_study(&pool, study, i32::try_from(i).expect("small")).await;
         for (model, version, shadow, result) in [
             ("covid19-lung-ct", "0.2.1", false, Some(covid)),
             ("emphysema-ct", "0.1.0", false, vocabulary),
@@ -403,9 +396,7 @@ async fn an_abnormal_class_of_another_package_ranks_after_the_extent_class() {
             .expect("job");
         }
     }
-    let page = firstread_pages::worklist::page(&pool, &Default::default(), &firstread_sites::Scope::Every)
-        .await
-        .expect("page");
+    let page = whole_worklist(&pool).await;
     let order: Vec<&str> = page.rows.iter().map(|r| r.study_instance_uid.as_str()).collect();
     assert_eq!(order, ["2.25.1", "2.25.5", "2.25.6", "2.25.3", "2.25.2", "2.25.4"]);
     let abnormal: Vec<bool> = page.rows.iter().map(|r| r.abnormal).collect();
