@@ -303,3 +303,52 @@ async fn each_channel_gets_one_message_per_study_version_and_a_correction_for_th
         assert!(metrics.contains(needle), "{needle} in\n{metrics}");
     }
 }
+
+/// A study whose first read fails on every attempt has no read: once its analysis is dead, the
+/// rules for refusals are told, as a refusal whose reason says the read failed (the error itself
+/// stays in the job); the rules for reads are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_read_that_failed_for_good_is_notified_to_the_rules_for_refusals() {
+    let dir = tempfile::tempdir().expect("dir");
+    let hook_out = dir.path().join("hook");
+    let hook_port = free_port();
+    let _hook = receiver("webhook", hook_port, &hook_out, &["--secret", "s3cret"]);
+    let node = TestNode::start(|c| {
+        c.assembly.stable_after = Duration::from_millis(800);
+        c.worker.max_attempts = 2;
+        c.worker.backoff_base = Duration::from_millis(100);
+        let n = &mut c.notify;
+        n.channels = vec![Channel {
+            url: Some(format!("http://127.0.0.1:{hook_port}/hooks/firstread")),
+            secret: Some("s3cret".into()),
+            ..channel("ward", ChannelKind::Webhook)
+        }];
+        n.rules = vec![rule("every-read", &["ward"]), Rule { refused: true, ..rule("not-read", &["ward"]) }];
+    })
+    .await;
+    let study = "1.2.826.0.1.3680043.8.498.78.1";
+    send_tiny_series(node.addr(), study, "1.2.826.0.1.3680043.8.498.78.2", 0..12).await;
+    // the files are lost before the study is analysed: every attempt fails
+    std::fs::remove_dir_all(node.dir.path().join("studies")).expect("remove files");
+    wait_state(&node, "not-read/ward", 1, "done", Duration::from_secs(60)).await;
+    let analysis: (String, i32) = sqlx::query_as("SELECT state, attempts FROM jobs WHERE kind = 'analysis'")
+        .fetch_one(&node.pool)
+        .await
+        .expect("job");
+    assert_eq!(analysis, ("dead".to_owned(), 2));
+    assert!(job(&node, "every-read/ward", 1).await.is_none(), "a failed read matches no rule for reads");
+    let messages = lines_with(&hook_out, "signature_ok", &Value::Bool(true));
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let body = &messages[0]["body"];
+    assert_eq!(
+        (body["kind"].as_str(), body["study"]["study_instance_uid"].as_str()),
+        (Some("refused"), Some(study)),
+        "{body}"
+    );
+    assert_eq!(
+        body["refusal_reason"].as_str(),
+        Some("the first read failed (2 attempts); read the study without it"),
+        "{body}"
+    );
+    assert!(body["extent_class"].is_null(), "{body}");
+}

@@ -29,7 +29,7 @@ use firstread_queue::{Job, JobError, JobHandler};
 use firstread_store::{Arrival, Index, Provenance, Storage};
 use firstread_volume::{Refusal, StudyVolume, VolumeContract};
 use serde_json::{json, Value};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::ExportConfig;
 use crate::notify::Notifications;
@@ -390,6 +390,25 @@ impl Analysis {
 }
 
 impl JobHandler for Analysis {
+    /// A study whose analysis is dead has no first read: the rules for refusals are told so
+    /// (as a refusal whose reason says the read failed; the error itself stays in the job).
+    async fn dead(&self, job: &Job, _error: &str) {
+        let Some(notifications) = &self.notifications else { return };
+        if job.shadow {
+            return;
+        }
+        let version = match job.model_version.as_str() {
+            "" => self.active.get(&job.model).cloned().unwrap_or_default(),
+            v => v.to_owned(),
+        };
+        let model = firstread_notify::event::Model { name: job.model.clone(), version };
+        let reason = format!("the first read failed ({} attempts); read the study without it", job.attempt);
+        let outcome = firstread_notify::event::Outcome::Refused(&reason);
+        if let Err(e) = notifications.enqueue(self.index.pool(), job, model, outcome).await {
+            warn!(error = %e, "could not queue the notification of a failed first read");
+        }
+    }
+
     async fn handle(&self, job: &Job) -> Result<Value, JobError> {
         // a job queued before versions were recorded runs the model's active version
         let version = match job.model_version.as_str() {

@@ -36,6 +36,13 @@ impl From<String> for JobError {
 pub trait JobHandler: Send + Sync + 'static {
     /// Runs `job`.
     fn handle(&self, job: &Job) -> impl Future<Output = Result<serde_json::Value, JobError>> + Send;
+
+    /// Called once `job` is dead after the failed attempt this worker recorded, with its error
+    /// (nothing by default). A job whose lease expired on its last attempt is not seen here.
+    fn dead(&self, job: &Job, error: &str) -> impl Future<Output = ()> + Send {
+        let _ = (job, error);
+        async {}
+    }
 }
 
 /// Worker settings.
@@ -125,9 +132,13 @@ async fn run_one<Q: JobQueue, H: JobHandler>(queue: &Q, handler: &H, config: &Wo
     };
     match (recorded, outcome) {
         (Ok(()), Ok(_)) => info!(elapsed_ms = (chrono::Utc::now() - job.started_at).num_milliseconds(), "job done"),
-        (Ok(()), Err(JobError::Permanent(e))) => warn!(error = %e, "job failed for good: dead"),
-        (Ok(()), Err(e)) if job.attempt >= job.max_attempts => {
-            warn!(error = %e, "job failed on its last attempt: dead")
+        (Ok(()), Err(JobError::Permanent(e))) => {
+            warn!(error = %e, "job failed for good: dead");
+            handler.dead(&job, &e).await;
+        }
+        (Ok(()), Err(JobError::Retry(e))) if job.attempt >= job.max_attempts => {
+            warn!(error = %e, "job failed on its last attempt: dead");
+            handler.dead(&job, &e).await;
         }
         (Ok(()), Err(e)) => warn!(error = %e, retry_in = ?config.backoff.delay(job.attempt), "job failed; will retry"),
         (Err(QueueError::LeaseLost(_)), _) => warn!("finished after the lease was lost; result discarded"),
