@@ -119,14 +119,17 @@ pub trait JobQueue: Send + Sync + 'static {
     /// expired lease; the highest priority first (`jobs.priority`: re-analysis below live work),
     /// then the oldest. A job below priority 0 is not started while a live study is arriving (a
     /// study pending assembly whose stability deadline is at most [`ARRIVING_WINDOW`] past), so
-    /// that a worker is free when that study becomes ready. Jobs whose lease expired on their
-    /// last attempt become `dead` instead.
+    /// that a worker is free when that study becomes ready. A job whose lease expired on its
+    /// last attempt is not claimed: [`JobQueue::reap`] ends it.
     fn claim(
         &self,
         kind: JobKind,
         worker: &str,
         lease: Duration,
     ) -> impl Future<Output = Result<Option<Job>, QueueError>> + Send;
+    /// Ends as `dead` the jobs of `kind` whose lease expired on their last attempt (their worker
+    /// was lost), and returns them.
+    fn reap(&self, kind: JobKind) -> impl Future<Output = Result<Vec<Job>, QueueError>> + Send;
     /// Extends the lease. [`QueueError::LeaseLost`] when it is no longer ours.
     fn renew(&self, job: &Job, worker: &str, lease: Duration) -> impl Future<Output = Result<(), QueueError>> + Send;
     /// Marks the job done with its result and records the run.
@@ -267,22 +270,35 @@ pub struct NewJob<'a> {
     pub max_attempts: i32,
 }
 
+/// A job from a row of `id, study_instance_uid, study_version, model, destination, payload,
+/// attempts, max_attempts, started_at, created_at, site, model_version, shadow`.
+fn job_of(r: &sqlx::postgres::PgRow, kind: JobKind) -> Result<Job, sqlx::Error> {
+    Ok(Job {
+        id: r.try_get(0)?,
+        kind,
+        site: r.try_get(10)?,
+        study_instance_uid: r.try_get(1)?,
+        study_version: r.try_get(2)?,
+        model: r.try_get(3)?,
+        model_version: r.try_get(11)?,
+        shadow: r.try_get(12)?,
+        destination: r.try_get(4)?,
+        payload: r.try_get(5)?,
+        attempt: r.try_get(6)?,
+        max_attempts: r.try_get(7)?,
+        started_at: r.try_get(8)?,
+        created_at: r.try_get(9)?,
+    })
+}
+
 impl JobQueue for PgQueue {
     async fn claim(&self, kind: JobKind, worker: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
-        // A job whose lease expired on its last attempt is dead, not claimable.
-        sqlx::query(
-            "UPDATE jobs SET state = 'dead', finished_at = now(), lease_owner = NULL, \
-             last_error = coalesce(last_error || '; ', '') || 'lease expired on the last attempt (worker lost)' \
-             WHERE kind = $1 AND state = 'running' AND lease_expires_at < now() AND attempts >= max_attempts",
-        )
-        .bind(kind.as_str())
-        .execute(&self.pool)
-        .await?;
         let row = sqlx::query(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = $2, \
                  lease_expires_at = now() + make_interval(secs => $3), started_at = now() \
              WHERE id = (SELECT id FROM jobs WHERE kind = $1 AND \
-                   ((state = 'queued' AND run_after <= now()) OR (state = 'running' AND lease_expires_at < now())) \
+                   ((state = 'queued' AND run_after <= now()) \
+                    OR (state = 'running' AND lease_expires_at < now() AND attempts < max_attempts)) \
                    AND (priority >= 0 OR NOT EXISTS (SELECT 1 FROM studies s \
                        WHERE s.queued_version < s.version AND s.analysable \
                          AND s.stable_at > now() - make_interval(secs => $4))) \
@@ -297,22 +313,21 @@ impl JobQueue for PgQueue {
         .fetch_optional(&self.pool)
         .await?;
         let Some(r) = row else { return Ok(None) };
-        Ok(Some(Job {
-            id: r.try_get(0)?,
-            kind,
-            site: r.try_get(10)?,
-            study_instance_uid: r.try_get(1)?,
-            study_version: r.try_get(2)?,
-            model: r.try_get(3)?,
-            model_version: r.try_get(11)?,
-            shadow: r.try_get(12)?,
-            destination: r.try_get(4)?,
-            payload: r.try_get(5)?,
-            attempt: r.try_get(6)?,
-            max_attempts: r.try_get(7)?,
-            started_at: r.try_get(8)?,
-            created_at: r.try_get(9)?,
-        }))
+        Ok(Some(job_of(&r, kind)?))
+    }
+
+    async fn reap(&self, kind: JobKind) -> Result<Vec<Job>, QueueError> {
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = 'dead', finished_at = now(), lease_owner = NULL, \
+             last_error = coalesce(last_error || '; ', '') || 'lease expired on the last attempt (worker lost)' \
+             WHERE kind = $1 AND state = 'running' AND lease_expires_at < now() AND attempts >= max_attempts \
+             RETURNING id, study_instance_uid, study_version, model, destination, payload, attempts, max_attempts, \
+                       started_at, created_at, site, model_version, shadow",
+        )
+        .bind(kind.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| job_of(r, kind)).collect::<Result<_, _>>()?)
     }
 
     async fn renew(&self, job: &Job, worker: &str, lease: Duration) -> Result<(), QueueError> {

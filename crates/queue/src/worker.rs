@@ -37,8 +37,9 @@ pub trait JobHandler: Send + Sync + 'static {
     /// Runs `job`.
     fn handle(&self, job: &Job) -> impl Future<Output = Result<serde_json::Value, JobError>> + Send;
 
-    /// Called once `job` is dead after the failed attempt this worker recorded, with its error
-    /// (nothing by default). A job whose lease expired on its last attempt is not seen here.
+    /// Called once `job` is dead, with its error (nothing by default): after the failed attempt
+    /// this worker recorded, or when this worker found its lease expired on its last attempt
+    /// ([`JobQueue::reap`]: another worker was lost running it).
     fn dead(&self, job: &Job, error: &str) -> impl Future<Output = ()> + Send {
         let _ = (job, error);
         async {}
@@ -72,6 +73,23 @@ pub async fn run_worker<Q: JobQueue, H: JobHandler>(
 ) {
     let mut errors = 0u32;
     while !shutdown.is_cancelled() {
+        // jobs whose worker was lost on their last attempt: dead now, and their handler told
+        match queue.reap(config.kind).await {
+            Ok(dead) => {
+                for job in dead {
+                    let error = "lease expired on the last attempt (worker lost)";
+                    let span = info_span!("job", id = job.id, kind = config.kind.as_str(), site = %job.site,
+                        study = %job.study_instance_uid, version = job.study_version, attempt = job.attempt);
+                    async {
+                        warn!(error, "job dead");
+                        handler.dead(&job, error).await;
+                    }
+                    .instrument(span)
+                    .await;
+                }
+            }
+            Err(e) => warn!(error = %e, "ending jobs whose worker was lost failed"),
+        }
         match queue.claim(config.kind, &config.worker_id, config.lease).await {
             Ok(Some(job)) => {
                 errors = 0;

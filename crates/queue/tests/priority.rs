@@ -93,7 +93,8 @@ async fn a_live_job_is_claimed_before_a_reanalysis_backlog() {
     sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await.expect("set");
     let plan: Vec<String> = sqlx::query_scalar(
         "EXPLAIN SELECT id FROM jobs WHERE kind = 'analysis' AND \
-           ((state = 'queued' AND run_after <= now()) OR (state = 'running' AND lease_expires_at < now())) \
+           ((state = 'queued' AND run_after <= now()) \
+            OR (state = 'running' AND lease_expires_at < now() AND attempts < max_attempts)) \
          ORDER BY priority DESC, run_after, id LIMIT 1",
     )
     .fetch_all(&mut *tx)
@@ -179,5 +180,41 @@ async fn a_study_on_its_way_holds_back_the_backlog() {
     .expect("stuck");
     let after = queue.claim(JobKind::Analysis, "w1", lease).await.expect("claim").expect("a re-analysis job");
     assert_eq!(after.study_instance_uid, "1.2.3.1");
+    drop_db(pool, &name).await;
+}
+
+/// A job whose worker was lost: its lease expired. On an attempt left, it is claimed again; on
+/// its last attempt, it is not claimable, and `reap` ends it as dead once and returns it (the
+/// worker then tells its handler).
+#[tokio::test]
+async fn a_job_whose_worker_was_lost_on_its_last_attempt_is_reaped_once() {
+    let (pool, name) = create_db().await;
+    stored_study(&pool, "north", "9.9.1", 0).await;
+    stored_study(&pool, "north", "9.9.2", 0).await;
+    let queue = PgQueue::new(pool.clone());
+    let last = live_job(&queue, "9.9.1", "0.2.1").await;
+    let again = live_job(&queue, "9.9.2", "0.2.1").await;
+    let lease = Duration::from_secs(60);
+    for _ in 0..2 {
+        queue.claim(JobKind::Analysis, "lost", lease).await.expect("claim").expect("a job");
+    }
+    // both workers are lost; the first job was on its last attempt
+    sqlx::query("UPDATE jobs SET lease_expires_at = now() - interval '1 second'").execute(&pool).await.expect("expire");
+    sqlx::query("UPDATE jobs SET attempts = max_attempts WHERE id = $1").bind(last).execute(&pool).await.expect("last");
+    let reaped = queue.reap(JobKind::Analysis).await.expect("reap");
+    assert_eq!(reaped.iter().map(|j| j.id).collect::<Vec<_>>(), [last]);
+    assert_eq!((reaped[0].study_instance_uid.as_str(), reaped[0].attempt), ("9.9.1", 3));
+    let (state, error): (String, Option<String>) = sqlx::query_as("SELECT state, last_error FROM jobs WHERE id = $1")
+        .bind(last)
+        .fetch_one(&pool)
+        .await
+        .expect("job");
+    assert_eq!(state, "dead");
+    assert!(error.is_some_and(|e| e.contains("worker lost")));
+    assert!(queue.reap(JobKind::Analysis).await.expect("reap").is_empty(), "reaped once");
+    // the other one has attempts left: claimed again, never reaped
+    let claimed = queue.claim(JobKind::Analysis, "w2", lease).await.expect("claim").expect("a job");
+    assert_eq!((claimed.id, claimed.attempt), (again, 2));
+    assert!(queue.claim(JobKind::Analysis, "w2", lease).await.expect("claim").is_none(), "the dead one is not claimed");
     drop_db(pool, &name).await;
 }
