@@ -307,10 +307,11 @@ def write_report(out: Path, args, senders: list[int], results: list[dict], m: di
             ", ".join(f"{v:.0f}" for v in med[cfg, p]["runs"]) for p in senders) + " |")
     L.append("")
     L.append("Where a firstread instance's time goes (`firstread_ingest_seconds`, read from the receiver's "
-             "/metrics after each run: mean ms per instance, median over the runs; begin = the temporary file created on the "
-             "C-STORE-RQ, receive = from there to the last data PDU, finish = the file's fsync and its attributes read back, place = link into "
-             "the study folder and the folder's fsync, index = the index row committed to PostgreSQL; "
-             "1/rate = wall time per instance, with P associations sharing it):")
+             "/metrics after each run: mean ms per instance, median over the runs; begin = the temporary "
+             "file created on the C-STORE-RQ, receive = from there to the last data PDU, finish = the "
+             "file's fsync and its attributes read back, place = link into the study folder and the "
+             "folder's fsync, index = the index row committed to PostgreSQL; 1/rate = wall time per "
+             "instance, with P associations sharing it):")
     L.append("")
     L.append("| receiver | P | " + " | ".join(f"{k} ms" for k in STEPS) + " | 1/rate ms |")
     L.append("|---|---:|" + "---:|" * (len(STEPS) + 1))

@@ -389,6 +389,17 @@ impl Analysis {
     }
 }
 
+impl Analysis {
+    /// The model version `job` runs: its own, or for a job queued before versions were
+    /// recorded, the model's active version.
+    fn version_of(&self, job: &Job) -> String {
+        match job.model_version.as_str() {
+            "" => self.active.get(&job.model).cloned().unwrap_or_default(),
+            v => v.to_owned(),
+        }
+    }
+}
+
 impl JobHandler for Analysis {
     /// A study whose analysis is dead has no first read: the rules for refusals are told so
     /// (as a refusal whose reason says the read failed; the error itself stays in the job).
@@ -397,11 +408,7 @@ impl JobHandler for Analysis {
         if job.shadow {
             return;
         }
-        let version = match job.model_version.as_str() {
-            "" => self.active.get(&job.model).cloned().unwrap_or_default(),
-            v => v.to_owned(),
-        };
-        let model = firstread_notify::event::Model { name: job.model.clone(), version };
+        let model = firstread_notify::event::Model { name: job.model.clone(), version: self.version_of(job) };
         let reason = format!("the first read failed ({} attempts); read the study without it", job.attempt);
         let outcome = firstread_notify::event::Outcome::Refused(&reason);
         if let Err(e) = notifications.enqueue(self.index.pool(), job, model, outcome).await {
@@ -410,11 +417,7 @@ impl JobHandler for Analysis {
     }
 
     async fn handle(&self, job: &Job) -> Result<Value, JobError> {
-        // a job queued before versions were recorded runs the model's active version
-        let version = match job.model_version.as_str() {
-            "" => self.active.get(&job.model).cloned().unwrap_or_default(),
-            v => v.to_owned(),
-        };
+        let version = self.version_of(job);
         let model = self
             .models
             .get(&(job.model.clone(), version.clone()))

@@ -171,9 +171,9 @@ pub struct IngestPending {
 
 /// Records how long one step of storing an instance took (`firstread_ingest_seconds`, by
 /// step: `begin` the temporary file's creation on the C-STORE-RQ, `receive` from there to the
-/// last data, `finish` the file's fsync and the
-/// attributes read back, `place` the link into the study's folder and the folder's fsync,
-/// `index` the index row committed to PostgreSQL).
+/// last data, `finish` the file's fsync and the attributes read back, `place` the link into
+/// the study's folder and the folder's fsync, `index` the index row committed to PostgreSQL);
+/// returns the step's end, the next one's start.
 fn ingest_step(step: &'static str, since: Instant) -> Instant {
     let now = Instant::now();
     metrics::histogram!("firstread_ingest_seconds", "step" => step).record((now - since).as_secs_f64());

@@ -208,8 +208,7 @@ WITH versions AS (
             WHEN j.extent_class_highest = 'extensive' THEN 4 WHEN j.extent_class_highest = 'moderate' THEN 3
             -- no first read of the latest version (it failed, or the model refused the series):
             -- as sick as any for all the node knows, after the reads that found disease
-            WHEN j.extent_class_highest IS NULL AND v.version = s.version
-                 AND j.unread THEN 2
+            WHEN j.extent_class_highest IS NULL AND v.version = s.version AND j.unread THEN 2
             WHEN j.extent_class_highest = 'none_or_minimal' THEN 1 END AS class_rank,
         j.severity_score
     FROM studies s

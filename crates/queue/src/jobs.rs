@@ -270,8 +270,12 @@ pub struct NewJob<'a> {
     pub max_attempts: i32,
 }
 
-/// A job from a row of `id, study_instance_uid, study_version, model, destination, payload,
-/// attempts, max_attempts, started_at, created_at, site, model_version, shadow`.
+/// The columns [`job_of`] reads, in its order.
+const JOB_COLUMNS: &str =
+    "id, study_instance_uid, study_version, model, destination, payload, attempts, max_attempts, \
+                           started_at, created_at, site, model_version, shadow";
+
+/// A job from a row of [`JOB_COLUMNS`].
 fn job_of(r: &sqlx::postgres::PgRow, kind: JobKind) -> Result<Job, sqlx::Error> {
     Ok(Job {
         id: r.try_get(0)?,
@@ -293,7 +297,7 @@ fn job_of(r: &sqlx::postgres::PgRow, kind: JobKind) -> Result<Job, sqlx::Error> 
 
 impl JobQueue for PgQueue {
     async fn claim(&self, kind: JobKind, worker: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
-        let row = sqlx::query(
+        let sql = format!(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = $2, \
                  lease_expires_at = now() + make_interval(secs => $3), started_at = now() \
              WHERE id = (SELECT id FROM jobs WHERE kind = $1 AND \
@@ -303,30 +307,27 @@ impl JobQueue for PgQueue {
                        WHERE s.queued_version < s.version AND s.analysable \
                          AND s.stable_at > now() - make_interval(secs => $4))) \
                  ORDER BY priority DESC, run_after, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, study_instance_uid, study_version, model, destination, payload, attempts, max_attempts, started_at, \
-                       created_at, site, model_version, shadow",
-        )
-        .bind(kind.as_str())
-        .bind(worker)
-        .bind(lease.as_secs_f64())
-        .bind(ARRIVING_WINDOW.as_secs_f64())
-        .fetch_optional(&self.pool)
-        .await?;
+             RETURNING {JOB_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(kind.as_str())
+            .bind(worker)
+            .bind(lease.as_secs_f64())
+            .bind(ARRIVING_WINDOW.as_secs_f64())
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(r) = row else { return Ok(None) };
         Ok(Some(job_of(&r, kind)?))
     }
 
     async fn reap(&self, kind: JobKind) -> Result<Vec<Job>, QueueError> {
-        let rows = sqlx::query(
+        let sql = format!(
             "UPDATE jobs SET state = 'dead', finished_at = now(), lease_owner = NULL, \
              last_error = coalesce(last_error || '; ', '') || 'lease expired on the last attempt (worker lost)' \
              WHERE kind = $1 AND state = 'running' AND lease_expires_at < now() AND attempts >= max_attempts \
-             RETURNING id, study_instance_uid, study_version, model, destination, payload, attempts, max_attempts, \
-                       started_at, created_at, site, model_version, shadow",
-        )
-        .bind(kind.as_str())
-        .fetch_all(&self.pool)
-        .await?;
+             RETURNING {JOB_COLUMNS}"
+        );
+        let rows = sqlx::query(&sql).bind(kind.as_str()).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(|r| job_of(r, kind)).collect::<Result<_, _>>()?)
     }
 

@@ -78,13 +78,11 @@ pub async fn run_worker<Q: JobQueue, H: JobHandler>(
             Ok(dead) => {
                 for job in dead {
                     let error = "lease expired on the last attempt (worker lost)";
-                    let span = info_span!("job", id = job.id, kind = config.kind.as_str(), site = %job.site,
-                        study = %job.study_instance_uid, version = job.study_version, attempt = job.attempt);
                     async {
                         warn!(error, "job dead");
                         handler.dead(&job, error).await;
                     }
-                    .instrument(span)
+                    .instrument(job_span(&job))
                     .await;
                 }
             }
@@ -93,8 +91,7 @@ pub async fn run_worker<Q: JobQueue, H: JobHandler>(
         match queue.claim(config.kind, &config.worker_id, config.lease).await {
             Ok(Some(job)) => {
                 errors = 0;
-                let span = info_span!("job", id = job.id, kind = config.kind.as_str(), site = %job.site, study = %job.study_instance_uid,
-                    version = job.study_version, attempt = job.attempt);
+                let span = job_span(&job);
                 run_one(&*queue, &*handler, &config, job).instrument(span).await;
             }
             Ok(None) => {
@@ -115,6 +112,12 @@ pub async fn run_worker<Q: JobQueue, H: JobHandler>(
             }
         }
     }
+}
+
+/// The tracing span of everything done for `job`.
+fn job_span(job: &Job) -> tracing::Span {
+    info_span!("job", id = job.id, kind = job.kind.as_str(), site = %job.site, study = %job.study_instance_uid,
+        version = job.study_version, attempt = job.attempt)
 }
 
 async fn run_one<Q: JobQueue, H: JobHandler>(queue: &Q, handler: &H, config: &WorkerConfig, job: Job) {
