@@ -115,8 +115,8 @@ dpkg -i "$DEB" >"$WORK/dpkg-i.log" 2>&1 || { cat "$WORK/dpkg-i.log" >&2; fail "d
 install_s=$((SECONDS - t))
 sed 's/^/    | /' "$WORK/dpkg-i.log" >&2
 listed=$(dpkg -L "$PKG")
-for path in /usr/bin/firstread /usr/lib/firstread/libtorch_cpu.so /usr/share/firstread/models/covid19-lung-ct/0.2.3/manifest.toml \
-  /usr/share/firstread/models/covid19-lung-ct/0.2.3/model.pt /usr/share/firstread/viewer/index.html "$CONFIG" "$UNIT_PATH"; do
+for path in /usr/bin/firstread /usr/lib/firstread/libtorch_cpu.so /usr/share/firstread/models/covid19-lung-ct/0.2.4/manifest.toml \
+  /usr/share/firstread/models/covid19-lung-ct/0.2.4/model.pt /usr/share/firstread/viewer/index.html "$CONFIG" "$UNIT_PATH"; do
   if ! grep -qx "$path" <<<"$listed" || [[ ! -e "$path" ]]; then fail "$path not installed by the package"; fi
 done
 getent passwd firstread >/dev/null || fail "no system user firstread"

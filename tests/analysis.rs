@@ -12,7 +12,7 @@ use firstread_inference::Model;
 use firstread_volume::{build_study_volume, VolumeContract};
 
 fn model() -> Model {
-    Model::load(&repo_root().join("models/covid19-lung-ct/0.2.3")).expect("model package loads")
+    Model::load(&repo_root().join("models/covid19-lung-ct/0.2.4")).expect("model package loads")
 }
 
 /// The lung, right lung and opacity masks of the model package's whole pipeline (denoising,

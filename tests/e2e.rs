@@ -26,7 +26,7 @@ use sqlx::PgPool;
 fn reference_findings() -> &'static Value {
     static REFERENCE: OnceLock<Value> = OnceLock::new();
     REFERENCE.get_or_init(|| {
-        let model = firstread_inference::Model::load(&repo_root().join("models/covid19-lung-ct/0.2.3")).expect("model");
+        let model = firstread_inference::Model::load(&repo_root().join("models/covid19-lung-ct/0.2.4")).expect("model");
         let outcome = firstread::analysis::Analysis::analyse_files(&Mutex::new(model), &sample_series(""), 0)
             .expect("in-process analysis");
         assert_eq!(outcome.result["status"], "analysed", "{}", outcome.result);

@@ -452,6 +452,6 @@ async fn a_chest_ct_gets_both_reports_from_a_node_with_both_packages() {
     }
     let emphysema = by_model.get("emphysema-ct 0.1.0").cloned().unwrap_or_default();
     assert_eq!(emphysema, ["OT", "SEG", "SR", "SR"], "{by_model:?}");
-    let covid = by_model.get("covid19-lung-ct 0.2.3").cloned().unwrap_or_default();
+    let covid = by_model.get("covid19-lung-ct 0.2.4").cloned().unwrap_or_default();
     assert!(covid.iter().filter(|m| *m == "SR").count() == 2 && covid.contains(&"SEG".to_owned()), "{by_model:?}");
 }

@@ -1,8 +1,8 @@
-//! Model versions: a node runs covid19-lung-ct 0.2.3 active (found by default discovery, the
+//! Model versions: a node runs covid19-lung-ct 0.2.4 active (found by default discovery, the
 //! highest installed version that is not a shadow) and 0.1.0 as a shadow. The sample CT sent with
 //! dcmtk storescu is analysed by both; both result sets are indexed (QIDO-RS shows four SR series,
-//! the shadow's marked "SHADOW"); the sender's dcmtk storescp receives only 0.2.3's objects; the
-//! webhook only 0.2.3's read; the triage worklist and feedback take the active read; `firstread
+//! the shadow's marked "SHADOW"); the sender's dcmtk storescp receives only 0.2.4's objects; the
+//! webhook only 0.2.4's read; the triage worklist and feedback take the active read; `firstread
 //! models compare` and `GET /api/models/compare` give the same figures from the two jobs.
 
 use std::time::Duration;
@@ -71,7 +71,7 @@ async fn a_shadow_version_is_analysed_and_indexed_never_sent_and_compared() {
     assert!(settled, "analyses {a:?}, exports {:?}", jobs_of(&node, "export").await);
     assert_eq!(
         a.iter().map(|j| (j.0.as_str(), j.1, j.3.as_deref())).collect::<Vec<_>>(),
-        [("0.2.3", false, Some("analysed")), ("0.1.0", true, Some("analysed"))],
+        [("0.2.4", false, Some("analysed")), ("0.1.0", true, Some("analysed"))],
         "one job per model version, by role"
     );
     let (active, shadow) = (&a[0], &a[1]);
@@ -86,25 +86,25 @@ async fn a_shadow_version_is_analysed_and_indexed_never_sent_and_compared() {
     .fetch_all(&node.pool)
     .await
     .expect("results");
-    assert_eq!((results[0].0.as_str(), results[0].1), ("0.2.3", false));
+    assert_eq!((results[0].0.as_str(), results[0].1), ("0.2.4", false));
     assert_eq!((results[1].0.as_str(), results[1].1), ("0.1.0", true));
     let files = |v: &Value| -> Vec<String> {
         v.as_array().expect("files").iter().filter_map(|f| f.as_str().map(str::to_owned)).collect()
     };
     let (active_files, shadow_files) = (files(&results[0].2), files(&results[1].2));
-    assert!(active_files.iter().all(|f| f.contains(&format!("/{MODEL}/0.2.3/"))), "{active_files:?}");
+    assert!(active_files.iter().all(|f| f.contains(&format!("/{MODEL}/0.2.4/"))), "{active_files:?}");
     assert!(shadow_files.iter().all(|f| f.contains(&format!("/{MODEL}/0.1.0/"))), "{shadow_files:?}");
     assert!(shadow_files.len() >= 4, "SR, volumetric SR, SEG and key images of the shadow: {shadow_files:?}");
 
     // exports and notifications: the active version's only
     let exports = jobs_of(&node, "export").await;
-    assert_eq!(exports, [("0.2.3".to_owned(), "MODALITY".to_owned(), "done".to_owned())]);
+    assert_eq!(exports, [("0.2.4".to_owned(), "MODALITY".to_owned(), "done".to_owned())]);
     let notifications = jobs_of(&node, "notify").await;
-    assert_eq!(notifications, [("0.2.3".to_owned(), "every-read/ward".to_owned(), "done".to_owned())]);
+    assert_eq!(notifications, [("0.2.4".to_owned(), "every-read/ward".to_owned(), "done".to_owned())]);
 
     // the sender got exactly the active version's objects
     let got = files_under(received_dir);
-    assert_eq!(got.len(), active_files.len(), "one copy of each 0.2.3 object, none of 0.1.0: {got:?}");
+    assert_eq!(got.len(), active_files.len(), "one copy of each 0.2.4 object, none of 0.1.0: {got:?}");
     let mut srs = 0;
     for f in &got {
         let obj = dicom_object::open_file(f).expect("received object");
@@ -117,12 +117,12 @@ async fn a_shadow_version_is_analysed_and_indexed_never_sent_and_compared() {
                 .ok()
                 .and_then(|e| e.to_multi_str().ok().map(|v| v.to_vec()))
                 .unwrap_or_default();
-            assert!(versions.iter().any(|v| v.trim() == format!("{MODEL} 0.2.3")), "{versions:?}");
+            assert!(versions.iter().any(|v| v.trim() == format!("{MODEL} 0.2.4")), "{versions:?}");
             let mut dump = dcmtk("dsrdump");
             dump.arg(f);
             let out = String::from_utf8_lossy(&run(dump).stdout).into_owned();
-            let (ours, shadows) = (format!("{MODEL} 0.2.3"), format!("{MODEL} 0.1.0"));
-            assert!(out.contains(&ours) && !out.contains(&shadows), "dsrdump names 0.2.3 only:\n{out}");
+            let (ours, shadows) = (format!("{MODEL} 0.2.4"), format!("{MODEL} 0.1.0"));
+            assert!(out.contains(&ours) && !out.contains(&shadows), "dsrdump names 0.2.4 only:\n{out}");
         }
     }
     assert_eq!(srs, 2, "the TID 1500 SR and the volumetric SR");
@@ -130,7 +130,7 @@ async fn a_shadow_version_is_analysed_and_indexed_never_sent_and_compared() {
     // the webhook: one message, the active read
     let delivered = received(hook_out);
     assert_eq!(delivered.len(), 1, "{delivered:?}");
-    assert_eq!(delivered[0]["body"]["model"]["version"], "0.2.3", "{}", delivered[0]);
+    assert_eq!(delivered[0]["body"]["model"]["version"], "0.2.4", "{}", delivered[0]);
 
     // both result sets indexed: QIDO-RS lists four SR series, the shadow's marked
     let http = reqwest::Client::new();
@@ -157,7 +157,7 @@ async fn a_shadow_version_is_analysed_and_indexed_never_sent_and_compared() {
     let marked: Vec<&String> = descriptions.iter().filter(|d| d.starts_with("SHADOW ")).collect();
     assert_eq!(marked.len(), 2, "{descriptions:?}");
     assert!(marked.iter().any(|d| d.contains(&format!("{MODEL} 0.1.0"))), "{descriptions:?}");
-    assert!(descriptions.iter().any(|d| d == &format!("firstread first read ({MODEL} 0.2.3)")), "{descriptions:?}");
+    assert!(descriptions.iter().any(|d| d == &format!("firstread first read ({MODEL} 0.2.4)")), "{descriptions:?}");
     let indexed = node
         .count(
             "SELECT count(*) FROM instances i JOIN series s ON s.site = i.site \
@@ -170,7 +170,7 @@ async fn a_shadow_version_is_analysed_and_indexed_never_sent_and_compared() {
     let (status, page) = get("/triage/api/studies".into()).await;
     assert_eq!(status, 200);
     let row = &page["rows"][0];
-    assert_eq!((row["model_version"].as_str(), row["extent_class"].as_str()), (Some("0.2.3"), active.4.as_deref()));
+    assert_eq!((row["model_version"].as_str(), row["extent_class"].as_str()), (Some("0.2.4"), active.4.as_deref()));
     // feedback on it: the active read's, the radiologist agrees
     let r = http
         .post(format!("{base}/triage/api/feedback"))
@@ -185,12 +185,12 @@ async fn a_shadow_version_is_analysed_and_indexed_never_sent_and_compared() {
     let given: Value = r.json().await.expect("feedback row");
     assert_eq!(
         (given["model_version"].as_str(), given["model_extent_class"].as_str()),
-        (Some("0.2.3"), active.4.as_deref())
+        (Some("0.2.4"), active.4.as_deref())
     );
 
     // the comparison, from the CLI
     let mut cmd = std::process::Command::new(firstread_bin());
-    cmd.args(["models", "compare", MODEL, "0.2.3", "0.1.0"]).env("FIRSTREAD_DATABASE__URL", &node.db.url);
+    cmd.args(["models", "compare", MODEL, "0.2.4", "0.1.0"]).env("FIRSTREAD_DATABASE__URL", &node.db.url);
     let out = run(cmd);
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{table}{}", String::from_utf8_lossy(&out.stderr));
@@ -209,7 +209,7 @@ async fn a_shadow_version_is_analysed_and_indexed_never_sent_and_compared() {
     assert!(line("studies").ends_with(" 1"), "{table}");
     let agreement = if same { "1 of 1 (100.0 %)" } else { "0 of 1 (0.0 %)" };
     assert!(line("extent class agreement").ends_with(agreement), "{table}");
-    assert!(line("0.2.3 = radiologist's class").ends_with("1 of 1 with feedback (100.0 %)"), "{table}");
+    assert!(line("0.2.4 = radiologist's class").ends_with("1 of 1 with feedback (100.0 %)"), "{table}");
     let inv_diff = (active.6.expect("involvement") - shadow.6.expect("involvement")).abs();
     let score_diff = f64::from((active.5.expect("score") - shadow.5.expect("score")).abs());
     assert!(line("mean |A - B| involvement").contains(&format!("{inv_diff:.2} percentage points")), "{table}");
@@ -217,7 +217,7 @@ async fn a_shadow_version_is_analysed_and_indexed_never_sent_and_compared() {
     println!("{table}");
 
     // the same figures over HTTP, behind the same authentication
-    let (status, c) = get(format!("/api/models/compare?name={MODEL}&a=0.2.3&b=0.1.0")).await;
+    let (status, c) = get(format!("/api/models/compare?name={MODEL}&a=0.2.4&b=0.1.0")).await;
     assert_eq!(status, 200, "{c}");
     assert_eq!(c["studies"], 1);
     assert_eq!(c["class_agreement"]["agree"], i64::from(same));
@@ -230,9 +230,9 @@ async fn a_shadow_version_is_analysed_and_indexed_never_sent_and_compared() {
     assert!((http_inv - inv_diff).abs() < 1e-3, "{http_inv} against {inv_diff}");
     assert_eq!(c["mean_abs_diff_severity_score"].as_f64(), Some(score_diff));
     let unauthenticated =
-        http.get(format!("{base}/api/models/compare?name={MODEL}&a=0.2.3&b=0.1.0")).send().await.expect("request");
+        http.get(format!("{base}/api/models/compare?name={MODEL}&a=0.2.4&b=0.1.0")).send().await.expect("request");
     assert_eq!(unauthenticated.status().as_u16(), 401);
-    let (status, _) = get(format!("/api/models/compare?name={MODEL}&a=0.2.3&b=0.2.3")).await;
+    let (status, _) = get(format!("/api/models/compare?name={MODEL}&a=0.2.4&b=0.2.4")).await;
     assert_eq!(status, 400, "the same version twice");
 }
 
@@ -271,7 +271,8 @@ async fn a_node_refuses_to_start_with_versions_or_a_device_that_cannot_run() {
     assert!(both.contains("both active") && both.contains(&format!("{models}/covid19-lung-ct/0.1.0")), "{both}");
     let unknown = start(&[("FIRSTREAD_WORKER__SHADOW", "[\"covid19-lung-ct@0.0.9\"]")]);
     assert!(
-        unknown.contains(&format!("{models}/covid19-lung-ct/0.0.9")) && unknown.contains("0.1.0, 0.2.1, 0.2.2, 0.2.3"),
+        unknown.contains(&format!("{models}/covid19-lung-ct/0.0.9"))
+            && unknown.contains("0.1.0, 0.2.1, 0.2.2, 0.2.3, 0.2.4"),
         "{unknown}"
     );
     let twice = start(&[("FIRSTREAD_WORKER__MODELS", "[\"covid19-lung-ct@0.1.0\", \"covid19-lung-ct\"]")]);

@@ -170,7 +170,7 @@ async fn each_channel_gets_one_message_per_study_version_and_a_correction_for_th
     let o = obx(oru, "EXTENT-CLASS", "");
     assert_eq!(o["type"], "CWE");
     assert!(o["value"].as_str().is_some_and(|v| v.starts_with(&format!("{class_code}^"))), "{o}");
-    assert_eq!(o["equipment"], "covid19-lung-ct-0.2.3^firstread");
+    assert_eq!(o["equipment"], "covid19-lung-ct-0.2.4^firstread");
 
     // FHIR: the Bundle validates; its Observations carry the findings.
     let fhir = received(&fhir_out);
@@ -191,7 +191,7 @@ async fn each_channel_gets_one_message_per_study_version_and_a_correction_for_th
     assert_eq!(report["status"], "final");
     assert_eq!(report["result"].as_array().map(Vec::len), Some(observations.len()));
     let device = resources.iter().find(|r| r["resourceType"] == "Device").expect("device");
-    assert_eq!(device["version"][0]["value"], "0.2.3");
+    assert_eq!(device["version"][0]["value"], "0.2.4");
 
     // A late image opens study version 2: each channel that got version 1 gets a correction.
     send_tiny_series(node.addr(), &study_uid, "1.2.826.0.1.3680043.8.498.77.1", 0..1).await;

@@ -19,7 +19,7 @@ fn covid(r: &Read) -> &firstread_findings::Findings {
 }
 
 fn model() -> Mutex<Model> {
-    Mutex::new(Model::load(&repo_root().join("models/covid19-lung-ct/0.2.3")).expect("model package loads"))
+    Mutex::new(Model::load(&repo_root().join("models/covid19-lung-ct/0.2.4")).expect("model package loads"))
 }
 
 /// Runs the pipeline on a phantom; with `SEVERE_DUMP` set, writes what it found into
@@ -212,9 +212,7 @@ fn dependent_consolidation_is_lung_and_opacity() {
         eprintln!("{}", line(&name, &m, &tr));
         regions(&r);
         // The lung within 5 % and the opacity within 15 % (the targets, met in every case:
-        // -6 to +10 %). The thinnest bilateral layer's class is one band low (9.9 % against a
-        // truth of 10.4 %: it loses its front around the domes); the model README says so.
-        let thin_bilateral = sides.len() == 2 && depth_mm < 15.0;
+        // -3 to +12 %).
         for i in 0..2 {
             if rel(m[i][0], tr[i][0]).abs() > 0.05 {
                 failures.push(format!("{name}: lung {i} {:.0} mL vs {:.0}", m[i][0], tr[i][0]));
@@ -242,7 +240,10 @@ fn dependent_consolidation_is_lung_and_opacity() {
             u.involvement_pct[0],
             u.involvement_pct[1],
         );
-        if f.extent_class != class && !thin_bilateral {
+        // the class and the score right in every case (0.2.3: the thinnest bilateral layer read
+        // 9.9 % for a truth of 10.4 %, one class low, and the bilateral 25 mm layer scored 7 for 8;
+        // 0.2.4 keeps the fat-band ramp from air to consolidation in the layer)
+        if f.extent_class != class {
             failures.push(format!("{name}: class {} vs {}", f.extent_class.label(), class.label()));
         }
         // what the result says it may be holds the truth: the class, the score and the involvement
@@ -257,13 +258,9 @@ fn dependent_consolidation_is_lung_and_opacity() {
         if pct < u.involvement_pct[0] || pct > u.involvement_pct[1] {
             failures.push(format!("{name}: truth involvement {pct:.1} % outside {:?}", u.involvement_pct));
         }
-        if thin_bilateral && f.extent_class != class && !u.other_classes(f.extent_class).contains(&class) {
-            failures.push(format!("{name}: the class one band off is not said as possible"));
-        }
-        // zones are thirds of each lung's volume: the score is the truth's in five cases of six
-        // and one off where a zone lies on a band's bound (50.8 % read as 49.3 %); 0.2.2's gas
-        // step keeps the stomach's bubble from moving the left lung's cuts (0.2.1: one more off)
-        if f.severity_score.abs_diff(score) > 1 {
+        // zones are thirds of each lung's volume; 0.2.2's gas step keeps the stomach's bubble from
+        // moving the left lung's cuts
+        if f.severity_score != score {
             failures.push(format!("{name}: score {} vs {score}", f.severity_score));
         }
         if f.total.involvement_pct < 0.7 * pct {

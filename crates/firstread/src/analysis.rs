@@ -628,6 +628,7 @@ fn refine(
     let options = firstread_lungs::Options {
         follow_bronchograms: manifest.pipeline.follow.as_deref()
             == Some(firstread_inference::PIPELINE_FOLLOW_BRONCHOGRAMS),
+        air_tissue_ramp: manifest.pipeline.ramp.as_deref() == Some(firstread_inference::PIPELINE_RAMP_AIR_TISSUE),
     };
     let (left, right, opacity) = (get("left_lung")?, get("right_lung")?, get("lung_opacity")?);
     let mut refined = firstread_lungs::refine_with(hu, shape, spacing_mm, left, right, opacity, options)

@@ -326,7 +326,7 @@ enum Bench {
         #[arg(long, default_value = "0.2.2")]
         old: String,
         /// The version made active, which re-analyses them.
-        #[arg(long, default_value = "0.2.3")]
+        #[arg(long, default_value = "0.2.4")]
         new: String,
         /// The node's stable_after.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]

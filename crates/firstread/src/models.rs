@@ -670,7 +670,7 @@ mod tests {
         let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
         let plan = plan(&models, None, &strings(&["covid19-lung-ct@0.1.0"])).expect("plan");
         let covid: Vec<String> = runs(&plan).into_iter().filter(|r| r.starts_with("covid19-lung-ct@")).collect();
-        assert_eq!(covid, ["covid19-lung-ct@0.2.3", "covid19-lung-ct@0.1.0 shadow"]);
+        assert_eq!(covid, ["covid19-lung-ct@0.2.4", "covid19-lung-ct@0.1.0 shadow"]);
     }
 
     fn read(class: &str, involvement: f64, score: i32) -> VersionRead {

@@ -11,7 +11,7 @@ pub mod runner;
 pub use manifest::Takes;
 pub use manifest::{
     Manifest, ManifestError, OutputLabel, Pipeline, EXTENSION_COVID19, PIPELINE_DENOISE, PIPELINE_FOLLOW_BRONCHOGRAMS,
-    PIPELINE_REFINE, PIPELINE_TRIM_GAS, STAGE_HU_BAND,
+    PIPELINE_RAMP_AIR_TISSUE, PIPELINE_REFINE, PIPELINE_TRIM_GAS, STAGE_HU_BAND,
 };
 pub use runner::{set_threads, DeviceChoice, InferenceError, Model, Segmentation};
 
@@ -21,7 +21,7 @@ mod tests {
     use std::path::Path;
 
     fn package() -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/covid19-lung-ct/0.2.3")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/covid19-lung-ct/0.2.4")
     }
 
     #[test]
@@ -33,6 +33,7 @@ mod tests {
         assert_eq!(m.channel("lung_opacity"), Some(2));
         assert_eq!(m.outputs[0].type_value, "44029006");
         assert_eq!(m.pipeline.follow.as_deref(), Some(PIPELINE_FOLLOW_BRONCHOGRAMS));
+        assert_eq!(m.pipeline.ramp.as_deref(), Some(PIPELINE_RAMP_AIR_TISSUE));
     }
 
     /// `follow` is part of the pleural-cavity step: without it, or with a name the node does not
@@ -50,6 +51,14 @@ mod tests {
         write(toml.replacen("follow = \"air-bronchograms\"", "follow = \"airways\"", 1));
         let err = Manifest::load(copy.path()).expect_err("unknown follow");
         assert!(err.to_string().contains("unknown follow step \"airways\""), "{err}");
+        // the ramp (0.2.4) likewise
+        let without_follow = toml.replacen("follow = \"air-bronchograms\"", "", 1);
+        write(without_follow.replacen(refine_line, "", 1));
+        let err = Manifest::load(copy.path()).expect_err("ramp without refine");
+        assert!(err.to_string().contains("names ramp = \"air-tissue\" without refine"), "{err}");
+        write(toml.replacen("ramp = \"air-tissue\"", "ramp = \"fat\"", 1));
+        let err = Manifest::load(copy.path()).expect_err("unknown ramp");
+        assert!(err.to_string().contains("unknown ramp step \"fat\""), "{err}");
         write(toml.clone());
         assert!(Manifest::load(copy.path()).is_ok());
     }

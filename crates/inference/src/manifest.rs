@@ -76,6 +76,11 @@ pub struct Pipeline {
     /// Needs `refine = "pleural-cavity"`.
     #[serde(default)]
     pub follow: Option<String>,
+    /// Within `refine`: `"air-tissue"` ([`PIPELINE_RAMP_AIR_TISSUE`]: along the cavity's walks,
+    /// fat-band HU next to air is the ramp between air and tissue, part of the layer), or none.
+    /// Needs `refine = "pleural-cavity"`.
+    #[serde(default)]
+    pub ramp: Option<String>,
 }
 
 /// The gas trimming step (`firstread_lungs::trim_gas`).
@@ -84,6 +89,10 @@ pub const PIPELINE_TRIM_GAS: &str = "gas";
 /// The pleural-cavity step's following of a consolidation through its air bronchograms
 /// (`firstread_lungs::lobar`).
 pub const PIPELINE_FOLLOW_BRONCHOGRAMS: &str = "air-bronchograms";
+
+/// The pleural-cavity step's reading of fat-band HU next to air as the layer's ramp from air to
+/// tissue (`firstread_lungs::Options::air_tissue_ramp`).
+pub const PIPELINE_RAMP_AIR_TISSUE: &str = "air-tissue";
 
 /// The kernel-aware in-plane denoising step (`firstread_lungs::denoise`).
 pub const PIPELINE_DENOISE: &str = "kernel-aware";
@@ -279,14 +288,23 @@ impl Manifest {
             None | Some(PIPELINE_REFINE) => {}
             Some(other) => return Err(ManifestError::Invalid(format!("names an unknown refine step {other:?}"))),
         }
-        match (self.pipeline.follow.as_deref(), self.pipeline.refine.as_deref()) {
-            (None, _) | (Some(PIPELINE_FOLLOW_BRONCHOGRAMS), Some(PIPELINE_REFINE)) => {}
-            (Some(PIPELINE_FOLLOW_BRONCHOGRAMS), _) => {
-                return Err(ManifestError::Invalid(format!(
-                    "names follow = {PIPELINE_FOLLOW_BRONCHOGRAMS:?} without refine = {PIPELINE_REFINE:?} (it is part of that step)"
-                )))
+        // the parts of the pleural-cavity step a package may name
+        for (key, value, known) in [
+            ("follow", self.pipeline.follow.as_deref(), PIPELINE_FOLLOW_BRONCHOGRAMS),
+            ("ramp", self.pipeline.ramp.as_deref(), PIPELINE_RAMP_AIR_TISSUE),
+        ] {
+            match value {
+                None => {}
+                Some(v) if v != known => {
+                    return Err(ManifestError::Invalid(format!("names an unknown {key} step {v:?}")));
+                }
+                Some(_) if self.pipeline.refine.as_deref() != Some(PIPELINE_REFINE) => {
+                    return Err(ManifestError::Invalid(format!(
+                        "names {key} = {known:?} without refine = {PIPELINE_REFINE:?} (it is part of that step)"
+                    )));
+                }
+                Some(_) => {}
             }
-            (Some(other), _) => return Err(ManifestError::Invalid(format!("names an unknown follow step {other:?}"))),
         }
         let model_channels = self.torchscript_channels();
         for o in &self.outputs {

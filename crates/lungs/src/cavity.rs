@@ -269,6 +269,9 @@ pub struct ShapeMismatch;
 pub struct Options {
     /// Follow each consolidation through its air bronchograms ([`crate::lobar`]; model 0.2.3).
     pub follow_bronchograms: bool,
+    /// Along the walks, fat-band HU next to a sample below -300 HU is the layer's own ramp from
+    /// air or ground glass to consolidation, not fat ([`FAT_HU`]; model 0.2.4).
+    pub air_tissue_ramp: bool,
 }
 
 /// Refines the model's masks with the pleural cavity (without the optional parts: model 0.2.0
@@ -339,7 +342,7 @@ pub fn refine_with(
         [0, 1].map(|side| {
             let lung = walk_lung(k, side);
             let other = &lungs[1 - side][k * plane..(k + 1) * plane];
-            fill_slice(&geometry, k, &families[side], &walks, side, hu, lung, other, mid[k])
+            fill_slice(&geometry, k, &families[side], &walks, side, hu, lung, other, mid[k], options)
         })
     });
     let mut out = Refined::of_model(left, right, opacity);
@@ -1159,6 +1162,7 @@ fn fill_slice(
     lung: &[u8],
     other: &[u8],
     midline: f64,
+    options: Options,
 ) -> Vec<u32> {
     let [slices, rows, cols] = g.shape;
     let [sz, sr, sc] = g.spacing_mm;
@@ -1174,7 +1178,7 @@ fn fill_slice(
         let here = &walks[k][side][d];
         let neighbours: Vec<(f64, &SliceWalks)> =
             near.iter().map(|&o| (o.abs_diff(k) as f64 * sz, &walks[o][side][d])).collect();
-        fill_direction(g, family, here, &neighbours, hu, lung, other, midline, &mut fill);
+        fill_direction(g, family, here, &neighbours, hu, lung, other, midline, options, &mut fill);
     }
     // the fill's bounding box (rows holding any fill, then their columns)
     let filled_rows: Vec<usize> = (0..rows).filter(|&r| fill[r * cols..(r + 1) * cols].contains(&true)).collect();
@@ -1248,6 +1252,7 @@ fn fill_direction(
     lung: &[u8],
     other: &[u8],
     midline: f64,
+    options: Options,
     fill: &mut [bool],
 ) {
     let cols = g.shape[2];
@@ -1367,7 +1372,15 @@ fn fill_direction(
                 }
                 continue;
             }
-            if (FAT_HU[0]..=FAT_HU[1]).contains(&v) && (pos - exit) as f64 * step_mm > PARTIAL_VOLUME_MM {
+            // with `air_tissue_ramp`, fat-band HU next to air along the line is a blend of air and
+            // tissue (the ramp from an air bronchogram, or from the ground glass in front, to
+            // consolidation): part of the layer, not fat. Skipped, it split a thin layer into
+            // strips the opening removed (phantom, 10 mm layer: 20 mL of its truth)
+            let beside_air = |o: Option<usize>| o.and_then(|o| line.get(o)).is_some_and(|&q| hu[at(q)] < DENSE_HU);
+            if (FAT_HU[0]..=FAT_HU[1]).contains(&v)
+                && (pos - exit) as f64 * step_mm > PARTIAL_VOLUME_MM
+                && !(options.air_tissue_ramp && (beside_air(pos.checked_sub(1)) || beside_air(Some(pos + 1))))
+            {
                 continue;
             }
             fill[i] = true;
@@ -1653,6 +1666,44 @@ mod tests {
         assert_eq!((w.exit, w.fat, w.bone), (Some(20), Some(30), Some(33)), "{w:?}");
     }
 
+    /// A 10 mm layer whose air tubes have a blurred edge in the fat band (-100 HU on the rows
+    /// before and after each tube): without `air_tissue_ramp` the walks skip those samples, the
+    /// fill of the tubes' columns is full of holes and the opening takes it away; with it, the
+    /// ramp is part of the layer and the whole layer is added.
+    #[test]
+    fn the_fat_band_ramp_around_air_bronchograms_is_part_of_the_layer() {
+        let (mut hu, [left, right], _) = chest(10, 35.0, true);
+        let [s, rows, cols] = SHAPE;
+        let tube_column = |i: usize| (i % cols) % 10 < 2 && left[i] == 0 && right[i] == 0;
+        for k in 0..s {
+            for r in 1..rows - 1 {
+                for c in 0..cols {
+                    let i = (k * rows + r) * cols + c;
+                    let beside = |j: usize| hu[j] == -900.0 && left[j] == 0 && right[j] == 0;
+                    if hu[i] == 35.0 && (beside(i - cols) || beside(i + cols)) {
+                        hu[i] = -100.0;
+                    }
+                }
+            }
+        }
+        let none = vec![0u8; hu.len()];
+        let added_in_tube_columns = |ramp: bool| {
+            let options = Options { air_tissue_ramp: ramp, ..Options::default() };
+            let r = refine_with(&hu, SHAPE, SPACING, &left, &right, &none, options).expect("refine");
+            (0..hu.len())
+                .filter(|&i| tube_column(i) && hu[i] > -1000.0 && (r.left_lung[i] != 0 || r.right_lung[i] != 0))
+                .count()
+        };
+        let layer_in_tube_columns =
+            (0..hu.len()).filter(|&i| tube_column(i) && [35.0, -100.0, -900.0].contains(&hu[i])).count();
+        let (without, with) = (added_in_tube_columns(false), added_in_tube_columns(true));
+        assert!(
+            (without as f64) < 0.3 * layer_in_tube_columns as f64,
+            "without the ramp: {without} of {layer_in_tube_columns}"
+        );
+        assert!(with as f64 >= 0.7 * layer_in_tube_columns as f64, "with the ramp: {with} of {layer_in_tube_columns}");
+    }
+
     #[test]
     fn a_healthy_chest_is_left_alone() {
         let (hu, [left, right], _) = chest(0, 0.0, false);
@@ -1682,7 +1733,7 @@ mod tests {
     fn a_dependent_consolidation_becomes_lung_and_opacity() {
         let (hu, [left, right], layer) = chest(20, 35.0, true);
         let none = vec![0u8; hu.len()];
-        let options = Options { follow_bronchograms: true };
+        let options = Options { follow_bronchograms: true, ..Options::default() };
         let r = refine_with(&hu, SHAPE, SPACING, &left, &right, &none, options).expect("refine");
         for (side, (before, after)) in [(&left, &r.left_lung), (&right, &r.right_lung)].into_iter().enumerate() {
             // the layer is the 35 HU and its air tubes outside the model's lungs
@@ -1748,7 +1799,7 @@ mod tests {
         let plane = SHAPE[1] * SHAPE[2];
         let none = vec![0u8; SHAPE.iter().product()];
         let base = |r: &Refined| count(&r.left_lung[..below * plane]) + count(&r.right_lung[..below * plane]);
-        let follow = Options { follow_bronchograms: true };
+        let follow = Options { follow_bronchograms: true, ..Options::default() };
         let (hu, [left, right], truth) = consolidated_base(true, below);
         let walks = base(&refine(&hu, SHAPE, SPACING, &left, &right, &none).expect("refine"));
         let followed = refine_with(&hu, SHAPE, SPACING, &left, &right, &none, follow).expect("refine");
