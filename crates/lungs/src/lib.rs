@@ -17,7 +17,9 @@
 //!   takes dense lesions that leave a bay in the lung's outline (a mass against the mediastinum
 //!   or the wall) into the lung, and the caps of dense lesions into the opacity. With
 //!   [`refine_with`] and [`Options::follow_bronchograms`] (model 0.2.3), each consolidation is
-//!   followed through its air bronchograms deeper than the walks reach ([`lobar`]).
+//!   followed through its air bronchograms deeper than the walks reach ([`lobar`]); with
+//!   [`Options::air_tissue_ramp`] (model 0.2.4), the walks keep fat-band HU next to air in the
+//!   layer (the ramp from an air bronchogram or ground glass to consolidation).
 //!
 //! - [`trim_gas()`] ([`gas`], after the model): in-plane parts of a lung mask that are gas wrapped
 //!   in tissue (the stomach's bubble under the left dome, bowel) are taken out of it.
