@@ -54,6 +54,8 @@ pub struct Analysis {
     notifications: Option<Notifications>,
     /// Memory one analysis may take (MiB; 0: none beyond the model's `max_voxels`).
     memory_budget_mib: u64,
+    /// Slices decoded while the study arrived (`[worker] prefetch_mib`).
+    slices: Option<Arc<firstread_volume::SliceCache>>,
 }
 
 impl std::fmt::Debug for Analysis {
@@ -130,6 +132,7 @@ impl Analysis {
             ae_title: ae_title.to_owned(),
             notifications: None,
             memory_budget_mib: 0,
+            slices: None,
         })
     }
 
@@ -162,6 +165,13 @@ impl Analysis {
         self
     }
 
+    /// Builds volumes from the slices `cache` decoded while the study arrived, where it holds
+    /// them.
+    pub fn with_slice_cache(mut self, cache: Arc<firstread_volume::SliceCache>) -> Self {
+        self.slices = Some(cache);
+        self
+    }
+
     /// Runs the whole pipeline on a list of instance files (blocking: call from a blocking thread)
     /// within a memory budget (MiB; 0: none beyond the model's `max_voxels`): a series over it is
     /// no candidate, judged before it is loaded.
@@ -169,13 +179,26 @@ impl Analysis {
     /// # Errors
     /// Transient failures (I/O, libtorch); refusals are an `Ok` outcome.
     pub fn analyse_files(model: &Mutex<Model>, files: &[PathBuf], memory_budget_mib: u64) -> Result<Outcome, String> {
+        Self::analyse_files_with(model, files, memory_budget_mib, None)
+    }
+
+    /// [`Analysis::analyse_files`], taking the slices `cache` decoded ahead.
+    ///
+    /// # Errors
+    /// As [`Analysis::analyse_files`].
+    pub fn analyse_files_with(
+        model: &Mutex<Model>,
+        files: &[PathBuf],
+        memory_budget_mib: u64,
+        cache: Option<&firstread_volume::SliceCache>,
+    ) -> Result<Outcome, String> {
         let started = Instant::now();
         let (manifest, contract) = {
             let m = model.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             (m.manifest.clone(), volume_contract(&m.manifest, memory_budget_mib))
         };
         let model_json = json!({ "name": manifest.name, "version": manifest.version, "kind": manifest.kind });
-        let study = match firstread_volume::build_study_volume(files, &contract) {
+        let study = match firstread_volume::build_study_volume_with(files, &contract, cache) {
             Ok(v) => v,
             Err(e @ Refusal::Io { .. }) => return Err(e.to_string()),
             Err(refusal @ Refusal::TooLarge { .. }) => {
@@ -430,11 +453,12 @@ impl JobHandler for Analysis {
         let job_for_results = job.clone();
         let (manifest_name, manifest_version) = (manifest.name.clone(), manifest.version.clone());
         let memory_budget_mib = self.memory_budget_mib;
+        let slices = self.slices.clone();
         let waited = (job.started_at - job.created_at).to_std().unwrap_or_default();
         metrics::histogram!("firstread_stage_seconds", "stage" => "queue_pickup").record(waited.as_secs_f64());
         let (mut result, written, findings) =
             tokio::task::spawn_blocking(move || -> Result<(Value, Vec<results::Written>, Option<Analysed>), String> {
-                let outcome = Analysis::analyse_files(&model, &files, memory_budget_mib)?;
+                let outcome = Analysis::analyse_files_with(&model, &files, memory_budget_mib, slices.as_deref())?;
                 let Some(analysed) = outcome.analysed else { return Ok((outcome.result, Vec::new(), None)) };
                 let started = Instant::now();
                 let written = results::write(&root, &job_for_results, &manifest, &analysed, predecessor)?;

@@ -376,6 +376,12 @@ pub struct WorkerConfig {
     /// judged from its headers before it is loaded: a thinner series of the study is read, or the
     /// study is refused with the figures in the reason.
     pub memory_budget_mib: u64,
+    /// Decoded slices held while studies arrive (MiB; 0: none). On a node that both listens and
+    /// works, each stored image is decoded into HU on a thread of its own once its C-STORE-RSP
+    /// is on its way, so that the volume is ready when the last slice lands
+    /// (`firstread_volume::prefetch`); a 512 x 512 slice takes 1 MiB (default 320: a 300-slice
+    /// study). Beyond it the oldest are dropped and read from their files again.
+    pub prefetch_mib: u64,
     /// Testing aid: hold every job at least this long (to test crashes mid-job). Keep "0s".
     #[serde(with = "humantime_serde")]
     pub hold_for: Duration,
@@ -411,6 +417,7 @@ impl Default for WorkerConfig {
             backoff_base: Duration::from_secs(2),
             backoff_max: Duration::from_secs(300),
             memory_budget_mib: 0,
+            prefetch_mib: 320,
             hold_for: Duration::ZERO,
         }
     }

@@ -46,6 +46,8 @@ struct Inner {
     sites: PeerSites,
     /// The storage filesystem's watermarks.
     guard: firstread_store::DiskGuard,
+    /// Where each stored image goes to be decoded ahead (`[worker] prefetch_mib`).
+    prefetch: Option<firstread_volume::Prefetcher>,
 }
 
 /// The calling AE title recorded for instances received with STOW-RS (no association).
@@ -55,7 +57,7 @@ impl Ingest {
     /// Ingest into `storage`, indexed in `index`, feeding study assembly with `policy`;
     /// `ae_title` is ours, `extra_sop_classes` the private Storage SOP Classes accepted, `sites`
     /// the site of each sender (STOW-RS requests name theirs), `watermarks` those of the disk
-    /// guard on the storage root.
+    /// guard on the storage root, `prefetch` where stored images are decoded ahead (none: not).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         storage: Storage,
@@ -66,6 +68,7 @@ impl Ingest {
         extra_sop_classes: &[String],
         sites: PeerSites,
         watermarks: firstread_store::Watermarks,
+        prefetch: Option<firstread_volume::Prefetcher>,
     ) -> Self {
         let guard = firstread_store::DiskGuard::new(storage.root(), watermarks);
         let inner = Inner {
@@ -77,6 +80,7 @@ impl Ingest {
             ae_title: ae_title.to_owned(),
             extra_sop_classes: extra_sop_classes.to_vec(),
             sites,
+            prefetch,
         };
         Ingest { inner: Arc::new(inner) }
     }
@@ -312,6 +316,10 @@ impl IngestPending {
         match recorded {
             Ok(Recorded::Inserted) => {
                 debug!(sop_instance_uid = %attributes.sop_instance_uid, "stored");
+                // durable and indexed: decoded ahead on the prefetch thread (never waited for)
+                if let Some(prefetch) = self.inner.prefetch.as_ref().filter(|_| arrival.analysable) {
+                    prefetch.offer(self.inner.storage.resolve(&placed.relative_path));
+                }
                 Outcome::success()
             }
             Ok(Recorded::Duplicate) => {

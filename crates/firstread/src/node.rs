@@ -117,6 +117,18 @@ impl Node {
         let mut dimse_tls_addr = None;
         let mut http_addr = None;
 
+        // a node that listens and works decodes each stored image ahead, for the volume
+        let slices = (roles.listen && roles.work && config.worker.prefetch_mib > 0).then(|| {
+            let padding_hu = model_runs
+                .iter()
+                .find_map(|r| r.manifest.as_ref().map(|m| m.input.padding_hu))
+                .unwrap_or(firstread_volume::VolumeContract::default().padding_hu);
+            let budget = usize::try_from(config.worker.prefetch_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+            Arc::new(firstread_volume::SliceCache::new(budget, padding_hu))
+        });
+        let prefetcher =
+            slices.clone().map(|cache| firstread_volume::Prefetcher::start(cache, PREFETCH_QUEUE)).transpose()?;
+
         if roles.listen {
             if config.allowed_peers().is_some_and(|p| p.is_empty()) {
                 warn!(
@@ -169,6 +181,7 @@ impl Node {
                 &config.dimse.extra_sop_classes,
                 config.peer_sites().map_err(anyhow::Error::msg)?,
                 config.storage.watermarks().map_err(anyhow::Error::msg)?,
+                prefetcher,
             ));
             if config.http.enabled {
                 http_addr =
@@ -213,11 +226,13 @@ impl Node {
             let packages: Vec<firstread_notify::config::Vocabulary<'_>> =
                 vocabularies.iter().map(|(name, classes)| (name.as_str(), classes.as_slice())).collect();
             notify.check_vocabulary(&packages)?;
-            let handler = Arc::new(
-                analysis
-                    .with_notifications(Notifications::new(notify.clone()))
-                    .with_memory_budget(config.worker.memory_budget_mib),
-            );
+            let mut analysis = analysis
+                .with_notifications(Notifications::new(notify.clone()))
+                .with_memory_budget(config.worker.memory_budget_mib);
+            if let Some(cache) = slices {
+                analysis = analysis.with_slice_cache(cache);
+            }
+            let handler = Arc::new(analysis);
             let exporter =
                 Arc::new(Export::new(storage.clone(), index.pool().clone(), export_config, &config.node.ae_title));
             let wake = Arc::new(Notify::new());
@@ -387,6 +402,9 @@ async fn assemble(
 /// The fewest slices a series needs to be a candidate for early readiness: the smallest
 /// `min_slices` of the models run (their volume contracts, from the manifests
 /// `WorkerConfig::model_runs` read), else the volume builder's default.
+/// Stored images waiting to be decoded ahead before new ones are left to the volume builder.
+const PREFETCH_QUEUE: usize = 4096;
+
 fn early_min_slices(runs: &[crate::models::ModelRun]) -> usize {
     runs.iter()
         .filter_map(|r| r.manifest.as_ref().map(|m| m.input.min_slices))

@@ -157,7 +157,7 @@ fn common_grid(images: &[InstanceHeader]) -> Result<ImageGrid, Refusal> {
     Ok(grid)
 }
 
-fn grid_of(image: &InstanceHeader) -> Result<ImageGrid, Refusal> {
+pub(crate) fn grid_of(image: &InstanceHeader) -> Result<ImageGrid, Refusal> {
     let missing = |what: &str| {
         Refusal::InconsistentGeometry(format!("instance {} lacks a usable {what}", image.attrs.sop_instance_uid))
     };

@@ -52,6 +52,7 @@ mod header;
 pub mod kernel;
 pub mod parallel;
 mod pixels;
+pub mod prefetch;
 mod selection;
 mod volume;
 
@@ -59,6 +60,7 @@ use std::path::PathBuf;
 
 pub use contract::VolumeContract;
 pub use error::Refusal;
+pub use prefetch::{Prefetcher, SliceCache};
 pub use selection::SeriesDecision;
 pub use volume::{SourceSlice, StudyVolume, Volume};
 
@@ -72,12 +74,31 @@ pub use volume::{SourceSlice, StudyVolume, Volume};
 /// series holds original CT images, the geometry refusal of the most promising series when none
 /// meets the contract, or [`Refusal::Decode`] when a slice of the chosen series cannot be decoded.
 pub fn build_study_volume(files: &[PathBuf], contract: &VolumeContract) -> Result<StudyVolume, Refusal> {
-    let headers = map_headers(files)?;
+    build_study_volume_with(files, contract, None)
+}
+
+/// [`build_study_volume`], taking the headers and decoded slices `cache` holds for these files
+/// ([`prefetch`]: decoded while the study arrived) instead of reading them again. The volume is
+/// the same with or without the cache.
+///
+/// # Errors
+/// As [`build_study_volume`].
+pub fn build_study_volume_with(
+    files: &[PathBuf],
+    contract: &VolumeContract,
+    cache: Option<&SliceCache>,
+) -> Result<StudyVolume, Refusal> {
+    let headers = map_headers(files, cache)?;
     let selection = selection::select_series(headers, contract)?;
-    let volume = volume::assemble_volume(selection.plan, contract)?;
+    let volume = volume::assemble_volume(selection.plan, contract, cache)?;
     Ok(StudyVolume { volume, decisions: selection.decisions })
 }
 
-fn map_headers(files: &[PathBuf]) -> Result<Vec<header::InstanceHeader>, Refusal> {
-    parallel::map_in_parallel(files.iter().collect(), |path| header::read_header(path)).into_iter().collect()
+fn map_headers(files: &[PathBuf], cache: Option<&SliceCache>) -> Result<Vec<header::InstanceHeader>, Refusal> {
+    parallel::map_in_parallel(files.iter().collect(), |path| match cache.and_then(|c| c.header(path)) {
+        Some(h) => Ok(h),
+        None => header::read_header(path),
+    })
+    .into_iter()
+    .collect()
 }

@@ -14,6 +14,7 @@ use crate::geometry::{scale, SeriesPlan};
 use crate::header::InstanceHeader;
 use crate::parallel::map_in_parallel;
 use crate::pixels::{decode_slice_hu, SliceNotes, SliceTarget};
+use crate::prefetch::SliceCache;
 use crate::selection::SeriesDecision;
 
 /// Most voxels a volume may hold (2^31, 8 GiB of f32): larger headers are not a CT series.
@@ -113,7 +114,11 @@ impl Volume {
 /// # Errors
 /// The first [`Refusal`] of any slice (in canonical order), or `InconsistentGeometry` when the
 /// grid is absurdly large.
-pub(crate) fn assemble_volume(plan: SeriesPlan, contract: &VolumeContract) -> Result<Volume, Refusal> {
+pub(crate) fn assemble_volume(
+    plan: SeriesPlan,
+    contract: &VolumeContract,
+    cache: Option<&SliceCache>,
+) -> Result<Volume, Refusal> {
     let (rows, cols, n) = (plan.grid.rows, plan.grid.cols, plan.slices.len());
     let slice_len = rows.checked_mul(cols).filter(|&l| l > 0);
     let Some(slice_len) = slice_len.filter(|l| l.checked_mul(n).is_some_and(|v| v <= MAX_VOXELS)) else {
@@ -122,7 +127,16 @@ pub(crate) fn assemble_volume(plan: SeriesPlan, contract: &VolumeContract) -> Re
     let mut hu = vec![0f32; slice_len * n];
     let target = SliceTarget { grid: &plan.grid, frame: &plan.frame, padding_hu: contract.padding_hu };
     let jobs: Vec<(&InstanceHeader, &mut [f32])> = plan.slices.iter().zip(hu.chunks_exact_mut(slice_len)).collect();
-    let results = map_in_parallel(jobs, |(header, out)| decode_slice_hu(header, &target, out));
+    let results = map_in_parallel(jobs, |(header, out)| {
+        // a slice decoded while the study arrived, for this same grid, flips and padding
+        match cache.and_then(|c| c.take_pixels(&header.path)).filter(|p| p.fit(&target)) {
+            Some(p) => {
+                out.copy_from_slice(&p.hu);
+                Ok(p.notes)
+            }
+            None => decode_slice_hu(header, &target, out),
+        }
+    });
     let mut notes = Vec::with_capacity(n);
     for result in results {
         notes.push(result?);

@@ -166,3 +166,48 @@ fn refragment(path: &Path, dir: &Path) -> PathBuf {
     obj.write_to_file(&out).expect("write");
     out
 }
+
+/// Slices decoded while the study arrives ([`firstread_volume::SliceCache`]) give the same volume
+/// bit for bit, in every transfer syntax; the volume takes them out of the cache; a cache too
+/// small for the study keeps the newest slices and the volume decodes the rest from the files.
+#[test]
+fn slices_decoded_ahead_give_the_same_volume() {
+    use firstread_volume::{build_study_volume_with, SliceCache};
+    let contract = VolumeContract::default();
+    for variant in ["", "-jpegll", "-jpegls", "-j2k"] {
+        let files = sample_files(variant);
+        let direct = build_study_volume(&files, &contract).expect("volume").volume;
+        let cache = SliceCache::new(64 << 20, contract.padding_hu);
+        for f in &files {
+            cache.prefetch(f).expect("prefetch");
+        }
+        assert_eq!(cache.usage().slices, 30, "{variant}");
+        assert_eq!(cache.usage().bytes, 30 * 512 * 512 * 4, "{variant}");
+        let ahead = build_study_volume_with(&files, &contract, Some(&cache)).expect("volume").volume;
+        assert!(direct.hu.iter().zip(&ahead.hu).all(|(a, b)| a.to_bits() == b.to_bits()), "{variant}");
+        assert_eq!(
+            (direct.shape, direct.spacing_mm, &direct.warnings),
+            (ahead.shape, ahead.spacing_mm, &ahead.warnings)
+        );
+        assert_eq!(cache.usage().slices, 0, "{variant}: the volume took its slices");
+        assert_eq!(cache.usage().bytes, 0);
+    }
+    // room for 10 slices of 1 MiB: the 10 newest are kept
+    let files = sample_files("");
+    let cache = SliceCache::new(10 * 512 * 512 * 4, contract.padding_hu);
+    for f in &files {
+        cache.prefetch(f).expect("prefetch");
+    }
+    assert_eq!(cache.usage().slices, 10);
+    let direct = build_study_volume(&files, &contract).expect("volume").volume;
+    let mixed = build_study_volume_with(&files, &contract, Some(&cache)).expect("volume").volume;
+    assert!(direct.hu.iter().zip(&mixed.hu).all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert_eq!(cache.usage().slices, 0);
+    // a volume with another padding HU decodes every slice itself
+    let cache = SliceCache::new(64 << 20, -2000.0);
+    for f in &files {
+        cache.prefetch(f).expect("prefetch");
+    }
+    let other = build_study_volume_with(&files, &contract, Some(&cache)).expect("volume").volume;
+    assert!(direct.hu.iter().zip(&other.hu).all(|(a, b)| a.to_bits() == b.to_bits()));
+}
