@@ -37,7 +37,8 @@
 //! 3. Fill: the voxels between where the lung ends and [`WALL_MARGIN_MM`] inside the cage
 //!    (parietal pleura, innermost intercostal muscle), never bone, never fat beyond the lung's
 //!    partial-volume rim (with [`Options::air_tissue_ramp`], model 0.2.4, a fat-band sample next
-//!    to one below -300 HU on the line is the ramp from air to consolidation, not fat), never within [`MEDIAL_EXCLUSION_MM`] of the midline (spine, aorta,
+//!    to one below -300 HU on the line is the ramp from air to consolidation, not fat), never
+//!    within [`MEDIAL_EXCLUSION_MM`] of the midline (spine, aorta,
 //!    oesophagus), only where the layer is [`MIN_DEPTH_MM`] to [`MAX_DEPTH_MM`] thick (deeper:
 //!    the wall seen is not this lung's, e.g. through the liver). An in-plane opening
 //!    ([`OPENING_MM`]) removes the rims a normal lung leaves (it judges a layer together with
