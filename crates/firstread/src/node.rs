@@ -399,12 +399,12 @@ async fn assemble(
     }
 }
 
-/// The fewest slices a series needs to be a candidate for early readiness: the smallest
-/// `min_slices` of the models run (their volume contracts, from the manifests
-/// `WorkerConfig::model_runs` read), else the volume builder's default.
 /// Stored images waiting to be decoded ahead before new ones are left to the volume builder.
 const PREFETCH_QUEUE: usize = 4096;
 
+/// The fewest slices a series needs to be a candidate for early readiness: the smallest
+/// `min_slices` of the models run (their volume contracts, from the manifests
+/// `WorkerConfig::model_runs` read), else the volume builder's default.
 fn early_min_slices(runs: &[crate::models::ModelRun]) -> usize {
     runs.iter()
         .filter_map(|r| r.manifest.as_ref().map(|m| m.input.min_slices))

@@ -4,7 +4,9 @@
 //! C-STORE-RSP path, on a thread of its own); it reads the header and decodes the pixel data into
 //! HU in the canonical orientation of that slice's own Image Orientation (Patient), exactly as
 //! [`crate::build_study_volume`] would. [`crate::build_study_volume_with`] then takes the slices it
-//! finds here (same file, same grid, same flips, same padding HU) and decodes only the others.
+//! finds here (same file, unchanged in length and modification time since, same grid, same flips,
+//! same padding HU) and decodes only the others. Only axial images whose pixels fit the budget are
+//! decoded ahead.
 //!
 //! Bounded: at most `budget_bytes` of decoded HU are held; beyond it the oldest slices are
 //! dropped (they are decoded from their files again when the volume is built). A slice taken by a
@@ -22,10 +24,20 @@ use crate::pixels::{decode_slice_hu, SliceNotes, SliceTarget};
 /// One slice decoded ahead.
 #[derive(Debug)]
 pub(crate) struct Prefetched {
-    pub header: InstanceHeader,
-    /// Decoded with this grid and frame, and `padding_hu` for padding voxels; `None` when the
-    /// slice is not axial (its header alone is kept).
-    pub pixels: Option<Pixels>,
+    header: InstanceHeader,
+    pixels: Pixels,
+    /// The file as it was decoded (length, modification time): a file replaced at the same
+    /// path since is read again.
+    file: FileStamp,
+    /// Its place in the arrival order.
+    seq: u64,
+}
+
+type FileStamp = (u64, Option<std::time::SystemTime>);
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()))
 }
 
 #[derive(Debug)]
@@ -39,6 +51,10 @@ pub(crate) struct Pixels {
 }
 
 impl Pixels {
+    fn bytes(&self) -> usize {
+        self.hu.len() * std::mem::size_of::<f32>()
+    }
+
     /// Whether these pixels are what decoding for `target` would give.
     pub(crate) fn fit(&self, target: &SliceTarget<'_>) -> bool {
         self.grid.rows == target.grid.rows
@@ -60,9 +76,23 @@ pub struct SliceCache {
 #[derive(Debug, Default)]
 struct Inner {
     slices: HashMap<PathBuf, Prefetched>,
-    /// Arrival order, for dropping the oldest (paths already taken are skipped).
-    order: VecDeque<PathBuf>,
+    /// Arrival order (path and `Prefetched::seq`), for dropping the oldest; entries whose slice
+    /// was taken or replaced since are skipped.
+    order: VecDeque<(PathBuf, u64)>,
+    next_seq: u64,
     bytes: usize,
+}
+
+impl Inner {
+    fn holds(&self, (path, seq): &(PathBuf, u64)) -> bool {
+        self.slices.get(path).is_some_and(|p| p.seq == *seq)
+    }
+
+    fn remove(&mut self, path: &Path) -> Option<Prefetched> {
+        let removed = self.slices.remove(path)?;
+        self.bytes -= removed.pixels.bytes();
+        Some(removed)
+    }
 }
 
 /// What the cache holds, for metrics and tests.
@@ -88,55 +118,63 @@ impl SliceCache {
     /// The reason the file could not be read or decoded; nothing is cached then, and the volume
     /// builder meets the same error when it reads the file.
     pub fn prefetch(&self, path: &Path) -> Result<(), crate::Refusal> {
+        let file = stamp(path);
         let header = read_header(path)?;
-        let pixels = match grid_of(&header).and_then(|grid| axial_frame(&grid).map(|frame| (grid, frame))) {
-            Ok((grid, frame)) => {
-                let mut hu = vec![0f32; grid.rows * grid.cols];
-                let target = SliceTarget { grid: &grid, frame: &frame, padding_hu: self.padding_hu };
-                let notes = decode_slice_hu(&header, &target, &mut hu)?;
-                Some(Pixels { grid, frame, padding_hu: self.padding_hu, hu, notes })
-            }
-            // not an axial image: the builder skips or refuses its series from the header alone
-            Err(_) => None,
-        };
-        let bytes = pixels.as_ref().map_or(0, |p| p.hu.len() * std::mem::size_of::<f32>());
-        if bytes > self.budget_bytes {
-            return Ok(());
-        }
+        // only axial images whose pixels fit the budget (Rows and Columns come from the peer:
+        // nothing is allocated for a grid the cache could not hold); the builder reads the
+        // others from their files, and skips or refuses their series from the header alone
+        let Ok(grid) = grid_of(&header) else { return Ok(()) };
+        let Ok(frame) = axial_frame(&grid) else { return Ok(()) };
+        let fits = grid.rows.checked_mul(grid.cols).and_then(|n| n.checked_mul(std::mem::size_of::<f32>()));
+        let Some(bytes) = fits.filter(|&b| b > 0 && b <= self.budget_bytes) else { return Ok(()) };
+        let Some(file) = file else { return Ok(()) };
+        let mut hu = vec![0f32; grid.rows * grid.cols];
+        let target = SliceTarget { grid: &grid, frame: &frame, padding_hu: self.padding_hu };
+        let notes = decode_slice_hu(&header, &target, &mut hu)?;
+        let pixels = Pixels { grid, frame, padding_hu: self.padding_hu, hu, notes };
         let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.remove(path);
         while inner.bytes + bytes > self.budget_bytes {
             let Some(oldest) = inner.order.pop_front() else { break };
-            if let Some(dropped) = inner.slices.remove(&oldest) {
-                inner.bytes -= dropped.pixels.map_or(0, |p| p.hu.len() * std::mem::size_of::<f32>());
+            if inner.holds(&oldest) {
+                inner.remove(&oldest.0);
             }
         }
-        if let Some(old) = inner.slices.insert(path.to_owned(), Prefetched { header, pixels }) {
-            inner.bytes -= old.pixels.map_or(0, |p| p.hu.len() * std::mem::size_of::<f32>());
-        } else {
-            inner.order.push_back(path.to_owned());
-        }
-        // the paths of slices already taken, once they outnumber the held ones
-        if inner.order.len() > 2 * inner.slices.len() + 64 {
-            let Inner { slices, order, .. } = &mut *inner;
-            order.retain(|p| slices.contains_key(p));
-        }
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        inner.slices.insert(path.to_owned(), Prefetched { header, pixels, file, seq });
+        inner.order.push_back((path.to_owned(), seq));
         inner.bytes += bytes;
+        // the entries of slices taken or replaced, once they outnumber the held ones
+        if inner.order.len() > 2 * inner.slices.len() + 64 {
+            let mut order = std::mem::take(&mut inner.order);
+            order.retain(|e| inner.holds(e));
+            inner.order = order;
+        }
         Ok(())
     }
 
-    /// The header of `path`, when cached.
+    /// The header of `path`, when cached for the file as it is now.
     pub(crate) fn header(&self, path: &Path) -> Option<InstanceHeader> {
+        let now = stamp(path)?;
         let inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        inner.slices.get(path).map(|p| p.header.clone())
+        inner.slices.get(path).filter(|p| p.file == now).map(|p| p.header.clone())
     }
 
-    /// Takes the decoded pixels of `path` out of the cache, when held.
-    pub(crate) fn take_pixels(&self, path: &Path) -> Option<Pixels> {
+    /// Takes the decoded pixels of `path` out of the cache, when held for the file as it is now
+    /// and `fit` for the volume being built (others stay).
+    pub(crate) fn take_pixels(&self, path: &Path, fit: impl Fn(&Pixels) -> bool) -> Option<Pixels> {
+        let now = stamp(path)?;
         let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let taken = inner.slices.remove(path)?;
-        let pixels = taken.pixels?;
-        inner.bytes -= pixels.hu.len() * std::mem::size_of::<f32>();
-        Some(pixels)
+        let held = inner.slices.get(path)?;
+        if held.file != now {
+            inner.remove(path);
+            return None;
+        }
+        if !fit(&held.pixels) {
+            return None;
+        }
+        inner.remove(path).map(|p| p.pixels)
     }
 
     /// What the cache holds now.
@@ -161,6 +199,9 @@ impl Prefetcher {
     /// When the thread cannot be started.
     pub fn start(cache: std::sync::Arc<SliceCache>, queue: usize) -> std::io::Result<Prefetcher> {
         let (to_thread, paths) = std::sync::mpsc::sync_channel::<PathBuf>(queue);
+        // the global rayon pool (dicom-pixeldata decodes with it) is started here, not by the
+        // decoding thread, whose nice value its threads would inherit
+        let _ = rayon::current_num_threads();
         std::thread::Builder::new().name("slice-prefetch".into()).spawn(move || {
             // decoding ahead takes what CPU the receiver leaves: on Linux the nice value is per
             // thread (setpriority(2) on the calling thread's id), and 19 yields to the
@@ -170,8 +211,12 @@ impl Prefetcher {
                 tracing::debug!(error = %e, "slice prefetch: nice value not set");
             }
             for path in paths {
-                // an unreadable or undecodable file is the volume builder's to report
-                let _ = cache.prefetch(&path);
+                // an unreadable or undecodable file is the volume builder's to report; a panic
+                // in a decoder (peer data) costs that one slice, not the thread
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cache.prefetch(&path))) {
+                    Ok(_) => {}
+                    Err(_) => tracing::warn!("slice prefetch: decoding an image panicked; it is read from its file"),
+                }
             }
         })?;
         Ok(Prefetcher { to_thread })

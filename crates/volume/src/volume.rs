@@ -129,7 +129,7 @@ pub(crate) fn assemble_volume(
     let jobs: Vec<(&InstanceHeader, &mut [f32])> = plan.slices.iter().zip(hu.chunks_exact_mut(slice_len)).collect();
     let results = map_in_parallel(jobs, |(header, out)| {
         // a slice decoded while the study arrived, for this same grid, flips and padding
-        match cache.and_then(|c| c.take_pixels(&header.path)).filter(|p| p.fit(&target)) {
+        match cache.and_then(|c| c.take_pixels(&header.path, |p| p.fit(&target))) {
             Some(p) => {
                 out.copy_from_slice(&p.hu);
                 Ok(p.notes)

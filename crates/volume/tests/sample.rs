@@ -203,11 +203,35 @@ fn slices_decoded_ahead_give_the_same_volume() {
     let mixed = build_study_volume_with(&files, &contract, Some(&cache)).expect("volume").volume;
     assert!(direct.hu.iter().zip(&mixed.hu).all(|(a, b)| a.to_bits() == b.to_bits()));
     assert_eq!(cache.usage().slices, 0);
-    // a volume with another padding HU decodes every slice itself
+    // a volume with another padding HU decodes every slice itself, and leaves them cached
     let cache = SliceCache::new(64 << 20, -2000.0);
     for f in &files {
         cache.prefetch(f).expect("prefetch");
     }
     let other = build_study_volume_with(&files, &contract, Some(&cache)).expect("volume").volume;
     assert!(direct.hu.iter().zip(&other.hu).all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert_eq!(cache.usage().slices, 30);
+    // a file written again at the same path after it was decoded ahead is read again: here its
+    // Rescale Intercept moves its HU by 24
+    let dir = tempfile::tempdir().expect("temp dir");
+    let copies: Vec<PathBuf> = files
+        .iter()
+        .map(|f| {
+            let to = dir.path().join(f.file_name().expect("name"));
+            std::fs::copy(f, &to).expect("copy");
+            to
+        })
+        .collect();
+    let cache = SliceCache::new(64 << 20, contract.padding_hu);
+    for f in &copies {
+        cache.prefetch(f).expect("prefetch");
+    }
+    let mut obj = OpenFileOptions::new().open_file(&copies[5]).expect("open");
+    obj.put(DataElement::new(tags::RESCALE_INTERCEPT, VR::DS, "-1000"));
+    obj.write_to_file(&copies[5]).expect("write");
+    let rewritten = build_study_volume(&copies, &contract).expect("volume").volume;
+    assert!(direct.hu.iter().zip(&rewritten.hu).any(|(a, b)| a != b), "the rewritten slice differs");
+    let ahead = build_study_volume_with(&copies, &contract, Some(&cache)).expect("volume").volume;
+    assert!(rewritten.hu.iter().zip(&ahead.hu).all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert_eq!(cache.usage().slices, 0);
 }
