@@ -1350,6 +1350,8 @@ fn fill_direction(
             to = to.min(f as f64 * step_mm);
         }
         let thickness = to - exit as f64 * step_mm;
+        // whether the sample at `o` on this line is air or ground glass (below -300 HU)
+        let beside_air = |o: Option<usize>| o.and_then(|o| line.get(o)).is_some_and(|&q| hu[at(q)] < DENSE_HU);
         // deeper than a lung layer can be: the wall seen is not this lung's (e.g. through the liver)
         if !(MIN_DEPTH_MM..=MAX_DEPTH_MM).contains(&thickness) {
             continue;
@@ -1378,7 +1380,6 @@ fn fill_direction(
             // tissue (the ramp from an air bronchogram, or from the ground glass in front, to
             // consolidation): part of the layer, not fat. Skipped, it split a thin layer into
             // strips the opening removed (phantom, 10 mm layer: 20 mL of its truth)
-            let beside_air = |o: Option<usize>| o.and_then(|o| line.get(o)).is_some_and(|&q| hu[at(q)] < DENSE_HU);
             if (FAT_HU[0]..=FAT_HU[1]).contains(&v)
                 && (pos - exit) as f64 * step_mm > PARTIAL_VOLUME_MM
                 && !(options.air_tissue_ramp && (beside_air(pos.checked_sub(1)) || beside_air(Some(pos + 1))))
