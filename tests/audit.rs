@@ -24,7 +24,7 @@ async fn every_access_to_a_study_is_on_record() {
     cmd.args(["-aec", "FIRSTREAD", "-aet", "MODALITY", "127.0.0.1", &node.port().to_string()]).args(sample_series(""));
     assert!(run(cmd).status.success(), "sample sent");
     let exported = eventually_async(Duration::from_secs(120), || async {
-        node.count("SELECT count(*) FROM jobs WHERE kind = 'export' AND state = 'done'").await == 1
+        node.count("SELECT count(*) FROM jobs WHERE kind = 'export' AND state = 'done'").await == 2
     })
     .await;
     assert!(exported, "results sent back");
@@ -85,9 +85,12 @@ async fn every_access_to_a_study_is_on_record() {
     assert_eq!(store_in[0].6["instances"], 30);
     assert!(store_in[0].3.starts_with("127.0.0.1:"), "the sender's address: {}", store_in[0].3);
     let store_out = find("store-out", "FIRSTREAD", "success");
-    assert_eq!(store_out.len(), 1, "{events:#?}");
-    assert_eq!(store_out[0].3, format!("MODALITY@127.0.0.1:{scp_port}"));
-    assert_eq!(store_out[0].4, study);
+    // the SR, then the other objects: one export (association) each
+    assert_eq!(store_out.len(), 2, "{events:#?}");
+    for sent in &store_out {
+        assert_eq!(sent.3, format!("MODALITY@127.0.0.1:{scp_port}"));
+        assert_eq!(sent.4, study);
+    }
     let query = find("query", "bearer token", "success");
     assert!(query.iter().any(|e| e.4 == study), "the QIDO-RS query names the study: {events:#?}");
     let retrieve = find("retrieve", "bearer token", "success");

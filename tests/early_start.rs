@@ -2,7 +2,9 @@
 //! scout, two axial series and a dose report, sent by dcmtk `storescu` in one association and as
 //! four back-to-back associations (one series each, as many scanners send), is analysed once, on
 //! the series the volume builder's rule chooses, well before `stable_after`; a study whose only
-//! axial series misses a slice waits for `stable_after`.
+//! axial series misses a slice waits for `stable_after`. A sender known to send whole studies (its
+//! last three each over one association) is not waited the grace for; one that sends series by
+//! series still is.
 //!
 //! The studies are made from the bundled sample CT (`data/ct/`: TCIA Lung-PET-CT-Dx, subject
 //! Lung_Dx-A0002, doi:10.7937/TCIA.2020.NNC20461, CC BY 4.0; see `data/ct/README.md`): its B40f
@@ -125,8 +127,13 @@ impl Study {
 
 /// One `storescu` association (dcmtk's default calling AE title STORESCU) with `files`.
 fn storescu(port: u16, files: &[PathBuf]) {
+    storescu_as(port, "STORESCU", files);
+}
+
+/// One `storescu` association calling as `calling_ae_title`, with `files`.
+fn storescu_as(port: u16, calling_ae_title: &str, files: &[PathBuf]) {
     let mut cmd = dcmtk("storescu");
-    cmd.args(["-aec", "FIRSTREAD", "127.0.0.1", &port.to_string()]).args(files);
+    cmd.args(["-aet", calling_ae_title, "-aec", "FIRSTREAD", "127.0.0.1", &port.to_string()]).args(files);
     let out = run(cmd);
     assert!(out.status.success(), "storescu: {}", String::from_utf8_lossy(&out.stderr));
 }
@@ -290,4 +297,70 @@ async fn a_study_whose_only_axial_series_misses_a_slice_waits_for_stable_after()
     );
     let (_, _, status, _, decisions) = &o.jobs[0];
     assert_eq!(status, "refused", "the volume builder refuses the gap too: {decisions}");
+}
+
+/// Seconds from the release of the last association that delivered to `study` to its analysis
+/// job's creation (database clock), once the job exists.
+async fn ready_after_release(node: &TestNode, study: &str) -> f64 {
+    let sql = "SELECT EXTRACT(EPOCH FROM \
+                 (SELECT min(created_at) FROM jobs WHERE kind = 'analysis' AND study_instance_uid = $1) \
+                 - (SELECT max(a.closed_at) FROM associations a JOIN study_deliveries d ON d.association_id = a.id \
+                    WHERE d.study_instance_uid = $1))::float8";
+    let after = || async {
+        sqlx::query_scalar::<_, Option<f64>>(sql).bind(study).fetch_one(&node.pool).await.ok().flatten()
+    };
+    let found = eventually_async(Duration::from_secs(60), || async { after().await.is_some() }).await;
+    assert!(found, "study {study} made ready");
+    after().await.unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_of_whole_studies_is_not_waited_for_one_that_sends_series_by_series_is() {
+    let _serial = SERIAL.lock().await;
+    // a grace long enough to tell "waited" from "not waited" on the database's clock; stable_after
+    // longer still, so that only early readiness makes these studies ready
+    let grace = Duration::from_secs(3);
+    let node = TestNode::start(|c| {
+        c.assembly.early_ready_grace = grace;
+        c.assembly.stable_after = Duration::from_secs(120);
+    })
+    .await;
+    assert_eq!(node.config.assembly.early_ready_trust_after, 3, "as shipped");
+    let dir = tempfile::tempdir().expect("dir");
+    let port = node.port();
+    // CT_WHOLE sends each study (its B40f series) in one association: its first three studies wait
+    // the grace, the fourth does not
+    for n in 0..4 {
+        let study = make_study(&dir.path().join(format!("whole{n}")), false);
+        let files = study.soft.1.clone();
+        tokio::task::spawn_blocking(move || storescu_as(port, "CT_WHOLE", &files)).await.expect("storescu");
+        let after = ready_after_release(&node, &study.uid).await;
+        eprintln!("whole-study sender, study {}: ready {after:.3} s after its release", n + 1);
+        if n < 3 {
+            assert!(after >= grace.as_secs_f64() - 0.001, "study {}: ready {after:.3} s after release", n + 1);
+        } else {
+            assert!(after < grace.as_secs_f64() - 1.0, "a known sender waited: {after:.3} s after release");
+        }
+    }
+    // CT_SERIES sends the scout and the B40f series back to back, one association each: every
+    // study waits the grace, and stays one study version
+    for n in 0..4 {
+        let study = make_study(&dir.path().join(format!("series{n}")), false);
+        let (scout, soft) = (study.scout.clone(), study.soft.1.clone());
+        tokio::task::spawn_blocking(move || {
+            storescu_as(port, "CT_SERIES", &scout);
+            storescu_as(port, "CT_SERIES", &soft);
+        })
+        .await
+        .expect("storescu");
+        let after = ready_after_release(&node, &study.uid).await;
+        eprintln!("series-by-series sender, study {}: ready {after:.3} s after its last release", n + 1);
+        assert!(after >= grace.as_secs_f64() - 0.001, "study {}: ready {after:.3} s after release", n + 1);
+        let version: i32 = sqlx::query_scalar("SELECT version FROM studies WHERE study_instance_uid = $1")
+            .bind(&study.uid)
+            .fetch_one(&node.pool)
+            .await
+            .expect("study");
+        assert_eq!(version, 1, "one study version");
+    }
 }

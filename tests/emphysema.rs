@@ -322,7 +322,7 @@ fn the_sample_reads_alike_with_both_kernels_and_its_objects_are_valid() {
         started_at: now,
         created_at: now,
     };
-    let written = firstread::results::write(root.path(), &job, &manifest, &soft.3, None).expect("result objects");
+    let written = firstread::results::write(root.path(), &job, &manifest, &soft.3, None, |_| {}).expect("result objects");
     let modalities: Vec<String> = written.iter().filter_map(|w| w.attributes.modality.clone()).collect();
     assert_eq!(modalities, ["SR", "SR", "SEG", "OT"], "{written:?}");
     for w in &written {
@@ -401,7 +401,8 @@ async fn a_chest_ct_gets_both_reports_from_a_node_with_both_packages() {
     assert!(run(cmd).status.success(), "sample sent");
     let rows = || async {
         sqlx::query_as::<_, (String, String, String, Option<String>)>(
-            "SELECT kind, model, state, result_status FROM jobs WHERE kind IN ('analysis', 'export') ORDER BY kind, model",
+            "SELECT kind || coalesce(nullif('/' || part, '/'), ''), model, state, result_status FROM jobs \
+             WHERE kind IN ('analysis', 'export') ORDER BY kind, model, part",
         )
         .fetch_all(&node.pool)
         .await
@@ -409,7 +410,7 @@ async fn a_chest_ct_gets_both_reports_from_a_node_with_both_packages() {
     };
     let settled = eventually_async(std::time::Duration::from_secs(300), || async {
         let r = rows().await;
-        r.len() == 4 && r.iter().all(|j| j.2 == "done")
+        r.len() == 6 && r.iter().all(|j| j.2 == "done")
     })
     .await;
     let r = rows().await;
@@ -419,8 +420,11 @@ async fn a_chest_ct_gets_both_reports_from_a_node_with_both_packages() {
         [
             ("analysis", "covid19-lung-ct", Some("analysed")),
             ("analysis", "emphysema-ct", Some("analysed")),
-            ("export", "covid19-lung-ct", None),
-            ("export", "emphysema-ct", None),
+            // each read's SR, then its other objects
+            ("export/objects", "covid19-lung-ct", None),
+            ("export/sr", "covid19-lung-ct", None),
+            ("export/objects", "emphysema-ct", None),
+            ("export/sr", "emphysema-ct", None),
         ]
     );
     let (laa,): (Option<f64>,) = sqlx::query_as(

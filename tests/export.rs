@@ -27,13 +27,6 @@ fn push_sample(node: &TestNode) {
     assert!(run(cmd).status.success(), "sample sent");
 }
 
-async fn export_state(node: &TestNode) -> Option<(String, i32, Option<String>)> {
-    sqlx::query_as("SELECT state, attempts, last_error FROM jobs WHERE kind = 'export'")
-        .fetch_optional(&node.pool)
-        .await
-        .expect("query")
-}
-
 async fn result_files(node: &TestNode) -> Vec<String> {
     let v: serde_json::Value = sqlx::query_scalar("SELECT result->'result_files' FROM jobs WHERE kind = 'analysis'")
         .fetch_one(&node.pool)
@@ -50,16 +43,34 @@ async fn results_go_back_to_the_sender_once_even_when_it_is_down_at_first() {
     push_sample(&node);
     // The sender's storescp is down: the export fails and is retried.
     let failed_once = eventually_async(Duration::from_secs(90), || async {
-        matches!(export_state(&node).await, Some((s, a, _)) if s == "queued" && a >= 1)
+        let jobs = node.export_jobs().await;
+        jobs.len() == 2 && jobs.iter().all(|(_, s, a, _)| s == "queued" && *a >= 1)
     })
     .await;
-    assert!(failed_once, "export attempted while the destination is down: {:?}", export_state(&node).await);
+    assert!(failed_once, "both parts attempted while the destination is down: {:?}", node.export_jobs().await);
     let _scp = storescp(port, received.path());
-    let done = eventually_async(Duration::from_secs(30), || async {
-        matches!(export_state(&node).await, Some((s, _, _)) if s == "done")
-    })
-    .await;
-    assert!(done, "export done once the destination is up: {:?}", export_state(&node).await);
+    let done = eventually_async(Duration::from_secs(30), || node.exports_are("done")).await;
+    assert!(done, "export done once the destination is up: {:?}", node.export_jobs().await);
+    // the SR's part was queued (and its files listed) before the other objects were written
+    let parts: Vec<(String, serde_json::Value, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT part, payload->'files', created_at FROM jobs WHERE kind = 'export' ORDER BY created_at")
+            .fetch_all(&node.pool)
+            .await
+            .expect("parts");
+    assert_eq!(parts.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(), ["sr", "objects"]);
+    let sr_files = parts[0].1.as_array().cloned().unwrap_or_default();
+    assert_eq!(sr_files.len(), 1, "{sr_files:?}");
+    assert!(sr_files[0].as_str().is_some_and(|f| f.ends_with("/00-sr.dcm")), "{sr_files:?}");
+    let seg_written = std::fs::metadata(node.dir.path().join(
+        parts[1].1.as_array().and_then(|a| a.iter().find_map(|f| f.as_str().filter(|f| f.ends_with("-seg.dcm")))).expect("SEG listed"),
+    ))
+    .and_then(|m| m.modified())
+    .expect("SEG file");
+    assert!(
+        std::time::SystemTime::from(parts[0].2) <= seg_written,
+        "the SR's export was queued at {} before the SEG was written",
+        parts[0].2
+    );
 
     let files = result_files(&node).await;
     assert!(files.len() >= 4, "SR, volumetric SR, SEG and at least one key image: {files:?}");
@@ -102,15 +113,13 @@ async fn a_destination_that_refuses_ends_dead_with_its_reason() {
     }
     let node = node_exporting_to(port).await;
     push_sample(&node);
-    let dead = eventually_async(Duration::from_secs(120), || async {
-        matches!(export_state(&node).await, Some((s, _, _)) if s == "dead")
-    })
-    .await;
-    let state = export_state(&node).await;
-    assert!(dead, "{state:?}");
-    let (_, attempts, error) = state.expect("export job");
-    assert_eq!(attempts, 3);
-    assert!(error.as_deref().is_some_and(|e| e.contains("A700")), "{error:?}");
+    let dead = eventually_async(Duration::from_secs(120), || node.exports_are("dead")).await;
+    let jobs = node.export_jobs().await;
+    assert!(dead, "{jobs:?}");
+    for (part, _, attempts, error) in jobs {
+        assert_eq!(attempts, 3, "{part}");
+        assert!(error.as_deref().is_some_and(|e| e.contains("A700")), "{part}: {error:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,11 +140,8 @@ async fn orthanc_files_the_results_under_the_same_patient_and_study() {
     })
     .await;
     push_sample(&node);
-    let done = eventually_async(Duration::from_secs(120), || async {
-        matches!(export_state(&node).await, Some((s, _, _)) if s == "done")
-    })
-    .await;
-    assert!(done, "export to Orthanc done: {:?}", export_state(&node).await);
+    let done = eventually_async(Duration::from_secs(120), || node.exports_are("done")).await;
+    assert!(done, "export to Orthanc done: {:?}", node.export_jobs().await);
     let files = result_files(&node).await;
 
     let patients = orthanc_get(http_port, "/patients");

@@ -60,7 +60,7 @@ async fn only_known_peers_may_send_and_results_go_back_to_them() {
     let done = eventually_async(Duration::from_secs(120), || async {
         node.count("SELECT count(*) FROM jobs WHERE kind = 'export' AND state = 'done' AND destination = 'MODALITY'")
             .await
-            == 1
+            == 2
     })
     .await;
     assert!(done, "the results go back to the peer");

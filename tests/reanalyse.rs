@@ -100,7 +100,7 @@ async fn a_new_model_version_reanalyses_a_stored_study_and_corrects_the_first_re
             let notify = jobs_of(&pool, "notify").await;
             a.len() == n_analyses
                 && a.iter().all(|j| j.2 == "done")
-                && export.len() == n_analyses
+                && export.len() == 2 * n_analyses // the SR, the other objects
                 && export.iter().all(|j| j.1 == "done")
                 && notify.len() == n_analyses
                 && notify.iter().all(|j| j.1 == "done")

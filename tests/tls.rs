@@ -10,13 +10,6 @@ use firstread_dimse::{ClientTlsFiles, Destination};
 use firstread_e2e::pki::Ca;
 use firstread_e2e::*;
 
-async fn export_state(node: &TestNode) -> Option<(String, i32, Option<String>)> {
-    sqlx::query_as("SELECT state, attempts, last_error FROM jobs WHERE kind = 'export'")
-        .fetch_optional(&node.pool)
-        .await
-        .expect("query")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_study_goes_both_ways_over_dicom_tls_and_peers_without_a_trusted_certificate_are_refused() {
     let pki = tempfile::tempdir().expect("dir");
@@ -83,11 +76,8 @@ async fn a_study_goes_both_ways_over_dicom_tls_and_peers_without_a_trusted_certi
     );
 
     // out: the results to storescp +tls
-    let done = eventually_async(Duration::from_secs(120), || async {
-        matches!(export_state(&node).await, Some((s, _, _)) if s == "done")
-    })
-    .await;
-    assert!(done, "export over TLS: {:?}", export_state(&node).await);
+    let done = eventually_async(Duration::from_secs(120), || node.exports_are("done")).await;
+    assert!(done, "export over TLS: {:?}", node.export_jobs().await);
     let got = files_under(received.path());
     assert!(got.len() >= 4, "SR, volumetric SR, SEG and key images received over TLS: {got:?}");
 

@@ -129,6 +129,22 @@ impl TestNode {
         sqlx::query(sql).fetch_one(&self.pool).await.expect("count query").get::<i64, _>(0)
     }
 
+    /// The export jobs of the first read's result set, by part ("objects", then "sr"): (part,
+    /// state, attempts, last error). A read is exported in two parts to each destination: the SR
+    /// as soon as it is written, the other objects once they are.
+    pub async fn export_jobs(&self) -> Vec<(String, String, i32, Option<String>)> {
+        sqlx::query_as("SELECT part, state, attempts, last_error FROM jobs WHERE kind = 'export' ORDER BY part, id")
+            .fetch_all(&self.pool)
+            .await
+            .expect("export jobs")
+    }
+
+    /// Whether both export parts of the first read exist and are in `state`.
+    pub async fn exports_are(&self, state: &str) -> bool {
+        let jobs = self.export_jobs().await;
+        jobs.len() == 2 && jobs.iter().all(|j| j.1 == state)
+    }
+
     /// Instance files under the storage root's `studies/`.
     pub fn stored_files(&self) -> Vec<PathBuf> {
         files_under(&self.dir.path().join("studies"))

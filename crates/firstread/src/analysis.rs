@@ -25,7 +25,7 @@ use firstread_findings::vocabulary::roles::{LEFT_PLEURAL_EFFUSION, RIGHT_PLEURAL
 use firstread_findings::{Grid, Masks};
 use firstread_inference::{Manifest, Model};
 use firstread_queue::assembly::is_analysable_class;
-use firstread_queue::{Job, JobError, JobHandler};
+use firstread_queue::{Job, JobError, JobHandler, PART_OBJECTS, PART_SR};
 use firstread_store::{Arrival, Index, Provenance, Storage};
 use firstread_volume::{Refusal, StudyVolume, VolumeContract};
 use serde_json::{json, Value};
@@ -335,7 +335,7 @@ impl Analysis {
 
     /// One export job per destination of the study (its sender when known, and `always`), of
     /// the study's site only.
-    async fn enqueue_exports(&self, job: &Job, model_version: &str, files: &[String]) -> Result<(), String> {
+    async fn enqueue_exports(&self, job: &Job, model_version: &str, files: &[String], part: &str) -> Result<(), String> {
         let calling: Option<String> =
             sqlx::query_scalar("SELECT calling_ae_title FROM studies WHERE site = $1 AND study_instance_uid = $2")
                 .bind(&job.site)
@@ -355,12 +355,13 @@ impl Analysis {
                     model: &job.model,
                     model_version,
                     destination: &dest.ae_title,
+                    part,
                     payload: &payload,
                     max_attempts: self.export.max_attempts,
                 })
                 .await
                 .map_err(|e| e.to_string())?;
-            info!(destination = %dest.ae_title, "export queued");
+            info!(destination = %dest.ae_title, part, "export queued");
         }
         Ok(())
     }
@@ -456,55 +457,95 @@ impl JobHandler for Analysis {
         let slices = self.slices.clone();
         let waited = (job.started_at - job.created_at).to_std().unwrap_or_default();
         metrics::histogram!("firstread_stage_seconds", "stage" => "queue_pickup").record(waited.as_secs_f64());
-        let (mut result, written, findings) =
+        // the SR, with what its notification says, comes over this as soon as it is written
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<(results::Written, Said)>();
+        let task =
             tokio::task::spawn_blocking(move || -> Result<(Value, Vec<results::Written>, Option<Analysed>), String> {
                 let outcome = Analysis::analyse_files_with(&model, &files, memory_budget_mib, slices.as_deref())?;
                 let Some(analysed) = outcome.analysed else { return Ok((outcome.result, Vec::new(), None)) };
                 let started = Instant::now();
-                let written = results::write(&root, &job_for_results, &manifest, &analysed, predecessor)?;
+                let said = Said { findings: analysed.findings.clone(), measures: analysed.measures.clone() };
+                let written = results::write(&root, &job_for_results, &manifest, &analysed, predecessor, |sr| {
+                    let _ = first_tx.send((sr.clone(), said));
+                })?;
                 metrics::histogram!("firstread_stage_seconds", "stage" => "reporting")
                     .record(started.elapsed().as_secs_f64());
                 Ok((outcome.result, written, Some(analysed)))
-            })
-            .await
-            .map_err(|e| format!("analysis task: {e}"))??;
+            });
+        let model_name = firstread_notify::event::Model { name: manifest_name, version: manifest_version };
+        // the read first: its SR indexed, sent and notified while the other objects are built
+        let first = match first_rx.await {
+            Ok((sr, said)) => self.publish(job, &version, std::slice::from_ref(&sr), PART_SR, Some((&model_name, &said))).await,
+            Err(_) => Ok(()),
+        };
+        let (mut result, written, _) = task.await.map_err(|e| format!("analysis task: {e}"))??;
+        first?;
         let paths: Vec<String> = written.iter().map(|w| w.path.clone()).collect();
         if let Some(obj) = result.as_object_mut() {
             obj.insert("study_version".into(), json!(job.study_version));
             obj.insert("shadow".into(), json!(job.shadow));
             obj.insert("result_files".into(), json!(paths));
         }
-        if !written.is_empty() {
-            // indexed before the exports are queued: once the sender has the results, DICOMweb
-            // serves them too
-            self.index_results(job, &written).await?;
+        if let Some(rest) = written.get(1..).filter(|rest| !rest.is_empty()) {
+            self.publish(job, &version, rest, PART_OBJECTS, None).await?;
             if job.shadow {
                 info!(objects = written.len(), model = %job.model, version = %version, "shadow read indexed (not exported)");
             } else {
                 info!(objects = written.len(), "first read ready");
-                self.enqueue_exports(job, &version, &paths).await?;
             }
         }
-        if job.shadow {
-            return Ok(result);
-        }
-        if let Some(notifications) = &self.notifications {
-            let model = firstread_notify::event::Model { name: manifest_name, version: manifest_version };
-            // the SR (written first), for the message's link
-            let sr = written.first().map(|w| firstread_notify::event::ResultObject {
-                series_instance_uid: w.attributes.series_instance_uid.clone(),
-                sop_instance_uid: w.attributes.sop_instance_uid.clone(),
-            });
-            let reason = result["reason"].as_str().unwrap_or("not analysed").to_owned();
-            let outcome = match &findings {
-                Some(Analysed { findings: Some(f), .. }) => firstread_notify::event::Outcome::Read(f, sr.as_ref()),
-                Some(Analysed { measures, .. }) => firstread_notify::event::Outcome::Measured(measures, sr.as_ref()),
-                None => firstread_notify::event::Outcome::Refused(&reason),
-            };
-            notifications.enqueue(self.index.pool(), job, model, outcome).await?;
+        if written.is_empty() && !job.shadow {
+            // refused: the rules are told why
+            if let Some(notifications) = &self.notifications {
+                let reason = result["reason"].as_str().unwrap_or("not analysed").to_owned();
+                let outcome = firstread_notify::event::Outcome::Refused(&reason);
+                notifications.enqueue(self.index.pool(), job, model_name, outcome).await?;
+            }
         }
         Ok(result)
     }
+}
+
+impl Analysis {
+    /// Indexes result objects `written` like received instances (so DICOMweb serves them), then,
+    /// unless the job is a shadow, queues their export as `part` to each destination and, with
+    /// `read` (the SR's part), queues the notifications of the read.
+    async fn publish(
+        &self,
+        job: &Job,
+        version: &str,
+        written: &[results::Written],
+        part: &str,
+        read: Option<(&firstread_notify::event::Model, &Said)>,
+    ) -> Result<(), String> {
+        // indexed before the exports are queued: once the sender has the results, DICOMweb
+        // serves them too
+        self.index_results(job, written).await?;
+        if job.shadow {
+            return Ok(());
+        }
+        let paths: Vec<String> = written.iter().map(|w| w.path.clone()).collect();
+        self.enqueue_exports(job, version, &paths, part).await?;
+        let (Some(notifications), Some((model, said)), Some(sr)) = (&self.notifications, read, written.first()) else {
+            return Ok(());
+        };
+        let sr = firstread_notify::event::ResultObject {
+            series_instance_uid: sr.attributes.series_instance_uid.clone(),
+            sop_instance_uid: sr.attributes.sop_instance_uid.clone(),
+        };
+        let outcome = match &said.findings {
+            Some(f) => firstread_notify::event::Outcome::Read(f, Some(&sr)),
+            None => firstread_notify::event::Outcome::Measured(&said.measures, Some(&sr)),
+        };
+        notifications.enqueue(self.index.pool(), job, model.clone(), outcome).await
+    }
+}
+
+/// What a read says, for its notifications: the findings of the model's extension, or its
+/// measurements alone.
+struct Said {
+    findings: Option<firstread_findings::Findings>,
+    measures: Measures,
 }
 
 /// What [`read_volume`] gives: the masks by manifest channel, the findings, and what the

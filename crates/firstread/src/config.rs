@@ -290,6 +290,10 @@ pub struct AssemblyConfig {
     /// to a study for the same sender's next association (one association per series).
     #[serde(with = "humantime_serde")]
     pub early_ready_grace: Duration,
+    /// A sender (calling AE title from one host) whose last this many studies each came over one
+    /// association, and none of whose recent studies came over several, is not waited
+    /// `early_ready_grace` for: it sends whole studies. 0: always wait the grace.
+    pub early_ready_trust_after: u32,
     /// An open association whose node stopped heartbeating this long ago no longer holds its
     /// studies back (the node crashed).
     #[serde(with = "humantime_serde")]
@@ -306,6 +310,10 @@ pub struct AssemblyConfig {
 /// opens its next association well within it (see `docs/operations.md`).
 pub const EARLY_READY_GRACE_MS: u64 = 500;
 
+/// Default `early_ready_trust_after`: studies of a sender, each over one association, before
+/// its studies are ready without the grace (see `docs/operations.md`).
+pub const EARLY_READY_TRUST_AFTER: u32 = 3;
+
 /// A duration written like "30s" in TOML.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -319,6 +327,7 @@ impl Default for AssemblyConfig {
             reanalyse_late: true,
             early_ready: true,
             early_ready_grace: Duration::from_millis(EARLY_READY_GRACE_MS),
+            early_ready_trust_after: EARLY_READY_TRUST_AFTER,
             association_stale_after: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(5),
             tick: Duration::from_millis(200),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use firstread_dimse::StoreScp;
-use firstread_queue::worker::{listen, run_worker};
+use firstread_queue::worker::{listen, listen_channel, run_worker};
 use firstread_queue::{Assembly, AssemblyConfig, Backoff, JobHandler, JobKind, PgQueue, WorkerConfig};
 use firstread_store::{Index, Storage};
 use tokio::sync::Notify;
@@ -108,6 +108,7 @@ impl Node {
                 association_stale_after: config.assembly.association_stale_after,
                 early_ready: config.assembly.early_ready,
                 early_ready_grace: config.assembly.early_ready_grace,
+                early_ready_trust_after: config.assembly.early_ready_trust_after,
                 early_min_slices: early_min_slices(&model_runs),
             },
         );
@@ -206,7 +207,16 @@ impl Node {
                 });
             }
         }
-        tasks.spawn(assemble(assembly, config.assembly.clone(), roles.listen, shutdown.clone()));
+        // woken when an association ends (on this node or another), not only on its tick
+        let released = Arc::new(Notify::new());
+        let on_release = released.clone();
+        tasks.spawn(listen_channel(
+            index.pool().clone(),
+            "firstread_assembly",
+            move |_| on_release.notify_one(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(assemble(assembly, config.assembly.clone(), roles.listen, released, shutdown.clone()));
 
         if roles.work {
             let queue = Arc::new(PgQueue::new(index.pool().clone()));
@@ -354,12 +364,14 @@ pub(crate) async fn reload_on_hangup(
     }
 }
 
-/// Promotes ready studies every `tick`, or as soon as the next pending study is due; with the
-/// listen role, also heartbeats open associations.
+/// Promotes ready studies every `tick`, as soon as the next pending study is due (its stability
+/// time, or the end of its early-readiness grace), and when `released` is notified (an
+/// association ended); with the listen role, also heartbeats open associations.
 async fn assemble(
     assembly: Assembly,
     config: crate::config::AssemblyConfig,
     heartbeat: bool,
+    released: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
     let mut last_heartbeat = tokio::time::Instant::now();
@@ -388,13 +400,16 @@ async fn assemble(
             }
             _ => {}
         }
-        // wake at the next stability time when it comes before the next tick (a few ms late, so
-        // the study is due when promotion runs)
-        let next_due = assembly.next_stable_in().await.ok().flatten();
+        // wake at the next stability time or end of a grace when it comes before the next tick (a
+        // few ms late, so the study is due when promotion runs)
+        let stable = assembly.next_stable_in().await.ok().flatten();
+        let early = assembly.next_early_in().await.ok().flatten();
+        let next_due = stable.into_iter().chain(early).min();
         let pause = next_due.map_or(config.tick, |d| config.tick.min(d + std::time::Duration::from_millis(5)));
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = tokio::time::sleep(pause) => {}
+            _ = released.notified() => {}
         }
     }
 }

@@ -85,6 +85,7 @@ impl Notifications {
                         model: &job.model,
                         model_version: &model_version,
                         destination: &destination,
+                        part: "",
                         payload: &payload,
                         max_attempts: self.config.max_attempts,
                     })

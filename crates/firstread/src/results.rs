@@ -13,7 +13,7 @@ use std::path::Path;
 use firstread_inference::Manifest;
 use firstread_queue::Job;
 use firstread_report::{sc, seg, sr, ResultInput, ResultUids, SourceStudy};
-use firstread_store::attributes::describe;
+use firstread_store::attributes::{describe, AttributeError};
 use firstread_store::InstanceAttributes;
 
 use crate::analysis::Analysed;
@@ -50,7 +50,9 @@ pub struct Written {
 }
 
 /// Builds and writes the result objects (a shadow job's marked, [`SHADOW_MARK`]); returns them,
-/// SR first.
+/// SR first. The SR is built and written first, alone, and handed to `sr_written` before the
+/// other objects (volumetric SR, SEG, key images) are built, so the caller can index and export
+/// the read while they are.
 ///
 /// # Errors
 /// A message when an object cannot be built or written.
@@ -60,6 +62,7 @@ pub fn write(
     manifest: &Manifest,
     analysed: &Analysed,
     predecessor_sr: Option<(String, String, String)>,
+    sr_written: impl FnOnce(&Written),
 ) -> Result<Vec<Written>, String> {
     let volume = &analysed.study.volume;
     let first = volume.slices.first().ok_or("the volume has no slices")?;
@@ -79,54 +82,90 @@ pub fn write(
         content_date: created.format("%Y%m%d").to_string(),
         content_time: created.format("%H%M%S").to_string(),
     };
-    // the four builders are independent: build them side by side (the SEG and the key images
+    let dir_rel = result_dir(&job.site, &job.study_instance_uid, job.study_version, &manifest.name, &manifest.version)?;
+    let dir = root.join(&dir_rel);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let place = Place { dir: &dir, dir_rel: &dir_rel, shadow: job.shadow };
+    let sr = place.write(0, "sr", sr::build_sr(&input).map_err(|e| e.to_string())?)?;
+    sr_written(&sr);
+    // the other builders are independent: built side by side (the SEG and the key images
     // dominate for large volumes)
-    let (sr, volumetric, seg, key_images) = std::thread::scope(|scope| {
-        let sr = scope.spawn(|| sr::build_sr(&input));
+    let (volumetric, seg, key_images) = std::thread::scope(|scope| {
         let volumetric = scope.spawn(|| sr::build_volumetric_sr(&input));
         let seg = scope.spawn(|| seg::build_seg(&input));
         let key_images = sc::build_key_images(&input);
-        Ok::<_, String>((joined(sr)?, joined(volumetric)?, joined(seg)?, key_images))
+        Ok::<_, String>((joined(volumetric)?, joined(seg)?, key_images))
     })?;
     let mut objects = vec![
-        ("sr", sr.map_err(|e| e.to_string())?),
         ("sr-volumetric", volumetric.map_err(|e| e.to_string())?),
         ("seg", seg.map_err(|e| e.to_string())?),
     ];
     for image in key_images.map_err(|e| e.to_string())? {
         objects.push(("sc", image));
     }
-    if job.shadow {
-        for (_, obj) in &mut objects {
-            mark_shadow(obj);
-        }
-    }
-    let dir_rel = result_dir(&job.site, &job.study_instance_uid, job.study_version, &manifest.name, &manifest.version)?;
-    let dir = root.join(&dir_rel);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let mut written = vec![sr];
     // index attributes and DICOM JSON of every object, side by side
     let described = std::thread::scope(|scope| {
-        let handles: Vec<_> = objects.iter().map(|(_, obj)| scope.spawn(move || describe(obj))).collect();
+        let handles: Vec<_> = objects
+            .iter_mut()
+            .map(|(_, obj)| {
+                if job.shadow {
+                    mark_shadow(obj);
+                }
+                let obj = &*obj;
+                scope.spawn(move || describe(obj))
+            })
+            .collect();
         handles.into_iter().map(joined).collect::<Result<Vec<_>, String>>()
     })?;
-    let mut written = Vec::new();
     for (n, ((kind, obj), attributes)) in objects.iter().zip(described).enumerate() {
+        written.push(place.put(n + 1, kind, obj, attributes)?);
+    }
+    Ok(written)
+}
+
+/// Where a result set's files go.
+struct Place<'a> {
+    dir: &'a Path,
+    dir_rel: &'a str,
+    shadow: bool,
+}
+
+type Object = dicom_object::FileDicomObject<dicom_object::InMemDicomObject>;
+
+impl Place<'_> {
+    /// Marks (a shadow's), describes and writes object number `n`.
+    fn write(&self, n: usize, kind: &str, mut obj: Object) -> Result<Written, String> {
+        if self.shadow {
+            mark_shadow(&mut obj);
+        }
+        let attributes = describe(&obj);
+        self.put(n, kind, &obj, attributes)
+    }
+
+    /// Writes object number `n` as `<n>-<kind>.dcm`: to a temporary name, fsync'd, renamed.
+    fn put(
+        &self,
+        n: usize,
+        kind: &str,
+        obj: &Object,
+        attributes: Result<InstanceAttributes, AttributeError>,
+    ) -> Result<Written, String> {
         let name = format!("{n:02}-{kind}.dcm");
         let attributes = attributes.map_err(|e| format!("describing {name}: {e}"))?;
         let mut bytes = Vec::new();
         obj.write_all(&mut bytes).map_err(|e| format!("encoding {name}: {e}"))?;
-        let tmp = dir.join(format!(".{name}.tmp"));
+        let tmp = self.dir.join(format!(".{name}.tmp"));
         let result = (|| -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
-            std::fs::rename(&tmp, dir.join(&name))
+            std::fs::rename(&tmp, self.dir.join(&name))
         })();
         result.map_err(|e| format!("writing {name}: {e}"))?;
         let size_bytes = bytes.len() as u64;
-        written.push(Written { path: format!("{dir_rel}/{name}"), attributes, size_bytes });
+        Ok(Written { path: format!("{}/{name}", self.dir_rel), attributes, size_bytes })
     }
-    Ok(written)
 }
 
 /// What result UIDs are derived from for a job's study: its Study Instance UID, with the site

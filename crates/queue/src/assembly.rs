@@ -14,7 +14,8 @@
 //!   at least `early_ready_grace` ago, and no association of the same sender (calling AE title
 //!   and peer host) is open now: a scanner that sends a study over back-to-back associations,
 //!   one per series, opens the next one within the grace, so its study is not split into two
-//!   study versions;
+//!   study versions. A sender whose last `early_ready_trust_after` studies each came over one
+//!   association (and none of its recent studies over several) is not waited for;
 //! - among its series, those that can be a **candidate for analysis** are judged, by the rules
 //!   the volume builder chooses a series by (`firstread_store::candidate`): original CT images
 //!   (CT Image Storage, Modality CT, Image Type ORIGINAL\PRIMARY, not LOCALIZER or SCOUT),
@@ -87,6 +88,11 @@ pub struct AssemblyConfig {
     /// How long after the release of the last association that delivered to a study early
     /// readiness waits for the sender's next association (back-to-back associations of one study).
     pub early_ready_grace: Duration,
+    /// A sender whose last this many studies (of up to 20 within 30 days) each came over one
+    /// association, and none over several, is not waited for: its study is ready once its
+    /// association is released (`firstread_sends_whole_studies`, `schemas/0014`). 0: always
+    /// wait the grace.
+    pub early_ready_trust_after: u32,
     /// Fewest distinct slice positions a series needs to be a candidate for analysis (the
     /// smallest `min_slices` of the models run; at least 2).
     pub early_min_slices: usize,
@@ -246,6 +252,23 @@ impl Assembly {
         Ok(seconds.map(|s| std::time::Duration::from_secs_f64(s.max(0.0))))
     }
 
+    /// How long until the grace of the earliest pending study version whose delivering
+    /// associations were all released runs out (`None` when early readiness is off or no such
+    /// study waits for it), so the caller can judge it on time instead of on its next tick.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn next_early_in(&self) -> Result<Option<std::time::Duration>, QueueError> {
+        if !self.config.early_ready {
+            return Ok(None);
+        }
+        let seconds: Option<f64> = sqlx::query_scalar(NEXT_EARLY_SQL)
+            .bind(self.config.early_ready_grace.as_secs_f64())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seconds.map(|s| std::time::Duration::from_secs_f64(s.max(0.0))))
+    }
+
     /// Applies early readiness (when enabled), then promotes every ready study version to
     /// analysis jobs, one per configured model version. Returns the jobs created.
     ///
@@ -292,6 +315,7 @@ impl Assembly {
         let candidates: Vec<(String, String)> = sqlx::query_as(EARLY_CANDIDATES_SQL)
             .bind(self.config.early_ready_grace.as_secs_f64())
             .bind(self.config.association_stale_after.as_secs_f64())
+            .bind(i32::try_from(self.config.early_ready_trust_after).unwrap_or(i32::MAX))
             .fetch_all(&self.pool)
             .await?;
         for (site, study) in candidates {
@@ -323,8 +347,9 @@ pub fn complete_for_analysis(series: &[SeriesGeometry]) -> bool {
     candidates.peek().is_some() && candidates.all(|g| g.contiguous)
 }
 
-/// Studies early readiness looks at: $1 the grace (s), $2 `association_stale_after` (s). The peer
-/// host is the peer address without its port.
+/// Studies early readiness looks at: $1 the grace (s), $2 `association_stale_after` (s), $3
+/// `early_ready_trust_after`. The peer host is the peer address without its port. The grace is
+/// not waited for a sender known to send whole studies (`firstread_sends_whole_studies`).
 const EARLY_CANDIDATES_SQL: &str = r#"
 SELECT s.site, s.study_instance_uid FROM studies s
 WHERE s.analysable AND s.queued_version < s.version AND s.stable_at > now()
@@ -332,7 +357,10 @@ WHERE s.analysable AND s.queued_version < s.version AND s.stable_at > now()
       WHERE d.site = s.site AND d.study_instance_uid = s.study_instance_uid)
   AND NOT EXISTS (SELECT 1 FROM study_deliveries d JOIN associations a ON a.id = d.association_id
       WHERE d.site = s.site AND d.study_instance_uid = s.study_instance_uid
-        AND (a.closed_at IS NULL OR a.ending <> 'released' OR a.closed_at > now() - make_interval(secs => $1)))
+        AND (a.closed_at IS NULL OR a.ending <> 'released'
+             OR (a.closed_at > now() - make_interval(secs => $1)
+                 AND NOT firstread_sends_whole_studies(a.calling_ae_title,
+                     regexp_replace(a.peer_address, ':[0-9]+$', ''), s.site, s.study_instance_uid, $3))))
   AND NOT EXISTS (SELECT 1 FROM study_deliveries d JOIN associations a ON a.id = d.association_id
       JOIN associations o ON o.closed_at IS NULL AND o.calling_ae_title = a.calling_ae_title
           AND regexp_replace(o.peer_address, ':[0-9]+$', '') = regexp_replace(a.peer_address, ':[0-9]+$', '')
@@ -340,6 +368,19 @@ WHERE s.analysable AND s.queued_version < s.version AND s.stable_at > now()
         AND o.heartbeat_at > now() - make_interval(secs => $2))
 ORDER BY s.stable_at
 LIMIT 100
+"#;
+
+/// Seconds until the grace ($1, s) of the earliest pending study whose delivering associations
+/// were all released runs out.
+const NEXT_EARLY_SQL: &str = r#"
+SELECT EXTRACT(EPOCH FROM min(t.last_closed) + make_interval(secs => $1) - now())::float8 FROM (
+    SELECT max(a.closed_at) AS last_closed FROM studies s
+    JOIN study_deliveries d ON d.site = s.site AND d.study_instance_uid = s.study_instance_uid
+    JOIN associations a ON a.id = d.association_id
+    WHERE s.analysable AND s.queued_version < s.version AND s.stable_at > now()
+    GROUP BY s.site, s.study_instance_uid
+    HAVING bool_and(a.closed_at IS NOT NULL AND a.ending = 'released')
+) t WHERE t.last_closed + make_interval(secs => $1) > now()
 "#;
 
 /// CT Image Storage and Enhanced CT Image Storage: the SOP Classes the models analyse.

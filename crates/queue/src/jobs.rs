@@ -43,6 +43,11 @@ impl JobKind {
     }
 }
 
+/// The export part that sends a first read's SR, queued as soon as the SR is written.
+pub const PART_SR: &str = "sr";
+/// The export part that sends the rest of a result set (volumetric SR, SEG, key images).
+pub const PART_OBJECTS: &str = "objects";
+
 /// A claimed job.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -169,15 +174,15 @@ impl PgQueue {
     }
 
     /// Enqueues a job unless the same (kind, site, study, version, model, model version,
-    /// destination) exists; returns its id when created.
+    /// destination, part) exists; returns its id when created.
     ///
     /// # Errors
     /// Database errors.
     pub async fn enqueue(&self, job: &NewJob<'_>) -> Result<Option<i64>, QueueError> {
         Ok(sqlx::query_scalar(
             "INSERT INTO jobs (kind, study_instance_uid, study_version, model, destination, payload, max_attempts, site, \
-                 model_version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING RETURNING id",
+                 model_version, part) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING RETURNING id",
         )
         .bind(job.kind.as_str())
         .bind(job.study_instance_uid)
@@ -188,6 +193,7 @@ impl PgQueue {
         .bind(job.max_attempts)
         .bind(job.site)
         .bind(job.model_version)
+        .bind(job.part)
         .fetch_optional(&self.pool)
         .await?)
     }
@@ -264,6 +270,9 @@ pub struct NewJob<'a> {
     pub model_version: &'a str,
     /// Destination AE title (export jobs), "" otherwise.
     pub destination: &'a str,
+    /// Which part of a result set an export job sends ([`PART_SR`], [`PART_OBJECTS`]), ""
+    /// otherwise: one job per part.
+    pub part: &'a str,
     /// Kind-specific parameters.
     pub payload: &'a serde_json::Value,
     /// Attempts before dead.

@@ -15,5 +15,5 @@ pub mod reanalysis;
 pub mod worker;
 
 pub use assembly::{Assembly, AssemblyConfig, ModelVersion, Promoted, SeriesGeometry};
-pub use jobs::{Backoff, Job, JobKind, JobQueue, NewJob, PgQueue, QueueError};
+pub use jobs::{Backoff, Job, JobKind, JobQueue, NewJob, PgQueue, QueueError, PART_OBJECTS, PART_SR};
 pub use worker::{JobError, JobHandler, WorkerConfig};

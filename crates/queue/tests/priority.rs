@@ -39,6 +39,7 @@ async fn live_job(queue: &PgQueue, study: &str, model_version: &str) -> i64 {
             model: "covid19-lung-ct",
             model_version,
             destination: "",
+            part: "",
             payload: &serde_json::json!({}),
             max_attempts: 3,
         })

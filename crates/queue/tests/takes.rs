@@ -66,6 +66,7 @@ async fn assembly_queues_only_the_models_that_take_the_study() {
         association_stale_after: Duration::from_secs(30),
         early_ready: false,
         early_ready_grace: Duration::from_millis(500),
+        early_ready_trust_after: 3,
         early_min_slices: 10,
     };
     let assembly = Assembly::new(pool.clone(), "node-1", config.clone());

@@ -1,6 +1,7 @@
 //! A node and a receiving AE: send a study, wait for its results, split the time into stages.
 
 use super::*;
+use firstread_queue::{PART_OBJECTS, PART_SR};
 
 /// What was pushed to the node.
 #[derive(Debug, Clone)]
@@ -38,7 +39,8 @@ pub struct Marks {
     pub pleural_cavity_ms: f64,
     /// Measurements (ms), `timings_ms.measurements`.
     pub measurements_ms: f64,
-    /// `jobs.created_at` of the export job (queued by the analysis once its files were written).
+    /// `jobs.created_at` of the export job of the SR (queued by the analysis once the SR was
+    /// written, before the other result objects are built).
     pub export_queued_at: DateTime<Utc>,
     /// The receiving AE acknowledged the SR.
     pub sr_acknowledged_at: DateTime<Utc>,
@@ -61,8 +63,9 @@ pub struct Stages {
     pub pleural_cavity_s: f64,
     /// Findings from the masks (volumes, zones, scores, key slices), s.
     pub measurements_s: f64,
-    /// The rest of the analysis job until the export job is queued: instance lookup, SR, SEG and
-    /// key images built and written (fsync), s.
+    /// The rest of the analysis job until the export job of the SR is queued: instance lookup,
+    /// the SR built, written (fsync) and indexed, s. (The volumetric SR, SEG and key images are
+    /// built after it, while the SR is sent.)
     pub reporting_s: f64,
     /// Export job queued -> SR acknowledged: claim, association, C-STORE of the SR, s.
     pub export_s: f64,
@@ -308,21 +311,29 @@ impl Session {
                                 result["reason"].as_str().unwrap_or("no reason recorded")
                             );
                         }
-                        match job(pool, "export", study, &self.receiver.ae_title).await? {
-                            None => bail!("the analysis queued no export to {}", self.receiver.ae_title),
-                            Some(e) if e.state == "done" => return self.delivered(sent, &a, &e).await,
-                            Some(e) if e.state == "dead" => bail!(
+                        // the SR's part, then the other objects' (each its own export job)
+                        let parts = [PART_SR, PART_OBJECTS];
+                        let mut exports = Vec::with_capacity(parts.len());
+                        for part in parts {
+                            exports.push(export_job(pool, study, &self.receiver.ae_title, part).await?);
+                        }
+                        let sr_part = exports[0].as_ref();
+                        let pending = exports.iter().flatten().find(|e| e.state != "done");
+                        match (sr_part, pending) {
+                            (None, _) => bail!("the analysis queued no export of its SR to {}", self.receiver.ae_title),
+                            (Some(sr), None) => return self.delivered(sent, &a, sr).await,
+                            (_, Some(e)) if e.state == "dead" => bail!(
                                 "sending the results to {} failed {} time(s); last error: {}",
                                 self.receiver.ae_title,
                                 e.attempts,
-                                e.last_error.unwrap_or_default()
+                                e.last_error.clone().unwrap_or_default()
                             ),
-                            Some(e) if e.attempts > 0 => format!(
+                            (_, Some(e)) if e.attempts > 0 => format!(
                                 "sending the results to {} (retrying after: {})",
                                 self.receiver.ae_title,
-                                e.last_error.unwrap_or_default()
+                                e.last_error.clone().unwrap_or_default()
                             ),
-                            Some(_) => format!(
+                            (_, Some(_)) => format!(
                                 "sending the results to {}: {} acknowledged",
                                 self.receiver.ae_title,
                                 self.receiver.count()
@@ -466,6 +477,22 @@ fn session_config(
 /// The model whose first read the demo prints (the others installed run too; their result
 /// objects reach the receiving AE with the rest).
 pub(super) const DEMO_MODEL: &str = "covid19-lung-ct";
+
+/// The latest export job of `part` of the demo model's results of `study` to `destination`.
+async fn export_job(pool: &PgPool, study: &str, destination: &str, part: &str) -> anyhow::Result<Option<JobRow>> {
+    sqlx::query_as(
+        "SELECT state, attempts, last_error, result, created_at, started_at FROM jobs \
+         WHERE kind = 'export' AND study_instance_uid = $1 AND destination = $2 AND part = $3 AND NOT shadow \
+         ORDER BY study_version DESC, model <> $4, id DESC LIMIT 1",
+    )
+    .bind(study)
+    .bind(destination)
+    .bind(part)
+    .bind(DEMO_MODEL)
+    .fetch_optional(pool)
+    .await
+    .with_context(|| format!("reading the export job ({part})"))
+}
 
 async fn job(pool: &PgPool, kind: &str, study: &str, destination: &str) -> anyhow::Result<Option<JobRow>> {
     sqlx::query_as(
