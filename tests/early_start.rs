@@ -306,9 +306,8 @@ async fn ready_after_release(node: &TestNode, study: &str) -> f64 {
                  (SELECT min(created_at) FROM jobs WHERE kind = 'analysis' AND study_instance_uid = $1) \
                  - (SELECT max(a.closed_at) FROM associations a JOIN study_deliveries d ON d.association_id = a.id \
                     WHERE d.study_instance_uid = $1))::float8";
-    let after = || async {
-        sqlx::query_scalar::<_, Option<f64>>(sql).bind(study).fetch_one(&node.pool).await.ok().flatten()
-    };
+    let after =
+        || async { sqlx::query_scalar::<_, Option<f64>>(sql).bind(study).fetch_one(&node.pool).await.ok().flatten() };
     let found = eventually_async(Duration::from_secs(60), || async { after().await.is_some() }).await;
     assert!(found, "study {study} made ready");
     after().await.unwrap_or_default()

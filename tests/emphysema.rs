@@ -322,7 +322,8 @@ fn the_sample_reads_alike_with_both_kernels_and_its_objects_are_valid() {
         started_at: now,
         created_at: now,
     };
-    let written = firstread::results::write(root.path(), &job, &manifest, &soft.3, None, |_| {}).expect("result objects");
+    let written =
+        firstread::results::write(root.path(), &job, &manifest, &soft.3, None, |_| {}).expect("result objects");
     let modalities: Vec<String> = written.iter().filter_map(|w| w.attributes.modality.clone()).collect();
     assert_eq!(modalities, ["SR", "SR", "SEG", "OT"], "{written:?}");
     for w in &written {

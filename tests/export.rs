@@ -61,9 +61,15 @@ async fn results_go_back_to_the_sender_once_even_when_it_is_down_at_first() {
     let sr_files = parts[0].1.as_array().cloned().unwrap_or_default();
     assert_eq!(sr_files.len(), 1, "{sr_files:?}");
     assert!(sr_files[0].as_str().is_some_and(|f| f.ends_with("/00-sr.dcm")), "{sr_files:?}");
-    let seg_written = std::fs::metadata(node.dir.path().join(
-        parts[1].1.as_array().and_then(|a| a.iter().find_map(|f| f.as_str().filter(|f| f.ends_with("-seg.dcm")))).expect("SEG listed"),
-    ))
+    let seg_written = std::fs::metadata(
+        node.dir.path().join(
+            parts[1]
+                .1
+                .as_array()
+                .and_then(|a| a.iter().find_map(|f| f.as_str().filter(|f| f.ends_with("-seg.dcm"))))
+                .expect("SEG listed"),
+        ),
+    )
     .and_then(|m| m.modified())
     .expect("SEG file");
     assert!(

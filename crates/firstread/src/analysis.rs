@@ -335,7 +335,13 @@ impl Analysis {
 
     /// One export job per destination of the study (its sender when known, and `always`), of
     /// the study's site only.
-    async fn enqueue_exports(&self, job: &Job, model_version: &str, files: &[String], part: &str) -> Result<(), String> {
+    async fn enqueue_exports(
+        &self,
+        job: &Job,
+        model_version: &str,
+        files: &[String],
+        part: &str,
+    ) -> Result<(), String> {
         let calling: Option<String> =
             sqlx::query_scalar("SELECT calling_ae_title FROM studies WHERE site = $1 AND study_instance_uid = $2")
                 .bind(&job.site)
@@ -459,26 +465,27 @@ impl JobHandler for Analysis {
         metrics::histogram!("firstread_stage_seconds", "stage" => "queue_pickup").record(waited.as_secs_f64());
         // the SR, with what its notification says, comes over this as soon as it is written
         let (first_tx, first_rx) = tokio::sync::oneshot::channel::<(results::Written, Said)>();
-        let task =
-            tokio::task::spawn_blocking(move || -> Result<(Value, Vec<results::Written>, Option<Analysed>), String> {
-                let outcome = Analysis::analyse_files_with(&model, &files, memory_budget_mib, slices.as_deref())?;
-                let Some(analysed) = outcome.analysed else { return Ok((outcome.result, Vec::new(), None)) };
-                let started = Instant::now();
-                let said = Said { findings: analysed.findings.clone(), measures: analysed.measures.clone() };
-                let written = results::write(&root, &job_for_results, &manifest, &analysed, predecessor, |sr| {
-                    let _ = first_tx.send((sr.clone(), said));
-                })?;
-                metrics::histogram!("firstread_stage_seconds", "stage" => "reporting")
-                    .record(started.elapsed().as_secs_f64());
-                Ok((outcome.result, written, Some(analysed)))
-            });
+        let task = tokio::task::spawn_blocking(move || -> Result<(Value, Vec<results::Written>), String> {
+            let outcome = Analysis::analyse_files_with(&model, &files, memory_budget_mib, slices.as_deref())?;
+            let Some(analysed) = outcome.analysed else { return Ok((outcome.result, Vec::new())) };
+            let started = Instant::now();
+            let said = Said { findings: analysed.findings.clone(), measures: analysed.measures.clone() };
+            let written = results::write(&root, &job_for_results, &manifest, &analysed, predecessor, |sr| {
+                let _ = first_tx.send((sr.clone(), said));
+            })?;
+            metrics::histogram!("firstread_stage_seconds", "stage" => "reporting")
+                .record(started.elapsed().as_secs_f64());
+            Ok((outcome.result, written))
+        });
         let model_name = firstread_notify::event::Model { name: manifest_name, version: manifest_version };
         // the read first: its SR indexed, sent and notified while the other objects are built
         let first = match first_rx.await {
-            Ok((sr, said)) => self.publish(job, &version, std::slice::from_ref(&sr), PART_SR, Some((&model_name, &said))).await,
+            Ok((sr, said)) => {
+                self.publish(job, &version, std::slice::from_ref(&sr), PART_SR, Some((&model_name, &said))).await
+            }
             Err(_) => Ok(()),
         };
-        let (mut result, written, _) = task.await.map_err(|e| format!("analysis task: {e}"))??;
+        let (mut result, written) = task.await.map_err(|e| format!("analysis task: {e}"))??;
         first?;
         let paths: Vec<String> = written.iter().map(|w| w.path.clone()).collect();
         if let Some(obj) = result.as_object_mut() {

@@ -96,10 +96,8 @@ pub fn write(
         let key_images = sc::build_key_images(&input);
         Ok::<_, String>((joined(volumetric)?, joined(seg)?, key_images))
     })?;
-    let mut objects = vec![
-        ("sr-volumetric", volumetric.map_err(|e| e.to_string())?),
-        ("seg", seg.map_err(|e| e.to_string())?),
-    ];
+    let mut objects =
+        vec![("sr-volumetric", volumetric.map_err(|e| e.to_string())?), ("seg", seg.map_err(|e| e.to_string())?)];
     for image in key_images.map_err(|e| e.to_string())? {
         objects.push(("sc", image));
     }
