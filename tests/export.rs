@@ -28,10 +28,17 @@ fn push_sample(node: &TestNode) {
 }
 
 async fn result_files(node: &TestNode) -> Vec<String> {
-    let v: serde_json::Value = sqlx::query_scalar("SELECT result->'result_files' FROM jobs WHERE kind = 'analysis'")
-        .fetch_one(&node.pool)
+    // the analysis job completes just after it queues its last export part, which may finish first
+    let query = || async {
+        sqlx::query_scalar::<_, serde_json::Value>(
+            "SELECT result->'result_files' FROM jobs WHERE kind = 'analysis' AND state = 'done'",
+        )
+        .fetch_optional(&node.pool)
         .await
-        .expect("result");
+        .expect("result")
+    };
+    assert!(eventually_async(Duration::from_secs(30), || async { query().await.is_some() }).await, "analysis done");
+    let v = query().await.unwrap_or_default();
     v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
 }
 

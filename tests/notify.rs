@@ -32,12 +32,21 @@ async fn wait_state(node: &TestNode, destination: &str, version: i32, state: &st
     assert!(reached, "{destination} v{version} {state}: {:?}", job(node, destination, version).await);
 }
 
+/// The findings of the analysis of study version `version`, once its job is done (a read is
+/// notified with its SR, before the other result objects are written and the job completes).
 async fn findings(node: &TestNode, version: i32) -> Value {
-    sqlx::query_scalar("SELECT result->'findings' FROM jobs WHERE kind = 'analysis' AND study_version = $1")
+    let query = || async {
+        sqlx::query_scalar::<_, Value>(
+            "SELECT result->'findings' FROM jobs WHERE kind = 'analysis' AND study_version = $1 AND state = 'done'",
+        )
         .bind(version)
-        .fetch_one(&node.pool)
+        .fetch_optional(&node.pool)
         .await
         .expect("analysis result")
+    };
+    let done = eventually_async(Duration::from_secs(60), || async { query().await.is_some() }).await;
+    assert!(done, "the analysis of v{version} done");
+    query().await.unwrap_or_default()
 }
 
 fn lines_with(out: &Path, key: &str, value: &Value) -> Vec<Value> {
