@@ -101,19 +101,15 @@ pub fn write(
     for image in key_images.map_err(|e| e.to_string())? {
         objects.push(("sc", image));
     }
+    if job.shadow {
+        for (_, obj) in &mut objects {
+            mark_shadow(obj);
+        }
+    }
     let mut written = vec![sr];
     // index attributes and DICOM JSON of every object, side by side
     let described = std::thread::scope(|scope| {
-        let handles: Vec<_> = objects
-            .iter_mut()
-            .map(|(_, obj)| {
-                if job.shadow {
-                    mark_shadow(obj);
-                }
-                let obj = &*obj;
-                scope.spawn(move || describe(obj))
-            })
-            .collect();
+        let handles: Vec<_> = objects.iter().map(|(_, obj)| scope.spawn(move || describe(obj))).collect();
         handles.into_iter().map(joined).collect::<Result<Vec<_>, String>>()
     })?;
     for (n, ((kind, obj), attributes)) in objects.iter().zip(described).enumerate() {

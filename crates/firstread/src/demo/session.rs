@@ -290,7 +290,7 @@ impl Session {
         let deadline = Instant::now() + timeout;
         let stable = format!("waiting for the study to be stable ({} s)", self.stable_after.as_secs_f64());
         loop {
-            let phase = match job(pool, "analysis", study, "").await? {
+            let phase = match job(pool, "analysis", study, "", "").await? {
                 None => stable.clone(),
                 Some(a) => match a.state.as_str() {
                     "dead" => bail!(
@@ -315,7 +315,7 @@ impl Session {
                         let parts = [PART_SR, PART_OBJECTS];
                         let mut exports = Vec::with_capacity(parts.len());
                         for part in parts {
-                            exports.push(export_job(pool, study, &self.receiver.ae_title, part).await?);
+                            exports.push(job(pool, "export", study, &self.receiver.ae_title, part).await?);
                         }
                         let sr_part = exports[0].as_ref();
                         let pending = exports.iter().flatten().find(|e| e.state != "done");
@@ -478,32 +478,20 @@ fn session_config(
 /// objects reach the receiving AE with the rest).
 pub(super) const DEMO_MODEL: &str = "covid19-lung-ct";
 
-/// The latest export job of `part` of the demo model's results of `study` to `destination`.
-async fn export_job(pool: &PgPool, study: &str, destination: &str, part: &str) -> anyhow::Result<Option<JobRow>> {
+/// The latest job of `kind` for the demo model's read of `study` (to `destination` and of
+/// export `part`, each when not empty).
+async fn job(pool: &PgPool, kind: &str, study: &str, destination: &str, part: &str) -> anyhow::Result<Option<JobRow>> {
     sqlx::query_as(
         "SELECT state, attempts, last_error, result, created_at, started_at FROM jobs \
-         WHERE kind = 'export' AND study_instance_uid = $1 AND destination = $2 AND part = $3 AND NOT shadow \
-         ORDER BY study_version DESC, model <> $4, id DESC LIMIT 1",
-    )
-    .bind(study)
-    .bind(destination)
-    .bind(part)
-    .bind(DEMO_MODEL)
-    .fetch_optional(pool)
-    .await
-    .with_context(|| format!("reading the export job ({part})"))
-}
-
-async fn job(pool: &PgPool, kind: &str, study: &str, destination: &str) -> anyhow::Result<Option<JobRow>> {
-    sqlx::query_as(
-        "SELECT state, attempts, last_error, result, created_at, started_at FROM jobs \
-         WHERE kind = $1 AND study_instance_uid = $2 AND ($3 = '' OR destination = $3) AND NOT shadow \
+         WHERE kind = $1 AND study_instance_uid = $2 AND ($3 = '' OR destination = $3) AND ($5 = '' OR part = $5) \
+           AND NOT shadow \
          ORDER BY study_version DESC, model <> $4, id DESC LIMIT 1",
     )
     .bind(kind)
     .bind(study)
     .bind(destination)
     .bind(DEMO_MODEL)
+    .bind(part)
     .fetch_optional(pool)
     .await
     .with_context(|| format!("reading the {kind} job"))
