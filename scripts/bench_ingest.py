@@ -34,6 +34,7 @@ dropped WITH (FORCE) afterwards.
 Usage:
     python3 scripts/bench_ingest.py --n 2000
     python3 scripts/bench_ingest.py --n 600 --senders 1,4 --repeats 1 --keep
+    python3 scripts/bench_ingest.py --n 900 --senders 8 --repeats 1 --role listen
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def run_once(cfg: str, p: int, files: list[Path], total_bytes: int, work: Path, 
             env = firstread_env(port, root, db,
                                 STORAGE__FSYNC="false" if cfg == "fr_nofsync" else "true",
                                 HTTP__LISTEN=f"127.0.0.1:{http_port}", HTTP__AUTH="none")
-            proc = subprocess.Popen([str(FIRSTREAD_BIN), "serve"], env=env, cwd=REPO, stdout=err,
+            proc = subprocess.Popen([str(FIRSTREAD_BIN), ROLE], env=env, cwd=REPO, stdout=err,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         else:
             cmd = [STORESCP, "-aet", AE, "-od", str(root), "+xa"]
@@ -267,7 +268,8 @@ def write_report(out: Path, args, senders: list[int], results: list[dict], m: di
              f"{total_bytes / 1e6:.0f} MB in all; {-(-args.n // PER_STUDY)} study(ies) of <= {PER_STUDY}), sent by P parallel "
              f"dcmtk `storescu` processes, one association each, over 127.0.0.1 (TCP_NODELAY=1). "
              f"Each receiver starts fresh per run; median of {args.repeats} run(s). "
-             f"MB = 10^6 bytes of file sent per second of wall time; RSS = receiver VmHWM.")
+             f"MB = 10^6 bytes of file sent per second of wall time; RSS = receiver VmHWM. "
+             f"firstread runs as `firstread {ROLE}`.")
     L.append("")
     hdr = "| receiver |"
     sep = "|---|"
@@ -344,6 +346,10 @@ def write_report(out: Path, args, senders: list[int], results: list[dict], m: di
     write_markdown(out, L)
 
 
+# `firstread serve` (listener and workers) or `firstread listen` (--role)
+ROLE = "serve"
+
+
 # ------------------------------------------------------------------ main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -352,7 +358,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="runs per configuration (default 3)")
     ap.add_argument("--out", default=str(REPO / "docs/bench-ingest.md"), help="Markdown report")
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs")
+    ap.add_argument("--role", choices=("serve", "listen"), default="serve",
+                    help="how firstread runs: serve (listener and workers, the default) or listen "
+                         "(the listener role alone, as a separate listener process would)")
     args = ap.parse_args()
+    global ROLE
+    ROLE = args.role
     senders = [int(x) for x in args.senders.split(",") if x.strip()]
     if args.n < 1 or args.repeats < 1 or not senders or min(senders) < 1:
         die("--n, --repeats and --senders must be positive")
