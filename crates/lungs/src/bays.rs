@@ -41,7 +41,7 @@
 //! and is left out. On a scan without contrast the aortic arch and the heart's edges have the
 //! density of a mass; only the caps rule tells them apart.
 
-use crate::cavity::{components, per_slice, pixel_box, Refined, FAT_HU};
+use crate::cavity::{components, per_slice, Bits, Refined, FAT_HU};
 
 /// Radius of the disc that closes the lung's outline (mm): bays up to about twice as wide are
 /// closed.
@@ -78,7 +78,16 @@ const OPACITY_LOW_HU: f32 = -700.0;
 /// pixels is): the pixel indices it holds, in order (the lung's own among them); `None` when the
 /// slice holds no lung.
 fn closing(lung: &[u8], [rows, cols]: [usize; 2], pixel_mm: f64, factor: usize, radius_mm: f64) -> Option<Vec<u32>> {
-    let (r0, r1, c0, c1) = pixel_box(lung.iter().enumerate().filter(|(_, &v)| v != 0).map(|(p, _)| p), cols)?;
+    // each row's first and last lung column, and the lung's box
+    let spans: Vec<Option<(usize, usize)>> = lung
+        .chunks(cols)
+        .take(rows)
+        .map(|line| Some((line.iter().position(|&v| v != 0)?, line.iter().rposition(|&v| v != 0)?)))
+        .collect();
+    let r0 = spans.iter().position(Option::is_some)?;
+    let r1 = spans.iter().rposition(Option::is_some)?;
+    let c0 = spans.iter().flatten().map(|s| s.0).min()?;
+    let c1 = spans.iter().flatten().map(|s| s.1).max()?;
     let radius = radius_mm / (pixel_mm * factor as f64);
     let pad = radius.ceil() as usize + 2;
     // the grid: the lung's box in cells, padded by `pad` cells (cell (y, x) is at pixel cell
@@ -86,9 +95,12 @@ fn closing(lung: &[u8], [rows, cols]: [usize; 2], pixel_mm: f64, factor: usize, 
     let (cr0, cc0) = (r0 / factor, c0 / factor);
     let (h, w) = (r1 / factor - cr0 + 1 + 2 * pad, c1 / factor - cc0 + 1 + 2 * pad);
     let mut cells = vec![false; w * h];
-    for (p, _) in lung.iter().enumerate().filter(|(_, &v)| v != 0) {
-        let (y, x) = ((p / cols) / factor - cr0 + pad, (p % cols) / factor - cc0 + pad);
-        cells[y * w + x] = true;
+    for (r, span) in spans.iter().enumerate() {
+        let Some((first, last)) = *span else { continue };
+        let row = (r / factor - cr0 + pad) * w;
+        for c in (first..=last).filter(|&c| lung[r * cols + c] != 0) {
+            cells[row + c / factor - cc0 + pad] = true;
+        }
     }
     let r2 = radius * radius;
     let outside: Vec<bool> =
@@ -98,14 +110,11 @@ fn closing(lung: &[u8], [rows, cols]: [usize; 2], pixel_mm: f64, factor: usize, 
     // only cells within the dilation can be closed: the pixels of the padded box
     let (pr0, pc0) = ((cr0 * factor).saturating_sub(pad * factor), (cc0 * factor).saturating_sub(pad * factor));
     let (pr1, pc1) = (((cr0 + h - pad) * factor).min(rows), ((cc0 + w - pad) * factor).min(cols));
+    let column_cell: Vec<usize> = (pc0..pc1).map(|c| c / factor + pad - cc0).collect();
     let mut out = Vec::new();
     for r in pr0..pr1 {
-        for c in pc0..pc1 {
-            let (y, x) = (r / factor + pad - cr0, c / factor + pad - cc0);
-            if closed[y * w + x] {
-                out.push((r * cols + c) as u32);
-            }
-        }
+        let row = &closed[(r / factor + pad - cr0) * w..][..w];
+        out.extend(column_cell.iter().zip(pc0..pc1).filter(|(&x, _)| row[x]).map(|(_, c)| (r * cols + c) as u32));
     }
     Some(out)
 }
@@ -140,7 +149,13 @@ pub(crate) fn close_bays(out: &mut Refined, hu: &[f32], shape: [usize; 3], spaci
             let closed = closing(&lung[range], [rows, cols], pixel_mm, factor, BAY_RADIUS_MM).unwrap_or_default();
             closed.into_iter().filter(|&p| free(k * plane + p as usize)).collect()
         });
-        let in_open = |k: usize, p: usize| open[k].binary_search(&(p as u32)).is_ok();
+        let mut open_bits = Bits::new(slices * plane);
+        for (k, pixels) in open.iter().enumerate() {
+            for &p in pixels {
+                open_bits.set(k * plane + p as usize);
+            }
+        }
+        let in_open = |k: usize, p: usize| open_bits.get(k * plane + p);
         // ... kept where, going up and going down through bays, this lung is reached within
         // [`CAP_REACH_MM`]
         let reach = (CAP_REACH_MM / spacing_mm[0]).round().max(1.0) as usize;
@@ -290,7 +305,8 @@ fn caps(out: &mut Refined, hu: &[f32], shape: [usize; 3], spacing_mm: [f64; 3]) 
     let plane = rows * cols;
     let voxel_ml = spacing_mm.iter().product::<f64>() / 1000.0;
     let dense = |i: usize| out.opacity[i] != 0 && hu[i] > DENSE_HU;
-    let seeds: Vec<usize> = (0..out.opacity.len()).filter(|&i| dense(i)).collect();
+    let seeds: Vec<usize> =
+        per_slice(slices, |k| (k * plane..(k + 1) * plane).filter(|&i| dense(i)).collect::<Vec<_>>()).concat();
     let lesions: Vec<usize> = components(&dense, shape, &seeds)
         .into_iter()
         .filter(|c| c.len() as f64 * voxel_ml >= MIN_LESION_ML)

@@ -79,28 +79,86 @@ pub(crate) fn median_below_gas(hu: &[f32], part: &[usize]) -> bool {
 }
 
 /// Calls `f` with the pixel offsets of each 4-connected part of a slice's `mask`
-/// (`[rows, cols]`, non-zero inside).
+/// (`[rows, cols]`, non-zero inside), the parts in the order of their first pixel (row-major),
+/// each part's pixels row by row.
+///
+/// Labelled by runs: each row's runs of inside pixels, joined (union-find) with the runs of the
+/// row above whose columns they share; one pass over the slice, no per-pixel search.
 pub(crate) fn for_each_part(mask: &[u8], rows: usize, cols: usize, mut f: impl FnMut(&[usize])) {
-    let mut seen = vec![false; mask.len()];
-    let mut stack = Vec::new();
-    let mut part = Vec::new();
-    for start in 0..mask.len() {
-        if mask[start] == 0 || seen[start] {
-            continue;
+    // each run: (first pixel, one past its last pixel); `row_runs[r]..row_runs[r + 1]` are row r's
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut row_runs = Vec::with_capacity(rows + 1);
+    for r in 0..rows.min(mask.len() / cols.max(1)) {
+        row_runs.push(runs.len());
+        let line = &mask[r * cols..(r + 1) * cols];
+        let mut c = 0;
+        while let Some(start) = line[c..].iter().position(|&v| v != 0).map(|o| c + o) {
+            let end = line[start..].iter().position(|&v| v == 0).map_or(cols, |o| start + o);
+            runs.push((r * cols + start, r * cols + end));
+            c = end;
         }
-        seen[start] = true;
-        stack.push(start);
-        part.clear();
-        while let Some(p) = stack.pop() {
-            part.push(p);
-            for q in crate::cavity::neighbours4(p, rows, cols) {
-                if mask[q] != 0 && !seen[q] {
-                    seen[q] = true;
-                    stack.push(q);
+    }
+    row_runs.push(runs.len());
+    if runs.is_empty() {
+        return;
+    }
+    // union-find over the runs; a set's root is its first run (the lower index wins)
+    let mut parent: Vec<usize> = (0..runs.len()).collect();
+    let find = |parent: &mut Vec<usize>, mut x: usize| {
+        while parent[x] != x {
+            parent[x] = parent[parent[x]];
+            x = parent[x];
+        }
+        x
+    };
+    for r in 1..row_runs.len() - 1 {
+        let (mut a, mut b) = (row_runs[r - 1], row_runs[r]);
+        while a < row_runs[r] && b < row_runs[r + 1] {
+            // columns of the run above and of this row's run, [start, end)
+            let (s1, e1) = (runs[a].0 % cols, (runs[a].1 - 1) % cols + 1);
+            let (s2, e2) = (runs[b].0 % cols, (runs[b].1 - 1) % cols + 1);
+            if s1 < e2 && s2 < e1 {
+                let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
+                if ra != rb {
+                    let (lo, hi) = (ra.min(rb), ra.max(rb));
+                    parent[hi] = lo;
                 }
             }
+            if e1 < e2 {
+                a += 1;
+            } else {
+                b += 1;
+            }
         }
-        f(&part);
+    }
+    // the parts in the order of their roots (= of their first pixel), pixels run by run
+    let roots: Vec<usize> = (0..runs.len()).map(|i| find(&mut parent, i)).collect();
+    let mut part_of = vec![usize::MAX; runs.len()];
+    let mut sizes = Vec::new();
+    for (i, &root) in roots.iter().enumerate() {
+        if root == i {
+            part_of[i] = sizes.len();
+            sizes.push(0);
+        }
+        sizes[part_of[root]] += runs[i].1 - runs[i].0;
+    }
+    let mut offsets = Vec::with_capacity(sizes.len() + 1);
+    offsets.push(0);
+    for s in &sizes {
+        offsets.push(offsets[offsets.len() - 1] + s);
+    }
+    let mut fill = offsets.clone();
+    let mut pixels = vec![0usize; offsets[sizes.len()]];
+    for (i, &root) in roots.iter().enumerate() {
+        let part = part_of[root];
+        let (start, end) = runs[i];
+        for (slot, p) in pixels[fill[part]..].iter_mut().zip(start..end) {
+            *slot = p;
+        }
+        fill[part] += end - start;
+    }
+    for part in 0..sizes.len() {
+        f(&pixels[offsets[part]..offsets[part + 1]]);
     }
 }
 
@@ -168,6 +226,54 @@ mod tests {
         // exactly half below: the median is the upper one, not below
         assert!(!median_below_gas(&[-1000.0, -500.0], &[0, 1]));
         assert!(median_below_gas(&[-1000.0, -990.0, -500.0], &[0, 1, 2]));
+    }
+
+    /// The 4-connected parts by a flood fill from each pixel in turn: the parts `for_each_part`
+    /// must give, in the same order, as sets of pixels.
+    fn parts_by_flood_fill(mask: &[u8], rows: usize, cols: usize) -> Vec<Vec<usize>> {
+        let mut seen = vec![false; mask.len()];
+        let mut parts = Vec::new();
+        for start in 0..mask.len() {
+            if mask[start] == 0 || seen[start] {
+                continue;
+            }
+            let (mut part, mut stack) = (Vec::new(), vec![start]);
+            seen[start] = true;
+            while let Some(p) = stack.pop() {
+                part.push(p);
+                for q in crate::cavity::neighbours4(p, rows, cols) {
+                    if mask[q] != 0 && !seen[q] {
+                        seen[q] = true;
+                        stack.push(q);
+                    }
+                }
+            }
+            part.sort_unstable();
+            parts.push(part);
+        }
+        parts
+    }
+
+    #[test]
+    fn parts_by_runs_are_the_parts_of_a_flood_fill() {
+        // random masks of several densities and shapes (U shapes, spirals and diagonals among
+        // what chance makes), from a fixed linear congruential sequence
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as u32
+        };
+        for (rows, cols) in [(1, 1), (1, 17), (17, 1), (9, 13), (40, 40), (64, 23)] {
+            for density in [0, 20, 45, 55, 70, 100] {
+                let mask: Vec<u8> = (0..rows * cols).map(|_| u8::from(next() % 100 < density)).collect();
+                let mut found = Vec::new();
+                for_each_part(&mask, rows, cols, |part| {
+                    assert!(part.windows(2).all(|w| w[0] < w[1]), "pixels row by row");
+                    found.push(part.to_vec());
+                });
+                assert_eq!(found, parts_by_flood_fill(&mask, rows, cols), "{rows} x {cols}, {density} %");
+            }
+        }
     }
 
     /// One 40 x 40 slice of soft tissue (40 HU) holding `lung` (-850 HU) and `gas` (-1000 HU)
