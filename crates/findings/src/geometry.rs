@@ -7,35 +7,49 @@
 /// boundary. In-plane only: the apical and diaphragmatic surfaces are not counted as pleura.
 pub fn peripheral_shell(mask: &[u8], shape: [usize; 3], spacing_mm: [f64; 3], depth_mm: f64) -> Vec<u8> {
     let [slices, rows, cols] = shape;
-    let radius = |spacing: f64| if spacing > 0.0 { (depth_mm / spacing).round() as usize } else { 0 };
-    let (r_row, r_col) = (radius(spacing_mm[1]), radius(spacing_mm[2]));
     let mut out = vec![0u8; mask.len()];
     let plane = rows * cols;
     for k in 0..slices {
-        let m = &mask[k * plane..(k + 1) * plane];
-        // the mask's bounding box in this slice: outside it nothing is inside, so eroding the box
-        // alone (its edges behave like the FOV edge: outside counts as boundary) gives the same
-        let Some((r0, r1, c0, c1)) = bounding_box(m, rows, cols) else { continue };
-        let (h, w) = (r1 - r0 + 1, c1 - c0 + 1);
-        let at = |r: usize, c: usize| (r0 + r) * cols + c0 + c;
-        // along each row (columns direction), then along each column (rows direction)
-        let mut horizontal = vec![0u8; h * w];
-        for r in 0..h {
-            erode_line(|c| m[at(r, c)] != 0, w, r_col, |c, v| horizontal[r * w + c] = v);
-        }
-        let mut eroded = vec![0u8; h * w];
-        for c in 0..w {
-            erode_line(|r| horizontal[r * w + c] != 0, h, r_row, |r, v| eroded[r * w + c] = v);
-        }
         let o = &mut out[k * plane..(k + 1) * plane];
-        for r in 0..h {
-            for c in 0..w {
-                let i = at(r, c);
-                o[i] = u8::from(m[i] != 0 && eroded[r * w + c] == 0);
+        slice_shell(&mask[k * plane..(k + 1) * plane], [rows, cols], spacing_mm, depth_mm, |p| o[p] = 1);
+    }
+    out
+}
+
+/// [`peripheral_shell`] of one slice (`mask` `[rows, cols]`): calls `f` with the offset of each
+/// of its pixels in the shell, row by row.
+pub(crate) fn slice_shell(
+    mask: &[u8],
+    [rows, cols]: [usize; 2],
+    spacing_mm: [f64; 3],
+    depth_mm: f64,
+    mut f: impl FnMut(usize),
+) {
+    let radius = |spacing: f64| if spacing > 0.0 { (depth_mm / spacing).round() as usize } else { 0 };
+    let (r_row, r_col) = (radius(spacing_mm[1]), radius(spacing_mm[2]));
+    let m = mask;
+    // the mask's bounding box in this slice: outside it nothing is inside, so eroding the box
+    // alone (its edges behave like the FOV edge: outside counts as boundary) gives the same
+    let Some((r0, r1, c0, c1)) = bounding_box(m, rows, cols) else { return };
+    let (h, w) = (r1 - r0 + 1, c1 - c0 + 1);
+    let at = |r: usize, c: usize| (r0 + r) * cols + c0 + c;
+    // along each row (columns direction), then along each column (rows direction)
+    let mut horizontal = vec![0u8; h * w];
+    for r in 0..h {
+        erode_line(|c| m[at(r, c)] != 0, w, r_col, |c, v| horizontal[r * w + c] = v);
+    }
+    let mut eroded = vec![0u8; h * w];
+    for c in 0..w {
+        erode_line(|r| horizontal[r * w + c] != 0, h, r_row, |r, v| eroded[r * w + c] = v);
+    }
+    for r in 0..h {
+        for c in 0..w {
+            let i = at(r, c);
+            if m[i] != 0 && eroded[r * w + c] == 0 {
+                f(i);
             }
         }
     }
-    out
 }
 
 /// (first row, last row, first column, last column) holding a non-zero value of a `[rows, cols]`

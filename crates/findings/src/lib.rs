@@ -699,16 +699,16 @@ fn zone_pct(zones: &[ZoneFindings], level: Level) -> f64 {
 /// Share of opacity voxels within [`PERIPHERAL_DEPTH_MM`] of their lung's surface.
 /// (opacity voxels in the lung's peripheral shell, opacity voxels in the lung).
 fn peripheral_counts(grid: &Grid<'_>, lung: &[u8], opacity: &[u8]) -> (usize, usize) {
-    let mut peripheral = 0usize;
-    let mut all = 0usize;
-    let shell = peripheral_shell(lung, grid.shape, grid.spacing_mm, PERIPHERAL_DEPTH_MM);
-    for i in 0..lung.len() {
-        if lung[i] != 0 && opacity[i] != 0 {
-            all += 1;
-            if shell[i] != 0 {
-                peripheral += 1;
-            }
-        }
+    let [slices, rows, cols] = grid.shape;
+    let plane = rows * cols;
+    let (mut peripheral, mut all) = (0usize, 0usize);
+    // slice by slice: the shell of each (never the whole volume's) and the opacity in it
+    for k in 0..slices.min(lung.len() / plane.max(1)) {
+        let (lung, opacity) = (&lung[k * plane..(k + 1) * plane], &opacity[k * plane..(k + 1) * plane]);
+        all += lung.iter().zip(opacity).filter(|(&l, &o)| l != 0 && o != 0).count();
+        geometry::slice_shell(lung, [rows, cols], grid.spacing_mm, PERIPHERAL_DEPTH_MM, |p| {
+            peripheral += usize::from(opacity[p] != 0);
+        });
     }
     (peripheral, all)
 }

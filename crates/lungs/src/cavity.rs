@@ -512,14 +512,14 @@ fn solid_in_lung(
     spacing_mm: [f64; 3],
 ) -> Bits {
     let plane = rows * cols;
-    let mut solid = Bits::new(fills.len() * plane);
     let radius = (OPENING_MM / spacing_mm[1].min(spacing_mm[2])).ceil().max(1.0) as usize;
     let reach = (SOLID_REACH_MM / spacing_mm[1].min(spacing_mm[2])).ceil() as usize;
-    for k in 0..fills.len() {
+    // the slices side by side on the cores: each gives its solid voxels
+    let per_slice_solid: Vec<Vec<usize>> = per_slice(fills.len(), |k| {
         // the fill of this slice and its neighbours (a lesion continues through the slices)
         let near = &fills[k.saturating_sub(1)..(k + 2).min(fills.len())];
         let Some((r0, r1, c0, c1)) = pixel_box(near.iter().flat_map(|f| &f[side]).map(|&p| p as usize), cols) else {
-            continue;
+            return Vec::new();
         };
         let (r0, c0) = (r0.saturating_sub(reach), c0.saturating_sub(reach));
         let (r1, c1) = ((r1 + reach).min(rows - 1), (c1 + reach).min(cols - 1));
@@ -537,11 +537,16 @@ fn solid_in_lung(
             let (r, c) = (p as usize / cols, p as usize % cols);
             body[(r - r0) * bw + c - c0] = true;
         }
-        for (q, v) in open(&body, bw, bh, radius).into_iter().enumerate() {
-            if v && dense[q] {
-                solid.set(k * plane + (r0 + q / bw) * cols + c0 + q % bw);
-            }
-        }
+        open(&body, bw, bh, radius)
+            .into_iter()
+            .enumerate()
+            .filter(|&(q, v)| v && dense[q])
+            .map(|(q, _)| k * plane + (r0 + q / bw) * cols + c0 + q % bw)
+            .collect()
+    });
+    let mut solid = Bits::new(fills.len() * plane);
+    for &i in per_slice_solid.iter().flatten() {
+        solid.set(i);
     }
     solid
 }
@@ -1054,10 +1059,15 @@ fn walk_slice(family: &Family, cols: usize, col_mm: f64, hu: &[f32], lung: &[u8]
     // each line's first and last lung voxel, in one pass over the slice
     let mut firsts = vec![usize::MAX; family.lines.len()];
     let mut lasts = vec![0usize; family.lines.len()];
-    for (p, _) in lung.iter().enumerate().filter(|(_, &v)| v != 0) {
-        let (j, pos) = family.place[p];
-        firsts[j as usize] = firsts[j as usize].min(pos as usize);
-        lasts[j as usize] = lasts[j as usize].max(pos as usize);
+    for (r, line) in lung.chunks(cols).enumerate() {
+        let (Some(c0), Some(c1)) = (line.iter().position(|&v| v != 0), line.iter().rposition(|&v| v != 0)) else {
+            continue;
+        };
+        for c in (c0..=c1).filter(|&c| line[c] != 0) {
+            let (j, pos) = family.place[r * cols + c];
+            firsts[j as usize] = firsts[j as usize].min(pos as usize);
+            lasts[j as usize] = lasts[j as usize].max(pos as usize);
+        }
     }
     let walks: Vec<Walk> = family
         .lines
@@ -1286,21 +1296,24 @@ fn fill_direction(
     // outline); each slice bounds by the looser of its hits' depths (wide window) and their
     // positions on the nearest lines: where a layer thickens or ends, the lung's edge moves
     // within a few mm across lines and slices, the cage does not
-    let envelope = |j: usize| -> f64 {
-        let exit_mm = here.walks[j].exit.map_or(0.0, |e| e as f64 * step_mm);
-        neighbours
-            .iter()
-            .map(|(dz, w)| {
-                // the looser of the two: where a slice has no rib hit within
-                // NEIGHBOUR_WINDOW_MM of these lines (infinite position bound), it does not bound
-                // them at all; its depths, from hits up to SMOOTH_WINDOW_MM away, would carry
-                // the lung's edge of elsewhere (measured: a depth cap there cut dependent layers
-                // and let organ pieces grow into regions)
-                let by_depth = w.depth_envelope[j] + ENVELOPE_SLOPE * dz + OUTLIER_MM;
-                by_depth.max(w.position_near[j] - exit_mm + ENVELOPE_SLOPE * dz + OUTLIER_MM)
-            })
-            .fold(f64::INFINITY, f64::min)
-    };
+    let envelopes: Vec<f64> = (0..n)
+        .map(|j| {
+            let exit_mm = here.walks[j].exit.map_or(0.0, |e| e as f64 * step_mm);
+            neighbours
+                .iter()
+                .map(|(dz, w)| {
+                    // the looser of the two: where a slice has no rib hit within
+                    // NEIGHBOUR_WINDOW_MM of these lines (infinite position bound), it does not
+                    // bound them at all; its depths, from hits up to SMOOTH_WINDOW_MM away, would
+                    // carry the lung's edge of elsewhere (measured: a depth cap there cut
+                    // dependent layers and let organ pieces grow into regions)
+                    let by_depth = w.depth_envelope[j] + ENVELOPE_SLOPE * dz + OUTLIER_MM;
+                    by_depth.max(w.position_near[j] - exit_mm + ENVELOPE_SLOPE * dz + OUTLIER_MM)
+                })
+                .fold(f64::INFINITY, f64::min)
+        })
+        .collect();
+    let envelope = |j: usize| envelopes[j];
     let cleaned: Vec<Option<f64>> = (0..n)
         .map(|j| {
             let (d, p) = (rib[j]?, position(j)?);
@@ -1322,12 +1335,22 @@ fn fill_direction(
             .fold(f64::INFINITY, f64::min)
     };
     let gap = (MAX_RIB_GAP_MM / pitch_mm).round() as usize;
+    // the nearest line with a cleaned hit strictly before and strictly after each line
+    let mut nearest_before = vec![None; n];
+    for j in 1..n {
+        nearest_before[j] = if cleaned[j - 1].is_some() { Some(j - 1) } else { nearest_before[j - 1] };
+    }
+    let mut nearest_after = vec![None; n];
+    for j in (0..n.saturating_sub(1)).rev() {
+        nearest_after[j] = if cleaned[j + 1].is_some() { Some(j + 1) } else { nearest_after[j + 1] };
+    }
     let depth = |j: usize| -> Option<f64> {
         let d = if let Some(d) = cleaned[j] {
             d
         } else {
-            let before = (1..=gap.min(j)).find_map(|o| cleaned[j - o].map(|d| (o, d)));
-            let after = (1..=gap).take_while(|o| j + o < n).find_map(|o| cleaned[j + o].map(|d| (o, d)));
+            // (offset, depth) of the nearest hit within `gap` lines on each side
+            let before = nearest_before[j].filter(|&b| j - b <= gap).and_then(|b| Some((j - b, cleaned[b]?)));
+            let after = nearest_after[j].filter(|&a| a - j <= gap).and_then(|a| Some((a - j, cleaned[a]?)));
             match (before, after) {
                 (Some((ob, db)), Some((oa, da))) if ob + oa <= gap => db + (da - db) * ob as f64 / (ob + oa) as f64,
                 // at the end of the rib line: the nearest hit, when close

@@ -14,6 +14,8 @@ pub(crate) fn squared(feature: &[bool], dims: &[usize], spacing: &[f64]) -> Vec<
     assert_eq!(feature.len(), dims.iter().product::<usize>(), "feature holds the grid");
     let mut d: Vec<f64> = feature.iter().map(|&f| if f { 0.0 } else { f64::INFINITY }).collect();
     let (mut line, mut out) = (Vec::new(), Vec::new());
+    // the lower envelope's parabolas and their boundaries, reused from line to line
+    let (mut v, mut z) = (Vec::new(), Vec::new());
     for (axis, (&n, &step)) in dims.iter().zip(spacing).enumerate() {
         let stride: usize = dims[axis + 1..].iter().product();
         let outer = d.len() / (n * stride).max(1);
@@ -22,7 +24,7 @@ pub(crate) fn squared(feature: &[bool], dims: &[usize], spacing: &[f64]) -> Vec<
                 let start = o * n * stride + inner;
                 line.clear();
                 line.extend((0..n).map(|q| d[start + q * stride]));
-                envelope(&line, step * step, &mut out);
+                envelope(&line, step * step, &mut out, (&mut v, &mut z));
                 for (q, &v) in out.iter().enumerate() {
                     d[start + q * stride] = v;
                 }
@@ -32,14 +34,15 @@ pub(crate) fn squared(feature: &[bool], dims: &[usize], spacing: &[f64]) -> Vec<
     d
 }
 
-/// One axis: `out[q] = min over p of s2 (q - p)^2 + f[p]`.
-fn envelope(f: &[f64], s2: f64, out: &mut Vec<f64>) {
+/// One axis: `out[q] = min over p of s2 (q - p)^2 + f[p]`; `v` and `z` (the parabolas of the
+/// lower envelope and their boundaries) are scratch space.
+fn envelope(f: &[f64], s2: f64, out: &mut Vec<f64>, (v, z): (&mut Vec<usize>, &mut Vec<f64>)) {
     let n = f.len();
     out.clear();
     out.resize(n, f64::INFINITY);
     // parabola vertices (finite ones only) and the boundaries between them
-    let mut v: Vec<usize> = Vec::with_capacity(n);
-    let mut z: Vec<f64> = Vec::with_capacity(n + 1);
+    v.clear();
+    z.clear();
     let key = |p: usize| f[p] + s2 * (p * p) as f64;
     for q in (0..n).filter(|&q| f[q].is_finite()) {
         while let Some(&p) = v.last() {
