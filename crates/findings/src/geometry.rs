@@ -16,10 +16,10 @@ pub fn peripheral_shell(mask: &[u8], shape: [usize; 3], spacing_mm: [f64; 3], de
     out
 }
 
-/// [`peripheral_shell`] of one slice (`mask` `[rows, cols]`): calls `f` with the offset of each
-/// of its pixels in the shell, row by row.
+/// [`peripheral_shell`] of one slice (`m` `[rows, cols]`): calls `f` with the offset of each of
+/// its pixels in the shell, row by row.
 pub(crate) fn slice_shell(
-    mask: &[u8],
+    m: &[u8],
     [rows, cols]: [usize; 2],
     spacing_mm: [f64; 3],
     depth_mm: f64,
@@ -27,7 +27,6 @@ pub(crate) fn slice_shell(
 ) {
     let radius = |spacing: f64| if spacing > 0.0 { (depth_mm / spacing).round() as usize } else { 0 };
     let (r_row, r_col) = (radius(spacing_mm[1]), radius(spacing_mm[2]));
-    let m = mask;
     // the mask's bounding box in this slice: outside it nothing is inside, so eroding the box
     // alone (its edges behave like the FOV edge: outside counts as boundary) gives the same
     let Some((r0, r1, c0, c1)) = bounding_box(m, rows, cols) else { return };
@@ -35,12 +34,28 @@ pub(crate) fn slice_shell(
     let at = |r: usize, c: usize| (r0 + r) * cols + c0 + c;
     // along each row (columns direction), then along each column (rows direction)
     let mut horizontal = vec![0u8; h * w];
+    let mut left = Vec::with_capacity(w);
     for r in 0..h {
-        erode_line(|c| m[at(r, c)] != 0, w, r_col, |c, v| horizontal[r * w + c] = v);
+        let row = &m[at(r, 0)..at(r, 0) + w];
+        erode_line(|c| row[c] != 0, w, r_col, &mut left, |c, v| horizontal[r * w + c] = v);
+    }
+    // the columns side by side, row after row: each column's run of inside pixels ending at the
+    // row going down, then starting at it going up (as `erode_line` along a column)
+    let mut down = vec![0usize; w * h];
+    let mut run = vec![0usize; w];
+    for r in 0..h {
+        for c in 0..w {
+            run[c] = if horizontal[r * w + c] != 0 { run[c] + 1 } else { 0 };
+            down[r * w + c] = run[c];
+        }
     }
     let mut eroded = vec![0u8; h * w];
-    for c in 0..w {
-        erode_line(|r| horizontal[r * w + c] != 0, h, r_row, |r, v| eroded[r * w + c] = v);
+    run.iter_mut().for_each(|v| *v = 0);
+    for r in (0..h).rev() {
+        for c in 0..w {
+            run[c] = if horizontal[r * w + c] != 0 { run[c] + 1 } else { 0 };
+            eroded[r * w + c] = u8::from(down[r * w + c] > r_row && run[c] > r_row);
+        }
     }
     for r in 0..h {
         for c in 0..w {
@@ -70,8 +85,16 @@ fn bounding_box(m: &[u8], rows: usize, cols: usize) -> Option<(usize, usize, usi
 
 /// 1D erosion: a position survives when every position within `radius` is inside (and inside
 /// the line). Two passes compute the run length to the nearest outside position on each side.
-fn erode_line(inside: impl Fn(usize) -> bool, len: usize, radius: usize, mut set: impl FnMut(usize, u8)) {
-    let mut left = vec![0usize; len];
+/// `left` is scratch space.
+fn erode_line(
+    inside: impl Fn(usize) -> bool,
+    len: usize,
+    radius: usize,
+    left: &mut Vec<usize>,
+    mut set: impl FnMut(usize, u8),
+) {
+    left.clear();
+    left.resize(len, 0);
     let mut run = 0usize;
     for (i, l) in left.iter_mut().enumerate() {
         run = if inside(i) { run + 1 } else { 0 };
