@@ -85,8 +85,9 @@ pub(crate) fn median_below_gas(hu: &[f32], part: &[usize]) -> bool {
 /// Labelled by runs: each row's runs of inside pixels, joined (union-find) with the runs of the
 /// row above whose columns they share; one pass over the slice, no per-pixel search.
 pub(crate) fn for_each_part(mask: &[u8], rows: usize, cols: usize, mut f: impl FnMut(&[usize])) {
-    // each run: (first pixel, one past its last pixel); `row_runs[r]..row_runs[r + 1]` are row r's
-    let mut runs: Vec<(usize, usize)> = Vec::new();
+    // each run: (its row's first pixel, first column, one past its last column);
+    // `row_runs[r]..row_runs[r + 1]` are row r's
+    let mut runs: Vec<(usize, usize, usize)> = Vec::new();
     let mut row_runs = Vec::with_capacity(rows + 1);
     for r in 0..rows.min(mask.len() / cols.max(1)) {
         row_runs.push(runs.len());
@@ -94,7 +95,7 @@ pub(crate) fn for_each_part(mask: &[u8], rows: usize, cols: usize, mut f: impl F
         let mut c = 0;
         while let Some(start) = line[c..].iter().position(|&v| v != 0).map(|o| c + o) {
             let end = line[start..].iter().position(|&v| v == 0).map_or(cols, |o| start + o);
-            runs.push((r * cols + start, r * cols + end));
+            runs.push((r * cols, start, end));
             c = end;
         }
     }
@@ -114,9 +115,8 @@ pub(crate) fn for_each_part(mask: &[u8], rows: usize, cols: usize, mut f: impl F
     for r in 1..row_runs.len() - 1 {
         let (mut a, mut b) = (row_runs[r - 1], row_runs[r]);
         while a < row_runs[r] && b < row_runs[r + 1] {
-            // columns of the run above and of this row's run, [start, end)
-            let (s1, e1) = (runs[a].0 % cols, (runs[a].1 - 1) % cols + 1);
-            let (s2, e2) = (runs[b].0 % cols, (runs[b].1 - 1) % cols + 1);
+            // the columns of the run above and of this row's run, [start, end)
+            let ((_, s1, e1), (_, s2, e2)) = (runs[a], runs[b]);
             if s1 < e2 && s2 < e1 {
                 let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
                 if ra != rb {
@@ -140,7 +140,7 @@ pub(crate) fn for_each_part(mask: &[u8], rows: usize, cols: usize, mut f: impl F
             part_of[i] = sizes.len();
             sizes.push(0);
         }
-        sizes[part_of[root]] += runs[i].1 - runs[i].0;
+        sizes[part_of[root]] += runs[i].2 - runs[i].1;
     }
     let mut offsets = Vec::with_capacity(sizes.len() + 1);
     offsets.push(0);
@@ -151,8 +151,8 @@ pub(crate) fn for_each_part(mask: &[u8], rows: usize, cols: usize, mut f: impl F
     let mut pixels = vec![0usize; offsets[sizes.len()]];
     for (i, &root) in roots.iter().enumerate() {
         let part = part_of[root];
-        let (start, end) = runs[i];
-        for (slot, p) in pixels[fill[part]..].iter_mut().zip(start..end) {
+        let (row, start, end) = runs[i];
+        for (slot, p) in pixels[fill[part]..].iter_mut().zip(row + start..row + end) {
             *slot = p;
         }
         fill[part] += end - start;
