@@ -41,7 +41,7 @@
 //! and is left out. On a scan without contrast the aortic arch and the heart's edges have the
 //! density of a mass; only the caps rule tells them apart.
 
-use crate::cavity::{components, per_slice, Bits, Refined, FAT_HU};
+use crate::cavity::{components, per_slice, row_spans, Bits, Refined, FAT_HU};
 
 /// Radius of the disc that closes the lung's outline (mm): bays up to about twice as wide are
 /// closed.
@@ -79,11 +79,7 @@ const OPACITY_LOW_HU: f32 = -700.0;
 /// slice holds no lung.
 fn closing(lung: &[u8], [rows, cols]: [usize; 2], pixel_mm: f64, factor: usize, radius_mm: f64) -> Option<Vec<u32>> {
     // each row's first and last lung column, and the lung's box
-    let spans: Vec<Option<(usize, usize)>> = lung
-        .chunks(cols)
-        .take(rows)
-        .map(|line| Some((line.iter().position(|&v| v != 0)?, line.iter().rposition(|&v| v != 0)?)))
-        .collect();
+    let spans: Vec<Option<(usize, usize)>> = row_spans(lung, cols).take(rows).collect();
     let r0 = spans.iter().position(Option::is_some)?;
     let r1 = spans.iter().rposition(Option::is_some)?;
     let c0 = spans.iter().flatten().map(|s| s.0).min()?;

@@ -860,6 +860,11 @@ pub(crate) fn pixel_box(pixels: impl IntoIterator<Item = usize>, cols: usize) ->
     })
 }
 
+/// Each row's first and last non-zero column of a slice `cols` wide (`None` for an empty row).
+pub(crate) fn row_spans(slice: &[u8], cols: usize) -> impl Iterator<Item = Option<(usize, usize)>> + '_ {
+    slice.chunks(cols).map(|row| Some((row.iter().position(|&v| v != 0)?, row.iter().rposition(|&v| v != 0)?)))
+}
+
 /// The volume's geometry.
 struct Geometry {
     shape: [usize; 3],
@@ -1059,11 +1064,9 @@ fn walk_slice(family: &Family, cols: usize, col_mm: f64, hu: &[f32], lung: &[u8]
     // each line's first and last lung voxel, in one pass over the slice
     let mut firsts = vec![usize::MAX; family.lines.len()];
     let mut lasts = vec![0usize; family.lines.len()];
-    for (r, line) in lung.chunks(cols).enumerate() {
-        let (Some(c0), Some(c1)) = (line.iter().position(|&v| v != 0), line.iter().rposition(|&v| v != 0)) else {
-            continue;
-        };
-        for c in (c0..=c1).filter(|&c| line[c] != 0) {
+    for (r, span) in row_spans(lung, cols).enumerate() {
+        let Some((c0, c1)) = span else { continue };
+        for c in (c0..=c1).filter(|&c| lung[r * cols + c] != 0) {
             let (j, pos) = family.place[r * cols + c];
             firsts[j as usize] = firsts[j as usize].min(pos as usize);
             lasts[j as usize] = lasts[j as usize].max(pos as usize);
